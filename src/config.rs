@@ -1,0 +1,213 @@
+//! The TOML config: schema, defaults, `from_toml(&str)` (pure) and `load(path)` (I/O).
+//!
+//! Per-field checks come from types; cross-field checks live in [`Config::validate`]. Every
+//! error names the file, the line, and where it applies the route and the key.
+
+mod describe;
+mod error;
+mod resolver;
+mod route;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use describe::describe;
+pub use error::ConfigError;
+pub use resolver::{
+    DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver, ResolverSettings,
+};
+pub use route::{Action, AddrSpec, ConnectName, Pattern, RouteSpec, SniMode};
+
+/// Default for `[proxy] listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
+/// Default for `[admin] listen` in the embedded config.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default for `[proxy] connect_ports`.
+pub const DEFAULT_CONNECT_PORTS: &[u16] = &[443];
+/// Default for `[proxy] connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for `[proxy] idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default for `[proxy] drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `[proxy] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default for `[proxy] deny_destinations`: loopback, link-local (instance metadata) and "this
+/// network", the classic SSRF targets of a proxy beside an application.
+pub const DEFAULT_DENY_DESTINATIONS: &[&str] =
+    &["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"];
+
+/// The config used when no file is given: a plain forward proxy on the system resolver.
+pub const EMBEDDED_DEFAULT: &str = "\
+[proxy]
+listen = \"127.0.0.1:3128\"
+
+[admin]
+listen = \"127.0.0.1:9901\"
+";
+
+/// Where the embedded config says it came from, in messages.
+pub const EMBEDDED_ORIGIN: &str = "<embedded default>";
+
+/// A loaded and validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (or [`EMBEDDED_ORIGIN`]), for messages.
+    pub origin: String,
+    pub proxy: ProxySettings,
+    pub admin: Option<AdminSettings>,
+    /// Named resolvers; always holds `system`.
+    pub resolvers: BTreeMap<String, ResolverSettings>,
+    /// Routes in file order (order never affects matching).
+    pub routes: Vec<RouteSpec>,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// Listener for the applications' `HTTPS_PROXY`; [`DEFAULT_LISTEN`].
+    pub listen: SocketAddr,
+    /// Ports a CONNECT may reach; [`DEFAULT_CONNECT_PORTS`].
+    pub connect_ports: Vec<u16>,
+    /// Resolve + TCP connect budget; [`DEFAULT_CONNECT_TIMEOUT`].
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A tunnel silent both ways this long is closed; [`DEFAULT_IDLE_TIMEOUT`].
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest wait for clients on SIGTERM; [`DEFAULT_DRAIN_TIMEOUT`].
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Client connections at once; [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// Resolved addresses never connected to; [`DEFAULT_DENY_DESTINATIONS`].
+    pub deny_destinations: Vec<IpNet>,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a socket address"),
+            connect_ports: DEFAULT_CONNECT_PORTS.to_vec(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            deny_destinations: DEFAULT_DENY_DESTINATIONS
+                .iter()
+                .map(|n| n.parse().expect("DEFAULT_DENY_DESTINATIONS are CIDR blocks"))
+                .collect(),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// `/healthz`, `/readyz`, `/metrics`; the embedded default uses [`DEFAULT_ADMIN_LISTEN`].
+    pub listen: SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxy: ProxySettings,
+    admin: Option<AdminSettings>,
+    #[serde(default)]
+    resolver: BTreeMap<String, Spanned<toml::Table>>,
+    #[serde(default)]
+    route: Vec<Spanned<toml::Table>>,
+}
+
+impl Config {
+    /// Parses and validates a config from TOML text; `origin` names it in errors.
+    pub fn from_toml(src: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError::from_toml(origin, src, &e))?;
+        let ctx = error::Ctx { origin, src };
+        let mut resolvers = BTreeMap::new();
+        resolvers.insert("system".to_owned(), ResolverSettings::system_default());
+        for (name, table) in &raw.resolver {
+            resolvers.insert(name.clone(), resolver::parse(&ctx, name, table)?);
+        }
+        let routes = raw
+            .route
+            .iter()
+            .enumerate()
+            .map(|(i, table)| route::parse(&ctx, i, table))
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = Config {
+            origin: origin.to_owned(),
+            proxy: raw.proxy,
+            admin: raw.admin,
+            resolvers,
+            routes,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { origin: origin.clone(), source: e })?;
+        Self::from_toml(&src, &origin)
+    }
+
+    /// The embedded default: a plain forward proxy on the system resolver.
+    pub fn embedded() -> Config {
+        Self::from_toml(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN).expect("the embedded config is valid")
+    }
+
+    /// Cross-field checks: resolvers named by routes exist, patterns are unique, values sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |line, route: Option<&str>, key: &str, message: String| ConfigError::Invalid {
+            origin: self.origin.clone(),
+            line,
+            route: route.map(str::to_owned),
+            key: key.to_owned(),
+            message,
+        };
+        let p = &self.proxy;
+        if p.connect_ports.iter().any(|&port| port == 0) {
+            return Err(err(None, None, "proxy.connect_ports", "port 0 is not a valid port".into()));
+        }
+        if p.max_connections == 0 {
+            return Err(err(None, None, "proxy.max_connections", "must be at least 1".into()));
+        }
+        if p.connect_timeout.is_zero() || p.idle_timeout.is_zero() {
+            return Err(err(None, None, "proxy.connect_timeout", "timeouts must be above zero".into()));
+        }
+        for route in &self.routes {
+            if !self.resolvers.contains_key(&route.resolver) {
+                let known: Vec<_> = self.resolvers.keys().map(String::as_str).collect();
+                return Err(err(
+                    Some(route.resolver_line.unwrap_or(route.line)),
+                    Some(&route.name),
+                    "resolver",
+                    format!(
+                        "unknown resolver `{}`; define [resolver.{}] or use one of: {}",
+                        route.resolver,
+                        route.resolver,
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        crate::routes::RouteTable::new(&self.routes).map_err(|clash| {
+            err(Some(clash.line), Some(&clash.route), "hosts", clash.to_string())
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

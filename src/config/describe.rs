@@ -1,0 +1,71 @@
+//! The effective route table as `splitway check` prints it.
+
+use std::fmt::Write;
+
+use super::{Action, Config, Nameserver, SniMode};
+
+/// Renders the resolvers and routes of a valid config, most specific matching first.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "config {}: ok", config.origin);
+    let _ = writeln!(out, "proxy listen {} (CONNECT ports {:?})", config.proxy.listen, config.proxy.connect_ports);
+    match &config.admin {
+        Some(a) => drop(writeln!(out, "admin listen {}", a.listen)),
+        None => drop(writeln!(out, "admin off")),
+    }
+    let _ = writeln!(out, "\nresolvers:");
+    for (name, r) in &config.resolvers {
+        let servers = match &r.nameservers {
+            None => "/etc/resolv.conf".to_owned(),
+            Some(list) => list.iter().map(nameserver).collect::<Vec<_>>().join(", "),
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<12} {servers}  timeout {:?}, ttl {:?}..{:?}, serve_stale {:?}{}",
+            r.timeout,
+            r.min_ttl,
+            r.max_ttl,
+            r.serve_stale,
+            if r.hosts_file { ", /etc/hosts" } else { "" }
+        );
+    }
+    let _ = writeln!(out, "\nroutes (exact > longest *.suffix > *; IPs: exact > narrowest CIDR > *):");
+    for route in &config.routes {
+        let hosts = route.patterns.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(", ");
+        let action = match &route.action {
+            Action::Resolve => format!("resolve via `{}`", route.resolver),
+            Action::Deny => "deny 403".to_owned(),
+            Action::Addresses(a) => {
+                let a = a.iter().map(|a| match a.port {
+                    Some(p) => std::net::SocketAddr::new(a.ip, p).to_string(),
+                    None => a.ip.to_string(),
+                });
+                format!("addresses {}", a.collect::<Vec<_>>().join(", "))
+            }
+            Action::Connect(c) => {
+                let c = c.iter().map(|c| match c.port {
+                    Some(p) => format!("{}:{p}", c.host),
+                    None => c.host.to_string(),
+                });
+                format!("connect {} via `{}`", c.collect::<Vec<_>>().join(" then "), route.resolver)
+            }
+        };
+        let sni = if route.sni == SniMode::Any { ", sni any" } else { "" };
+        let _ = writeln!(out, "  {:<24} [{hosts}] -> {action}{sni}", route.name);
+    }
+    let has_catch_all = config.routes.iter().any(|r| r.patterns.iter().any(|(p, _)| *p == super::Pattern::CatchAll));
+    if !has_catch_all {
+        let _ = writeln!(out, "  {:<24} [*] -> resolve via `system` (implicit)", crate::routes::DEFAULT_ROUTE);
+    }
+    out
+}
+
+fn nameserver(n: &Nameserver) -> String {
+    match n {
+        Nameserver::UdpTcp(a) => a.to_string(),
+        Nameserver::Udp(a) => format!("udp://{a}"),
+        Nameserver::Tcp(a) => format!("tcp://{a}"),
+        Nameserver::Tls { addr, name } => format!("tls://{addr}#{name}"),
+        Nameserver::Https { addr, name, path } => format!("https://{addr}{path}#{name}"),
+    }
+}

@@ -1,0 +1,149 @@
+//! `[resolver.NAME]` tables: nameservers (udp/tcp, `tls://`, `https://`) and cache bounds.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::ConfigError;
+use super::error::{Ctx, TableCtx};
+
+/// Default for `[resolver.NAME] timeout`: the budget for one lookup.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default for `min_ttl`.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(5);
+/// Default for `max_ttl`.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+/// Default for `serve_stale` (RFC 8767 §5 suggests 1–3 days; an hour suits API endpoints).
+pub const DEFAULT_SERVE_STALE: Duration = Duration::from_secs(3600);
+
+/// One upstream DNS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nameserver {
+    /// `IP[:PORT]`: UDP, falling back to TCP on truncation.
+    UdpTcp(SocketAddr),
+    /// `udp://IP[:PORT]`.
+    Udp(SocketAddr),
+    /// `tcp://IP[:PORT]`.
+    Tcp(SocketAddr),
+    /// `tls://IP[:PORT]#NAME`: DNS over TLS (RFC 7858), certificate checked against NAME.
+    Tls { addr: SocketAddr, name: String },
+    /// `https://IP[:PORT][/PATH]#NAME`: DNS over HTTPS (RFC 8484).
+    Https { addr: SocketAddr, name: String, path: String },
+}
+
+/// A named resolver's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// `None` only for `system` without an override: read `/etc/resolv.conf`.
+    pub nameservers: Option<Vec<Nameserver>>,
+    /// [`DEFAULT_DNS_TIMEOUT`].
+    pub timeout: Duration,
+    /// [`DEFAULT_MIN_TTL`].
+    pub min_ttl: Duration,
+    /// [`DEFAULT_MAX_TTL`].
+    pub max_ttl: Duration,
+    /// [`DEFAULT_SERVE_STALE`].
+    pub serve_stale: Duration,
+    /// Answer from `/etc/hosts` first; default on for `system`, off for the others.
+    pub hosts_file: bool,
+}
+
+impl ResolverSettings {
+    pub(crate) fn system_default() -> Self {
+        Self {
+            nameservers: None,
+            timeout: DEFAULT_DNS_TIMEOUT,
+            min_ttl: DEFAULT_MIN_TTL,
+            max_ttl: DEFAULT_MAX_TTL,
+            serve_stale: DEFAULT_SERVE_STALE,
+            hosts_file: true,
+        }
+    }
+}
+
+const KEYS: &[&str] = &["nameservers", "timeout", "min_ttl", "max_ttl", "serve_stale", "hosts_file"];
+
+pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> Result<ResolverSettings, ConfigError> {
+    let tc = TableCtx { ctx, table, route: None, prefix: format!("resolver.{name}.") };
+    tc.only_keys(KEYS, "a resolver")?;
+    let system = name == "system";
+    let duration = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        match tc.field::<String>(key)? {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(&s)
+                .map_err(|e| tc.err(key, format!("`{s}` is not a duration such as \"500ms\", \"5s\", \"5m\": {e}"))),
+        }
+    };
+    let nameservers = match tc.field::<Vec<String>>("nameservers")? {
+        Some(list) if list.is_empty() => return Err(tc.err("nameservers", "must list at least one server")),
+        Some(list) => Some(
+            list.iter()
+                .map(|s| parse_nameserver(s).map_err(|m| tc.err("nameservers", m)))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None if system => None,
+        None => return Err(tc.err("nameservers", "missing: a named resolver needs `nameservers`")),
+    };
+    let settings = ResolverSettings {
+        nameservers,
+        timeout: duration("timeout", DEFAULT_DNS_TIMEOUT)?,
+        min_ttl: duration("min_ttl", DEFAULT_MIN_TTL)?,
+        max_ttl: duration("max_ttl", DEFAULT_MAX_TTL)?,
+        serve_stale: duration("serve_stale", DEFAULT_SERVE_STALE)?,
+        hosts_file: tc.field("hosts_file")?.unwrap_or(system),
+    };
+    if settings.timeout.is_zero() {
+        return Err(tc.err("timeout", "must be above zero"));
+    }
+    if settings.min_ttl > settings.max_ttl {
+        return Err(tc.err("min_ttl", "must not exceed max_ttl"));
+    }
+    Ok(settings)
+}
+
+/// Parses one `nameservers` entry.
+pub(super) fn parse_nameserver(s: &str) -> Result<Nameserver, String> {
+    let bad = |why: &str| format!("`{s}` {why}; write IP[:PORT], udp://, tcp://, tls://IP#NAME or https://IP/PATH#NAME");
+    let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
+    let (rest, tls_name) = match rest.split_once('#') {
+        Some((r, n)) if !n.is_empty() => (r, Some(n.to_owned())),
+        Some(_) => return Err(bad("has an empty #NAME")),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let default_port = match scheme {
+        "" | "udp" | "tcp" => 53,
+        "tls" => 853,
+        "https" => 443,
+        _ => return Err(bad("has an unknown scheme")),
+    };
+    let addr = parse_socket(authority, default_port).ok_or_else(|| bad("is not an IP address"))?;
+    if path.is_some() && scheme != "https" {
+        return Err(bad("has a path, which only https:// takes"));
+    }
+    if tls_name.is_some() != matches!(scheme, "tls" | "https") {
+        return Err(bad("needs #NAME exactly when it is tls:// or https://"));
+    }
+    Ok(match (scheme, tls_name) {
+        ("", _) => Nameserver::UdpTcp(addr),
+        ("udp", _) => Nameserver::Udp(addr),
+        ("tcp", _) => Nameserver::Tcp(addr),
+        ("tls", Some(name)) => Nameserver::Tls { addr, name },
+        (_, name) => Nameserver::Https {
+            addr,
+            name: name.unwrap_or_default(),
+            path: path.unwrap_or("/dns-query").to_owned(),
+        },
+    })
+}
+
+fn parse_socket(s: &str, default_port: u16) -> Option<SocketAddr> {
+    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, default_port));
+    }
+    s.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
+}

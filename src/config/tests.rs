@@ -1,0 +1,109 @@
+use super::*;
+
+fn err(toml: &str) -> String {
+    Config::from_toml(toml, "bad.toml").expect_err("config must be rejected").to_string()
+}
+
+#[test]
+fn embedded_default_is_a_plain_forward_proxy() {
+    let c = Config::embedded();
+    assert_eq!(c.proxy.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.admin.as_ref().map(|a| a.listen.to_string()).as_deref(), Some(DEFAULT_ADMIN_LISTEN));
+    assert!(c.routes.is_empty());
+    assert_eq!(c.resolvers.keys().collect::<Vec<_>>(), ["system"]);
+    assert_eq!(c.proxy.connect_ports, [443]);
+    assert_eq!(c.proxy.deny_destinations.len(), DEFAULT_DENY_DESTINATIONS.len());
+}
+
+#[test]
+fn durations_and_lists_parse() {
+    let c = Config::from_toml(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+connect_timeout = "500ms"
+idle_timeout = "2m"
+connect_ports = [443, 8443]
+[resolver.public]
+nameservers = ["1.1.1.1", "8.8.8.8:5353", "tcp://9.9.9.9", "tls://1.1.1.1#cloudflare-dns.com", "https://8.8.8.8/dns-query#dns.google"]
+min_ttl = "1s"
+[[route]]
+hosts = ["*.execute-api.us-east-1.amazonaws.com"]
+connect = ["zonal.example:8443", "regional.example"]
+sni = "any"
+[[route]]
+hosts = ["*.execute-api.us-west-2.amazonaws.com"]
+addresses = ["10.1.5.20", "[fd00::1]:443"]
+"#,
+        "ok.toml",
+    )
+    .expect("valid");
+    assert_eq!(c.proxy.connect_timeout, Duration::from_millis(500));
+    assert_eq!(c.proxy.idle_timeout, Duration::from_secs(120));
+    let public = &c.resolvers["public"];
+    let ns = public.nameservers.as_ref().unwrap();
+    assert_eq!(ns[1], Nameserver::UdpTcp("8.8.8.8:5353".parse().unwrap()));
+    assert_eq!(ns[3], Nameserver::Tls { addr: "1.1.1.1:853".parse().unwrap(), name: "cloudflare-dns.com".into() });
+    assert!(!public.hosts_file);
+    assert_eq!(c.routes[0].name, "*.execute-api.us-east-1.amazonaws.com", "name defaults to the first host");
+    assert_eq!(c.routes[0].sni, SniMode::Any);
+    match &c.routes[0].action {
+        Action::Connect(names) => {
+            assert_eq!(names[0].port, Some(8443));
+            assert_eq!(names[1].port, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &c.routes[1].action {
+        Action::Addresses(a) => assert_eq!(a[1].port, Some(443)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn errors_name_file_line_route_and_key() {
+    let cases: &[(&str, &[&str])] = &[
+        ("[proxy]\nlisten = \"127.0.0.1:0\"\nconect_timeout = \"5s\"\n", &["bad.toml:3", "conect_timeout"]),
+        ("[proxy]\nconnect_timeout = \"five\"\n", &["bad.toml:2", "five"]),
+        ("[bogus]\nx = 1\n", &["bad.toml:1", "bogus"]),
+        (
+            "[[route]]\nname = \"r1\"\nhosts = [\"a.example\"]\nresolvr = \"public\"\n",
+            &["bad.toml:4", "route `r1`", "key `resolvr`", "unknown key"],
+        ),
+        (
+            "[[route]]\nname = \"r1\"\nhosts = [\"a.example\"]\nresolver = \"public\"\n",
+            &["bad.toml:4", "route `r1`", "key `resolver`", "unknown resolver `public`", "[resolver.public]"],
+        ),
+        ("[[route]]\nname = \"r2\"\n\nhosts = []\n", &["bad.toml:4", "route `r2`", "key `hosts`"]),
+        ("[[route]]\nname = \"r3\"\n", &["bad.toml:1", "route `r3`", "missing"]),
+        (
+            "[[route]]\nname = \"r4\"\nhosts = [\"a.example\"]\naddresses = [\"10.0.0.999\"]\n",
+            &["bad.toml:4", "route `r4`", "key `addresses`", "10.0.0.999"],
+        ),
+        (
+            "[[route]]\nname = \"r5\"\nhosts = [\"a.example\"]\naddresses = [\"10.0.0.1\"]\ndeny = true\n",
+            &["bad.toml:5", "route `r5`", "at most one"],
+        ),
+        ("[[route]]\nname = \"r6\"\nhosts = [\"bad host!\"]\n", &["bad.toml:3", "route `r6`", "bad host!"]),
+        ("[[route]]\nname = \"r7\"\nhosts = [\"a.example\"]\nsni = \"sometimes\"\n", &["bad.toml:4", "key `sni`"]),
+        ("[resolver.public]\ntimeout = \"1s\"\n", &["bad.toml:1", "resolver.public.nameservers", "missing"]),
+        ("[resolver.public]\nnameservers = [\"dns.google\"]\n", &["bad.toml:2", "resolver.public.nameservers", "dns.google"]),
+        ("[resolver.public]\nnameservers = [\"tls://1.1.1.1\"]\n", &["bad.toml:2", "#NAME"]),
+        ("[proxy]\nmax_connections = 0\n", &["proxy.max_connections"]),
+        ("[proxy]\ndeny_destinations = [\"10.0.0.0/33\"]\n", &["bad.toml:2"]),
+    ];
+    for (toml, wants) in cases {
+        let e = err(toml);
+        for want in *wants {
+            assert!(e.contains(want), "error for {toml:?} should contain {want:?}, got: {e}");
+        }
+    }
+}
+
+#[test]
+fn example_config_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/splitway.toml");
+    let c = Config::load(std::path::Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.routes.len() >= 4, "the example covers the three AWS scenarios");
+    assert!(c.resolvers.contains_key("public"));
+}

@@ -1,0 +1,190 @@
+//! `splitway explain`: which route a host takes, which resolver, the lookup (CNAME chain,
+//! addresses, TTL), the address it would connect to, and what the system resolver would have
+//! answered instead — how a user sees the split-horizon problem.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::Action;
+use crate::runtime::Runtime;
+use crate::upstream::target::{Host, Target};
+
+/// One name looked up through one resolver.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lookup {
+    pub name: String,
+    pub resolver: String,
+    pub cnames: Vec<String>,
+    pub addresses: Vec<IpAddr>,
+    pub ttl_secs: Option<u64>,
+    /// Addresses dropped by `deny_destinations`.
+    pub denied: Vec<IpAddr>,
+    pub error: Option<String>,
+}
+
+/// The routing decision for one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub target: String,
+    pub route: String,
+    pub action: String,
+    pub sni: &'static str,
+    pub lookups: Vec<Lookup>,
+    pub connect_to: Option<SocketAddr>,
+    pub error: Option<String>,
+    /// The system resolver's answer for the host, when the route does not already use it.
+    pub system: Option<Lookup>,
+    /// The system resolver would send the connection somewhere else.
+    pub differs: bool,
+}
+
+/// Explains where a connection to `target` would go, without connecting.
+pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
+    let route = rt.routes.lookup(&target.host).clone();
+    let (action, names): (String, Vec<(Host, u16)>) = match &route.action {
+        Action::Deny => ("deny (403)".into(), vec![]),
+        Action::Addresses(list) => {
+            let a = list.iter().map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)).to_string());
+            (format!("connect to fixed addresses {}", a.collect::<Vec<_>>().join(", ")), vec![])
+        }
+        Action::Connect(list) => {
+            let names = list.iter().map(|c| (c.host.clone(), c.port.unwrap_or(target.port))).collect::<Vec<_>>();
+            let shown = names.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(", then ");
+            (format!("connect to {shown} via resolver `{}`", route.resolver), names)
+        }
+        Action::Resolve => (
+            format!("resolve {} via resolver `{}`", target.host, route.resolver),
+            vec![(target.host.clone(), target.port)],
+        ),
+    };
+    let mut out = Explanation {
+        target: target.to_string(),
+        route: route.name.to_string(),
+        action,
+        sni: if crate::proxy::tunnel::expected_sni(&route, target).is_some() { "match" } else { "any" },
+        lookups: vec![],
+        connect_to: None,
+        error: None,
+        system: None,
+        differs: false,
+    };
+    if let Action::Addresses(list) = &route.action {
+        out.connect_to = list.first().map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)));
+    }
+    if matches!(route.action, Action::Deny) {
+        out.error = Some(format!("route `{}` denies {}", route.name, target.host));
+    }
+    let deadline = Instant::now() + rt.config.proxy.connect_timeout;
+    for (host, port) in names {
+        let mut lookup = Lookup::new(&host, &route.resolver);
+        match rt.connector.candidates(&route, &host, port, deadline).await {
+            Ok(c) => {
+                lookup.fill(c.answer.as_ref(), &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>());
+                lookup.denied = c.denied;
+                if out.connect_to.is_none() {
+                    out.connect_to = c.addrs.first().copied();
+                }
+            }
+            Err(e) => lookup.error = Some(e.to_string()),
+        }
+        out.lookups.push(lookup);
+    }
+    if out.connect_to.is_none() && out.error.is_none() {
+        out.error = out.lookups.iter().rev().find_map(|l| l.error.clone());
+    }
+    if let Host::Name(name) = &target.host {
+        let uses_system = matches!(route.action, Action::Resolve) && &*route.resolver == "system";
+        if !uses_system {
+            out.system = Some(system_lookup(rt, name).await);
+        }
+    }
+    if let (Some(sys), Some(to)) = (&out.system, out.connect_to) {
+        out.differs = !sys.addresses.contains(&to.ip());
+    }
+    out
+}
+
+async fn system_lookup(rt: &Runtime, name: &str) -> Lookup {
+    let mut lookup = Lookup::new(&Host::Name(name.to_owned()), "system");
+    match rt.connector.resolvers().get("system") {
+        Some(resolver) => match resolver.resolve(name).await.0 {
+            Ok(a) => lookup.fill(Some(&a), &a.addrs),
+            Err(e) => lookup.error = Some(e.to_string()),
+        },
+        None => lookup.error = Some("no system resolver".into()),
+    }
+    lookup
+}
+
+impl Lookup {
+    fn new(host: &Host, resolver: &str) -> Self {
+        Lookup {
+            name: host.to_string(),
+            resolver: if matches!(host, Host::Ip(_)) { String::new() } else { resolver.to_owned() },
+            cnames: vec![],
+            addresses: vec![],
+            ttl_secs: None,
+            denied: vec![],
+            error: None,
+        }
+    }
+
+    fn fill(&mut self, answer: Option<&crate::upstream::dns::Answer>, addrs: &[IpAddr]) {
+        if let Some(a) = answer {
+            self.cnames = a.cnames.to_vec();
+            self.ttl_secs = Some(a.ttl.as_secs());
+        }
+        self.addresses = addrs.to_vec();
+    }
+}
+
+impl fmt::Display for Lookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name)?;
+        for c in &self.cnames {
+            write!(f, " -> CNAME {c}")?;
+        }
+        if let Some(e) = &self.error {
+            return write!(f, " -> error: {e}");
+        }
+        let addrs = self.addresses.iter().map(ToString::to_string).collect::<Vec<_>>();
+        write!(f, " -> {}", addrs.join(", "))?;
+        if let Some(ttl) = self.ttl_secs {
+            write!(f, " (ttl {ttl}s)")?;
+        }
+        if !self.denied.is_empty() {
+            let d = self.denied.iter().map(ToString::to_string).collect::<Vec<_>>();
+            write!(f, " [dropped by deny_destinations: {}]", d.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "target:     {}", self.target)?;
+        writeln!(f, "route:      {}", self.route)?;
+        writeln!(f, "action:     {}", self.action)?;
+        writeln!(f, "sni:        {}", self.sni)?;
+        for l in &self.lookups {
+            writeln!(f, "lookup:     {l} [resolver {}]", if l.resolver.is_empty() { "-" } else { &l.resolver })?;
+        }
+        match (&self.connect_to, &self.error) {
+            (Some(a), _) => writeln!(f, "connect to: {a}")?,
+            (None, Some(e)) => writeln!(f, "refused:    {e}")?,
+            (None, None) => writeln!(f, "connect to: -")?,
+        }
+        if let Some(sys) = &self.system {
+            writeln!(f, "system:     {sys}")?;
+            if self.differs {
+                writeln!(f, "            the system resolver would send this connection elsewhere; splitway's route avoids that path")?;
+            } else {
+                writeln!(f, "            the system resolver agrees")?;
+            }
+        }
+        Ok(())
+    }
+}

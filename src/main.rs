@@ -1,0 +1,148 @@
+//! The `splitway` binary: a thin shell over the library — CLI, logging, config, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use splitway::{Config, Proxy};
+
+#[derive(Parser)]
+#[command(name = "splitway", version, about = "Sidecar forward proxy with per-host split-horizon DNS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// Config file (TOML); without it, the embedded default (a plain forward proxy).
+    #[arg(long, short, env = "SPLITWAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log format of the canonical per-tunnel lines.
+    #[arg(long, env = "SPLITWAY_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the config and print the effective route table.
+    Check,
+    /// Say which route a host takes, the lookup, and where it would connect.
+    Explain {
+        /// HOST or HOST:PORT (default port 443).
+        target: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// GET the admin /healthz; exit 0 when healthy (for container health checks).
+    Health {
+        #[arg(long, default_value = splitway::config::DEFAULT_ADMIN_LISTEN)]
+        admin: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            None | Some(Command::Run) => run(&cli.run).await,
+            Some(Command::Check) => check(&cli.run.config),
+            Some(Command::Explain { target, json }) => explain(&cli.run.config, &target, json).await,
+            Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(arg: &ConfigArg) -> Result<Config> {
+    Ok(match &arg.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPLITWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(args: &RunArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let config = load(&args.config)?;
+    let origin = config.origin.clone();
+    let proxy = Proxy::bind(config).await?;
+    tracing::info!(listen = %proxy.local_addr(), config = %origin, "splitway serving");
+    proxy.serve(shutdown_signal()).await;
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; SIGTERM will not drain");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn check(arg: &ConfigArg) -> Result<()> {
+    let config = load(arg)?;
+    print!("{}", splitway::config::describe(&config));
+    Ok(())
+}
+
+async fn explain(arg: &ConfigArg, target: &str, json: bool) -> Result<()> {
+    let config = load(arg)?;
+    let target = splitway::upstream::target::Target::parse_host_port(target, 443)
+        .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
+    splitway::install_crypto_provider();
+    let runtime = splitway::runtime::Runtime::new(config).map_err(anyhow::Error::msg)?;
+    let e = splitway::explain::explain(&runtime, &target).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! The one hyper service: `CONNECT` opens a tunnel, anything else is refused for now.
+//!
+//! A CONNECT gets `200` only after the upstream connection succeeded (RFC 9110 §9.3.6), so a
+//! failure reaches the client as a status with `Proxy-Status` (RFC 9209).
+
+pub mod pipe;
+pub mod sni;
+pub mod tunnel;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::error::ProxyError;
+use crate::routes::Route;
+use crate::runtime::Runtime;
+use crate::server::ConnGuard;
+use crate::upstream::target::Target;
+
+/// Response body type of the proxy service.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Per-client-connection context handed to each request.
+#[derive(Clone)]
+pub struct ConnCtx {
+    pub client: SocketAddr,
+    pub runtime: Arc<Runtime>,
+    pub guard: Arc<ConnGuard>,
+}
+
+/// Serves one request from a client connection.
+pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let result = if req.method() == Method::CONNECT {
+        connect(&ctx, req, started).await
+    } else {
+        Err((None, None, ProxyError::BadRequest(format!(
+            "{} {} is not a CONNECT request; splitway tunnels HTTPS (set HTTPS_PROXY)",
+            req.method(),
+            req.uri()
+        ))))
+    };
+    Ok(result.unwrap_or_else(|(target, route, e)| {
+        log_refusal(&ctx, target.as_ref(), route.as_deref(), &e, started.elapsed());
+        error_response(&e)
+    }))
+}
+
+type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
+
+async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) -> Result<Response<Body>, Refusal> {
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let target = match authority.as_deref().map(Target::parse_authority) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return Err((None, None, e.into())),
+        None => return Err((None, None, ProxyError::BadRequest(format!("CONNECT target `{}` is not host:port", req.uri())))),
+    };
+    let rt = &ctx.runtime;
+    let settings = &rt.config.proxy;
+    if !settings.connect_ports.contains(&target.port) {
+        let allowed = settings.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        return Err((Some(target.clone()), None, ProxyError::PortNotAllowed { port: target.port, allowed }));
+    }
+    let route = rt.routes.lookup(&target.host).clone();
+    let (stream, upstream) = match rt.connector.connect(&route, &target).await {
+        Ok(c) => c,
+        Err(e) => return Err((Some(target), Some(route), e)),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let tunnel = tunnel::Tunnel {
+        client: ctx.client,
+        expect_sni: tunnel::expected_sni(&route, &target),
+        target,
+        route,
+        stream,
+        upstream,
+        idle_timeout: settings.idle_timeout,
+        started,
+        guard: ctx.guard.clone(),
+    };
+    let guard = ctx.guard.clone();
+    ctx.guard.tracker().spawn(async move {
+        tokio::select! {
+            () = tunnel.run(upgrade) => {}
+            () = guard.cancelled() => {}
+        }
+    });
+    Ok(Response::new(empty()))
+}
+
+/// The one place a `ProxyError` becomes an HTTP response.
+pub fn error_response(e: &ProxyError) -> Response<Body> {
+    let body = format!("splitway: {e}\n");
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&e.proxy_status_header()) {
+        h.insert("proxy-status", v);
+    }
+    if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if e.status().is_client_error() && e.status() != StatusCode::FORBIDDEN {
+        // A malformed request leaves the connection in an unknown state.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn log_refusal(ctx: &ConnCtx, target: Option<&Target>, route: Option<&Route>, e: &ProxyError, took: Duration) {
+    tracing::info!(
+        target: "splitway::access",
+        client = %ctx.client,
+        method = "CONNECT",
+        host = target.map(ToString::to_string).unwrap_or_default(),
+        route = route.map(|r| &*r.name).unwrap_or(""),
+        resolver = route.map(|r| &*r.resolver).unwrap_or(""),
+        status = e.status().as_u16(),
+        error = e.proxy_status(),
+        detail = %e,
+        duration_ms = took.as_millis() as u64,
+        "refused"
+    );
+}
+

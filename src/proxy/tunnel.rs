@@ -1,0 +1,159 @@
+//! One CONNECT tunnel after its upstream connected: SNI pinning, then the byte pipe, then the
+//! canonical log line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::pipe::{self, Activity};
+use super::sni::{self, Hello};
+use crate::config::SniMode;
+use crate::routes::Route;
+use crate::server::ConnGuard;
+use crate::upstream::connect::Upstream;
+use crate::upstream::target::{Host, Target};
+
+/// How long a client may take to send its whole ClientHello once the tunnel is open.
+pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A tunnel whose upstream is connected and whose `200` is on its way.
+pub struct Tunnel {
+    pub client: SocketAddr,
+    pub target: Target,
+    pub route: Arc<Route>,
+    pub stream: TcpStream,
+    pub upstream: Upstream,
+    /// The name the ClientHello must carry, when the route pins SNI.
+    pub expect_sni: Option<String>,
+    pub idle_timeout: Duration,
+    pub started: Instant,
+    pub guard: Arc<ConnGuard>,
+}
+
+/// SNI is pinned for names on `sni = "match"` routes; a CONNECT to an IP literal routes by
+/// address, so there is no name to pin.
+pub fn expected_sni(route: &Route, target: &Target) -> Option<String> {
+    match (&target.host, route.sni) {
+        (Host::Name(n), SniMode::Match) => Some(n.clone()),
+        _ => None,
+    }
+}
+
+/// Why the SNI check refused a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rejection {
+    Mismatch(String),
+    NotTls,
+    Malformed,
+    TooLarge,
+    Timeout,
+    ClientGone,
+}
+
+impl Rejection {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Mismatch(_) => "sni_mismatch",
+            Self::NotTls => "not_tls",
+            Self::Malformed => "malformed_client_hello",
+            Self::TooLarge => "client_hello_too_large",
+            Self::Timeout => "client_hello_timeout",
+            Self::ClientGone => "client_closed",
+        }
+    }
+}
+
+impl Tunnel {
+    pub async fn run(mut self, upgrade: OnUpgrade) {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(client = %self.client, error = %e, "client left before the tunnel opened");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(upgraded);
+        let mut first = Vec::new();
+        let mut sni_seen = None;
+        if let Some(expected) = &self.expect_sni {
+            match read_client_hello(&mut client, &mut first).await {
+                Ok(sni) if sni.as_deref().is_none_or(|s| s == expected) => sni_seen = sni,
+                Ok(sni) => return log_rejected(&self, Rejection::Mismatch(sni.unwrap_or_default())),
+                Err(r) => return log_rejected(&self, r),
+            }
+            if self.stream.write_all(&first).await.is_err() {
+                return;
+            }
+        }
+        let activity = Arc::new(Activity::default());
+        activity.client_to_upstream.fetch_add(first.len() as u64, Ordering::Relaxed);
+        drop(first);
+        let end = pipe::run(client, &mut self.stream, self.idle_timeout, activity.clone()).await;
+        tracing::info!(
+            target: "splitway::access",
+            client = %self.client,
+            method = "CONNECT",
+            host = %self.target,
+            route = &*self.route.name,
+            resolver = self.upstream.resolver.as_deref().unwrap_or(""),
+            upstream = %self.upstream.addr,
+            status = 200,
+            sni = sni_seen.as_deref().unwrap_or(""),
+            bytes_up = activity.client_to_upstream.load(Ordering::Relaxed),
+            bytes_down = activity.upstream_to_client.load(Ordering::Relaxed),
+            dns_ms = self.upstream.dns_time.as_millis() as u64,
+            connect_ms = self.upstream.connect_time.as_millis() as u64,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            end = ?end,
+            "tunnel closed"
+        );
+    }
+}
+
+/// Reads until `buf` holds a whole ClientHello (RFC 8446 §4.1.2), which may span several TCP
+/// segments and TLS records; returns its SNI. Nothing is consumed: `buf` is forwarded as is.
+async fn read_client_hello<R: AsyncRead + Unpin>(client: &mut R, buf: &mut Vec<u8>) -> Result<Option<String>, Rejection> {
+    let deadline = Instant::now() + CLIENT_HELLO_TIMEOUT;
+    buf.reserve(1024);
+    loop {
+        match sni::parse_client_hello(buf, sni::MAX_CLIENT_HELLO) {
+            Hello::Complete { sni } => return Ok(sni),
+            Hello::NotTls => return Err(Rejection::NotTls),
+            Hello::Malformed => return Err(Rejection::Malformed),
+            Hello::TooLarge => return Err(Rejection::TooLarge),
+            Hello::Incomplete => {}
+        }
+        match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Rejection::ClientGone),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err(Rejection::Timeout),
+        }
+    }
+}
+
+fn log_rejected(t: &Tunnel, r: Rejection) {
+    let sni = match &r {
+        Rejection::Mismatch(s) => s.as_str(),
+        _ => "",
+    };
+    tracing::warn!(
+        target: "splitway::access",
+        client = %t.client,
+        method = "CONNECT",
+        host = %t.target,
+        route = &*t.route.name,
+        upstream = %t.upstream.addr,
+        status = 200,
+        error = r.as_str(),
+        sni,
+        duration_ms = t.started.elapsed().as_millis() as u64,
+        "tunnel closed by SNI pinning"
+    );
+}

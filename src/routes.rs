@@ -1,0 +1,143 @@
+//! The route table: a CONNECT or request host to the one route that handles it.
+//!
+//! Names: exact > longest `*.suffix` > `*`. IP literals: exact > narrowest CIDR > `*`.
+//! Without a `*` route the catch-all is [`DEFAULT_ROUTE`] on the system resolver. Lookups
+//! allocate nothing: a wildcard lookup is one hash probe per label of the host.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::config::{Action, Pattern, RouteSpec, SniMode};
+use crate::upstream::target::Host;
+
+/// Name of the implicit catch-all route.
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// A route as the proxy uses it.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub action: Action,
+    pub resolver: Arc<str>,
+    pub sni: SniMode,
+}
+
+/// Two routes claimed the same pattern.
+#[derive(Debug, thiserror::Error)]
+#[error("pattern `{pattern}` is claimed by both route `{first}` and route `{route}`; keep it in one")]
+pub struct Clash {
+    pub pattern: String,
+    pub first: String,
+    pub route: String,
+    pub line: usize,
+}
+
+/// Host → route, most specific wins; file order never matters.
+#[derive(Debug)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, Arc<Route>>,
+    wildcard: HashMap<Box<str>, Arc<Route>>,
+    ips: HashMap<IpAddr, Arc<Route>>,
+    /// Narrowest prefix first.
+    cidrs: Vec<(IpNet, Arc<Route>)>,
+    catch_all: Arc<Route>,
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    pub fn new(specs: &[RouteSpec]) -> Result<Self, Clash> {
+        let default = Arc::new(Route {
+            name: DEFAULT_ROUTE.into(),
+            action: Action::Resolve,
+            resolver: "system".into(),
+            sni: SniMode::Match,
+        });
+        let mut table = RouteTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            ips: HashMap::new(),
+            cidrs: Vec::new(),
+            catch_all: default,
+            routes: Vec::new(),
+        };
+        let mut claimed: HashMap<&Pattern, &str> = HashMap::new();
+        let mut catch_all = None;
+        for spec in specs {
+            let route = Arc::new(Route {
+                name: spec.name.as_str().into(),
+                action: spec.action.clone(),
+                resolver: spec.resolver.as_str().into(),
+                sni: spec.sni,
+            });
+            for (pattern, line) in &spec.patterns {
+                if let Some(first) = claimed.insert(pattern, &spec.name) {
+                    return Err(Clash {
+                        pattern: pattern.to_string(),
+                        first: first.to_owned(),
+                        route: spec.name.clone(),
+                        line: *line,
+                    });
+                }
+                let r = route.clone();
+                match pattern {
+                    Pattern::Exact(n) => drop(table.exact.insert(n.as_str().into(), r)),
+                    Pattern::Wildcard(s) => drop(table.wildcard.insert(s.as_str().into(), r)),
+                    Pattern::CatchAll => catch_all = Some(r),
+                    Pattern::Ip(ip) => drop(table.ips.insert(*ip, r)),
+                    Pattern::Cidr(net) => table.cidrs.push((*net, r)),
+                }
+            }
+            table.routes.push(route);
+        }
+        table.cidrs.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        if let Some(r) = catch_all {
+            table.catch_all = r;
+        } else {
+            table.routes.push(table.catch_all.clone());
+        }
+        Ok(table)
+    }
+
+    /// The route for a host (names lowercased, trailing dot removed, as `Host` guarantees).
+    pub fn lookup(&self, host: &Host) -> &Arc<Route> {
+        match host {
+            Host::Name(name) => self.lookup_name(name),
+            Host::Ip(ip) => self.lookup_ip(*ip),
+        }
+    }
+
+    /// The route for a normalized name.
+    pub fn lookup_name(&self, name: &str) -> &Arc<Route> {
+        if let Some(r) = self.exact.get(name) {
+            return r;
+        }
+        // Walking suffixes from the left tries the longest suffix first.
+        let mut rest = name;
+        while let Some((_, suffix)) = rest.split_once('.') {
+            if let Some(r) = self.wildcard.get(suffix) {
+                return r;
+            }
+            rest = suffix;
+        }
+        &self.catch_all
+    }
+
+    /// The route for an IP literal.
+    pub fn lookup_ip(&self, ip: IpAddr) -> &Arc<Route> {
+        if let Some(r) = self.ips.get(&ip) {
+            return r;
+        }
+        self.cidrs.iter().find(|(net, _)| net.contains(&ip)).map_or(&self.catch_all, |(_, r)| r)
+    }
+
+    /// Every route, the implicit default included (for metrics and `check`).
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests;

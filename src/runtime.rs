@@ -1,0 +1,26 @@
+//! `Runtime`: everything built from one config that requests read — the route table, the
+//! resolvers and the connector. A connection keeps the `Runtime` it started with.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::routes::RouteTable;
+use crate::upstream::connect::Connector;
+use crate::upstream::dns::Resolvers;
+
+/// The state derived from one config.
+pub struct Runtime {
+    pub config: Config,
+    pub routes: RouteTable,
+    pub connector: Connector,
+}
+
+impl Runtime {
+    pub fn new(config: Config) -> Result<Self, String> {
+        let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
+        let resolvers = Arc::new(Resolvers::new(&config.resolvers)?);
+        let p = &config.proxy;
+        let connector = Connector::new(resolvers, p.deny_destinations.clone(), p.connect_timeout);
+        Ok(Self { config, routes, connector })
+    }
+}

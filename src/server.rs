@@ -1,0 +1,166 @@
+//! The accept loop: connection limit, HTTP/1.1 with upgrades, tracking of every connection and
+//! tunnel for the drain on shutdown.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ProxyError;
+use crate::proxy::{self, ConnCtx};
+use crate::runtime::Runtime;
+
+/// How long a client may take to send a request head (slowloris guard).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted (RFC 9112 §2.3 leaves the limit to the server).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Held by a client connection and by its tunnel: the connection-limit permit, the tracker
+/// the drain waits on, and the token that cuts everything at `drain_timeout`.
+pub struct ConnGuard {
+    _permit: OwnedSemaphorePermit,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    open: Arc<watch::Sender<usize>>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.open.send_modify(|n| *n -= 1);
+    }
+}
+
+impl ConnGuard {
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+}
+
+/// State shared by the accept loop and every connection.
+pub struct Shared {
+    pub runtime: RwLock<Arc<Runtime>>,
+    pub limit: Arc<Semaphore>,
+    pub tracker: TaskTracker,
+    pub cancel: CancellationToken,
+    pub draining: CancellationToken,
+    /// Client connections open now (a tunnel keeps its connection open).
+    pub open: Arc<watch::Sender<usize>>,
+}
+
+impl Shared {
+    pub fn new(runtime: Runtime) -> Self {
+        let max = runtime.config.proxy.max_connections;
+        Self {
+            runtime: RwLock::new(Arc::new(runtime)),
+            limit: Arc::new(Semaphore::new(max)),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            open: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Accepts until `shutdown`, then drains: keeps serving (new connections included) until no
+/// client connection is left or `drain_timeout` passes, then cuts what remains.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accept(&shared, accepted),
+        }
+    }
+    shared.draining.cancel();
+    let drain_timeout = shared.runtime().config.proxy.drain_timeout;
+    shared.tracker.close();
+    let deadline = tokio::time::sleep(drain_timeout);
+    tokio::pin!(deadline);
+    tracing::info!(?drain_timeout, "draining: serving until every client connection is closed");
+    loop {
+        tokio::select! {
+            () = shared.tracker.wait() => break,
+            () = &mut deadline => {
+                tracing::warn!(open = shared.tracker.len(), "drain_timeout reached: closing what remains");
+                shared.cancel.cancel();
+                shared.tracker.wait().await;
+                break;
+            }
+            accepted = listener.accept() => accept(&shared, accepted),
+        }
+    }
+}
+
+fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::SocketAddr)>) {
+    let (stream, client) = match accepted {
+        Ok(a) => a,
+        Err(e) => {
+            // EMFILE and friends: the listener stays up; the client sees a reset.
+            tracing::warn!(error = %e, "accept failed");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+        let max = shared.runtime().config.proxy.max_connections;
+        shared.tracker.spawn(refuse_over_limit(stream, max));
+        return;
+    };
+    shared.open.send_modify(|n| *n += 1);
+    let guard = Arc::new(ConnGuard {
+        _permit: permit,
+        tracker: shared.tracker.clone(),
+        cancel: shared.cancel.clone(),
+        open: shared.open.clone(),
+    });
+    let ctx = ConnCtx { client, runtime: shared.runtime(), guard };
+    shared.tracker.spawn(serve_connection(stream, ctx));
+}
+
+async fn serve_connection(stream: TcpStream, ctx: ConnCtx) {
+    let guard = ctx.guard.clone();
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(HEADER_READ_TIMEOUT))
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), service_fn(move |req| proxy::serve(ctx.clone(), req)))
+        .with_upgrades();
+    tokio::select! {
+        result = conn => if let Err(e) = result {
+            tracing::debug!(error = %e, "client connection ended with an error");
+        },
+        () = guard.cancelled() => {}
+    }
+}
+
+async fn refuse_over_limit(mut stream: TcpStream, max: usize) {
+    let e = ProxyError::ConnectionLimit(max);
+    let body = format!("splitway: {e}\n");
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nproxy-status: {}\r\nretry-after: 1\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        e.proxy_status_header(),
+        body.len()
+    );
+    tracing::warn!(max, "connection refused: max_connections reached");
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}

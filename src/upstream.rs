@@ -1,0 +1,5 @@
+//! Everything on the upstream side: targets, resolution, the connector.
+
+pub mod connect;
+pub mod dns;
+pub mod target;

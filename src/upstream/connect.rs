@@ -1,0 +1,246 @@
+//! The one connector every outbound TCP connection goes through: resolve once, drop addresses
+//! in `deny_destinations`, then Happy Eyeballs (RFC 8305) over exactly those addresses.
+//!
+//! Never re-resolving between the check and the connect is the defence against DNS rebinding.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout_at};
+
+use super::dns::{Answer, DnsError, Resolvers, Source};
+use super::target::{Host, Target};
+use crate::config::{Action, ConnectName};
+use crate::error::ProxyError;
+use crate::routes::Route;
+
+/// RFC 8305 §5 "Connection Attempt Delay": the recommended 250 ms.
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// How an upstream connection was reached (for the canonical log line).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// The resolver asked, when a name was resolved.
+    pub resolver: Option<Arc<str>>,
+    pub dns_source: Option<Source>,
+    pub dns_time: Duration,
+    pub connect_time: Duration,
+}
+
+/// The addresses one name resolved to, after the deny filter.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    pub addrs: Vec<SocketAddr>,
+    pub answer: Option<Answer>,
+    pub source: Option<Source>,
+    /// Resolved addresses dropped by `deny_destinations`.
+    pub denied: Vec<IpAddr>,
+}
+
+/// Resolves and connects for every route.
+pub struct Connector {
+    resolvers: Arc<Resolvers>,
+    deny: Vec<IpNet>,
+    timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(resolvers: Arc<Resolvers>, deny: Vec<IpNet>, timeout: Duration) -> Self {
+        Self { resolvers, deny, timeout }
+    }
+
+    pub fn resolvers(&self) -> &Arc<Resolvers> {
+        &self.resolvers
+    }
+
+    /// Connects for `target` along `route` within `connect_timeout`.
+    pub async fn connect(&self, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
+        let deadline = Instant::now() + self.timeout;
+        let names: Vec<ConnectName> = match &route.action {
+            Action::Deny => return Err(denied(route, target)),
+            Action::Addresses(list) => {
+                let addrs: Vec<SocketAddr> =
+                    list.iter().map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port))).collect();
+                let started = Instant::now();
+                let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
+                return Ok((stream, Upstream {
+                    addr,
+                    resolver: None,
+                    dns_source: None,
+                    dns_time: Duration::ZERO,
+                    connect_time: started.elapsed(),
+                }));
+            }
+            Action::Connect(names) => names.clone(),
+            Action::Resolve => vec![ConnectName { host: target.host.clone(), port: None }],
+        };
+        // `connect` names are tried in order of preference: the first that resolves and
+        // accepts the connection wins; the last failure is the one reported.
+        let mut last = None;
+        for name in &names {
+            let port = name.port.unwrap_or(target.port);
+            let started = Instant::now();
+            let result = match self.candidates(route, &name.host, port, deadline).await {
+                Ok(c) => {
+                    let dns_time = started.elapsed();
+                    let connecting = Instant::now();
+                    self.attempt(route, target, &c.addrs, deadline).await.map(|(stream, addr)| (stream, Upstream {
+                        addr,
+                        resolver: c.answer.as_ref().map(|_| route.resolver.clone()),
+                        dns_source: c.source,
+                        dns_time,
+                        connect_time: connecting.elapsed(),
+                    }))
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(c) => return Ok(c),
+                Err(e @ ProxyError::ConnectTimeout { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| denied(route, target)))
+    }
+
+    /// Resolves one name (IP literals are never looked up) and filters `deny_destinations`.
+    pub async fn candidates(
+        &self,
+        route: &Route,
+        host: &Host,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<Candidates, ProxyError> {
+        let (resolved, answer, source) = match host {
+            Host::Ip(ip) => (vec![*ip], None, None),
+            Host::Name(name) => {
+                let resolver = self.resolvers.get(&route.resolver).expect("config validation checks route resolvers");
+                let dns_err = |reason: String| ProxyError::Dns {
+                    route: route.name.to_string(),
+                    host: name.clone(),
+                    resolver: route.resolver.to_string(),
+                    reason,
+                };
+                let timed_out = || ProxyError::DnsTimeout {
+                    route: route.name.to_string(),
+                    host: name.clone(),
+                    resolver: route.resolver.to_string(),
+                    after: resolver.timeout().min(self.timeout),
+                };
+                let (result, source) = timeout_at(deadline, resolver.resolve(name)).await.map_err(|_| timed_out())?;
+                let answer = match result {
+                    Ok(a) => a,
+                    Err(DnsError::Timeout) => return Err(timed_out()),
+                    Err(e) => return Err(dns_err(e.to_string())),
+                };
+                (answer.addrs.to_vec(), Some(answer), Some(source))
+            }
+        };
+        let (denied, allowed): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(|ip| self.is_denied(*ip));
+        if allowed.is_empty() {
+            let addrs = denied.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            return Err(ProxyError::DestinationProhibited { route: route.name.to_string(), host: host.to_string(), addrs });
+        }
+        Ok(Candidates { addrs: interleave(allowed, port), answer, source, denied })
+    }
+
+    /// Whether `deny_destinations` covers `ip`, in its IPv4-mapped form too.
+    pub fn is_denied(&self, ip: IpAddr) -> bool {
+        let canonical = ip.to_canonical();
+        self.deny.iter().any(|net| net.contains(&ip) || net.contains(&canonical))
+    }
+
+    async fn attempt(
+        &self,
+        route: &Route,
+        target: &Target,
+        addrs: &[SocketAddr],
+        deadline: Instant,
+    ) -> Result<(TcpStream, SocketAddr), ProxyError> {
+        let failures = match timeout_at(deadline, happy_eyeballs(addrs)).await {
+            Ok(Ok(ok)) => return Ok(ok),
+            Ok(Err(failures)) => failures,
+            Err(_) => {
+                return Err(ProxyError::ConnectTimeout {
+                    route: route.name.to_string(),
+                    host: target.to_string(),
+                    after: self.timeout,
+                });
+            }
+        };
+        let refused = failures.iter().find(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
+        Err(match refused {
+            Some((addr, _)) => ProxyError::ConnectionRefused { route: route.name.to_string(), host: target.to_string(), addr: *addr },
+            None => ProxyError::Unreachable {
+                route: route.name.to_string(),
+                host: target.to_string(),
+                reason: failures.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "),
+            },
+        })
+    }
+}
+
+fn denied(route: &Route, target: &Target) -> ProxyError {
+    ProxyError::Denied { route: route.name.to_string(), host: target.host.to_string() }
+}
+
+/// RFC 8305 §4: alternate address families, IPv6 first, keeping each family's order.
+fn interleave(ips: Vec<IpAddr>, port: u16) -> Vec<SocketAddr> {
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = ips.into_iter().partition(IpAddr::is_ipv6);
+    let mut out = Vec::with_capacity(v6.len() + v4.len());
+    let (mut a, mut b) = (v6.into_iter(), v4.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y).map(|ip| SocketAddr::new(ip, port))),
+        }
+    }
+}
+
+/// RFC 8305 §5: start the next attempt when the previous one fails or after `ATTEMPT_DELAY`;
+/// the first to connect wins and the rest are dropped (JoinSet aborts them).
+async fn happy_eyeballs(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Vec<(SocketAddr, io::Error)>> {
+    let connect = |addr: SocketAddr| async move {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok::<_, io::Error>(stream)
+    };
+    if let [addr] = addrs {
+        return connect(*addr).await.map(|s| (s, *addr)).map_err(|e| vec![(*addr, e)]);
+    }
+    let mut next = addrs.iter().copied();
+    let mut running = JoinSet::new();
+    let mut failures = Vec::new();
+    loop {
+        if running.is_empty() {
+            match next.next() {
+                Some(addr) => drop(running.spawn(async move { (addr, connect(addr).await) })),
+                None => return Err(failures),
+            }
+        }
+        tokio::select! {
+            Some(joined) = running.join_next() => match joined {
+                Ok((addr, Ok(stream))) => return Ok((stream, addr)),
+                Ok((addr, Err(e))) => {
+                    failures.push((addr, e));
+                    // §5: a failed attempt starts the next one at once.
+                    if let Some(addr) = next.next() {
+                        running.spawn(async move { (addr, connect(addr).await) });
+                    }
+                }
+                Err(e) => failures.push((addrs[0], io::Error::other(e))),
+            },
+            () = tokio::time::sleep(ATTEMPT_DELAY), if next.len() > 0 => {
+                if let Some(addr) = next.next() {
+                    running.spawn(async move { (addr, connect(addr).await) });
+                }
+            }
+        }
+    }
+}

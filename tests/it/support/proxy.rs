@@ -1,0 +1,117 @@
+//! Running splitway in-process on port 0 with a given config, and configs for the emulated
+//! AWS network's scenarios.
+
+use std::net::SocketAddr;
+
+use splitway::{Config, Proxy, ProxyHandle};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::net::AwsNet;
+use super::*;
+
+/// A proxy serving on its own tokio task until stopped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub handle: ProxyHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestProxy {
+    pub async fn start(toml: &str) -> TestProxy {
+        let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+        let proxy = Proxy::bind(config).await.expect("proxy binds");
+        let addr = proxy.local_addr();
+        let handle = proxy.handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(proxy.serve(async move {
+            let _ = stopped.await;
+        }));
+        TestProxy { addr, handle, stop: Some(stop), task }
+    }
+
+    /// Waits until every client connection has closed and its task has finished, then checks
+    /// that nothing is left: no connection, no tunnel, no task.
+    pub async fn assert_no_leaks(&self) {
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.handle.wait_idle())
+            .await
+            .expect("client connections still open 20s after the clients finished");
+        // The last guard drops inside its task; give that task its final poll.
+        for _ in 0..10_000 {
+            if self.handle.tasks() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(self.handle.open_connections(), 0, "open client connections");
+        assert_eq!(self.handle.tasks(), 0, "proxy tasks left running");
+    }
+
+    /// Signals shutdown and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("proxy task");
+    }
+}
+
+/// Which VPC resolver the proxy's `system` resolver is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivateDns {
+    On,
+    Off,
+}
+
+/// `[proxy]` for tests: port 0, the emulated network's port allowed, loopback not denied
+/// (the emulated AWS network lives on 127.0.0.0/8).
+pub fn proxy_section(net: &AwsNet) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{}]\nconnect_timeout = \"5s\"\ndeny_destinations = [\"169.254.0.0/16\"]\n",
+        net.port
+    )
+}
+
+/// `[resolver.system]` (the VPC resolver) and `[resolver.public]`.
+pub fn resolver_sections(net: &AwsNet, dns: PrivateDns) -> String {
+    let system = match dns {
+        PrivateDns::On => net.vpc_dns_private_on,
+        PrivateDns::Off => net.vpc_dns_private_off,
+    };
+    format!(
+        "[resolver.system]\nnameservers = [\"{system}\"]\nhosts_file = false\n\n[resolver.public]\nnameservers = [\"{}\"]\n",
+        net.public_dns
+    )
+}
+
+/// The hand-written config that fixes all three failures.
+pub fn scenario_config(net: &AwsNet, dns: PrivateDns) -> String {
+    format!(
+        r#"{proxy}
+{resolvers}
+[[route]]
+name = "custom-domains"
+hosts = ["{CUSTOM_DOMAIN}", "{CUSTOM_DOMAIN_2}"]
+resolver = "public"
+
+[[route]]
+name = "public-api-ids"
+hosts = ["{public_api}"]
+resolver = "public"
+
+[[route]]
+name = "private-apis"
+hosts = ["*.execute-api.{REGION}.amazonaws.com"]
+connect = "{VPCE}"
+
+[[route]]
+name = "private-apis-us-west-2"
+hosts = ["*.execute-api.{WEST_REGION}.amazonaws.com"]
+addresses = ["{WEST_VPCE_IP}"]
+"#,
+        proxy = proxy_section(net),
+        resolvers = resolver_sections(net, dns),
+        public_api = execute_api_host(PUBLIC_API_ID, REGION),
+    )
+}
