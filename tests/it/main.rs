@@ -1,1 +1,6 @@
+//! splitway's integration tests: one binary, run against the emulated AWS network in
+//! `support/` (loopback only; never the machine's resolver).
+
+mod aws_failures;
+mod scenarios;
 mod support;

@@ -1,0 +1,28 @@
+//! The emulated AWS network the integration tests run against: fake resolvers and API
+//! Gateway endpoints on loopback addresses, and hermetic clients to call them with.
+//!
+//! `aws_net()` starts it once per test binary; `names` holds every name and address.
+#![allow(dead_code)]
+
+pub(crate) mod apigw;
+pub(crate) mod client;
+pub(crate) mod dns;
+pub(crate) mod names;
+pub(crate) mod net;
+pub(crate) mod pki;
+pub(crate) mod proxy;
+pub(crate) mod zone;
+
+// Shortcuts for `use crate::support::*`; no one test module uses all of them.
+#[allow(unused_imports)]
+pub(crate) use self::{
+    apigw::{ApiGw, EndpointSpec, ok_body},
+    client::{
+        Served, Via, connect_raw, connect_request, curl, curl_available, describe_chain, get, get_over_tls, header,
+        https_client, status_of, tls_over, url,
+    },
+    dns::{DnsMode, FakeDns},
+    names::*,
+    net::{AwsNet, Resolver, aws_net},
+    zone::Zone,
+};

@@ -11,15 +11,15 @@ use super::net::AwsNet;
 use super::*;
 
 /// A proxy serving on its own tokio task until stopped.
-pub struct TestProxy {
-    pub addr: SocketAddr,
-    pub handle: ProxyHandle,
+pub(crate) struct TestProxy {
+    pub(crate) addr: SocketAddr,
+    pub(crate) handle: ProxyHandle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl TestProxy {
-    pub async fn start(toml: &str) -> TestProxy {
+    pub(crate) async fn start(toml: &str) -> TestProxy {
         let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let proxy = Proxy::bind(config).await.expect("proxy binds");
         let addr = proxy.local_addr();
@@ -33,7 +33,7 @@ impl TestProxy {
 
     /// Waits until every client connection has closed and its task has finished, then checks
     /// that nothing is left: no connection, no tunnel, no task.
-    pub async fn assert_no_leaks(&self) {
+    pub(crate) async fn assert_no_leaks(&self) {
         tokio::time::timeout(std::time::Duration::from_secs(20), self.handle.wait_idle())
             .await
             .expect("client connections still open 20s after the clients finished");
@@ -49,7 +49,7 @@ impl TestProxy {
     }
 
     /// Signals shutdown and waits for the drain to finish.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -59,14 +59,14 @@ impl TestProxy {
 
 /// Which VPC resolver the proxy's `system` resolver is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrivateDns {
+pub(crate) enum PrivateDns {
     On,
     Off,
 }
 
 /// `[proxy]` for tests: port 0, the emulated network's port allowed, loopback not denied
 /// (the emulated AWS network lives on 127.0.0.0/8).
-pub fn proxy_section(net: &AwsNet) -> String {
+pub(crate) fn proxy_section(net: &AwsNet) -> String {
     format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{}]\nconnect_timeout = \"5s\"\ndeny_destinations = [\"169.254.0.0/16\"]\n",
         net.port
@@ -74,7 +74,7 @@ pub fn proxy_section(net: &AwsNet) -> String {
 }
 
 /// `[resolver.system]` (the VPC resolver) and `[resolver.public]`.
-pub fn resolver_sections(net: &AwsNet, dns: PrivateDns) -> String {
+pub(crate) fn resolver_sections(net: &AwsNet, dns: PrivateDns) -> String {
     let system = match dns {
         PrivateDns::On => net.vpc_dns_private_on,
         PrivateDns::Off => net.vpc_dns_private_off,
@@ -86,7 +86,7 @@ pub fn resolver_sections(net: &AwsNet, dns: PrivateDns) -> String {
 }
 
 /// The hand-written config that fixes all three failures.
-pub fn scenario_config(net: &AwsNet, dns: PrivateDns) -> String {
+pub(crate) fn scenario_config(net: &AwsNet, dns: PrivateDns) -> String {
     format!(
         r#"{proxy}
 {resolvers}
