@@ -232,6 +232,8 @@ where
         .write_all(request.as_bytes())
         .await
         .expect("send GET through the tunnel");
+    // A TLS writer may hold ciphertext back until flushed (e.g. over a slow socket).
+    stream.flush().await.expect("flush the GET");
     let (status_line, headers) = read_head(&mut stream).await;
     let status = status_of(&status_line);
     (status, read_body(&mut stream, status, &headers).await)

@@ -1,0 +1,133 @@
+//! SNI pinning: the tunnel stays open only when the ClientHello names the CONNECT host, however
+//! the hello is cut into segments and records.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::*;
+
+/// Writes at most one byte per call, so every byte of the ClientHello is its own TCP segment
+/// (the proxy's client socket has TCP_NODELAY semantics on loopback for tiny writes).
+struct OneByteWrites(TcpStream);
+
+impl AsyncRead for OneByteWrites {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OneByteWrites {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(1);
+        Pin::new(&mut self.0).poll_write(cx, &buf[..n])
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+async fn open_tunnel(proxy: &TestProxy, host: &str) -> TcpStream {
+    let (status, _, body, stream) = connect_raw(proxy.addr, &connect_request(&format!("{host}:{}", aws_net().port))).await;
+    assert_eq!(status_of(&status), 200, "{status} {body}");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+fn tls_config(max_fragment: Option<usize>) -> Arc<rustls::ClientConfig> {
+    let mut config = crate::support::pki::client_config(&aws_net().ca_der);
+    config.max_fragment_size = max_fragment;
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn sni_naming_another_host_closes_the_tunnel() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    // CONNECT to the public API, then try to talk TLS to a private API through it.
+    let stream = open_tunnel(&proxy, &execute_api_host(PUBLIC_API_ID, REGION)).await;
+    let err = tls_over(stream, &execute_api_host(PRIVATE_API_ID, REGION), &net.ca_der)
+        .await
+        .expect_err("a mismatched SNI must not get a handshake");
+    assert!(
+        matches!(err.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset),
+        "the proxy should close the tunnel, got {err:?}"
+    );
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_hello_in_one_byte_segments_passes() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let host = execute_api_host(PRIVATE_API_ID, REGION);
+    let stream = OneByteWrites(open_tunnel(&proxy, &host).await);
+    let tls = TlsConnector::from(tls_config(None))
+        .connect(ServerName::try_from(host.clone()).unwrap(), stream)
+        .await
+        .expect("handshake through the tunnel");
+    let (status, body) = get_over_tls(tls, &host).await;
+    assert_eq!(status, 200, "{body}");
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_hello_in_many_small_records_passes() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let host = CUSTOM_DOMAIN.to_owned();
+    let stream = open_tunnel(&proxy, &host).await;
+    // rustls' smallest fragment size: the hello spans many TLS records.
+    let tls = TlsConnector::from(tls_config(Some(32)))
+        .connect(ServerName::try_from(host.clone()).unwrap(), stream)
+        .await
+        .expect("handshake through the tunnel");
+    let (status, body) = get_over_tls(tls, &host).await;
+    assert_eq!(status, 200, "{body}");
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn non_tls_first_bytes_close_a_pinned_tunnel() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the tunnel must close without relaying: got {:?}", String::from_utf8_lossy(&buf[..n]));
+    drop(stream);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn sni_any_route_lets_another_name_through() {
+    let net = aws_net();
+    let toml = scenario_config(net, PrivateDns::On).replace(
+        "name = \"private-apis\"\n",
+        "name = \"private-apis\"\nsni = \"any\"\n",
+    );
+    let proxy = TestProxy::start(&toml).await;
+    // CONNECT names one private API; the TLS inside names another, served by the same endpoint.
+    let stream = open_tunnel(&proxy, &execute_api_host("zzzzzzzzzz", REGION)).await;
+    let host = execute_api_host(PRIVATE_API_ID, REGION);
+    let tls = tls_over(stream, &host, &net.ca_der).await.expect("sni = any does not pin");
+    let (status, _) = get_over_tls(tls, &host).await;
+    assert_eq!(status, 200);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
