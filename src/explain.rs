@@ -181,7 +181,7 @@ impl fmt::Display for Explanation {
             writeln!(f, "system:     {sys}")?;
             if self.differs {
                 writeln!(f, "            the system resolver would send this connection elsewhere; splitway's route avoids that path")?;
-            } else {
+            } else if self.connect_to.is_some() && sys.error.is_none() {
                 writeln!(f, "            the system resolver agrees")?;
             }
         }

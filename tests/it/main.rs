@@ -2,6 +2,7 @@
 //! `support/` (loopback only; never the machine's resolver).
 
 mod aws_failures;
+mod cli;
 mod refusals;
 mod scenarios;
 mod sni_pinning;

@@ -1,0 +1,119 @@
+//! The real binary: `check` and `explain` on configs that point at the emulated network.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use crate::support::proxy::{PrivateDns, scenario_config};
+use crate::support::*;
+
+fn write_config(name: &str, toml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("splitway-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+async fn splitway(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_splitway"))
+        .args(args)
+        .env_clear()
+        .output()
+        .await
+        .expect("run splitway")
+}
+
+#[tokio::test]
+async fn check_prints_the_route_table() {
+    let path = write_config("check-ok.toml", &scenario_config(aws_net(), PrivateDns::On));
+    let out = splitway(&["check", "--config", path.to_str().unwrap()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in ["custom-domains", "private-apis-us-west-2", "resolve via `public`", "connect vpce-", "default"] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn check_on_a_bad_file_names_file_line_route_and_key() {
+    let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"custom-domains\"\nhosts = [\"api.mydomain.com\"]\nresolver = \"publik\"\n";
+    let path = write_config("check-bad.toml", bad);
+    let out = splitway(&["check", "--config", path.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = format!("{}:7: route `custom-domains`: key `resolver`: unknown resolver `publik`", path.display());
+    assert!(stderr.contains(&want), "want {want:?} in {stderr}");
+}
+
+#[tokio::test]
+async fn check_on_a_missing_file_says_what_to_do() {
+    let out = splitway(&["check", "--config", "/nonexistent/splitway.toml"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("/nonexistent/splitway.toml") && stderr.contains("--config"), "{stderr}");
+}
+
+async fn explain_json(path: &std::path::Path, host: &str) -> serde_json::Value {
+    let target = format!("{host}:{}", aws_net().port);
+    let out = splitway(&["explain", &target, "--config", path.to_str().unwrap(), "--json"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("explain --json prints JSON")
+}
+
+#[tokio::test]
+async fn explain_shows_each_scenario_and_what_the_system_resolver_would_do() {
+    let net = aws_net();
+    let path = write_config("explain.toml", &scenario_config(net, PrivateDns::On));
+    let at = |ip: std::net::IpAddr| format!("{ip}:{}", net.port);
+    // (host, route, connect_to, system answer, differs)
+    let cases = [
+        (CUSTOM_DOMAIN.to_owned(), "custom-domains", at(PUBLIC_ENDPOINT_IP), VPCE_IP, true),
+        (execute_api_host(PUBLIC_API_ID, REGION), "public-api-ids", at(PUBLIC_ENDPOINT_IP), VPCE_IP, true),
+        (execute_api_host(PRIVATE_API_ID, REGION), "private-apis", at(VPCE_IP), VPCE_IP, false),
+        (execute_api_host(WEST_PRIVATE_API_ID, WEST_REGION), "private-apis-us-west-2", at(WEST_VPCE_IP), WEST_PUBLIC_ENDPOINT_IP, true),
+    ];
+    for (host, route, connect_to, system, differs) in cases {
+        let e = explain_json(&path, &host).await;
+        assert_eq!(e["route"], route, "{host}: {e}");
+        assert_eq!(e["connect_to"], connect_to.as_str(), "{host}: {e}");
+        assert_eq!(e["system"]["addresses"][0], system.to_string(), "{host}: {e}");
+        assert_eq!(e["differs"], differs, "{host}: {e}");
+    }
+    // The custom domain's lookup shows the CNAME chain and TTL.
+    let e = explain_json(&path, CUSTOM_DOMAIN).await;
+    assert_eq!(e["lookups"][0]["resolver"], "public");
+    assert_eq!(e["lookups"][0]["cnames"][0], APIGW_DOMAIN);
+    assert!(e["lookups"][0]["ttl_secs"].as_u64().is_some_and(|t| t > 0), "{e}");
+}
+
+#[tokio::test]
+async fn explain_text_says_the_system_path_differs() {
+    let net = aws_net();
+    let path = write_config("explain-text.toml", &scenario_config(net, PrivateDns::On));
+    let out = splitway(&["explain", CUSTOM_DOMAIN, "--config", path.to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "route:      custom-domains".to_owned(),
+        format!("CNAME {APIGW_DOMAIN}"),
+        format!("connect to: {PUBLIC_ENDPOINT_IP}:443"),
+        format!("system:     {CUSTOM_DOMAIN} -> CNAME {APIGW_DOMAIN} -> {VPCE_IP}"),
+        "elsewhere".to_owned(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn explain_a_denied_host_and_an_unknown_name() {
+    let net = aws_net();
+    let toml = scenario_config(net, PrivateDns::Off) + "\n[[route]]\nname = \"no-metadata\"\nhosts = [\"169.254.169.254\"]\ndeny = true\n";
+    let path = write_config("explain-deny.toml", &toml);
+    let e = explain_json(&path, "169.254.169.254").await;
+    assert_eq!(e["route"], "no-metadata");
+    assert!(e["error"].as_str().is_some_and(|s| s.contains("denies")), "{e}");
+    let e = explain_json(&path, "nope.mydomain.com").await;
+    assert_eq!(e["route"], "default");
+    assert!(e["connect_to"].is_null(), "{e}");
+    assert!(e["error"].as_str().is_some_and(|s| s.contains("no address")), "{e}");
+}
