@@ -10,7 +10,7 @@ use crate::upstream::target::TargetError;
 
 /// A request that could not be proxied. Each variant names the route (where one was chosen) so
 /// the one-line body tells an operator which part of the config to look at.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(String),

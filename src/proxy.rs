@@ -1,8 +1,10 @@
-//! The one hyper service: `CONNECT` opens a tunnel, anything else is refused for now.
+//! The one hyper service: `CONNECT` opens a tunnel, absolute-form requests are forwarded,
+//! anything else is 400.
 //!
 //! A CONNECT gets `200` only after the upstream connection succeeded (RFC 9110 §9.3.6), so a
 //! failure reaches the client as a status with `Proxy-Status` (RFC 9209).
 
+pub mod forward;
 pub mod pipe;
 pub mod sni;
 pub mod tunnel;
@@ -30,6 +32,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Clone)]
 pub struct ConnCtx {
     pub client: SocketAddr,
+    /// Cancelled when the proxy starts draining.
+    pub draining: tokio_util::sync::CancellationToken,
     pub runtime: Arc<Runtime>,
     pub guard: Arc<ConnGuard>,
 }
@@ -37,19 +41,56 @@ pub struct ConnCtx {
 /// Serves one request from a client connection.
 pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let result = if req.method() == Method::CONNECT {
+    let method = req.method().clone();
+    let result = if method == Method::CONNECT {
         connect(&ctx, req, started).await
+    } else if req.uri().scheme().is_some() {
+        forward(&ctx, req, started).await
     } else {
         Err((None, None, ProxyError::BadRequest(format!(
-            "{} {} is not a CONNECT request; splitway tunnels HTTPS (set HTTPS_PROXY)",
+            "`{} {}` is neither CONNECT nor an absolute http:// URL; set HTTPS_PROXY / HTTP_PROXY",
             req.method(),
             req.uri()
         ))))
     };
-    Ok(result.unwrap_or_else(|(target, route, e)| {
-        log_refusal(&ctx, target.as_ref(), route.as_deref(), &e, started.elapsed());
+    let mut resp = result.unwrap_or_else(|(target, route, e)| {
+        log_refusal(&ctx, &method, target.as_ref(), route.as_deref(), &e, started.elapsed());
         error_response(&e)
-    }))
+    });
+    if ctx.draining.is_cancelled() && method != Method::CONNECT {
+        // Draining: let keep-alive clients go, so the drain can finish.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Result<Response<Body>, Refusal> {
+    if req.method() == Method::TRACE {
+        return Err((None, None, ProxyError::MethodNotAllowed("TRACE".into())));
+    }
+    let target = forward::target_of(req.uri()).map_err(|e| (None, None, e))?;
+    let rt = &ctx.runtime;
+    let route = rt.routes.lookup(&target.host).clone();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match forward::forward(&rt.client, &route, &target, req).await {
+        Ok(resp) => {
+            tracing::info!(
+                target: "splitway::access",
+                client = %ctx.client,
+                method = %method,
+                host = %target,
+                path,
+                route = &*route.name,
+                resolver = &*route.resolver,
+                status = resp.status().as_u16(),
+                duration_ms = started.elapsed().as_millis() as u64,
+                "request forwarded"
+            );
+            Ok(resp)
+        }
+        Err(e) => Err((Some(target), Some(route), e)),
+    }
 }
 
 type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
@@ -118,11 +159,11 @@ fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-fn log_refusal(ctx: &ConnCtx, target: Option<&Target>, route: Option<&Route>, e: &ProxyError, took: Duration) {
+fn log_refusal(ctx: &ConnCtx, method: &Method, target: Option<&Target>, route: Option<&Route>, e: &ProxyError, took: Duration) {
     tracing::info!(
         target: "splitway::access",
         client = %ctx.client,
-        method = "CONNECT",
+        method = %method,
         host = target.map(ToString::to_string).unwrap_or_default(),
         route = route.map(|r| &*r.name).unwrap_or(""),
         resolver = route.map(|r| &*r.resolver).unwrap_or(""),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::proxy::forward::{self, ForwardClient};
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::Resolvers;
@@ -11,8 +12,10 @@ use crate::upstream::dns::Resolvers;
 /// The state derived from one config.
 pub struct Runtime {
     pub config: Config,
-    pub routes: RouteTable,
-    pub connector: Connector,
+    pub routes: Arc<RouteTable>,
+    pub connector: Arc<Connector>,
+    /// Pooled upstream connections for plain-HTTP forwarding.
+    pub client: ForwardClient,
 }
 
 impl Runtime {
@@ -20,7 +23,9 @@ impl Runtime {
         let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers)?);
         let p = &config.proxy;
-        let connector = Connector::new(resolvers, p.deny_destinations.clone(), p.connect_timeout);
-        Ok(Self { config, routes, connector })
+        let connector = Arc::new(Connector::new(resolvers, p.deny_destinations.clone(), p.connect_timeout));
+        let routes = Arc::new(routes);
+        let client = forward::client(routes.clone(), connector.clone());
+        Ok(Self { config, routes, connector, client })
     }
 }

@@ -129,7 +129,7 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         cancel: shared.cancel.clone(),
         open: shared.open.clone(),
     });
-    let ctx = ConnCtx { client, runtime: shared.runtime(), guard };
+    let ctx = ConnCtx { client, draining: shared.draining.clone(), runtime: shared.runtime(), guard };
     shared.tracker.spawn(serve_connection(stream, ctx));
 }
 

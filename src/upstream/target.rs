@@ -32,7 +32,7 @@ pub struct Target {
 }
 
 /// Why a request target or `Host` is not a usable `host:port`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
     #[error("empty host")]
     EmptyHost,

@@ -3,6 +3,7 @@
 
 mod aws_failures;
 mod cli;
+mod forward;
 mod refusals;
 mod scenarios;
 mod sni_pinning;
