@@ -1,10 +1,168 @@
-//! The admin listener: `/healthz`, `/readyz`, and the `splitway health` client.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the `splitway health` client.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::{self, Metrics};
+
+/// How long an admin client may take to send a request head (slowloris guard); probes and
+/// scrapers send theirs in one write.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// hyper's smallest allowed read buffer: an admin request is a request line and a few headers.
+const MAX_BUF_BYTES: usize = 8 * 1024;
+/// Pause after a failed accept (EMFILE and friends) so the loop does not spin on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+/// Readiness: not ready until start-up is done; not ready again once draining.
+///
+/// The states only move forward (starting → ready → draining), so a late `set_ready` from
+/// start-up cannot undo a drain that a signal already began.
+#[derive(Debug)]
+pub struct Readiness {
+    state: AtomicU8,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Readiness {
+    /// Starting: `/readyz` answers 503 until [`Readiness::set_ready`].
+    pub fn new() -> Self {
+        Self { state: AtomicU8::new(STARTING) }
+    }
+
+    /// Start-up is done: config loaded, proxy listener bound, start-up resolution finished.
+    /// Does nothing once draining.
+    pub fn set_ready(&self) {
+        let _ = self.state.compare_exchange(STARTING, READY, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Shutdown began: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.state.store(DRAINING, Ordering::Release);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) == READY
+    }
+
+    /// `"starting"`, `"ready"` or `"draining"`.
+    pub fn state(&self) -> &'static str {
+        match self.state.load(Ordering::Acquire) {
+            STARTING => "starting",
+            READY => "ready",
+            _ => "draining",
+        }
+    }
+}
+
+/// Serves `GET /healthz` (200 `ok` while the process serves), `GET /readyz` (200 `ready`, or
+/// 503 with the state) and `GET /metrics` (the Prometheus text of `metrics`); `HEAD` too
+/// (RFC 9110 §9.3.2). Any other path is 404, any other method on these paths 405.
+///
+/// Runs until `shutdown` is cancelled; every connection task has ended when it returns.
+/// Requests are logged at debug only: probes come every few seconds and would drown the log.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<Readiness>, shutdown: CancellationToken) {
+    let admin = Arc::new(Admin { metrics, ready });
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => drop(tracker.spawn(connection(stream, admin.clone(), shutdown.clone()))),
+            Err(e) => {
+                tracing::warn!(error = %e, "admin listener: accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// One admin connection, keep-alive included, until the client leaves or `shutdown`.
+async fn connection(stream: TcpStream, admin: Arc<Admin>, shutdown: CancellationToken) {
+    let service = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(admin.respond(&req))));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_BUF_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    // On shutdown the connection is dropped, not gracefully closed: the admin listener stops
+    // last, when the process is about to exit, and a probe that loses its answer retries.
+    tokio::select! {
+        result = conn => if let Err(e) = result {
+            tracing::debug!(error = %e, "admin connection ended with an error");
+        },
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// What every admin request reads.
+struct Admin {
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+}
+
+impl Admin {
+    fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        let response = match path {
+            "/healthz" | "/readyz" | "/metrics" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+                let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
+                // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r
+            }
+            "/healthz" => response(StatusCode::OK, TEXT, "ok\n"),
+            "/readyz" if self.ready.is_ready() => response(StatusCode::OK, TEXT, "ready\n"),
+            "/readyz" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{}\n", self.ready.state())),
+            "/metrics" => response(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode()),
+            _ => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        };
+        tracing::debug!(method = %req.method(), path, status = response.status().as_u16(), "admin request");
+        response
+    }
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Probe and scrape answers describe this instant; nothing on the way should keep them.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
 
 /// Why `splitway health` failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,3 +192,6 @@ pub async fn health(addr: SocketAddr) -> Result<(), HealthError> {
     };
     tokio::time::timeout(Duration::from_secs(2), probe).await.unwrap_or(Err(HealthError::Timeout(addr)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,8 @@
 //! - [`proxy`]: the hyper service, tunnels, SNI pinning, the byte pipe;
 //! - [`upstream`]: CONNECT targets, named resolvers with caches, the one connector;
 //! - [`error`]: `ProxyError` → status, `Proxy-Status`, metric label;
+//! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`.
 //!
 //! Invariants:
@@ -25,7 +27,9 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod explain;
+pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
@@ -55,17 +59,27 @@ pub enum StartError {
 /// A bound, not yet serving proxy.
 pub struct Proxy {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shared: Arc<server::Shared>,
 }
 
 impl Proxy {
-    /// Builds resolvers and routes from `config` and binds the listener.
+    /// Builds resolvers and routes from `config` and binds the listeners.
     pub async fn bind(config: Config) -> Result<Proxy, StartError> {
         install_crypto_provider();
+        let metrics = Arc::new(metrics::Metrics::new());
         let addr = config.proxy.listen;
-        let runtime = runtime::Runtime::new(config).map_err(StartError::Setup)?;
+        let admin_addr = config.admin.as_ref().map(|a| a.listen);
+        let runtime = runtime::Runtime::new(config, metrics.clone()).map_err(StartError::Setup)?;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Proxy { listener, shared: Arc::new(server::Shared::new(runtime)) })
+        let admin = match admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "listening beyond loopback: anyone who can reach this address can use the proxy");
+        }
+        Ok(Proxy { listener, admin, shared: Arc::new(server::Shared::new(runtime, metrics)) })
     }
 
     /// The proxy listener's address (useful with port 0).
@@ -73,14 +87,35 @@ impl Proxy {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// A handle for watching the proxy while it serves.
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle for watching and reloading the proxy while it serves.
     pub fn handle(&self) -> ProxyHandle {
         ProxyHandle { shared: self.shared.clone() }
     }
 
-    /// Serves until `shutdown` resolves, then drains (see [`server::serve`]).
+    /// Resolves start-up names, turns ready, serves until `shutdown`, then drains (see
+    /// [`server::serve`]). The admin listener stays up until the drain is over.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let stop_admin = tokio_util::sync::CancellationToken::new();
+        let admin = self.admin.map(|l| {
+            let (m, r, stop) = (self.shared.metrics.clone(), self.shared.ready.clone(), stop_admin.clone());
+            tokio::spawn(admin::serve(l, m, r, stop))
+        });
+        let shared = self.shared.clone();
+        let warm = tokio::spawn(async move {
+            shared.runtime().prefetch().await;
+            shared.ready.set_ready();
+        });
         server::serve(self.listener, self.shared, shutdown).await;
+        warm.abort();
+        stop_admin.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
     }
 }
 
@@ -89,7 +124,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Observes a serving proxy (tests and the admin listener use it).
+/// Observes and reloads a serving proxy (tests, the reload watcher and the binary use it).
 #[derive(Clone)]
 pub struct ProxyHandle {
     shared: Arc<server::Shared>,
@@ -110,5 +145,32 @@ impl ProxyHandle {
     /// Tasks the proxy is running for clients (connections and tunnels).
     pub fn tasks(&self) -> usize {
         self.shared.tracker.len()
+    }
+
+    /// The Prometheus text the admin `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.encode()
+    }
+
+    /// `starting`, `ready` or `draining`.
+    pub fn readiness(&self) -> &'static str {
+        self.shared.ready.state()
+    }
+
+    /// Replaces routes and resolvers for new connections; open ones keep theirs. The
+    /// listen addresses are bound once: changing them takes a restart (logged).
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let current = self.shared.runtime();
+        if config.proxy.listen != current.config.proxy.listen || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen) {
+            tracing::warn!("listen addresses changed in the config: they apply at the next restart");
+        }
+        let next = Arc::new(runtime::Runtime::new(config, self.shared.metrics.clone())?);
+        *self.shared.runtime.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        tokio::spawn(async move { next.prefetch().await });
+        Ok(())
+    }
+
+    pub(crate) fn count_reload(&self, ok: bool) {
+        self.shared.metrics.config_reload(ok);
     }
 }

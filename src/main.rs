@@ -108,7 +108,10 @@ async fn run(args: &RunArgs) -> Result<()> {
     let config = load(&args.config)?;
     let origin = config.origin.clone();
     let proxy = Proxy::bind(config).await?;
-    tracing::info!(listen = %proxy.local_addr(), config = %origin, "splitway serving");
+    tracing::info!(listen = %proxy.local_addr(), admin = ?proxy.admin_addr(), config = %origin, "splitway serving");
+    if let Some(path) = args.config.config.clone() {
+        tokio::spawn(splitway::reload::watch(proxy.handle(), path));
+    }
     proxy.serve(shutdown_signal()).await;
     tracing::info!("drained; exiting");
     Ok(())
@@ -137,7 +140,7 @@ async fn explain(arg: &ConfigArg, target: &str, json: bool) -> Result<()> {
     let target = splitway::upstream::target::Target::parse_host_port(target, 443)
         .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
     splitway::install_crypto_provider();
-    let runtime = splitway::runtime::Runtime::new(config).map_err(anyhow::Error::msg)?;
+    let runtime = splitway::runtime::Runtime::new(config, Default::default()).map_err(anyhow::Error::msg)?;
     let e = splitway::explain::explain(&runtime, &target).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);

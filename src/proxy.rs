@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::error::ProxyError;
+use crate::metrics::RequestKind;
 use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::server::ConnGuard;
@@ -54,6 +55,9 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
         ))))
     };
     let mut resp = result.unwrap_or_else(|(target, route, e)| {
+        let kind = if method == Method::CONNECT { RequestKind::Connect } else { RequestKind::Forward };
+        let route_name = route.as_ref().map_or(NO_ROUTE, |r| &*r.name);
+        ctx.guard.metrics().request(kind, route_name, e.proxy_status());
         log_refusal(&ctx, &method, target.as_ref(), route.as_deref(), &e, started.elapsed());
         error_response(&e)
     });
@@ -75,6 +79,7 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Res
     let path = req.uri().path().to_owned();
     match forward::forward(&rt.client, &route, &target, req).await {
         Ok(resp) => {
+            ctx.guard.metrics().request(RequestKind::Forward, &route.name, "ok");
             tracing::info!(
                 target: "splitway::access",
                 client = %ctx.client,
@@ -92,6 +97,9 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Res
         Err(e) => Err((Some(target), Some(route), e)),
     }
 }
+
+/// The `route` label of refusals made before a route was chosen.
+const NO_ROUTE: &str = "none";
 
 type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
 
@@ -113,6 +121,8 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         Ok(c) => c,
         Err(e) => return Err((Some(target), Some(route), e)),
     };
+    ctx.guard.metrics().request(RequestKind::Connect, &route.name, "ok");
+    ctx.guard.metrics().connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
     let upgrade = hyper::upgrade::on(&mut req);
     let tunnel = tunnel::Tunnel {
         client: ctx.client,
@@ -124,14 +134,9 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         idle_timeout: settings.idle_timeout,
         started,
         guard: ctx.guard.clone(),
+        sni: None,
     };
-    let guard = ctx.guard.clone();
-    ctx.guard.tracker().spawn(async move {
-        tokio::select! {
-            () = tunnel.run(upgrade) => {}
-            () = guard.cancelled() => {}
-        }
-    });
+    ctx.guard.tracker().spawn(tunnel.run(upgrade));
     Ok(Response::new(empty()))
 }
 

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Action, Config, Pattern};
+use crate::metrics::Metrics;
 use crate::proxy::forward::{self, ForwardClient};
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
@@ -19,13 +20,42 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: Config) -> Result<Self, String> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, String> {
         let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
-        let resolvers = Arc::new(Resolvers::new(&config.resolvers)?);
+        let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics)?);
         let p = &config.proxy;
         let connector = Arc::new(Connector::new(resolvers, p.deny_destinations.clone(), p.connect_timeout));
         let routes = Arc::new(routes);
         let client = forward::client(routes.clone(), connector.clone());
         Ok(Self { config, routes, connector, client })
+    }
+}
+
+impl Runtime {
+    /// Resolves every exact route host and every `connect` name, so the first requests find
+    /// them cached (SPEC: start-up resolution). Failures are logged, not fatal.
+    pub async fn prefetch(&self) {
+        let mut lookups = tokio::task::JoinSet::new();
+        for spec in &self.config.routes {
+            let names: Vec<String> = match &spec.action {
+                Action::Resolve => spec
+                    .patterns
+                    .iter()
+                    .filter_map(|(p, _)| if let Pattern::Exact(n) = p { Some(n.clone()) } else { None })
+                    .collect(),
+                Action::Connect(list) => list.iter().filter_map(|c| c.host.as_name().map(str::to_owned)).collect(),
+                Action::Addresses(_) | Action::Deny => vec![],
+            };
+            let Some(resolver) = self.connector.resolvers().get(&spec.resolver).cloned() else { continue };
+            for name in names {
+                let resolver = resolver.clone();
+                lookups.spawn(async move {
+                    if let (Err(e), _) = resolver.resolve(&name).await {
+                        tracing::warn!(host = %name, resolver = %resolver.name(), error = %e, "start-up resolution failed");
+                    }
+                });
+            }
+        }
+        while lookups.join_next().await.is_some() {}
     }
 }

@@ -14,7 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::Readiness;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::Runtime;
 
@@ -30,17 +32,23 @@ pub struct ConnGuard {
     tracker: TaskTracker,
     cancel: CancellationToken,
     open: Arc<watch::Sender<usize>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.open.send_modify(|n| *n -= 1);
+        self.metrics.connections_open(*self.open.borrow() as i64);
     }
 }
 
 impl ConnGuard {
     pub fn tracker(&self) -> &TaskTracker {
         &self.tracker
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
@@ -57,10 +65,12 @@ pub struct Shared {
     pub draining: CancellationToken,
     /// Client connections open now (a tunnel keeps its connection open).
     pub open: Arc<watch::Sender<usize>>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<Readiness>,
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime) -> Self {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
         let max = runtime.config.proxy.max_connections;
         Self {
             runtime: RwLock::new(Arc::new(runtime)),
@@ -69,6 +79,8 @@ impl Shared {
             cancel: CancellationToken::new(),
             draining: CancellationToken::new(),
             open: Arc::new(watch::Sender::new(0)),
+            metrics,
+            ready: Arc::new(Readiness::new()),
         }
     }
 
@@ -87,6 +99,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             accepted = listener.accept() => accept(&shared, accepted),
         }
     }
+    shared.ready.set_draining();
     shared.draining.cancel();
     let drain_timeout = shared.runtime().config.proxy.drain_timeout;
     shared.tracker.close();
@@ -119,6 +132,7 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     let _ = stream.set_nodelay(true);
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         let max = shared.runtime().config.proxy.max_connections;
+        shared.metrics.connection_rejected();
         shared.tracker.spawn(refuse_over_limit(stream, max));
         return;
     };
@@ -128,7 +142,9 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         tracker: shared.tracker.clone(),
         cancel: shared.cancel.clone(),
         open: shared.open.clone(),
+        metrics: shared.metrics.clone(),
     });
+    shared.metrics.connections_open(*shared.open.borrow() as i64);
     let ctx = ConnCtx { client, draining: shared.draining.clone(), runtime: shared.runtime(), guard };
     shared.tracker.spawn(serve_connection(stream, ctx));
 }

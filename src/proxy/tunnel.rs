@@ -12,7 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::pipe::{self, Activity};
+use super::pipe::{self, Activity, PipeEnd};
+use crate::metrics::TunnelEnd;
 use super::sni::{self, Hello};
 use crate::config::SniMode;
 use crate::routes::Route;
@@ -35,6 +36,8 @@ pub struct Tunnel {
     pub idle_timeout: Duration,
     pub started: Instant,
     pub guard: Arc<ConnGuard>,
+    /// The SNI the client sent, once read.
+    pub sni: Option<String>,
 }
 
 /// SNI is pinned for names on `sni = "match"` routes; a CONNECT to an IP literal routes by
@@ -79,23 +82,53 @@ impl Tunnel {
                 return;
             }
         };
-        let mut client = TokioIo::new(upgraded);
-        let mut first = Vec::new();
-        let mut sni_seen = None;
-        if let Some(expected) = &self.expect_sni {
-            match read_client_hello(&mut client, &mut first).await {
-                Ok(sni) if sni.as_deref().is_none_or(|s| s == expected) => sni_seen = sni,
-                Ok(sni) => return log_rejected(&self, Rejection::Mismatch(sni.unwrap_or_default())),
-                Err(r) => return log_rejected(&self, r),
+        let guard = self.guard.clone();
+        let metrics = guard.metrics();
+        metrics.tunnel_opened(&self.route.name);
+        let activity = Arc::new(Activity::default());
+        let end = tokio::select! {
+            end = self.relay(TokioIo::new(upgraded), &activity) => end,
+            () = guard.cancelled() => Ok(TunnelEnd::Cancelled),
+        };
+        let (up, down) = (activity.client_to_upstream.load(Ordering::Relaxed), activity.upstream_to_client.load(Ordering::Relaxed));
+        match end {
+            Ok(end) => {
+                metrics.tunnel_closed(&self.route.name, end, up, down);
+                self.log_closed(end.as_str(), up, down);
             }
-            if self.stream.write_all(&first).await.is_err() {
-                return;
+            Err(r) => {
+                metrics.sni_rejected(&self.route.name, r.as_str());
+                metrics.tunnel_closed(&self.route.name, TunnelEnd::SniRejected, up, down);
+                log_rejected(&self, r);
             }
         }
-        let activity = Arc::new(Activity::default());
-        activity.client_to_upstream.fetch_add(first.len() as u64, Ordering::Relaxed);
-        drop(first);
-        let end = pipe::run(client, &mut self.stream, self.idle_timeout, activity.clone()).await;
+    }
+
+    /// SNI check (when pinned), then the byte pipe.
+    async fn relay<C>(&mut self, mut client: C, activity: &Arc<Activity>) -> Result<TunnelEnd, Rejection>
+    where
+        C: AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if let Some(expected) = &self.expect_sni {
+            let mut first = Vec::new();
+            match read_client_hello(&mut client, &mut first).await {
+                Ok(sni) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
+                Ok(sni) => return Err(Rejection::Mismatch(sni.unwrap_or_default())),
+                Err(r) => return Err(r),
+            }
+            activity.client_to_upstream.fetch_add(first.len() as u64, Ordering::Relaxed);
+            if self.stream.write_all(&first).await.is_err() {
+                return Ok(TunnelEnd::Error);
+            }
+        }
+        Ok(match pipe::run(client, &mut self.stream, self.idle_timeout, activity.clone()).await {
+            PipeEnd::Closed => TunnelEnd::Closed,
+            PipeEnd::Idle => TunnelEnd::Idle,
+            PipeEnd::Error(_) => TunnelEnd::Error,
+        })
+    }
+
+    fn log_closed(&self, end: &str, up: u64, down: u64) {
         tracing::info!(
             target: "splitway::access",
             client = %self.client,
@@ -105,13 +138,13 @@ impl Tunnel {
             resolver = self.upstream.resolver.as_deref().unwrap_or(""),
             upstream = %self.upstream.addr,
             status = 200,
-            sni = sni_seen.as_deref().unwrap_or(""),
-            bytes_up = activity.client_to_upstream.load(Ordering::Relaxed),
-            bytes_down = activity.upstream_to_client.load(Ordering::Relaxed),
+            sni = self.sni.as_deref().unwrap_or(""),
+            bytes_up = up,
+            bytes_down = down,
             dns_ms = self.upstream.dns_time.as_millis() as u64,
             connect_ms = self.upstream.connect_time.as_millis() as u64,
             duration_ms = self.started.elapsed().as_millis() as u64,
-            end = ?end,
+            end,
             "tunnel closed"
         );
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::ResolverSettings;
+use crate::metrics::{DnsResult, Metrics};
 
 /// Addresses for a name, the CNAME chain that led there, and the (clamped) TTL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,15 +55,17 @@ pub struct Resolver {
     settings: ResolverSettings,
     upstream: hickory::Upstream,
     cache: Mutex<HashMap<Box<str>, Entry>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Resolver {
-    pub fn new(name: &str, settings: &ResolverSettings) -> Result<Self, String> {
+    pub fn new(name: &str, settings: &ResolverSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
         Ok(Self {
             name: name.into(),
             settings: settings.clone(),
             upstream: hickory::Upstream::new(name, settings)?,
             cache: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -77,6 +80,19 @@ impl Resolver {
 
     /// Resolves a normalized host name to addresses, from the cache when it is fresh.
     pub async fn resolve(&self, host: &str) -> (Result<Answer, DnsError>, Source) {
+        let started = Instant::now();
+        let (result, source) = self.lookup(host).await;
+        let label = match (&result, source) {
+            (Err(_), _) => DnsResult::Error,
+            (Ok(_), Source::Hit) => DnsResult::Hit,
+            (Ok(_), Source::Miss) => DnsResult::Miss,
+            (Ok(_), Source::Stale) => DnsResult::Stale,
+        };
+        self.metrics.dns_lookup(&self.name, label, started.elapsed().as_secs_f64());
+        (result, source)
+    }
+
+    async fn lookup(&self, host: &str) -> (Result<Answer, DnsError>, Source) {
         let now = Instant::now();
         let stale = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,25 +109,24 @@ impl Resolver {
         match (fetched, stale) {
             // RFC 8767 §4: an upstream failure with stale data at hand answers from it.
             (Err(DnsError::Timeout | DnsError::Failed(_)), Some(old)) => (Ok(old), Source::Stale),
-            (result, _) => {
-                self.store(host, &result);
-                (result, Source::Miss)
-            }
+            (result, _) => (self.store(host, result), Source::Miss),
         }
     }
 
-    fn store(&self, host: &str, result: &Result<Answer, DnsError>) {
+    /// Caches an answer or a negative answer with its TTL clamped; returns it as cached.
+    fn store(&self, host: &str, result: Result<Answer, DnsError>) -> Result<Answer, DnsError> {
         let s = &self.settings;
-        let ttl = match result {
+        let ttl = match &result {
             Ok(a) => a.ttl,
             Err(DnsError::NotFound { negative_ttl, .. }) => negative_ttl.unwrap_or(s.min_ttl),
             // Failures are not cached: the next request asks again.
-            Err(_) => return,
+            Err(_) => return result,
         };
         let ttl = ttl.clamp(s.min_ttl, s.max_ttl);
-        let result = result.clone().map(|a| Answer { ttl, ..a });
+        let result = result.map(|a| Answer { ttl, ..a });
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.insert(host.into(), Entry { result, expires: Instant::now() + ttl });
+        cache.insert(host.into(), Entry { result: result.clone(), expires: Instant::now() + ttl });
+        result
     }
 }
 
@@ -121,10 +136,10 @@ pub struct Resolvers {
 }
 
 impl Resolvers {
-    pub fn new(settings: &BTreeMap<String, ResolverSettings>) -> Result<Self, String> {
+    pub fn new(settings: &BTreeMap<String, ResolverSettings>, metrics: Arc<Metrics>) -> Result<Self, String> {
         let map = settings
             .iter()
-            .map(|(name, s)| Ok((Arc::from(name.as_str()), Arc::new(Resolver::new(name, s)?))))
+            .map(|(name, s)| Ok((Arc::from(name.as_str()), Arc::new(Resolver::new(name, s, metrics.clone())?))))
             .collect::<Result<_, String>>()?;
         Ok(Self { map })
     }

@@ -1,0 +1,377 @@
+//! Every metric splitway exports: names, help texts, label sets and the text encoding, in one file.
+//!
+//! Label values come only from closed sets: the enums below, `&'static str` error types
+//! (RFC 9209 §2.3, from [`ProxyError::proxy_status`](crate::error::ProxyError::proxy_status)),
+//! and route and resolver names from the config. Never a hostname: that would make the series
+//! count grow with traffic.
+//!
+//! The registry belongs to a [`Metrics`] value, not to the process, so tests can run many
+//! proxies side by side.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `Content-Type` of what [`Metrics::encode`] returns (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds (seconds) of the latency histograms: 1-2.5-5 steps from 0.5ms, where a cached
+/// lookup or a same-AZ connect lands, to 10s, beyond any sane connect or DNS timeout.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// What a client asked the proxy for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// `CONNECT host:port` (RFC 9110 §9.3.6): a tunnel.
+    Connect,
+    /// An absolute-form request (RFC 9112 §3.2.2) forwarded as plain HTTP.
+    Forward,
+}
+
+/// Why a tunnel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TunnelEnd {
+    /// One side closed and the other followed.
+    Closed,
+    /// No byte moved either way for the idle timeout.
+    Idle,
+    /// A read or write failed on either side.
+    Error,
+    /// The ClientHello named a server the route does not allow.
+    SniRejected,
+    /// Cut by the proxy: `drain_timeout` passed during shutdown.
+    Cancelled,
+}
+
+/// How a named resolver answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DnsResult {
+    /// Answered from the cache.
+    Hit,
+    /// Asked upstream and got an answer.
+    Miss,
+    /// Upstream failed; answered with an expired record (RFC 8767 serve-stale).
+    Stale,
+    /// No answer.
+    Error,
+}
+
+/// Which way bytes went through a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Direction {
+    ClientToUpstream,
+    UpstreamToClient,
+}
+
+impl RequestKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+impl TunnelEnd {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Idle => "idle",
+            Self::Error => "error",
+            Self::SniRejected => "sni_rejected",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl DnsResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientToUpstream => "client_to_upstream",
+            Self::UpstreamToClient => "upstream_to_client",
+        }
+    }
+}
+
+// The crate's derive would print the variant names as written (`SniRejected`); Prometheus
+// convention is snake_case, so the enums encode through `as_str`.
+macro_rules! label_value_from_as_str {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value_from_as_str!(RequestKind, TunnelEnd, DnsResult, Direction);
+
+// Label sets. Field names are the label names, in this order in the output.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    kind: RequestKind,
+    route: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TunnelLabels {
+    route: Arc<str>,
+    end: TunnelEnd,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BytesLabels {
+    route: Arc<str>,
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DnsLabels {
+    resolver: Arc<str>,
+    result: DnsResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResolverLabels {
+    resolver: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SniLabels {
+    route: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// Route and resolver names as shared strings. A label set is an owned key, and the hot path
+/// gets names as `&str`: interning makes building the key an `Arc` clone instead of a `String`
+/// allocation per request. The set only grows with the names the configs ever had.
+#[derive(Debug, Default)]
+struct Names(RwLock<HashSet<Arc<str>>>);
+
+impl Names {
+    fn get(&self, name: &str) -> Arc<str> {
+        // A panic elsewhere while holding the lock leaves the set valid: ignore the poison.
+        if let Some(n) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+            return n.clone();
+        }
+        let mut set = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = set.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        set.insert(n.clone());
+        n
+    }
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The proxy's metrics: a registry and handles to every family in it. `Send + Sync`; share it
+/// through an `Arc`. Every recording method is a hash-map lookup and an atomic add.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    names: Names,
+    requests: Family<RequestLabels, Counter>,
+    tunnels: Family<TunnelLabels, Counter>,
+    tunnels_open: Family<RouteLabels, Gauge>,
+    bytes: Family<BytesLabels, Counter>,
+    connect_duration: HistogramFamily<RouteLabels>,
+    dns_lookups: Family<DnsLabels, Counter>,
+    dns_duration: HistogramFamily<ResolverLabels>,
+    sni_rejections: Family<SniLabels, Counter>,
+    connections_open: Gauge,
+    connections_rejected: Counter,
+    config_reloads: Family<ReloadLabels, Counter>,
+    panics: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry with every splitway family registered.
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            names: Names::default(),
+            requests: Family::default(),
+            tunnels: Family::default(),
+            tunnels_open: Family::default(),
+            bytes: Family::default(),
+            connect_duration: Family::new_with_constructor(latency_histogram),
+            dns_lookups: Family::default(),
+            dns_duration: Family::new_with_constructor(latency_histogram),
+            sni_rejections: Family::default(),
+            connections_open: Gauge::default(),
+            connections_rejected: Counter::default(),
+            config_reloads: Family::default(),
+            panics: Counter::default(),
+        };
+        m.registry = m.registry();
+        // Both results exist from the start, so an alert on `error` increasing has a baseline.
+        for result in ["ok", "error"] {
+            drop(m.config_reloads.get_or_create(&ReloadLabels { result }));
+        }
+        m
+    }
+
+    // Counters are registered without `_total`: the encoder appends it (and prometheus-client
+    // 0.26 panics in debug builds if the name already has it).
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("splitway");
+        r.register(
+            "requests",
+            "CONNECT and forwarded requests by route and outcome (ok, or the RFC 9209 Proxy-Status error type)",
+            self.requests.clone(),
+        );
+        r.register("tunnels", "Tunnels ended, by route and how they ended", self.tunnels.clone());
+        r.register("tunnels_open", "Tunnels open now, by route", self.tunnels_open.clone());
+        r.register("bytes", "Bytes copied through tunnels, by route and direction", self.bytes.clone());
+        r.register_with_unit(
+            "connect_duration",
+            "Time to open the upstream TCP connection, resolution included, by route",
+            Unit::Seconds,
+            self.connect_duration.clone(),
+        );
+        r.register("dns_lookups", "DNS lookups by resolver and result", self.dns_lookups.clone());
+        r.register_with_unit(
+            "dns_lookup_duration",
+            "DNS lookup time by resolver, cache hits included",
+            Unit::Seconds,
+            self.dns_duration.clone(),
+        );
+        r.register(
+            "sni_rejections",
+            "Tunnels closed because the TLS ClientHello named a server the route does not allow",
+            self.sni_rejections.clone(),
+        );
+        r.register("connections_open", "Client connections open now", self.connections_open.clone());
+        r.register(
+            "connections_rejected",
+            "Client connections refused at [proxy] max_connections",
+            self.connections_rejected.clone(),
+        );
+        r.register("config_reloads", "Config reloads by result", self.config_reloads.clone());
+        r.register("panics", "Panics caught in connection tasks", self.panics.clone());
+        r
+    }
+
+    /// One CONNECT or forwarded request finished deciding: `outcome` is `"ok"` or the RFC 9209
+    /// error type (e.g. `"dns_error"`).
+    pub fn request(&self, kind: RequestKind, route: &str, outcome: &'static str) {
+        let labels = RequestLabels { kind, route: self.names.get(route), outcome };
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// A tunnel on `route` is open (after its `200`).
+    pub fn tunnel_opened(&self, route: &str) {
+        self.tunnels_open.get_or_create(&RouteLabels { route: self.names.get(route) }).inc();
+    }
+
+    /// A tunnel opened with [`Metrics::tunnel_opened`] ended, having copied these bytes.
+    pub fn tunnel_closed(&self, route: &str, end: TunnelEnd, client_to_upstream: u64, upstream_to_client: u64) {
+        let route = self.names.get(route);
+        // One statement per family: holding two read guards of one family can deadlock.
+        self.tunnels_open.get_or_create(&RouteLabels { route: route.clone() }).dec();
+        self.tunnels.get_or_create(&TunnelLabels { route: route.clone(), end }).inc();
+        let up = BytesLabels { route: route.clone(), direction: Direction::ClientToUpstream };
+        self.bytes.get_or_create(&up).inc_by(client_to_upstream);
+        let down = BytesLabels { route, direction: Direction::UpstreamToClient };
+        self.bytes.get_or_create(&down).inc_by(upstream_to_client);
+    }
+
+    /// An upstream connection on `route` succeeded after `seconds`.
+    pub fn connect_duration(&self, route: &str, seconds: f64) {
+        self.connect_duration.get_or_create(&RouteLabels { route: self.names.get(route) }).observe(seconds);
+    }
+
+    /// The named `resolver` answered a lookup in `seconds`.
+    pub fn dns_lookup(&self, resolver: &str, result: DnsResult, seconds: f64) {
+        let resolver = self.names.get(resolver);
+        self.dns_lookups.get_or_create(&DnsLabels { resolver: resolver.clone(), result }).inc();
+        self.dns_duration.get_or_create(&ResolverLabels { resolver }).observe(seconds);
+    }
+
+    /// A tunnel on `route` was closed by the SNI check, for `reason` (a fixed string).
+    pub fn sni_rejected(&self, route: &str, reason: &'static str) {
+        self.sni_rejections.get_or_create(&SniLabels { route: self.names.get(route), reason }).inc();
+    }
+
+    /// A client connection was refused at `max_connections`.
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.inc();
+    }
+
+    /// `n` client connections are open now.
+    pub fn connections_open(&self, n: i64) {
+        self.connections_open.set(n);
+    }
+
+    /// A config reload was applied (`ok`) or rejected.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// A panic was caught in a connection task.
+    pub fn panic_caught(&self) {
+        self.panics.inc();
+    }
+
+    /// The Prometheus text exposition (format 0.0.4, see [`CONTENT_TYPE`]) of every series.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail and our label values are plain strings, so an error
+        // here is a bug in the encoder: say so rather than serve half a page.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
