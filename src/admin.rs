@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,7 +39,8 @@ const DRAINING: u8 = 2;
 /// start-up cannot undo a drain that a signal already began.
 #[derive(Debug)]
 pub struct Readiness {
-    state: AtomicU8,
+    // A watch rather than an atomic so tests and the drain can wait for a state change.
+    state: watch::Sender<u8>,
 }
 
 impl Default for Readiness {
@@ -51,32 +52,48 @@ impl Default for Readiness {
 impl Readiness {
     /// Starting: `/readyz` answers 503 until [`Readiness::set_ready`].
     pub fn new() -> Self {
-        Self { state: AtomicU8::new(STARTING) }
+        Self { state: watch::Sender::new(STARTING) }
     }
 
     /// Start-up is done: config loaded, proxy listener bound, start-up resolution finished.
     /// Does nothing once draining.
     pub fn set_ready(&self) {
-        let _ = self.state.compare_exchange(STARTING, READY, Ordering::AcqRel, Ordering::Acquire);
+        self.state.send_if_modified(|s| {
+            let starting = *s == STARTING;
+            if starting {
+                *s = READY;
+            }
+            starting
+        });
     }
 
     /// Shutdown began: `/readyz` answers 503 from now on.
     pub fn set_draining(&self) {
-        self.state.store(DRAINING, Ordering::Release);
+        self.state.send_replace(DRAINING);
     }
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.state.load(Ordering::Acquire) == READY
+        *self.state.borrow() == READY
     }
 
     /// `"starting"`, `"ready"` or `"draining"`.
     pub fn state(&self) -> &'static str {
-        match self.state.load(Ordering::Acquire) {
+        match *self.state.borrow() {
             STARTING => "starting",
             READY => "ready",
             _ => "draining",
         }
+    }
+
+    /// Resolves once draining has begun.
+    pub async fn draining(&self) {
+        let _ = self.state.subscribe().wait_for(|s| *s == DRAINING).await;
+    }
+
+    /// Resolves once the state is not `starting` any more.
+    pub async fn started(&self) {
+        let _ = self.state.subscribe().wait_for(|s| *s != STARTING).await;
     }
 }
 

@@ -109,6 +109,7 @@ impl Proxy {
         let warm = tokio::spawn(async move {
             shared.runtime().prefetch().await;
             shared.ready.set_ready();
+            tracing::info!("ready");
         });
         server::serve(self.listener, self.shared, shutdown).await;
         warm.abort();
@@ -155,6 +156,16 @@ impl ProxyHandle {
     /// `starting`, `ready` or `draining`.
     pub fn readiness(&self) -> &'static str {
         self.shared.ready.state()
+    }
+
+    /// Resolves once the proxy has begun draining.
+    pub async fn wait_draining(&self) {
+        self.shared.ready.draining().await;
+    }
+
+    /// Resolves once start-up (resolution of route names) is over.
+    pub async fn wait_started(&self) {
+        self.shared.ready.started().await;
     }
 
     /// Replaces routes and resolvers for new connections; open ones keep theirs. The

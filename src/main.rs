@@ -108,7 +108,8 @@ async fn run(args: &RunArgs) -> Result<()> {
     let config = load(&args.config)?;
     let origin = config.origin.clone();
     let proxy = Proxy::bind(config).await?;
-    tracing::info!(listen = %proxy.local_addr(), admin = ?proxy.admin_addr(), config = %origin, "splitway serving");
+    let admin = proxy.admin_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    tracing::info!(listen = %proxy.local_addr(), admin, config = %origin, "splitway serving");
     if let Some(path) = args.config.config.clone() {
         tokio::spawn(splitway::reload::watch(proxy.handle(), path));
     }

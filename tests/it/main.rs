@@ -4,6 +4,8 @@
 mod aws_failures;
 mod cli;
 mod forward;
+mod lifecycle;
+mod operations;
 mod refusals;
 mod scenarios;
 mod sni_pinning;

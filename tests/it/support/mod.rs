@@ -7,6 +7,7 @@
 pub(crate) mod apigw;
 pub(crate) mod client;
 pub(crate) mod dns;
+pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod net;
 pub(crate) mod pki;

@@ -13,6 +13,7 @@ use super::*;
 /// A proxy serving on its own tokio task until stopped.
 pub(crate) struct TestProxy {
     pub(crate) addr: SocketAddr,
+    pub(crate) admin: Option<SocketAddr>,
     pub(crate) handle: ProxyHandle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -23,12 +24,13 @@ impl TestProxy {
         let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let proxy = Proxy::bind(config).await.expect("proxy binds");
         let addr = proxy.local_addr();
+        let admin = proxy.admin_addr();
         let handle = proxy.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(async move {
             let _ = stopped.await;
         }));
-        TestProxy { addr, handle, stop: Some(stop), task }
+        TestProxy { addr, admin, handle, stop: Some(stop), task }
     }
 
     /// Waits until every client connection has closed and its task has finished, then checks
@@ -46,6 +48,14 @@ impl TestProxy {
         }
         assert_eq!(self.handle.open_connections(), 0, "open client connections");
         assert_eq!(self.handle.tasks(), 0, "proxy tasks left running");
+    }
+
+    /// Signals shutdown (as SIGTERM does) and waits until the proxy is draining.
+    pub(crate) async fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.wait_draining().await;
     }
 
     /// Signals shutdown and waits for the drain to finish.
