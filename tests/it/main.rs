@@ -3,6 +3,7 @@
 
 mod aws_failures;
 mod cli;
+mod deploy;
 mod forward;
 mod lifecycle;
 mod operations;
