@@ -3,6 +3,7 @@
 //! Per-field checks come from types; cross-field checks live in [`Config::validate`]. Every
 //! error names the file, the line, and where it applies the route and the key.
 
+mod aws;
 mod describe;
 mod error;
 mod resolver;
@@ -64,8 +65,10 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// Named resolvers; always holds `system`.
     pub resolvers: BTreeMap<String, ResolverSettings>,
-    /// Routes in file order (order never affects matching).
+    /// Routes in file order (order never affects matching), then those `[aws]` generated.
     pub routes: Vec<RouteSpec>,
+    /// Things `check` reports that are not errors (e.g. `[aws]` patterns overridden).
+    pub notes: Vec<String>,
 }
 
 /// `[proxy]`.
@@ -126,6 +129,7 @@ struct RawConfig {
     resolver: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
     route: Vec<Spanned<toml::Table>>,
+    aws: Option<Spanned<toml::Table>>,
 }
 
 impl Config {
@@ -144,12 +148,20 @@ impl Config {
             .enumerate()
             .map(|(i, table)| route::parse(&ctx, i, table))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut routes = routes;
+        let mut notes = Vec::new();
+        if let Some(table) = &raw.aws {
+            let (generated, overridden) = aws::expand(&ctx, table, &routes)?;
+            routes.extend(generated);
+            notes = overridden;
+        }
         let config = Config {
             origin: origin.to_owned(),
             proxy: raw.proxy,
             admin: raw.admin,
             resolvers,
             routes,
+            notes,
         };
         config.validate()?;
         Ok(config)

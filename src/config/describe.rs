@@ -53,6 +53,9 @@ pub fn describe(config: &Config) -> String {
         let sni = if route.sni == SniMode::Any { ", sni any" } else { "" };
         let _ = writeln!(out, "  {:<24} [{hosts}] -> {action}{sni}", route.name);
     }
+    for note in &config.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
     let has_catch_all = config.routes.iter().any(|r| r.patterns.iter().any(|(p, _)| *p == super::Pattern::CatchAll));
     if !has_catch_all {
         let _ = writeln!(out, "  {:<24} [*] -> resolve via `system` (implicit)", crate::routes::DEFAULT_ROUTE);

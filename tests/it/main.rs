@@ -2,6 +2,7 @@
 //! `support/` (loopback only; never the machine's resolver).
 
 mod aws_failures;
+mod aws_preset;
 mod cli;
 mod deploy;
 mod forward;

@@ -5,7 +5,7 @@ use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::*;
 
 /// (host, endpoint that must answer).
-fn expectations() -> Vec<(String, &'static str)> {
+pub(crate) fn expectations() -> Vec<(String, &'static str)> {
     vec![
         (CUSTOM_DOMAIN.to_owned(), "public-us-east-1"),
         (CUSTOM_DOMAIN_2.to_owned(), "public-us-east-1"),
