@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::Action;
+use crate::probe::{self, Probe};
 use crate::runtime::Runtime;
 use crate::upstream::target::{Host, Target};
 
@@ -39,6 +40,9 @@ pub struct Explanation {
     pub system: Option<Lookup>,
     /// The system resolver would send the connection somewhere else.
     pub differs: bool,
+    /// With `--probe`: what the server presents along splitway's route and the system path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Probe>,
 }
 
 /// Explains where a connection to `target` would go, without connecting.
@@ -70,6 +74,7 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
         error: None,
         system: None,
         differs: false,
+        probes: vec![],
     };
     if let Action::Addresses(list) = &route.action {
         out.connect_to = list.first().map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)));
@@ -103,6 +108,30 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
     }
     if let (Some(sys), Some(to)) = (&out.system, out.connect_to) {
         out.differs = !sys.addresses.contains(&to.ip());
+    }
+    out
+}
+
+/// [`explain`], then a TLS probe along splitway's route and along the system resolver's path.
+pub async fn explain_and_probe(rt: &Runtime, target: &Target, roots: &rustls::RootCertStore) -> Explanation {
+    let mut out = explain(rt, target).await;
+    let Host::Name(host) = &target.host else {
+        out.error.get_or_insert_with(|| "probes need a host name (the SNI)".into());
+        return out;
+    };
+    let route = rt.routes.lookup(&target.host).clone();
+    out.probes.push(match rt.connector.connect(&route, target).await {
+        Ok((stream, up)) => probe::probe("splitway", stream, up.addr, host, roots).await,
+        Err(e) => Probe { path: "splitway".into(), error: Some(e.to_string()), ..Probe::default() },
+    });
+    let system_addr = out.system.as_ref().and_then(|s| s.addresses.first()).map(|ip| SocketAddr::new(*ip, target.port));
+    if let Some(addr) = system_addr {
+        let connected = tokio::time::timeout(rt.config.proxy.connect_timeout, tokio::net::TcpStream::connect(addr)).await;
+        out.probes.push(match connected {
+            Ok(Ok(stream)) => probe::probe("system", stream, addr, host, roots).await,
+            Ok(Err(e)) => Probe { path: "system".into(), address: Some(addr), error: Some(format!("connect: {e}")), ..Probe::default() },
+            Err(_) => Probe { path: "system".into(), address: Some(addr), error: Some("connect: timed out".into()), ..Probe::default() },
+        });
     }
     out
 }
@@ -177,6 +206,9 @@ impl fmt::Display for Explanation {
             (None, Some(e)) => writeln!(f, "refused:    {e}")?,
             (None, None) => writeln!(f, "connect to: -")?,
         }
+        for p in &self.probes {
+            writeln!(f, "probe:      {p}")?;
+        }
         if let Some(sys) = &self.system {
             writeln!(f, "system:     {sys}")?;
             if self.differs {
@@ -184,6 +216,31 @@ impl fmt::Display for Explanation {
             } else if self.connect_to.is_some() && sys.error.is_none() {
                 writeln!(f, "            the system resolver agrees")?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = self.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        write!(f, "{:<8} {addr}", self.path)?;
+        if let Some(subject) = &self.subject {
+            write!(f, " certificate `{subject}` SANs [{}]", self.sans.join(", "))?;
+        }
+        match self.covers_host {
+            Some(true) => write!(f, ", covers the host")?,
+            Some(false) => write!(f, ", does NOT cover the host: clients fail the TLS name check")?,
+            None => {}
+        }
+        if self.trusted == Some(false) {
+            write!(f, ", not trusted")?;
+        }
+        if let Some(status) = self.http_status {
+            write!(f, ", GET / -> HTTP {status}")?;
+        }
+        if let Some(e) = &self.error {
+            write!(f, " ({e})")?;
         }
         Ok(())
     }

@@ -13,7 +13,8 @@
 //! - [`error`]: `ProxyError` → status, `Proxy-Status`, metric label;
 //! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
-//! - [`explain`]: the routing decision for one host, for `splitway explain`.
+//! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
+//!   TLS probe (`--probe`).
 //!
 //! Invariants:
 //! - every outbound TCP connection goes through [`upstream::connect::Connector`]: resolve once,
@@ -28,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod explain;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod reload;
 pub mod routes;

@@ -52,6 +52,13 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also open TLS (SNI = HOST) along splitway's route and the system resolver's path,
+        /// and show what each presents.
+        #[arg(long)]
+        probe: bool,
+        /// Extra trust roots (PEM) for --probe, e.g. a private CA.
+        #[arg(long, requires = "probe")]
+        ca_file: Option<PathBuf>,
     },
     /// GET the admin /healthz; exit 0 when healthy (for container health checks).
     Health {
@@ -73,7 +80,9 @@ fn main() -> ExitCode {
         match cli.command {
             None | Some(Command::Run) => run(&cli.run).await,
             Some(Command::Check) => check(&cli.run.config),
-            Some(Command::Explain { target, json }) => explain(&cli.run.config, &target, json).await,
+            Some(Command::Explain { target, json, probe, ca_file }) => {
+                explain(&cli.run.config, &target, json, probe.then_some(ca_file)).await
+            }
             Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
         }
     });
@@ -136,13 +145,23 @@ fn check(arg: &ConfigArg) -> Result<()> {
     Ok(())
 }
 
-async fn explain(arg: &ConfigArg, target: &str, json: bool) -> Result<()> {
+async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option<PathBuf>>) -> Result<()> {
     let config = load(arg)?;
     let target = splitway::upstream::target::Target::parse_host_port(target, 443)
         .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
     splitway::install_crypto_provider();
     let runtime = splitway::runtime::Runtime::new(config, Default::default()).map_err(anyhow::Error::msg)?;
-    let e = splitway::explain::explain(&runtime, &target).await;
+    let e = match probe {
+        None => splitway::explain::explain(&runtime, &target).await,
+        Some(ca_file) => {
+            let pem = match &ca_file {
+                Some(path) => Some(std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?),
+                None => None,
+            };
+            let roots = splitway::probe::roots(pem.as_deref()).map_err(anyhow::Error::msg)?;
+            splitway::explain::explain_and_probe(&runtime, &target, &roots).await
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {

@@ -117,3 +117,47 @@ async fn explain_a_denied_host_and_an_unknown_name() {
     assert!(e["connect_to"].is_null(), "{e}");
     assert!(e["error"].as_str().is_some_and(|s| s.contains("no address")), "{e}");
 }
+
+#[tokio::test]
+async fn explain_probe_diagnoses_the_system_path_and_confirms_splitways() {
+    let net = aws_net();
+    let path = write_config("probe.toml", &scenario_config(net, PrivateDns::On));
+    let ca = write_config("probe-ca.pem", &net.ca_pem);
+    let probe = |host: String| {
+        let (path, ca) = (path.clone(), ca.clone());
+        async move {
+            let target = format!("{host}:{}", aws_net().port);
+            let args = ["explain", &target, "--config", path.to_str().unwrap(), "--probe", "--ca-file", ca.to_str().unwrap(), "--json"];
+            let out = splitway(&args).await;
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            let by_path = |p: &str| e["probes"].as_array().unwrap().iter().find(|x| x["path"] == p).cloned().unwrap_or_else(|| panic!("no {p} probe: {e}"));
+            (by_path("splitway"), by_path("system"))
+        }
+    };
+    // Custom domain: the system path lands on the VPC endpoint, whose certificate does not cover it.
+    let (ours, system) = probe(CUSTOM_DOMAIN.to_owned()).await;
+    assert_eq!((ours["covers_host"].as_bool(), ours["trusted"].as_bool(), ours["http_status"].as_u64()), (Some(true), Some(true), Some(200)), "{ours}");
+    assert_eq!(system["covers_host"], false, "{system}");
+    assert_eq!(system["address"], format!("{VPCE_IP}:{}", net.port));
+    assert!(system["sans"].as_array().unwrap().iter().all(|s| s != CUSTOM_DOMAIN), "{system}");
+    // Public API ID: the certificate covers it on both paths, but the VPC endpoint answers 403.
+    let (ours, system) = probe(execute_api_host(PUBLIC_API_ID, REGION)).await;
+    assert_eq!(ours["http_status"], 200, "{ours}");
+    assert_eq!((system["covers_host"].as_bool(), system["http_status"].as_u64()), (Some(true), Some(403)), "{system}");
+    // Private API ID: both paths reach the VPC endpoint and work.
+    let (ours, system) = probe(execute_api_host(PRIVATE_API_ID, REGION)).await;
+    assert_eq!((ours["http_status"].as_u64(), system["http_status"].as_u64()), (Some(200), Some(200)));
+}
+
+#[tokio::test]
+async fn explain_probe_text_names_the_failure() {
+    let net = aws_net();
+    let path = write_config("probe-text.toml", &scenario_config(net, PrivateDns::On));
+    let ca = write_config("probe-text-ca.pem", &net.ca_pem);
+    let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
+    let out = splitway(&["explain", &target, "--config", path.to_str().unwrap(), "--probe", "--ca-file", ca.to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("probe:      splitway") && text.contains("covers the host, GET / -> HTTP 200"), "{text}");
+    assert!(text.contains("probe:      system") && text.contains("does NOT cover the host"), "{text}");
+}
