@@ -41,7 +41,24 @@ const DRAINING: u8 = 2;
 pub struct Readiness {
     // A watch rather than an atomic so tests and the drain can wait for a state change.
     state: watch::Sender<u8>,
+    /// Results of the latest dependency checks (resolvers, `connect` names).
+    checks: std::sync::Mutex<Vec<Check>>,
 }
+
+/// One dependency check shown by `/readyz?verbose`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// `resolver` or `connect`.
+    pub kind: &'static str,
+    pub name: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON.
+pub type DebugRoute =
+    Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, String)> + Send>> + Send + Sync>;
 
 impl Default for Readiness {
     fn default() -> Self {
@@ -52,7 +69,7 @@ impl Default for Readiness {
 impl Readiness {
     /// Starting: `/readyz` answers 503 until [`Readiness::set_ready`].
     pub fn new() -> Self {
-        Self { state: watch::Sender::new(STARTING) }
+        Self { state: watch::Sender::new(STARTING), checks: std::sync::Mutex::new(Vec::new()) }
     }
 
     /// Start-up is done: config loaded, proxy listener bound, start-up resolution finished.
@@ -72,9 +89,34 @@ impl Readiness {
         self.state.send_replace(DRAINING);
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200: started, not draining, every dependency check passing.
     pub fn is_ready(&self) -> bool {
-        *self.state.borrow() == READY
+        *self.state.borrow() == READY && self.checks().iter().all(|c| c.ok)
+    }
+
+    /// Replaces the dependency check results.
+    pub fn set_checks(&self, checks: Vec<Check>) {
+        *self.checks.lock().unwrap_or_else(|p| p.into_inner()) = checks;
+    }
+
+    /// The latest dependency check results.
+    pub fn checks(&self) -> Vec<Check> {
+        self.checks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn verbose(&self) -> String {
+        let body = serde_json::json!({ "ready": self.is_ready(), "state": self.state(), "checks": self.checks() });
+        format!("{body:#}\n")
+    }
+
+    fn failing(&self) -> String {
+        let failing: Vec<String> = self
+            .checks()
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{} {}: {}", c.kind, c.name, c.reason.unwrap_or_default()))
+            .collect();
+        failing.join("\n")
     }
 
     /// `"starting"`, `"ready"` or `"draining"`.
@@ -103,8 +145,14 @@ impl Readiness {
 ///
 /// Runs until `shutdown` is cancelled; every connection task has ended when it returns.
 /// Requests are logged at debug only: probes come every few seconds and would drown the log.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<Readiness>, shutdown: CancellationToken) {
-    let admin = Arc::new(Admin { metrics, ready });
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+    debug: Option<DebugRoute>,
+    shutdown: CancellationToken,
+) {
+    let admin = Arc::new(Admin { metrics, ready, debug });
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -128,7 +176,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<Read
 
 /// One admin connection, keep-alive included, until the client leaves or `shutdown`.
 async fn connection(stream: TcpStream, admin: Arc<Admin>, shutdown: CancellationToken) {
-    let service = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(admin.respond(&req))));
+    let service = service_fn(move |req| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.respond(&req).await) }
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -148,21 +199,39 @@ async fn connection(stream: TcpStream, admin: Arc<Admin>, shutdown: Cancellation
 struct Admin {
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    debug: Option<DebugRoute>,
 }
 
 impl Admin {
-    fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    async fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
+        let query = req.uri().query().unwrap_or("");
+        let verbose = query.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose="));
         let response = match path {
-            "/healthz" | "/readyz" | "/metrics" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+            "/healthz" | "/readyz" | "/metrics" | "/debug/route" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
                 let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
                 // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 r
             }
             "/healthz" => response(StatusCode::OK, TEXT, "ok\n"),
+            "/readyz" if verbose => {
+                let status = if self.ready.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                response(status, JSON, self.ready.verbose())
+            }
             "/readyz" if self.ready.is_ready() => response(StatusCode::OK, TEXT, "ready\n"),
+            "/readyz" if self.ready.state() == "ready" => {
+                response(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready:\n{}\n", self.ready.failing()))
+            }
             "/readyz" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{}\n", self.ready.state())),
+            "/debug/route" => match (&self.debug, query.split('&').find_map(|kv| kv.strip_prefix("host="))) {
+                (Some(debug), Some(host)) if !host.is_empty() => {
+                    let (status, body) = debug(host.to_owned()).await;
+                    response(status, JSON, body)
+                }
+                (Some(_), _) => response(StatusCode::BAD_REQUEST, TEXT, "usage: /debug/route?host=HOST[:PORT]\n"),
+                (None, _) => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+            },
             "/metrics" => response(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode()),
             _ => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
         };
@@ -170,6 +239,8 @@ impl Admin {
         response
     }
 }
+
+const JSON: &str = "application/json";
 
 fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));

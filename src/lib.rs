@@ -105,13 +105,19 @@ impl Proxy {
         let stop_admin = tokio_util::sync::CancellationToken::new();
         let admin = self.admin.map(|l| {
             let (m, r, stop) = (self.shared.metrics.clone(), self.shared.ready.clone(), stop_admin.clone());
-            tokio::spawn(admin::serve(l, m, r, stop))
+            tokio::spawn(admin::serve(l, m, r, Some(debug_route(self.shared.clone())), stop))
         });
         let shared = self.shared.clone();
         let warm = tokio::spawn(async move {
             shared.runtime().prefetch().await;
+            let handle = ProxyHandle { shared: shared.clone() };
+            handle.check_dependencies().await;
             shared.ready.set_ready();
             tracing::info!("ready");
+            loop {
+                tokio::time::sleep(DEPENDENCY_CHECK_INTERVAL).await;
+                handle.check_dependencies().await;
+            }
         });
         server::serve(self.listener, self.shared, shutdown).await;
         warm.abort();
@@ -120,6 +126,28 @@ impl Proxy {
             let _ = admin.await;
         }
     }
+}
+
+/// How often `/readyz` re-checks resolvers and `connect` names.
+pub const DEPENDENCY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `/debug/route?host=`: `explain --probe` on the running config, as JSON.
+fn debug_route(shared: Arc<server::Shared>) -> admin::DebugRoute {
+    Arc::new(move |host: String| {
+        let runtime = shared.runtime();
+        Box::pin(async move {
+            let target = match upstream::target::Target::parse_host_port(&host, 443) {
+                Ok(t) => t,
+                Err(e) => return (http::StatusCode::BAD_REQUEST, format!("{{\"error\": \"{e}\"}}\n")),
+            };
+            let roots = match probe::roots(None) {
+                Ok(r) => r,
+                Err(e) => return (http::StatusCode::INTERNAL_SERVER_ERROR, format!("{{\"error\": \"{e}\"}}\n")),
+            };
+            let e = explain::explain_and_probe(&runtime, &target, &roots).await;
+            (http::StatusCode::OK, serde_json::to_string_pretty(&e).unwrap_or_default() + "\n")
+        })
+    })
 }
 
 /// rustls with exactly one provider, chosen here: ring.
@@ -181,6 +209,18 @@ impl ProxyHandle {
         *self.shared.runtime.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         tokio::spawn(async move { next.prefetch().await });
         Ok(())
+    }
+
+    /// Re-checks resolvers and `connect` names now; `/readyz` reflects the result. Returns
+    /// the failing checks.
+    pub async fn check_dependencies(&self) -> Vec<admin::Check> {
+        let checks = self.shared.runtime().check_dependencies().await;
+        for c in checks.iter().filter(|c| !c.ok) {
+            tracing::warn!(kind = c.kind, name = %c.name, reason = c.reason.as_deref().unwrap_or(""), "dependency check failed");
+        }
+        let failing = checks.iter().filter(|c| !c.ok).cloned().collect();
+        self.shared.ready.set_checks(checks);
+        failing
     }
 
     pub(crate) fn count_reload(&self, ok: bool) {

@@ -1,9 +1,12 @@
 //! `Runtime`: everything built from one config that requests read — the route table, the
 //! resolvers and the connector. A connection keeps the `Runtime` it started with.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::admin::Check;
 use crate::config::{Action, Config, Pattern};
+use crate::upstream::dns::DnsError;
 use crate::metrics::Metrics;
 use crate::proxy::forward::{self, ForwardClient};
 use crate::routes::RouteTable;
@@ -57,5 +60,63 @@ impl Runtime {
             }
         }
         while lookups.join_next().await.is_some() {}
+    }
+}
+
+impl Runtime {
+    /// Checks every resolver that routes depend on and every `connect` name, asking the
+    /// upstream servers directly: a resolver is reachable when it answers at all (a negative
+    /// answer included); a `connect` name must resolve.
+    pub async fn check_dependencies(&self) -> Vec<Check> {
+        let mut names: BTreeMap<(String, String), bool> = BTreeMap::new();
+        for spec in &self.config.routes {
+            match &spec.action {
+                Action::Connect(list) => {
+                    for n in list.iter().filter_map(|c| c.host.as_name()) {
+                        names.insert((spec.resolver.clone(), n.to_owned()), true);
+                    }
+                }
+                Action::Resolve => {
+                    for (p, _) in &spec.patterns {
+                        if let Pattern::Exact(n) = p {
+                            names.entry((spec.resolver.clone(), n.clone())).or_insert(false);
+                        }
+                    }
+                }
+                Action::Addresses(_) | Action::Deny => {}
+            }
+        }
+        let mut lookups = tokio::task::JoinSet::new();
+        for ((resolver, name), is_connect) in names {
+            let Some(r) = self.connector.resolvers().get(&resolver).cloned() else { continue };
+            lookups.spawn(async move {
+                let result = r.check(&name).await;
+                (resolver, name, is_connect, result)
+            });
+        }
+        let mut resolvers: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut checks = Vec::new();
+        while let Some(Ok((resolver, name, is_connect, result))) = lookups.join_next().await {
+            let reachable = matches!(result, Ok(_) | Err(DnsError::NotFound { .. }));
+            let entry = resolvers.entry(resolver.clone()).or_insert(Some(String::new()));
+            match (&result, reachable) {
+                (_, true) => *entry = None,
+                (Err(e), false) => {
+                    if let Some(reason) = entry {
+                        *reason = format!("no answer for {name}: {e}");
+                    }
+                }
+                (Ok(_), false) => {}
+            }
+            if is_connect {
+                let reason = result.err().map(|e| format!("resolver `{resolver}`: {e}"));
+                checks.push(Check { kind: "connect", name, ok: reason.is_none(), reason });
+            }
+        }
+        for (name, reason) in resolvers {
+            checks.push(Check { kind: "resolver", name, ok: reason.is_none(), reason });
+        }
+        checks.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        checks
     }
 }

@@ -20,7 +20,7 @@ async fn start() -> Running {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(Readiness::new());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), shutdown.clone()));
+    let task = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), None, shutdown.clone()));
     Running { addr, metrics, ready, shutdown, task }
 }
 
@@ -161,7 +161,21 @@ async fn head_answers_like_get_without_a_body() {
 async fn a_query_string_does_not_change_the_route() {
     let admin = start().await;
     admin.ready.set_ready();
-    assert_eq!(get(admin.addr, "/readyz?verbose=1").await.body, "ready\n");
+    assert_eq!(get(admin.addr, "/readyz?probe=1").await.body, "ready\n");
+}
+
+#[tokio::test]
+async fn verbose_readiness_is_json_with_the_checks() {
+    let admin = start().await;
+    admin.ready.set_ready();
+    let failing = Check { kind: "resolver", name: "public".into(), ok: false, reason: Some("no answer".into()) };
+    admin.ready.set_checks(vec![failing]);
+    let r = get(admin.addr, "/readyz?verbose").await;
+    assert_eq!(r.status, "HTTP/1.1 503 Service Unavailable");
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(v["state"], "ready");
+    assert_eq!(v["checks"][0]["reason"], "no answer");
+    assert_eq!(get(admin.addr, "/readyz").await.body, "not ready:\nresolver public: no answer\n");
 }
 
 #[tokio::test]

@@ -78,6 +78,15 @@ impl Resolver {
         self.settings.timeout
     }
 
+    /// Asks the upstream directly, bypassing the cache (readiness checks must see an outage
+    /// that serve-stale would hide).
+    pub async fn check(&self, host: &str) -> Result<Answer, DnsError> {
+        match tokio::time::timeout(self.settings.timeout, self.upstream.query(host)).await {
+            Ok(r) => r,
+            Err(_) => Err(DnsError::Timeout),
+        }
+    }
+
     /// Resolves a normalized host name to addresses, from the cache when it is fresh.
     pub async fn resolve(&self, host: &str) -> (Result<Answer, DnsError>, Source) {
         let started = Instant::now();

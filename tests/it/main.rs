@@ -5,6 +5,7 @@ mod aws_failures;
 mod aws_preset;
 mod cli;
 mod deploy;
+mod diagnostics;
 mod forward;
 mod lifecycle;
 mod operations;

@@ -1,0 +1,72 @@
+//! Readiness that checks real dependencies, and `/debug/route` on the admin listener.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::*;
+
+async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(admin).await.expect("admin listener");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachable() {
+    let net = aws_net();
+    // A public resolver of this test's own, so it can be taken down.
+    let public = FakeDns::start("127.53.3.1".parse().unwrap(), crate::support::net::public_zone()).await;
+    let toml = scenario_config(net, PrivateDns::On).replace(&net.public_dns.to_string(), &public.addr().to_string())
+        + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let toml = toml.replacen("[resolver.public]\n", "[resolver.public]\ntimeout = \"300ms\"\n", 1);
+    let proxy = TestProxy::start(&toml).await;
+    let admin = proxy.admin.unwrap();
+    proxy.handle.wait_started().await;
+    let (status, body) = admin_get(admin, "/readyz?verbose").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"public") && names.contains(&"system") && names.contains(&VPCE), "{body}");
+
+    public.set_mode(DnsMode::Blackhole);
+    let failing = proxy.handle.check_dependencies().await;
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("resolver public: no answer for") && body.contains("no answer in time"), "{body}");
+    let (_, verbose) = admin_get(admin, "/readyz?verbose").await;
+    let v: serde_json::Value = serde_json::from_str(&verbose).expect("JSON");
+    let public_check = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "public").unwrap();
+    assert_eq!(public_check["ok"], false, "{verbose}");
+
+    public.set_mode(DnsMode::Normal);
+    assert!(proxy.handle.check_dependencies().await.is_empty());
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn debug_route_on_the_admin_listener_diagnoses_a_host() {
+    let net = aws_net();
+    let toml = scenario_config(net, PrivateDns::On) + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let proxy = TestProxy::start(&toml).await;
+    let admin = proxy.admin.unwrap();
+    let (status, body) = admin_get(admin, &format!("/debug/route?host={CUSTOM_DOMAIN}:{}", net.port)).await;
+    assert_eq!(status, 200, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(e["route"], "custom-domains");
+    assert_eq!(e["differs"], true);
+    // The admin probe trusts only public roots, so the test CA's certificates are untrusted,
+    // but the name coverage tells the story.
+    let system = e["probes"].as_array().unwrap().iter().find(|p| p["path"] == "system").expect("system probe");
+    assert_eq!(system["covers_host"], false, "{body}");
+    assert_eq!(admin_get(admin, "/debug/route").await.0, 400);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
