@@ -92,6 +92,18 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// Resolved addresses never connected to; [`DEFAULT_DENY_DESTINATIONS`].
     pub deny_destinations: Vec<IpNet>,
+    /// `enforce` (default) or `report`: route as the system resolver would and only log and
+    /// count what splitway would have done differently.
+    pub mode: Mode,
+}
+
+/// `[proxy] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Report,
 }
 
 impl Default for ProxySettings {
@@ -107,6 +119,7 @@ impl Default for ProxySettings {
                 .iter()
                 .map(|n| n.parse().expect("DEFAULT_DENY_DESTINATIONS are CIDR blocks"))
                 .collect(),
+            mode: Mode::Enforce,
         }
     }
 }
@@ -189,7 +202,7 @@ impl Config {
             message,
         };
         let p = &self.proxy;
-        if p.connect_ports.iter().any(|&port| port == 0) {
+        if p.connect_ports.contains(&0) {
             return Err(err(None, None, "proxy.connect_ports", "port 0 is not a valid port".into()));
         }
         if p.max_connections == 0 {

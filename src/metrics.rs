@@ -172,6 +172,12 @@ struct SniLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReportLabels {
+    route: Arc<str>,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -218,6 +224,7 @@ pub struct Metrics {
     dns_lookups: Family<DnsLabels, Counter>,
     dns_duration: HistogramFamily<ResolverLabels>,
     sni_rejections: Family<SniLabels, Counter>,
+    report: Family<ReportLabels, Counter>,
     connections_open: Gauge,
     connections_rejected: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
@@ -244,6 +251,7 @@ impl Metrics {
             dns_lookups: Family::default(),
             dns_duration: Family::new_with_constructor(latency_histogram),
             sni_rejections: Family::default(),
+            report: Family::default(),
             connections_open: Gauge::default(),
             connections_rejected: Counter::default(),
             config_reloads: Family::default(),
@@ -286,6 +294,11 @@ impl Metrics {
             "sni_rejections",
             "Tunnels closed because the TLS ClientHello named a server the route does not allow",
             self.sni_rejections.clone(),
+        );
+        r.register(
+            "report_differences",
+            "Report mode: requests splitway would have handled differently (action: reroute or deny), by route",
+            self.report.clone(),
         );
         r.register("connections_open", "Client connections open now", self.connections_open.clone());
         r.register(
@@ -337,6 +350,11 @@ impl Metrics {
     /// A tunnel on `route` was closed by the SNI check, for `reason` (a fixed string).
     pub fn sni_rejected(&self, route: &str, reason: &'static str) {
         self.sni_rejections.get_or_create(&SniLabels { route: self.names.get(route), reason }).inc();
+    }
+
+    /// Report mode: `route` would have sent a request elsewhere (`reroute`) or refused it (`deny`).
+    pub fn report_difference(&self, route: &str, action: &'static str) {
+        self.report.get_or_create(&ReportLabels { route: self.names.get(route), action }).inc();
     }
 
     /// A client connection was refused at `max_connections`.

@@ -6,6 +6,7 @@
 
 pub mod forward;
 pub mod pipe;
+pub mod report;
 pub mod sni;
 pub mod tunnel;
 
@@ -19,6 +20,7 @@ use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::metrics::RequestKind;
 use crate::routes::Route;
@@ -116,8 +118,15 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         let allowed = settings.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
         return Err((Some(target.clone()), None, ProxyError::PortNotAllowed { port: target.port, allowed }));
     }
-    let route = rt.routes.lookup(&target.host).clone();
-    let (stream, upstream) = match rt.connector.connect(&route, &target).await {
+    let mut route = rt.routes.lookup(&target.host).clone();
+    let connected = if settings.mode == Mode::Report {
+        let result = report::connect(rt, &route, &target).await;
+        route = rt.system_route.clone();
+        result
+    } else {
+        rt.connector.connect(&route, &target).await
+    };
+    let (stream, upstream) = match connected {
         Ok(c) => c,
         Err(e) => return Err((Some(target), Some(route), e)),
     };

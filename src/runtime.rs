@@ -5,13 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::admin::Check;
-use crate::config::{Action, Config, Pattern};
+use crate::config::{Action, Config, Mode, Pattern, SniMode};
+use crate::routes::Route;
 use crate::upstream::dns::DnsError;
 use crate::metrics::Metrics;
 use crate::proxy::forward::{self, ForwardClient};
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::Resolvers;
+
+/// The route name of report mode's actual path.
+pub const SYSTEM_PATH: &str = "system-path";
 
 /// The state derived from one config.
 pub struct Runtime {
@@ -20,17 +24,32 @@ pub struct Runtime {
     pub connector: Arc<Connector>,
     /// Pooled upstream connections for plain-HTTP forwarding.
     pub client: ForwardClient,
+    /// What a plain forward proxy would do (report mode's actual path): resolve the host
+    /// through `system`.
+    pub system_route: Arc<Route>,
 }
 
 impl Runtime {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, String> {
         let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
-        let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics)?);
+        let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone())?);
         let p = &config.proxy;
-        let connector = Arc::new(Connector::new(resolvers, p.deny_destinations.clone(), p.connect_timeout));
+        let connector = Arc::new(Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout));
         let routes = Arc::new(routes);
-        let client = forward::client(routes.clone(), connector.clone());
-        Ok(Self { config, routes, connector, client })
+        // Report mode: forwarded requests follow the system path too (an empty table routes
+        // everything through the implicit default route).
+        let forward_routes = match config.proxy.mode {
+            Mode::Enforce => routes.clone(),
+            Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|e| e.to_string())?),
+        };
+        let client = forward::client(forward_routes, connector.clone());
+        let system_route = Arc::new(Route {
+            name: SYSTEM_PATH.into(),
+            action: Action::Resolve,
+            resolver: "system".into(),
+            sni: SniMode::Match,
+        });
+        Ok(Self { config, routes, connector, client, system_route })
     }
 }
 

@@ -34,10 +34,8 @@ pub(super) fn expand(
     let endpoint: String = tc.field("vpc_endpoint")?.ok_or_else(|| tc.err("vpc_endpoint", "missing: the endpoint's DNS name"))?;
     check_endpoint(&endpoint, &region).map_err(|m| tc.err("vpc_endpoint", m))?;
     let zone: Option<String> = tc.field("availability_zone")?;
-    if let Some(z) = &zone {
-        if !z.starts_with(&region) || z.len() == region.len() {
-            return Err(tc.err("availability_zone", format!("`{z}` is not a zone of {region}, e.g. \"{region}a\"")));
-        }
+    if let Some(z) = zone.as_ref().filter(|z| !z.starts_with(&region) || z.len() == region.len()) {
+        return Err(tc.err("availability_zone", format!("`{z}` is not a zone of {region}, e.g. \"{region}a\"")));
     }
     let api_ids: Vec<String> = tc.field("public_api_ids")?.unwrap_or_default();
     let domains: Vec<String> = tc.field("public_domains")?.unwrap_or_default();

@@ -17,6 +17,7 @@ use super::dns::{Answer, DnsError, Resolvers, Source};
 use super::target::{Host, Target};
 use crate::config::{Action, ConnectName};
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::routes::Route;
 
 /// RFC 8305 §5 "Connection Attempt Delay": the recommended 250 ms.
@@ -46,13 +47,18 @@ pub struct Candidates {
 /// Resolves and connects for every route.
 pub struct Connector {
     resolvers: Arc<Resolvers>,
+    metrics: Arc<Metrics>,
     deny: Vec<IpNet>,
     timeout: Duration,
 }
 
 impl Connector {
-    pub fn new(resolvers: Arc<Resolvers>, deny: Vec<IpNet>, timeout: Duration) -> Self {
-        Self { resolvers, deny, timeout }
+    pub fn new(resolvers: Arc<Resolvers>, metrics: Arc<Metrics>, deny: Vec<IpNet>, timeout: Duration) -> Self {
+        Self { resolvers, metrics, deny, timeout }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn resolvers(&self) -> &Arc<Resolvers> {

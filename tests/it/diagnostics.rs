@@ -70,3 +70,35 @@ async fn debug_route_on_the_admin_listener_diagnoses_a_host() {
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn report_mode_follows_the_system_path_and_counts_would_be_reroutes() {
+    let net = aws_net();
+    let toml = scenario_config(net, PrivateDns::On).replacen("[proxy]\n", "[proxy]\nmode = \"report\"\n", 1)
+        + "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example.com\"]\ndeny = true\n";
+    let proxy = TestProxy::start(&toml).await;
+    let client = https_client(net, Via::Proxy(proxy.addr));
+    // The custom domain goes where the VPC resolver sends it: the VPC endpoint, whose
+    // certificate does not cover it — exactly what happens without splitway.
+    let err = get(&client, CUSTOM_DOMAIN).await.expect_err("system path fails as before");
+    assert!(crate::support::client::is_name_mismatch(&err), "{}", describe_chain(&err));
+    // The public API ID reaches the VPC endpoint and gets its 403.
+    let served = get(&client, &execute_api_host(PUBLIC_API_ID, REGION)).await.expect("request");
+    assert_eq!((served.status, served.served_by.as_str()), (403, "vpce-us-east-1"));
+    // A private API already works on the system path: no difference.
+    assert_eq!(get(&client, &execute_api_host(PRIVATE_API_ID, REGION)).await.expect("request").status, 200);
+    drop(client);
+    // A denied host is not refused in report mode (it fails later for want of DNS here).
+    let (status, _, _, _) = connect_raw(proxy.addr, &connect_request(&format!("blocked.example.com:{}", net.port))).await;
+    assert_ne!(status_of(&status), 403, "{status}");
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let diff = |route: &str, action: &str| {
+        crate::support::metrics::metric(&m, "splitway_report_differences_total", &[("route", route), ("action", action)])
+    };
+    assert_eq!(diff("custom-domains", "reroute"), 1.0, "{m}");
+    assert_eq!(diff("public-api-ids", "reroute"), 1.0, "{m}");
+    assert_eq!(diff("private-apis", "reroute"), 0.0, "{m}");
+    assert_eq!(diff("blocked", "deny"), 1.0, "{m}");
+    proxy.stop().await;
+}

@@ -1,0 +1,78 @@
+//! Report mode (`[proxy] mode = "report"`): traffic follows the system resolver's path, and
+//! splitway logs and counts where its routes would have sent it instead — so a team can roll
+//! splitway out and see the effect before turning it on.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::Action;
+use crate::error::ProxyError;
+use crate::routes::{DEFAULT_ROUTE, Route};
+use crate::runtime::Runtime;
+use crate::upstream::connect::Upstream;
+use crate::upstream::target::{Host, Target};
+
+/// Connects along the system path and, at the same time, works out what `route` would do;
+/// a difference is logged and counted under `route`'s name.
+pub async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
+    let (actual, would) = tokio::join!(rt.connector.connect(&rt.system_route, target), would_connect(rt, route, target));
+    let actual_ip = actual.as_ref().ok().map(|(_, up)| up.addr.ip());
+    let difference = match &would {
+        Would::Same => None,
+        Would::Deny => Some("deny"),
+        Would::Connect(ips) if actual_ip.is_some_and(|ip| ips.contains(&ip)) => None,
+        Would::Connect(_) | Would::Fail(_) => Some("reroute"),
+    };
+    if let Some(action) = difference {
+        rt.connector.metrics().report_difference(&route.name, action);
+        tracing::info!(
+            target: "splitway::report",
+            host = %target,
+            route = &*route.name,
+            action,
+            system_path = actual_ip.map(|ip| SocketAddr::new(ip, target.port).to_string()).unwrap_or_else(|| "failed".into()),
+            splitway = %would,
+            "report mode: splitway would handle this differently"
+        );
+    }
+    actual
+}
+
+enum Would {
+    Same,
+    Deny,
+    Connect(Vec<IpAddr>),
+    Fail(String),
+}
+
+impl std::fmt::Display for Would {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Would::Same => f.write_str("same"),
+            Would::Deny => f.write_str("deny 403"),
+            Would::Connect(ips) => write!(f, "{}", ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+            Would::Fail(e) => write!(f, "refuse: {e}"),
+        }
+    }
+}
+
+async fn would_connect(rt: &Runtime, route: &Route, target: &Target) -> Would {
+    let deadline = Instant::now() + rt.config.proxy.connect_timeout;
+    let names: Vec<(Host, u16)> = match &route.action {
+        _ if &*route.name == DEFAULT_ROUTE && &*route.resolver == "system" => return Would::Same,
+        Action::Deny => return Would::Deny,
+        Action::Addresses(list) => return Would::Connect(list.iter().map(|a| a.ip).collect()),
+        Action::Connect(list) => list.iter().map(|c| (c.host.clone(), c.port.unwrap_or(target.port))).collect(),
+        Action::Resolve => vec![(target.host.clone(), target.port)],
+    };
+    let mut last = String::new();
+    for (host, port) in names {
+        match rt.connector.candidates(route, &host, port, deadline).await {
+            Ok(c) => return Would::Connect(c.addrs.iter().map(SocketAddr::ip).collect()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Would::Fail(last)
+}
