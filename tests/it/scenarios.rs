@@ -102,3 +102,41 @@ async fn http10_connect_without_host_header_works() {
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn openssl_s_client_through_the_proxy() {
+    // openssl sends `CONNECT host:port HTTP/1.0` without a Host header.
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed: skipping");
+        return;
+    }
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let dir = std::env::temp_dir().join(format!("splitway-openssl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &net.ca_pem).unwrap();
+    let host = CUSTOM_DOMAIN;
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-verify_hostname", host, "-servername", host])
+        .args(["-proxy", &proxy.addr.to_string(), "-connect", &format!("{host}:{}", net.port)])
+        .arg("-CAfile")
+        .arg(&ca)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output()).await.expect("openssl finishes").unwrap();
+    drop(stdin);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("HTTP/1.1 200"), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("x-served-by: public-us-east-1"), "{stdout}");
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
