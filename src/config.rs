@@ -89,6 +89,23 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// Resolved addresses never connected to; [`DEFAULT_DENY_DESTINATIONS`].
     pub deny_destinations: Vec<IpNet>,
+    /// `auth = { username = "...", password = "..." }`: Basic credentials every request must
+    /// carry in `Proxy-Authorization` (RFC 9110 §11.7.1, RFC 7617); none by default.
+    pub auth: Option<ProxyAuth>,
+}
+
+/// `[proxy] auth`. Debug output never shows the password.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyAuth").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
 }
 
 impl Default for ProxySettings {
@@ -104,6 +121,7 @@ impl Default for ProxySettings {
                 .iter()
                 .map(|n| n.parse().expect("DEFAULT_DENY_DESTINATIONS are CIDR blocks"))
                 .collect(),
+            auth: None,
         }
     }
 }
@@ -185,6 +203,15 @@ impl Config {
         }
         if p.connect_timeout.is_zero() || p.idle_timeout.is_zero() {
             return Err(err(None, None, "proxy.connect_timeout", "timeouts must be above zero".into()));
+        }
+        if let Some(auth) = &p.auth {
+            // RFC 7617 §2: the user-id cannot contain a colon; an empty one is a typo.
+            if auth.username.is_empty() || auth.username.contains(':') || auth.username.chars().any(char::is_control) {
+                return Err(err(None, None, "proxy.auth.username", "must be non-empty, without `:` or control characters".into()));
+            }
+            if auth.password.chars().any(char::is_control) {
+                return Err(err(None, None, "proxy.auth.password", "must not contain control characters".into()));
+            }
         }
         for route in &self.routes {
             if !self.resolvers.contains_key(&route.resolver) {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
+use super::deny::DenyList;
 use super::dns::{Answer, DnsError, Resolvers, Source};
 use super::target::{Host, Target};
 use crate::config::{Action, ConnectName};
@@ -46,13 +47,18 @@ pub struct Candidates {
 /// Resolves and connects for every route.
 pub struct Connector {
     resolvers: Arc<Resolvers>,
-    deny: Vec<IpNet>,
+    deny: DenyList,
     timeout: Duration,
 }
 
 impl Connector {
     pub fn new(resolvers: Arc<Resolvers>, deny: Vec<IpNet>, timeout: Duration) -> Self {
-        Self { resolvers, deny, timeout }
+        Self { resolvers, deny: DenyList::new(deny, vec![]), timeout }
+    }
+
+    /// The proxy's own listeners: never connected to, whatever the route.
+    pub fn with_own(self, own: Vec<SocketAddr>) -> Self {
+        Self { deny: self.deny.with_own(own), ..self }
     }
 
     pub fn resolvers(&self) -> &Arc<Resolvers> {
@@ -150,10 +156,10 @@ impl Connector {
         Ok(Candidates { addrs: interleave(allowed, port), answer, source, denied })
     }
 
-    /// Whether `deny_destinations` covers `ip`, in its IPv4-mapped form too.
+    /// Whether `deny_destinations` covers `ip`, or the IPv4 address it embeds (see
+    /// [`DenyList::covers`]).
     pub fn is_denied(&self, ip: IpAddr) -> bool {
-        let canonical = ip.to_canonical();
-        self.deny.iter().any(|net| net.contains(&ip) || net.contains(&canonical))
+        self.deny.covers(ip)
     }
 
     async fn attempt(
@@ -163,7 +169,12 @@ impl Connector {
         addrs: &[SocketAddr],
         deadline: Instant,
     ) -> Result<(TcpStream, SocketAddr), ProxyError> {
-        let failures = match timeout_at(deadline, happy_eyeballs(addrs)).await {
+        // Even a route's explicit `addresses` never lead back into the proxy: that would loop.
+        let (own, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| self.deny.is_own(**a));
+        if addrs.is_empty() && !own.is_empty() {
+            return Err(ProxyError::LoopToSelf { route: route.name.to_string(), host: target.to_string(), addr: own[0] });
+        }
+        let failures = match timeout_at(deadline, happy_eyeballs(&addrs)).await {
             Ok(Ok(ok)) => return Ok(ok),
             Ok(Err(failures)) => failures,
             Err(_) => {

@@ -5,6 +5,7 @@ mod aws_failures;
 mod cli;
 mod deploy;
 mod forward;
+mod hardening_bad_input;
 mod lifecycle;
 mod operations;
 mod refusals;
