@@ -109,6 +109,9 @@ impl Drop for Runtime {
     }
 }
 
+/// The refresher asks again for one name at most this often, whatever its TTL.
+const MIN_REFRESH_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn keep_fresh(names: Vec<(Arc<Resolver>, String)>) {
     let start = Instant::now();
     let mut next: Vec<Instant> = names.iter().map(|(r, n)| r.refresh_at(n).unwrap_or(start)).collect();
@@ -128,9 +131,12 @@ async fn keep_fresh(names: Vec<(Arc<Resolver>, String)>) {
         }
         while let Some(joined) = due.join_next().await {
             let Ok((i, at)) = joined else { continue };
-            // A failed or zero-TTL refresh is retried after the failure recheck time, not
-            // in a tight loop.
-            next[i] = at.filter(|t| *t > now).unwrap_or(now + FAILURE_RECHECK);
+            // A failed refresh is retried after the failure recheck time, and a tiny TTL is
+            // refreshed at most once per MIN_REFRESH_GAP: never a tight loop.
+            next[i] = match at {
+                Some(at) => at.max(Instant::now() + MIN_REFRESH_GAP),
+                None => now + FAILURE_RECHECK,
+            };
         }
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod forward;
 mod hardening_bad_input;
+mod hardening_dns;
 mod lifecycle;
 mod operations;
 mod refusals;
