@@ -7,6 +7,8 @@ mod deploy;
 mod forward;
 mod hardening_bad_input;
 mod hardening_dns;
+mod hardening_faults;
+mod hardening_limits;
 mod lifecycle;
 mod operations;
 mod refusals;
