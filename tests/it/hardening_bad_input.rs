@@ -1,8 +1,17 @@
 //! Bad input on the proxy listener, table-driven: raw bytes in, the exact status out, the
 //! `Proxy-Status` error type where splitway answers, hyper's status where hyper answers a
-//! head it cannot parse, and the connection closed exactly where it must be.
+//! head it cannot parse, and the connection closed exactly where it must be. Then the first
+//! flight of a tunnel: pipelined with the CONNECT, without SNI, over the cap. (A hello in
+//! 1-byte segments or tiny records and non-TLS bytes are in sni_pinning.rs.)
 
-use tokio::io::AsyncWriteExt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_rustls::TlsConnector;
 
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::raw::{closed, exchange, read_reply};
@@ -232,5 +241,128 @@ async fn hardening_bad_input_table() {
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
     assert!(m.contains("splitway_panics_total 0"), "{m}");
+    proxy.stop().await;
+}
+
+/// A client that pipelines: its first write carries the CONNECT head and the start of the
+/// TLS handshake together; it reads the proxy's `200` head before handing reads to TLS.
+struct Pipelined {
+    inner: tokio::net::TcpStream,
+    head: Option<Vec<u8>>,
+    pending: Vec<u8>,
+    response_read: bool,
+}
+
+impl AsyncWrite for Pipelined {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(head) = self.head.take() {
+            self.pending = [head.as_slice(), buf].concat();
+            let n = buf.len();
+            return match self.as_mut().poll_drain(cx) {
+                Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(n)),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            };
+        }
+        std::task::ready!(self.as_mut().poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Pipelined {
+    fn poll_drain(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let this = &mut *self;
+            let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &this.pending))?;
+            this.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Pipelined {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // The CONNECT response head, byte by byte, so no tunnel byte is swallowed.
+        let mut seen = Vec::new();
+        while !self.response_read {
+            let mut one = [0u8; 1];
+            let mut b = ReadBuf::new(&mut one);
+            std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut b))?;
+            if b.filled().is_empty() {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            seen.push(one[0]);
+            if seen.ends_with(b"\r\n\r\n") {
+                assert!(seen.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&seen));
+                self.response_read = true;
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[tokio::test]
+async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upstream() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let inner = tokio::net::TcpStream::connect(proxy.addr).await.expect("connect");
+    inner.set_nodelay(true).expect("nodelay");
+    let head = connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port));
+    // The response head is read one byte per poll; the proxy's 200 is small, so this only
+    // works if the 200 arrives before TLS needs the server's reply: which is the point.
+    let stream = Pipelined { inner, head: Some(head), pending: vec![], response_read: false };
+    let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
+    let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
+    let tls = TlsConnector::from(config).connect(name, stream).await.expect("handshake through a pipelined CONNECT");
+    assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hardening_tls12_client_hello_without_sni_passes_a_pinned_tunnel() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let (status, _, _, stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+    assert_eq!(status_of(&status), 200);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(net.ca_der.clone()).expect("CA");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.enable_sni = false;
+    let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
+    let tls = TlsConnector::from(Arc::new(config)).connect(name, stream).await.expect("SPEC: a hello with no SNI passes");
+    assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    for announced in [20_000usize, 16 * 1024 + 1] {
+        let (status, _, _, mut stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+        assert_eq!(status_of(&status), 200);
+        // One handshake record whose ClientHello announces more than the 16 KiB cap.
+        let len = announced.to_be_bytes();
+        let hello = [0x16, 0x03, 0x01, 0x40, 0x00, 0x01, len[5], len[6], len[7], 0x03, 0x03];
+        stream.write_all(&hello).await.expect("write");
+        assert!(closed(&mut stream).await, "{announced}: the tunnel must close");
+    }
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let rejected = crate::support::metrics::metric(&m, "splitway_sni_rejections_total", &[("reason", "client_hello_too_large")]);
+    assert_eq!(rejected, 2.0, "{m}");
     proxy.stop().await;
 }

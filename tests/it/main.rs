@@ -9,6 +9,7 @@ mod hardening_bad_input;
 mod hardening_dns;
 mod hardening_faults;
 mod hardening_limits;
+mod hardening_load;
 mod lifecycle;
 mod operations;
 mod refusals;
