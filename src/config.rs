@@ -95,6 +95,9 @@ pub struct ProxySettings {
     /// `enforce` (default) or `report`: route as the system resolver would and only log and
     /// count what splitway would have done differently.
     pub mode: Mode,
+    /// `auth = { username = "...", password = "..." }`: Basic credentials every request must
+    /// carry in `Proxy-Authorization` (RFC 9110 §11.7.1, RFC 7617); none by default.
+    pub auth: Option<ProxyAuth>,
 }
 
 /// `[proxy] mode`.
@@ -104,6 +107,20 @@ pub enum Mode {
     #[default]
     Enforce,
     Report,
+}
+
+/// `[proxy] auth`. Debug output never shows the password.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyAuth").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
 }
 
 impl Default for ProxySettings {
@@ -120,6 +137,7 @@ impl Default for ProxySettings {
                 .map(|n| n.parse().expect("DEFAULT_DENY_DESTINATIONS are CIDR blocks"))
                 .collect(),
             mode: Mode::Enforce,
+            auth: None,
         }
     }
 }
@@ -210,6 +228,15 @@ impl Config {
         }
         if p.connect_timeout.is_zero() || p.idle_timeout.is_zero() {
             return Err(err(None, None, "proxy.connect_timeout", "timeouts must be above zero".into()));
+        }
+        if let Some(auth) = &p.auth {
+            // RFC 7617 §2: the user-id cannot contain a colon; an empty one is a typo.
+            if auth.username.is_empty() || auth.username.contains(':') || auth.username.chars().any(char::is_control) {
+                return Err(err(None, None, "proxy.auth.username", "must be non-empty, without `:` or control characters".into()));
+            }
+            if auth.password.chars().any(char::is_control) {
+                return Err(err(None, None, "proxy.auth.password", "must not contain control characters".into()));
+            }
         }
         for route in &self.routes {
             if !self.resolvers.contains_key(&route.resolver) {

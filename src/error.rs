@@ -27,6 +27,8 @@ pub enum ProxyError {
          give the route explicit `addresses` if this is intended"
     )]
     DestinationProhibited { route: String, host: String, addrs: String },
+    #[error("route `{route}`: {addr} for {host} is this proxy's own listener; the request would loop")]
+    LoopToSelf { route: String, host: String, addr: SocketAddr },
     #[error("route `{route}`: no address for {host} via resolver `{resolver}`: {reason}")]
     Dns { route: String, host: String, resolver: String, reason: String },
     #[error("route `{route}`: resolver `{resolver}` did not answer for {host} within {after:?}")]
@@ -49,7 +51,10 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) | Self::BadTarget(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Denied { .. } | Self::PortNotAllowed { .. } | Self::DestinationProhibited { .. } => {
+            Self::Denied { .. }
+            | Self::PortNotAllowed { .. }
+            | Self::DestinationProhibited { .. }
+            | Self::LoopToSelf { .. } => {
                 StatusCode::FORBIDDEN
             }
             Self::Dns { .. } | Self::ConnectionRefused { .. } | Self::Unreachable { .. } => {
@@ -66,7 +71,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) | Self::BadTarget(_) | Self::MethodNotAllowed(_) => "http_request_error",
             Self::Denied { .. } | Self::PortNotAllowed { .. } | Self::AuthRequired => "http_request_denied",
-            Self::DestinationProhibited { .. } => "destination_ip_prohibited",
+            Self::DestinationProhibited { .. } | Self::LoopToSelf { .. } => "destination_ip_prohibited",
             Self::Dns { .. } => "dns_error",
             Self::DnsTimeout { .. } => "dns_timeout",
             Self::ConnectionRefused { .. } => "connection_refused",

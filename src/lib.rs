@@ -68,20 +68,33 @@ pub struct Proxy {
 impl Proxy {
     /// Builds resolvers and routes from `config` and binds the listeners.
     pub async fn bind(config: Config) -> Result<Proxy, StartError> {
+        Self::bind_with(config, server::Limits::default()).await
+    }
+
+    /// [`Proxy::bind`] with limits the config file does not set (tests shorten timeouts).
+    pub async fn bind_with(config: Config, limits: server::Limits) -> Result<Proxy, StartError> {
         install_crypto_provider();
         let metrics = Arc::new(metrics::Metrics::new());
         let addr = config.proxy.listen;
         let admin_addr = config.admin.as_ref().map(|a| a.listen);
-        let runtime = runtime::Runtime::new(config, metrics.clone()).map_err(StartError::Setup)?;
+        // Fail on a bad config before taking the ports; the real runtime is built after binding,
+        // when port 0 has become a real port the connector can refuse to loop back to.
+        drop(runtime::Runtime::new(config.clone(), metrics.clone()).map_err(StartError::Setup)?);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let admin = match admin_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
             None => None,
         };
         if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "listening beyond loopback: anyone who can reach this address can use the proxy");
+            if config.proxy.auth.is_some() {
+                tracing::warn!(%addr, "listening beyond loopback: clients need the [proxy] auth credentials");
+            } else {
+                tracing::warn!(%addr, "listening beyond loopback without auth: anyone who can reach this address can use the proxy");
+            }
         }
-        Ok(Proxy { listener, admin, shared: Arc::new(server::Shared::new(runtime, metrics)) })
+        let own: Vec<SocketAddr> = [Some(&listener), admin.as_ref()].into_iter().flatten().filter_map(|l| l.local_addr().ok()).collect();
+        let runtime = runtime::Runtime::new_bound(config, metrics.clone(), own.clone()).map_err(StartError::Setup)?;
+        Ok(Proxy { listener, admin, shared: Arc::new(server::Shared::new(runtime, metrics, limits, own)) })
     }
 
     /// The proxy listener's address (useful with port 0).
@@ -109,18 +122,26 @@ impl Proxy {
         });
         let shared = self.shared.clone();
         let warm = tokio::spawn(async move {
-            shared.runtime().prefetch().await;
+            let runtime = shared.runtime();
+            runtime.prefetch().await;
             let handle = ProxyHandle { shared: shared.clone() };
             handle.check_dependencies().await;
             shared.ready.set_ready();
             tracing::info!("ready");
-            loop {
-                tokio::time::sleep(DEPENDENCY_CHECK_INTERVAL).await;
-                handle.check_dependencies().await;
-            }
+            let refresher = runtime.refresher();
+            drop(runtime);
+            let checks = async {
+                loop {
+                    tokio::time::sleep(DEPENDENCY_CHECK_INTERVAL).await;
+                    handle.check_dependencies().await;
+                }
+            };
+            tokio::join!(refresher, checks);
         });
+        let shared = self.shared.clone();
         server::serve(self.listener, self.shared, shutdown).await;
         warm.abort();
+        shared.runtime().stop_refresher();
         stop_admin.cancel();
         if let Some(admin) = admin {
             let _ = admin.await;
@@ -205,9 +226,16 @@ impl ProxyHandle {
         if config.proxy.listen != current.config.proxy.listen || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen) {
             tracing::warn!("listen addresses changed in the config: they apply at the next restart");
         }
-        let next = Arc::new(runtime::Runtime::new(config, self.shared.metrics.clone())?);
+        let next = Arc::new(runtime::Runtime::new_bound(config, self.shared.metrics.clone(), self.shared.own.clone())?);
         *self.shared.runtime.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
-        tokio::spawn(async move { next.prefetch().await });
+        // Open connections keep the old runtime, but its names are no longer kept fresh.
+        current.stop_refresher();
+        tokio::spawn(async move {
+            next.prefetch().await;
+            let refresher = next.refresher();
+            drop(next);
+            refresher.await;
+        });
         Ok(())
     }
 

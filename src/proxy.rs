@@ -4,6 +4,7 @@
 //! A CONNECT gets `200` only after the upstream connection succeeded (RFC 9110 §9.3.6), so a
 //! failure reaches the client as a status with `Proxy-Status` (RFC 9209).
 
+pub mod auth;
 pub mod forward;
 pub mod pipe;
 pub mod report;
@@ -39,13 +40,18 @@ pub struct ConnCtx {
     pub draining: tokio_util::sync::CancellationToken,
     pub runtime: Arc<Runtime>,
     pub guard: Arc<ConnGuard>,
+    /// How long a pinned tunnel waits for the whole ClientHello.
+    pub client_hello_timeout: Duration,
 }
 
 /// Serves one request from a client connection.
 pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let result = if method == Method::CONNECT {
+    let authorized = ctx.runtime.auth.as_ref().is_none_or(|basic| basic.allows(req.headers()));
+    let result = if !authorized {
+        Err((None, None, ProxyError::AuthRequired))
+    } else if method == Method::CONNECT {
         connect(&ctx, req, started).await
     } else if req.uri().scheme().is_some() {
         forward(&ctx, req, started).await
@@ -106,7 +112,11 @@ const NO_ROUTE: &str = "none";
 type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
 
 async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) -> Result<Response<Body>, Refusal> {
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    // RFC 9112 §3.2.3: CONNECT takes the authority-form only; `CONNECT http://host:443` is
+    // not a target (hyper's URI would hand out its authority all the same).
+    let uri = req.uri();
+    let authority_form = uri.scheme().is_none() && uri.path_and_query().is_none_or(|p| p.as_str().is_empty());
+    let authority = uri.authority().filter(|_| authority_form).map(|a| a.as_str().to_owned());
     let target = match authority.as_deref().map(Target::parse_authority) {
         Some(Ok(t)) => t,
         Some(Err(e)) => return Err((None, None, e.into())),
@@ -141,11 +151,12 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         stream,
         upstream,
         idle_timeout: settings.idle_timeout,
+        hello_timeout: ctx.client_hello_timeout,
         started,
         guard: ctx.guard.clone(),
         sni: None,
     };
-    ctx.guard.tracker().spawn(tunnel.run(upgrade));
+    ctx.guard.spawn("tunnel", tunnel.run(upgrade));
     Ok(Response::new(empty()))
 }
 
@@ -162,7 +173,9 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
     if e.status() == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    if e.status().is_client_error() && e.status() != StatusCode::FORBIDDEN {
+    if e.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        h.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE));
+    } else if e.status().is_client_error() && e.status() != StatusCode::FORBIDDEN {
         // A malformed request leaves the connection in an unknown state.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -2,17 +2,23 @@
 //! resolvers and the connector. A connection keeps the `Runtime` it started with.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::Check;
 use crate::config::{Action, Config, Mode, Pattern, SniMode};
 use crate::routes::Route;
 use crate::upstream::dns::DnsError;
 use crate::metrics::Metrics;
+use crate::proxy::auth::Basic;
 use crate::proxy::forward::{self, ForwardClient};
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
-use crate::upstream::dns::Resolvers;
+use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers};
 
 /// The route name of report mode's actual path.
 pub const SYSTEM_PATH: &str = "system-path";
@@ -27,14 +33,28 @@ pub struct Runtime {
     /// What a plain forward proxy would do (report mode's actual path): resolve the host
     /// through `system`.
     pub system_route: Arc<Route>,
+    /// `[proxy] auth`, ready to compare.
+    pub auth: Option<Basic>,
+    refresher_stop: CancellationToken,
 }
 
 impl Runtime {
+    /// A runtime whose own addresses (never connected to) are the config's listen addresses.
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let own = std::iter::once(config.proxy.listen).chain(config.admin.as_ref().map(|a| a.listen)).collect();
+        Self::new_bound(config, metrics, own)
+    }
+
+    /// A runtime for a proxy bound at `own` (the listeners' real addresses, port 0 resolved),
+    /// which the connector refuses to connect to: a request through the proxy to itself
+    /// would loop.
+    pub fn new_bound(config: Config, metrics: Arc<Metrics>, own: Vec<SocketAddr>) -> Result<Self, String> {
         let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone())?);
         let p = &config.proxy;
-        let connector = Arc::new(Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout));
+        let connector = Arc::new(
+            Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout).with_own(own),
+        );
         let routes = Arc::new(routes);
         // Report mode: forwarded requests follow the system path too (an empty table routes
         // everything through the implicit default route).
@@ -49,15 +69,15 @@ impl Runtime {
             resolver: "system".into(),
             sni: SniMode::Match,
         });
-        Ok(Self { config, routes, connector, client, system_route })
+        let auth = config.proxy.auth.as_ref().map(Basic::new);
+        Ok(Self { config, routes, connector, client, system_route, auth, refresher_stop: CancellationToken::new() })
     }
 }
 
 impl Runtime {
-    /// Resolves every exact route host and every `connect` name, so the first requests find
-    /// them cached (SPEC: start-up resolution). Failures are logged, not fatal.
-    pub async fn prefetch(&self) {
-        let mut lookups = tokio::task::JoinSet::new();
+    /// Every exact route host and every `connect` name, with the resolver that looks it up.
+    fn warm_names(&self) -> Vec<(Arc<Resolver>, String)> {
+        let mut out = Vec::new();
         for spec in &self.config.routes {
             let names: Vec<String> = match &spec.action {
                 Action::Resolve => spec
@@ -68,17 +88,80 @@ impl Runtime {
                 Action::Connect(list) => list.iter().filter_map(|c| c.host.as_name().map(str::to_owned)).collect(),
                 Action::Addresses(_) | Action::Deny => vec![],
             };
-            let Some(resolver) = self.connector.resolvers().get(&spec.resolver).cloned() else { continue };
-            for name in names {
-                let resolver = resolver.clone();
-                lookups.spawn(async move {
-                    if let (Err(e), _) = resolver.resolve(&name).await {
-                        tracing::warn!(host = %name, resolver = %resolver.name(), error = %e, "start-up resolution failed");
-                    }
-                });
-            }
+            let Some(resolver) = self.connector.resolvers().get(&spec.resolver) else { continue };
+            out.extend(names.into_iter().map(|n| (resolver.clone(), n)));
+        }
+        out
+    }
+
+    /// Resolves every exact route host and every `connect` name, so the first requests find
+    /// them cached (SPEC: start-up resolution). Failures are logged, not fatal.
+    pub async fn prefetch(&self) {
+        let mut lookups = tokio::task::JoinSet::new();
+        for (resolver, name) in self.warm_names() {
+            lookups.spawn(async move {
+                if let (Err(e), _) = resolver.resolve(&name).await {
+                    tracing::warn!(host = %name, resolver = %resolver.name(), error = %e, "start-up resolution failed");
+                }
+            });
         }
         while lookups.join_next().await.is_some() {}
+    }
+
+    /// Keeps the start-up names fresh: each is asked again when the last tenth of its TTL
+    /// begins, so requests rarely wait on DNS. The future holds no reference to the runtime;
+    /// it ends when [`Runtime::stop_refresher`] is called or the runtime is dropped.
+    pub fn refresher(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (names, stop) = (self.warm_names(), self.refresher_stop.clone());
+        async move {
+            tokio::select! {
+                () = keep_fresh(names) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    }
+
+    /// Ends the [`Runtime::refresher`] (a reload replaced this runtime, or the proxy stops).
+    pub fn stop_refresher(&self) {
+        self.refresher_stop.cancel();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.refresher_stop.cancel();
+    }
+}
+
+/// The refresher asks again for one name at most this often, whatever its TTL.
+const MIN_REFRESH_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn keep_fresh(names: Vec<(Arc<Resolver>, String)>) {
+    let start = Instant::now();
+    let mut next: Vec<Instant> = names.iter().map(|(r, n)| r.refresh_at(n).unwrap_or(start)).collect();
+    loop {
+        let Some(&earliest) = next.iter().min() else { return };
+        tokio::time::sleep_until(earliest).await;
+        let now = Instant::now();
+        let mut due = tokio::task::JoinSet::new();
+        for (i, (resolver, name)) in names.iter().enumerate().filter(|(i, _)| next[*i] <= now) {
+            let (resolver, name) = (resolver.clone(), name.clone());
+            due.spawn(async move {
+                if let Err(e) = resolver.refresh(&name).await {
+                    tracing::debug!(host = %name, resolver = %resolver.name(), error = %e, "refresh failed");
+                }
+                (i, resolver.refresh_at(&name))
+            });
+        }
+        while let Some(joined) = due.join_next().await {
+            let Ok((i, at)) = joined else { continue };
+            // A failed refresh is retried after the failure recheck time, and a tiny TTL is
+            // refreshed at most once per MIN_REFRESH_GAP: never a tight loop.
+            next[i] = match at {
+                Some(at) => at.max(Instant::now() + MIN_REFRESH_GAP),
+                None => now + FAILURE_RECHECK,
+            };
+        }
     }
 }
 

@@ -1,5 +1,9 @@
-//! The accept loop: connection limit, HTTP/1.1 with upgrades, tracking of every connection and
-//! tunnel for the drain on shutdown.
+//! The accept loop: connection limit, HTTP/1.1 with upgrades and head limits, tracking of every
+//! connection and tunnel for the drain on shutdown, panic containment per task.
+
+mod contain;
+
+pub use contain::contain;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -22,8 +26,30 @@ use crate::runtime::Runtime;
 
 /// How long a client may take to send a request head (slowloris guard).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head accepted (RFC 9112 §2.3 leaves the limit to the server).
+/// Largest request head accepted (RFC 9112 §2.3 leaves the limit to the server); hyper
+/// answers `431` beyond it.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in a request head; hyper answers `431` beyond it.
+pub const MAX_HEADERS: usize = 100;
+
+/// Limits the config file does not expose. The defaults are the production values; the
+/// library API ([`crate::Proxy::bind_with`]) lets tests shorten the timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// [`crate::proxy::tunnel::CLIENT_HELLO_TIMEOUT`].
+    pub client_hello_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            client_hello_timeout: crate::proxy::tunnel::CLIENT_HELLO_TIMEOUT,
+        }
+    }
+}
 
 /// Held by a client connection and by its tunnel: the connection-limit permit, the tracker
 /// the drain waits on, and the token that cuts everything at `drain_timeout`.
@@ -54,6 +80,12 @@ impl ConnGuard {
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
     }
+
+    /// Runs `task` tracked for the drain, with a panic in it contained and counted.
+    pub fn spawn(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let metrics = self.metrics.clone();
+        self.tracker.spawn(contain(task, what, metrics));
+    }
 }
 
 /// State shared by the accept loop and every connection.
@@ -67,10 +99,13 @@ pub struct Shared {
     pub open: Arc<watch::Sender<usize>>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<Readiness>,
+    pub limits: Limits,
+    /// The listeners' bound addresses, which the connector never connects to.
+    pub own: Vec<std::net::SocketAddr>,
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, limits: Limits, own: Vec<std::net::SocketAddr>) -> Self {
         let max = runtime.config.proxy.max_connections;
         Self {
             runtime: RwLock::new(Arc::new(runtime)),
@@ -81,6 +116,8 @@ impl Shared {
             open: Arc::new(watch::Sender::new(0)),
             metrics,
             ready: Arc::new(Readiness::new()),
+            limits,
+            own,
         }
     }
 
@@ -133,7 +170,7 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         let max = shared.runtime().config.proxy.max_connections;
         shared.metrics.connection_rejected();
-        shared.tracker.spawn(refuse_over_limit(stream, max));
+        shared.tracker.spawn(contain(refuse_over_limit(stream, max), "refusal", shared.metrics.clone()));
         return;
     };
     shared.open.send_modify(|n| *n += 1);
@@ -145,16 +182,28 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         metrics: shared.metrics.clone(),
     });
     shared.metrics.connections_open(*shared.open.borrow() as i64);
-    let ctx = ConnCtx { client, draining: shared.draining.clone(), runtime: shared.runtime(), guard };
-    shared.tracker.spawn(serve_connection(stream, ctx));
+    let limits = shared.limits;
+    let ctx = ConnCtx {
+        client,
+        draining: shared.draining.clone(),
+        runtime: shared.runtime(),
+        guard: guard.clone(),
+        client_hello_timeout: limits.client_hello_timeout,
+    };
+    guard.spawn("connection", serve_connection(stream, ctx, limits));
 }
 
-async fn serve_connection(stream: TcpStream, ctx: ConnCtx) {
+async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {
     let guard = ctx.guard.clone();
+    // hyper answers a head over these limits itself (431, then closes) and a malformed one
+    // with 400. `max_header_size` is the exact cap on a complete head; `max_buf_size` alone
+    // only stops a head still incomplete at the limit. The header timer needs `timer` set.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Some(HEADER_READ_TIMEOUT))
+        .header_read_timeout(Some(limits.header_read_timeout))
+        .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(stream), service_fn(move |req| proxy::serve(ctx.clone(), req)))
         .with_upgrades();
     tokio::select! {

@@ -34,6 +34,8 @@ pub struct Tunnel {
     /// The name the ClientHello must carry, when the route pins SNI.
     pub expect_sni: Option<String>,
     pub idle_timeout: Duration,
+    /// [`CLIENT_HELLO_TIMEOUT`] unless the embedding program shortened it.
+    pub hello_timeout: Duration,
     pub started: Instant,
     pub guard: Arc<ConnGuard>,
     /// The SNI the client sent, once read.
@@ -111,7 +113,7 @@ impl Tunnel {
     {
         if let Some(expected) = &self.expect_sni {
             let mut first = Vec::new();
-            match read_client_hello(&mut client, &mut first).await {
+            match read_client_hello(&mut client, &mut first, self.hello_timeout).await {
                 Ok(sni) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
                 Ok(sni) => return Err(Rejection::Mismatch(sni.unwrap_or_default())),
                 Err(r) => return Err(r),
@@ -152,8 +154,12 @@ impl Tunnel {
 
 /// Reads until `buf` holds a whole ClientHello (RFC 8446 §4.1.2), which may span several TCP
 /// segments and TLS records; returns its SNI. Nothing is consumed: `buf` is forwarded as is.
-async fn read_client_hello<R: AsyncRead + Unpin>(client: &mut R, buf: &mut Vec<u8>) -> Result<Option<String>, Rejection> {
-    let deadline = Instant::now() + CLIENT_HELLO_TIMEOUT;
+async fn read_client_hello<R: AsyncRead + Unpin>(
+    client: &mut R,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<Option<String>, Rejection> {
+    let deadline = Instant::now() + timeout;
     buf.reserve(1024);
     loop {
         match sni::parse_client_hello(buf, sni::MAX_CLIENT_HELLO) {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
+use super::deny::DenyList;
 use super::dns::{Answer, DnsError, Resolvers, Source};
 use super::target::{Host, Target};
 use crate::config::{Action, ConnectName};
@@ -48,17 +49,22 @@ pub struct Candidates {
 pub struct Connector {
     resolvers: Arc<Resolvers>,
     metrics: Arc<Metrics>,
-    deny: Vec<IpNet>,
+    deny: DenyList,
     timeout: Duration,
 }
 
 impl Connector {
     pub fn new(resolvers: Arc<Resolvers>, metrics: Arc<Metrics>, deny: Vec<IpNet>, timeout: Duration) -> Self {
-        Self { resolvers, metrics, deny, timeout }
+        Self { resolvers, metrics, deny: DenyList::new(deny, vec![]), timeout }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The proxy's own listeners: never connected to, whatever the route.
+    pub fn with_own(self, own: Vec<SocketAddr>) -> Self {
+        Self { deny: self.deny.with_own(own), ..self }
     }
 
     pub fn resolvers(&self) -> &Arc<Resolvers> {
@@ -156,10 +162,10 @@ impl Connector {
         Ok(Candidates { addrs: interleave(allowed, port), answer, source, denied })
     }
 
-    /// Whether `deny_destinations` covers `ip`, in its IPv4-mapped form too.
+    /// Whether `deny_destinations` covers `ip`, or the IPv4 address it embeds (see
+    /// [`DenyList::covers`]).
     pub fn is_denied(&self, ip: IpAddr) -> bool {
-        let canonical = ip.to_canonical();
-        self.deny.iter().any(|net| net.contains(&ip) || net.contains(&canonical))
+        self.deny.covers(ip)
     }
 
     async fn attempt(
@@ -169,7 +175,12 @@ impl Connector {
         addrs: &[SocketAddr],
         deadline: Instant,
     ) -> Result<(TcpStream, SocketAddr), ProxyError> {
-        let failures = match timeout_at(deadline, happy_eyeballs(addrs)).await {
+        // Even a route's explicit `addresses` never lead back into the proxy: that would loop.
+        let (own, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| self.deny.is_own(**a));
+        if addrs.is_empty() && !own.is_empty() {
+            return Err(ProxyError::LoopToSelf { route: route.name.to_string(), host: target.to_string(), addr: own[0] });
+        }
+        let failures = match timeout_at(deadline, happy_eyeballs(&addrs)).await {
             Ok(Ok(ok)) => return Ok(ok),
             Ok(Err(failures)) => failures,
             Err(_) => {

@@ -1,5 +1,7 @@
 //! Named resolvers, each with its own cache: TTLs clamped to `[min_ttl, max_ttl]`, negative
-//! answers cached, stale answers served while the upstream fails (RFC 8767).
+//! answers cached, stale answers served while the upstream fails or is slow (RFC 8767), one
+//! upstream query per name at a time (single-flight), and a refresh in the background when a
+//! hit finds its entry close to expiry.
 //!
 //! hickory types never leave `dns/hickory.rs`; the rest of the crate sees [`Answer`] and
 //! [`DnsError`].
@@ -11,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::ResolverSettings;
@@ -44,51 +47,76 @@ pub enum DnsError {
     Failed(String),
 }
 
+/// RFC 8767 §5 "client response timer": how long a lookup with stale data at hand waits for
+/// the upstream before answering from the stale data (the query goes on in the background).
+pub const STALE_ANSWER_AFTER: Duration = Duration::from_millis(1800);
+/// RFC 8767 §5 "failure recheck timer": after a failed refresh, stale data is served without
+/// asking the upstream again for this long.
+pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+
+type Outcome = Result<Answer, DnsError>;
+
 struct Entry {
-    result: Result<Answer, DnsError>,
+    result: Outcome,
     expires: Instant,
+    /// A hit after this starts one background refresh (the last tenth of the TTL).
+    refresh_at: Instant,
+    /// Until then, a failed refresh is not retried and stale data answers at once.
+    recheck_at: Option<Instant>,
 }
 
-/// One named resolver and its cache.
-pub struct Resolver {
+/// What lookups share: the cache and the queries in flight (one per name at a time).
+struct Inner {
     name: Arc<str>,
     settings: ResolverSettings,
     upstream: hickory::Upstream,
     cache: Mutex<HashMap<Box<str>, Entry>>,
+    inflight: Mutex<HashMap<Box<str>, watch::Receiver<Option<Outcome>>>>,
+}
+
+/// One named resolver and its cache.
+pub struct Resolver {
+    inner: Arc<Inner>,
     metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves the map valid: ignore the poison.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Resolver {
     pub fn new(name: &str, settings: &ResolverSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
-        Ok(Self {
+        let inner = Inner {
             name: name.into(),
             settings: settings.clone(),
             upstream: hickory::Upstream::new(name, settings)?,
             cache: Mutex::new(HashMap::new()),
-            metrics,
-        })
+            inflight: Mutex::new(HashMap::new()),
+        };
+        Ok(Self { inner: Arc::new(inner), metrics })
     }
 
     pub fn name(&self) -> &Arc<str> {
-        &self.name
+        &self.inner.name
     }
 
     /// The lookup budget (`timeout`).
     pub fn timeout(&self) -> Duration {
-        self.settings.timeout
+        self.inner.settings.timeout
     }
 
     /// Asks the upstream directly, bypassing the cache (readiness checks must see an outage
     /// that serve-stale would hide).
     pub async fn check(&self, host: &str) -> Result<Answer, DnsError> {
-        match tokio::time::timeout(self.settings.timeout, self.upstream.query(host)).await {
+        match tokio::time::timeout(self.inner.settings.timeout, self.inner.upstream.query(host)).await {
             Ok(r) => r,
             Err(_) => Err(DnsError::Timeout),
         }
     }
 
     /// Resolves a normalized host name to addresses, from the cache when it is fresh.
-    pub async fn resolve(&self, host: &str) -> (Result<Answer, DnsError>, Source) {
+    pub async fn resolve(&self, host: &str) -> (Outcome, Source) {
         let started = Instant::now();
         let (result, source) = self.lookup(host).await;
         let label = match (&result, source) {
@@ -97,44 +125,114 @@ impl Resolver {
             (Ok(_), Source::Miss) => DnsResult::Miss,
             (Ok(_), Source::Stale) => DnsResult::Stale,
         };
-        self.metrics.dns_lookup(&self.name, label, started.elapsed().as_secs_f64());
+        self.metrics.dns_lookup(&self.inner.name, label, started.elapsed().as_secs_f64());
         (result, source)
     }
 
-    async fn lookup(&self, host: &str) -> (Result<Answer, DnsError>, Source) {
+    async fn lookup(&self, host: &str) -> (Outcome, Source) {
         let now = Instant::now();
-        let stale = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let serve_stale = self.inner.settings.serve_stale;
+        let (stale, refresh) = {
+            let cache = lock(&self.inner.cache);
             match cache.get(host) {
-                Some(e) if now < e.expires => return (e.result.clone(), Source::Hit),
-                Some(Entry { result: Ok(a), expires }) if now < *expires + self.settings.serve_stale => Some(a.clone()),
-                _ => None,
+                Some(e) if now < e.expires => {
+                    let refresh = e.result.is_ok() && now >= e.refresh_at && e.recheck_at.is_none_or(|t| now >= t);
+                    (Some((e.result.clone(), Source::Hit)), refresh)
+                }
+                Some(Entry { result: Ok(a), expires, recheck_at, .. }) if now < *expires + serve_stale => {
+                    // Within the failure recheck time the upstream is not asked again.
+                    let recent_failure = recheck_at.is_some_and(|t| now < t);
+                    (Some((Ok(a.clone()), Source::Stale)), !recent_failure)
+                }
+                _ => (None, true),
             }
         };
-        let fetched = match tokio::time::timeout(self.settings.timeout, self.upstream.query(host)).await {
-            Ok(r) => r,
-            Err(_) => Err(DnsError::Timeout),
-        };
-        match (fetched, stale) {
-            // RFC 8767 §4: an upstream failure with stale data at hand answers from it.
-            (Err(DnsError::Timeout | DnsError::Failed(_)), Some(old)) => (Ok(old), Source::Stale),
-            (result, _) => (self.store(host, result), Source::Miss),
+        match stale {
+            Some((hit, Source::Hit)) => {
+                if refresh {
+                    drop(self.inner.query(host));
+                }
+                (hit, Source::Hit)
+            }
+            Some((old, _)) if !refresh => (old, Source::Stale),
+            Some((old, _)) => {
+                let mut rx = self.inner.query(host);
+                let wait = self.inner.settings.timeout.min(STALE_ANSWER_AFTER);
+                match tokio::time::timeout(wait, wait_result(&mut rx)).await {
+                    // RFC 8767 §4: a failed upstream with stale data at hand answers from it.
+                    Ok(Err(DnsError::Timeout | DnsError::Failed(_))) | Err(_) => (old, Source::Stale),
+                    Ok(fresh) => (fresh, Source::Miss),
+                }
+            }
+            None => (wait_result(&mut self.inner.query(host)).await, Source::Miss),
         }
     }
 
-    /// Caches an answer or a negative answer with its TTL clamped; returns it as cached.
-    fn store(&self, host: &str, result: Result<Answer, DnsError>) -> Result<Answer, DnsError> {
+    /// When `host` should next be refreshed: its entry's refresh time (or failure recheck time);
+    /// `None` when it has no usable entry.
+    pub fn refresh_at(&self, host: &str) -> Option<Instant> {
+        let cache = lock(&self.inner.cache);
+        cache.get(host).filter(|e| e.result.is_ok()).map(|e| e.refresh_at.max(e.recheck_at.unwrap_or(e.refresh_at)))
+    }
+
+    /// Asks the upstream for `host` now (joining a query in flight) and caches the answer.
+    pub async fn refresh(&self, host: &str) -> Outcome {
+        wait_result(&mut self.inner.query(host)).await
+    }
+}
+
+async fn wait_result(rx: &mut watch::Receiver<Option<Outcome>>) -> Outcome {
+    match rx.wait_for(Option::is_some).await {
+        Ok(r) => r.clone().unwrap_or(Err(DnsError::Failed("query ended without an answer".into()))),
+        Err(_) => Err(DnsError::Failed("query ended without an answer".into())),
+    }
+}
+
+impl Inner {
+    /// Single-flight: joins the query for `host` in flight, or starts one on its own task, so
+    /// it completes (and fills the cache) even when every waiter has given up.
+    fn query(self: &Arc<Self>, host: &str) -> watch::Receiver<Option<Outcome>> {
+        let mut inflight = lock(&self.inflight);
+        // A closed channel is a query task that died (runtime shut down): start afresh.
+        if let Some(rx) = inflight.get(host).filter(|rx| rx.has_changed().is_ok()) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(host.into(), rx.clone());
+        let (inner, host) = (self.clone(), Box::<str>::from(host));
+        tokio::spawn(async move {
+            let fetched = match tokio::time::timeout(inner.settings.timeout, inner.upstream.query(&host)).await {
+                Ok(r) => r,
+                Err(_) => Err(DnsError::Timeout),
+            };
+            let result = inner.store(&host, fetched);
+            lock(&inner.inflight).remove(&host);
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+
+    /// Caches an answer or a negative answer with its TTL clamped; a failure marks a cached
+    /// answer for the failure recheck time instead. Returns the result as cached.
+    fn store(&self, host: &str, result: Outcome) -> Outcome {
         let s = &self.settings;
+        let now = Instant::now();
         let ttl = match &result {
             Ok(a) => a.ttl,
             Err(DnsError::NotFound { negative_ttl, .. }) => negative_ttl.unwrap_or(s.min_ttl),
-            // Failures are not cached: the next request asks again.
-            Err(_) => return result,
+            // Failures are not cached: the next request asks again (after the recheck time
+            // when stale data is there to answer meanwhile).
+            Err(_) => {
+                if let Some(e) = lock(&self.cache).get_mut(host) {
+                    e.recheck_at = Some(now + FAILURE_RECHECK);
+                }
+                return result;
+            }
         };
         let ttl = ttl.clamp(s.min_ttl, s.max_ttl);
         let result = result.map(|a| Answer { ttl, ..a });
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.insert(host.into(), Entry { result: result.clone(), expires: Instant::now() + ttl });
+        let entry = Entry { result: result.clone(), expires: now + ttl, refresh_at: now + ttl - ttl / 10, recheck_at: None };
+        lock(&self.cache).insert(host.into(), entry);
         result
     }
 }

@@ -32,6 +32,8 @@ struct Shared {
     zone: Mutex<Zone>,
     mode: Mutex<DnsMode>,
     log: Mutex<Vec<(String, String)>>,
+    /// How many queries were logged, for tests that wait on them.
+    count: tokio::sync::watch::Sender<usize>,
 }
 
 /// A running fake DNS server. Its tasks live on the runtime that started it and are aborted
@@ -51,6 +53,7 @@ impl FakeDns {
             zone: Mutex::new(zone),
             mode: Mutex::new(DnsMode::Normal),
             log: Mutex::new(Vec::new()),
+            count: tokio::sync::watch::Sender::new(0),
         });
         let tasks = vec![
             tokio::spawn(serve_udp(udp, shared.clone())).abort_handle(),
@@ -89,6 +92,12 @@ impl FakeDns {
     /// its zone without a network round trip.
     pub(crate) fn lookup(&self, host: &str) -> Option<IpAddr> {
         lock(&self.shared.zone).lookup(host)
+    }
+
+    /// Resolves once `host` has been asked about `n` times in all (any type).
+    pub(crate) async fn wait_queries_for(&self, host: &str, n: usize) {
+        let mut rx = self.shared.count.subscribe();
+        let _ = rx.wait_for(|_| self.queries().iter().filter(|(name, _)| name == host).count() >= n).await;
     }
 
     pub(crate) fn clear_queries(&self) {
@@ -168,6 +177,7 @@ impl Shared {
         let query = request.queries.first()?.clone();
         let name = normalize(&query.name.to_ascii());
         lock(&self.log).push((name.clone(), query.query_type.to_string()));
+        self.count.send_modify(|n| *n += 1);
         let mut reply = reply_to(&request);
         match *lock(&self.mode) {
             DnsMode::Blackhole => return None,

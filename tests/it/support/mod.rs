@@ -12,6 +12,8 @@ pub(crate) mod names;
 pub(crate) mod net;
 pub(crate) mod pki;
 pub(crate) mod proxy;
+pub(crate) mod raw;
+pub(crate) mod relay;
 pub(crate) mod zone;
 
 // Shortcuts for `use crate::support::*`; no one test module uses all of them.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use splitway::server::Limits;
 use splitway::{Config, Proxy, ProxyHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -21,8 +22,13 @@ pub(crate) struct TestProxy {
 
 impl TestProxy {
     pub(crate) async fn start(toml: &str) -> TestProxy {
+        Self::start_with(toml, Limits::default()).await
+    }
+
+    /// `start` with limits the config file does not set (e.g. a short header timeout).
+    pub(crate) async fn start_with(toml: &str, limits: Limits) -> TestProxy {
         let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
-        let proxy = Proxy::bind(config).await.expect("proxy binds");
+        let proxy = Proxy::bind_with(config, limits).await.expect("proxy binds");
         let addr = proxy.local_addr();
         let admin = proxy.admin_addr();
         let handle = proxy.handle();

@@ -1,0 +1,368 @@
+//! Bad input on the proxy listener, table-driven: raw bytes in, the exact status out, the
+//! `Proxy-Status` error type where splitway answers, hyper's status where hyper answers a
+//! head it cannot parse, and the connection closed exactly where it must be. Then the first
+//! flight of a tunnel: pipelined with the CONNECT, without SNI, over the cap. (A hello in
+//! 1-byte segments or tiny records and non-TLS bytes are in sni_pinning.rs.)
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_rustls::TlsConnector;
+
+use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::raw::{closed, exchange, read_reply};
+use crate::support::*;
+
+/// What the proxy must do with one input.
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // read through Debug: the table compares descriptions
+enum Want {
+    /// splitway's own refusal (status, Proxy-Status type); `close` says whether the
+    /// connection must then end, else it must serve a second request.
+    Refused(u16, &'static str, bool),
+    /// hyper's automatic answer to an unparsable head (no Proxy-Status), then a close.
+    Hyper(u16),
+    /// No response at all, then a close.
+    Dropped,
+    /// `200`: a tunnel opened.
+    Tunnel,
+}
+use Want::*;
+
+struct Case {
+    name: String,
+    bytes: Vec<u8>,
+    want: Want,
+}
+
+fn case(name: impl Into<String>, bytes: impl Into<Vec<u8>>, want: Want) -> Case {
+    Case { name: name.into(), bytes: bytes.into(), want }
+}
+
+fn connect(target: &str, extra: &str) -> String {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n")
+}
+
+fn get(url: &str, extra: &str) -> String {
+    format!("GET {url} HTTP/1.1\r\nHost: x\r\n{extra}\r\n")
+}
+
+fn headers(n: usize) -> String {
+    (0..n).map(|i| format!("X-H{i}: v\r\n")).collect()
+}
+
+const BAD_REQUEST: u16 = 400;
+
+/// Request lines and heads hyper cannot parse.
+fn malformed(p: u16) -> Vec<Case> {
+    vec![
+        case("garbage line", "GARBAGE\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("method only", "GET\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("unknown version", "GET / HTTP/9.9\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("HTTP/2.0 CONNECT", format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/2.0\r\n\r\n"), Hyper(BAD_REQUEST)),
+        case("trailing token", "GET / HTTP/1.1 extra\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("binary", b"\x00\x01\x02\x03\r\n\r\n".to_vec(), Hyper(BAD_REQUEST)),
+        case("double space", "GET  / HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("bad method token", "G@T / HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("header without colon", "GET / HTTP/1.1\r\nHost example.com\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("empty header name", "GET / HTTP/1.1\r\n: v\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("space in header name", "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("NUL in header value", b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(), Hyper(BAD_REQUEST)),
+        case("obs-fold", "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("NUL in target", b"GET http://a\x00b/ HTTP/1.1\r\n\r\n".to_vec(), Hyper(BAD_REQUEST)),
+        case("bad content-length", get("http://x/", "Content-Length: abc\r\n"), Hyper(BAD_REQUEST)),
+        case("two content-lengths", get("http://x/", "Content-Length: 1\r\nContent-Length: 2\r\n"), Hyper(BAD_REQUEST)),
+        case("transfer-encoding not ending in chunked", get("http://x/", "Transfer-Encoding: gzip\r\n"), Hyper(BAD_REQUEST)),
+        case("TLS ClientHello to the proxy port", tls_record_prefix(), Hyper(BAD_REQUEST)),
+        case("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Dropped),
+        case("CONNECT with an unclosed bracket", connect(&format!("[::1:{p}"), ""), Hyper(BAD_REQUEST)),
+        case("absolute URL with a bad IPv6 host", "GET http://[::1/ HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
+        case("unbracketed IPv6", connect(&format!("::1:{p}"), ""), Hyper(BAD_REQUEST)),
+    ]
+}
+
+/// A TLS handshake record header, as a client configured with `https://` proxy URL sends.
+fn tls_record_prefix() -> Vec<u8> {
+    let mut b = vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03, 0x03];
+    b.extend_from_slice(&[0u8; 32]);
+    b.extend_from_slice(b"\r\n\r\n");
+    b
+}
+
+/// CONNECT targets that are not host:port on an allowed port.
+fn bad_connect(p: u16) -> Vec<Case> {
+    let bad = |name: &str, target: String| case(name, connect(&target, ""), Refused(400, "http_request_error", true));
+    vec![
+        bad("no port", CUSTOM_DOMAIN.into()),
+        bad("empty port", format!("{CUSTOM_DOMAIN}:")),
+        bad("port 0", format!("{CUSTOM_DOMAIN}:0")),
+        bad("port 65536", format!("{CUSTOM_DOMAIN}:65536")),
+        bad("negative port", format!("{CUSTOM_DOMAIN}:-1")),
+        bad("port with letters", format!("{CUSTOM_DOMAIN}:44a")),
+        bad("userinfo", format!("user:pw@{CUSTOM_DOMAIN}:{p}")),
+        bad("bracket without port", "[::1]".into()),
+        bad("IPv6 brackets, port glued", format!("[::1]{p}")),
+        bad("not an address in brackets", format!("[not-an-ip]:{p}")),
+        bad("empty label", format!("a..b:{p}")),
+        bad("name over 253 bytes", format!("{}.com:{p}", "a".repeat(260))),
+        bad("label over 63 bytes", format!("{}.com:{p}", "a".repeat(64))),
+        case("path after the port", connect(&format!("{CUSTOM_DOMAIN}:{p}/path"), ""), Hyper(BAD_REQUEST)),
+        case("absolute URL as CONNECT target", connect(&format!("http://{CUSTOM_DOMAIN}:{p}"), ""), Refused(400, "http_request_error", true)),
+        case("asterisk", "CONNECT * HTTP/1.1\r\n\r\n", Refused(400, "http_request_error", true)),
+        case("lowercase connect is another method", format!("connect {CUSTOM_DOMAIN}:{p} HTTP/1.1\r\n\r\n"), Refused(400, "http_request_error", true)),
+    ]
+}
+
+/// Targets that parse but are refused by policy; these keep the connection (403).
+fn refused(p: u16, own: u16) -> Vec<Case> {
+    let denied = |name: &str, req: String, kind| case(name, req, Refused(403, kind, false));
+    vec![
+        denied("port not in connect_ports", connect(&format!("{CUSTOM_DOMAIN}:8443"), ""), "http_request_denied"),
+        denied("deny route", connect(&format!("blocked.example:{p}"), ""), "http_request_denied"),
+        denied("IPv6 literal on a deny route", connect(&format!("[::1]:{p}"), ""), "http_request_denied"),
+        denied("metadata address", connect(&format!("169.254.169.254:{p}"), ""), "destination_ip_prohibited"),
+        denied("IPv4-mapped metadata", connect(&format!("[::ffff:169.254.169.254]:{p}"), ""), "destination_ip_prohibited"),
+        denied("IPv4-compatible metadata", connect(&format!("[::169.254.169.254]:{p}"), ""), "destination_ip_prohibited"),
+        denied("NAT64 metadata", connect(&format!("[64:ff9b::a9fe:a9fe]:{p}"), ""), "destination_ip_prohibited"),
+        denied("6to4 metadata", connect(&format!("[2002:a9fe:a9fe::1]:{p}"), ""), "destination_ip_prohibited"),
+        denied("the proxy itself, forwarded", get(&format!("http://127.0.0.1:{own}/"), ""), "destination_ip_prohibited"),
+        denied("the proxy itself, mapped", get(&format!("http://[::ffff:127.0.0.1]:{own}/"), ""), "destination_ip_prohibited"),
+        denied("metadata, forwarded", get("http://169.254.169.254/latest/meta-data/", ""), "destination_ip_prohibited"),
+        denied("deny route, forwarded", get("http://blocked.example/", ""), "http_request_denied"),
+        denied("Host header disagrees: the target wins", format!("CONNECT blocked.example:{p} HTTP/1.1\r\nHost: {CUSTOM_DOMAIN}:{p}\r\n\r\n"), "http_request_denied"),
+        denied("exactly 100 header fields", connect(&format!("blocked.example:{p}"), &headers(99)), "http_request_denied"),
+        denied("a 60 KiB header", connect(&format!("blocked.example:{p}"), &format!("X-Big: {}\r\n", "a".repeat(60 * 1024))), "http_request_denied"),
+        denied("bare LF line ends", format!("CONNECT blocked.example:{p} HTTP/1.1\nHost: x\n\n"), "http_request_denied"),
+    ]
+}
+
+/// Absolute-form and other non-CONNECT requests.
+fn not_forwardable() -> Vec<Case> {
+    let bad = |name: &str, req: String| case(name, req, Refused(400, "http_request_error", true));
+    vec![
+        bad("https URL", get(&format!("https://{CUSTOM_DOMAIN}/"), "")),
+        bad("ftp URL", get("ftp://x/file", "")),
+        bad("ws URL", get("ws://x/", "")),
+        bad("userinfo in URL", get("http://user:pw@x/", "")),
+        bad("port 0 in URL", get("http://x:0/", "")),
+        bad("port 99999 in URL", get("http://x:99999/", "")),
+        bad("empty label in URL", get("http://a..b/", "")),
+        bad("origin-form", "GET /path HTTP/1.1\r\nHost: x\r\n\r\n".into()),
+        bad("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".into()),
+        case("TRACE", format!("TRACE http://{CUSTOM_DOMAIN}/ HTTP/1.1\r\nHost: x\r\n\r\n"), Refused(405, "http_request_error", true)),
+    ]
+}
+
+/// Limits on the head: hyper answers 431 itself.
+fn oversized(p: u16) -> Vec<Case> {
+    vec![
+        case("101 header fields", connect(&format!("blocked.example:{p}"), &headers(100)), Hyper(431)),
+        case("1000 header fields", connect(&format!("blocked.example:{p}"), &headers(1000)), Hyper(431)),
+        case("a 70 KiB header", connect(&format!("blocked.example:{p}"), &format!("X-Big: {}\r\n", "a".repeat(70 * 1024))), Hyper(431)),
+        case("a 70 KiB URL", format!("GET http://x/{} HTTP/1.1\r\n\r\n", "a".repeat(70 * 1024)), Hyper(431)),
+    ]
+}
+
+/// Bodies and framing around CONNECT and forwarded requests.
+fn framing(p: u16) -> Vec<Case> {
+    let blocked = format!("blocked.example:{p}");
+    vec![
+        case("HTTP/1.0 CONNECT without Host", format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/1.0\r\n\r\n"), Tunnel),
+        case("HTTP/1.1 CONNECT without Host", format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/1.1\r\n\r\n"), Tunnel),
+        case("CONNECT with Content-Length", connect(&blocked, "Content-Length: 5\r\n") + "hello", Refused(403, "http_request_denied", false)),
+        case("CONNECT with chunked body", connect(&blocked, "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n", Refused(403, "http_request_denied", false)),
+        case("Content-Length with Transfer-Encoding", get("http://blocked.example/", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n") + "0\r\n\r\n", Refused(403, "http_request_denied", true)),
+        case("invalid chunk size", get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "ZZ\r\nxx\r\n", Refused(403, "http_request_denied", true)),
+        case("chunk longer than declared", get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "2\r\nabcdef\r\n0\r\n\r\n", Refused(403, "http_request_denied", true)),
+        case("pipelined refusals are answered in order", connect(&blocked, "").repeat(3), Refused(403, "http_request_denied", false)),
+    ]
+}
+
+fn extra_routes() -> &'static str {
+    "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example\"]\ndeny = true\n\n[[route]]\nname = \"no-loopback-v6\"\nhosts = [\"::1\"]\ndeny = true\n"
+}
+
+/// What the proxy did, in the terms of [`Want`].
+async fn observe(proxy: &TestProxy, c: &Case) -> String {
+    let (reply, mut stream) = exchange(proxy.addr, &c.bytes).await;
+    let Some(status) = reply.status else {
+        return if closed(&mut stream).await { format!("{:?}", Dropped) } else { "no response, still open".into() };
+    };
+    let Some(ps) = reply.header("proxy-status") else {
+        if status == 200 {
+            return format!("{:?}", Tunnel);
+        }
+        let close = closed(&mut stream).await;
+        return if close { format!("{:?}", Hyper(status)) } else { format!("hyper {status}, still open") };
+    };
+    let kind = ps.strip_prefix("splitway; error=").and_then(|r| r.split(';').next()).unwrap_or(ps).to_owned();
+    assert!(reply.body.starts_with("splitway: ") && reply.body.ends_with('\n'), "{}: {reply:?}", c.name);
+    let close = if reply.header("connection") == Some("close") {
+        assert!(closed(&mut stream).await, "{}: `connection: close` but the connection stayed open", c.name);
+        true
+    } else {
+        // Kept alive: a second request on it is answered, unless the rest of the first
+        // request (an invalid body) made hyper close it after all.
+        let again = format!("CONNECT blocked.example:{} HTTP/1.1\r\n\r\n", aws_net().port);
+        let _ = stream.write_all(again.as_bytes()).await;
+        match read_reply(&mut stream).await.status {
+            Some(403) => false,
+            None => true,
+            other => panic!("{}: second request answered {other:?}", c.name),
+        }
+    };
+    format!("{:?}", Refused(status, leak(kind), close))
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[tokio::test]
+async fn hardening_bad_input_table() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&(scenario_config(net, PrivateDns::On) + extra_routes())).await;
+    let (p, own) = (net.port, proxy.addr.port());
+    let cases: Vec<Case> =
+        [malformed(p), bad_connect(p), refused(p, own), not_forwardable(), oversized(p), framing(p)].into_iter().flatten().collect();
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut wrong = Vec::new();
+    for c in &cases {
+        let seen = observe(&proxy, c).await;
+        if seen != format!("{:?}", c.want) {
+            wrong.push(format!("{}: want {:?}, got {seen}", c.name, c.want));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} cases differ:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    assert!(m.contains("splitway_panics_total 0"), "{m}");
+    proxy.stop().await;
+}
+
+/// A client that pipelines: its first write carries the CONNECT head and the start of the
+/// TLS handshake together; it reads the proxy's `200` head before handing reads to TLS.
+struct Pipelined {
+    inner: tokio::net::TcpStream,
+    head: Option<Vec<u8>>,
+    pending: Vec<u8>,
+    response_read: bool,
+}
+
+impl AsyncWrite for Pipelined {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(head) = self.head.take() {
+            self.pending = [head.as_slice(), buf].concat();
+            let n = buf.len();
+            return match self.as_mut().poll_drain(cx) {
+                Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(n)),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            };
+        }
+        std::task::ready!(self.as_mut().poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Pipelined {
+    fn poll_drain(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let this = &mut *self;
+            let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &this.pending))?;
+            this.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Pipelined {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // The CONNECT response head, byte by byte, so no tunnel byte is swallowed.
+        let mut seen = Vec::new();
+        while !self.response_read {
+            let mut one = [0u8; 1];
+            let mut b = ReadBuf::new(&mut one);
+            std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut b))?;
+            if b.filled().is_empty() {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            seen.push(one[0]);
+            if seen.ends_with(b"\r\n\r\n") {
+                assert!(seen.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&seen));
+                self.response_read = true;
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[tokio::test]
+async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upstream() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let inner = tokio::net::TcpStream::connect(proxy.addr).await.expect("connect");
+    inner.set_nodelay(true).expect("nodelay");
+    let head = connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port));
+    // The response head is read one byte per poll; the proxy's 200 is small, so this only
+    // works if the 200 arrives before TLS needs the server's reply: which is the point.
+    let stream = Pipelined { inner, head: Some(head), pending: vec![], response_read: false };
+    let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
+    let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
+    let tls = TlsConnector::from(config).connect(name, stream).await.expect("handshake through a pipelined CONNECT");
+    assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hardening_tls12_client_hello_without_sni_passes_a_pinned_tunnel() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let (status, _, _, stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+    assert_eq!(status_of(&status), 200);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(net.ca_der.clone()).expect("CA");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.enable_sni = false;
+    let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
+    let tls = TlsConnector::from(Arc::new(config)).connect(name, stream).await.expect("SPEC: a hello with no SNI passes");
+    assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    for announced in [20_000usize, 16 * 1024 + 1] {
+        let (status, _, _, mut stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+        assert_eq!(status_of(&status), 200);
+        // One handshake record whose ClientHello announces more than the 16 KiB cap.
+        let len = announced.to_be_bytes();
+        let hello = [0x16, 0x03, 0x01, 0x40, 0x00, 0x01, len[5], len[6], len[7], 0x03, 0x03];
+        stream.write_all(&hello).await.expect("write");
+        assert!(closed(&mut stream).await, "{announced}: the tunnel must close");
+    }
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let rejected = crate::support::metrics::metric(&m, "splitway_sni_rejections_total", &[("reason", "client_hello_too_large")]);
+    assert_eq!(rejected, 2.0, "{m}");
+    proxy.stop().await;
+}
