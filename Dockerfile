@@ -28,7 +28,8 @@ WORKDIR /build
 
 # Dependencies first: this layer is reused until Cargo.toml or Cargo.lock changes. Cargo needs
 # a target to read the manifest, so stub ones stand in for src/ while fetching.
-# (If Cargo.toml gains [[bench]] targets, cargo also wants their files here: COPY benches/.)
+# The [[test]] and [[bench]] targets give their `path` in Cargo.toml, so cargo does not look for
+# their files here (an inferred path would make it demand them); keep it that way.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \

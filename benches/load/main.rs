@@ -1,0 +1,257 @@
+//! The side-by-side load benchmark: `cargo bench --bench load`.
+//!
+//! Starts an upstream (in-process, own runtime; plus a child process for `idle`), splitway's
+//! release binary, and squid and tinyproxy when installed; runs every workload against direct
+//! (no proxy) and each proxy, round-robin within each repetition, so that a noisy neighbour on
+//! the shared machine hurts every contender alike. Prints medians and ratios to direct, writes
+//! `target/bench-results.json`, `benches/results/latest.json` and `benches/results/latest.svg`.
+//!
+//! Knobs (environment): `BENCH_SECS` (length of one run, default 3), `BENCH_REPS` (default 3),
+//! `BENCH_ONLY` (comma-separated workloads), `BENCH_CONTENDERS` (comma-separated),
+//! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
+//! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results).
+
+mod client;
+mod idle;
+mod proxies;
+mod report;
+mod svg;
+mod upstream;
+mod workloads;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::Via;
+use proxies::{Kind, Proxy, Setup};
+use report::Runs;
+use workloads::{Env, Sample};
+
+const WORKLOADS: &[&str] = &["fresh-tls", "fresh-plain", "keepalive", "bulk", "forward"];
+
+fn main() {
+    if std::env::args().any(|a| a == "--upstream-child") {
+        if let Err(e) = upstream::run_child() {
+            eprintln!("upstream child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Err(e) = run() {
+        eprintln!("load bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn env_list(key: &str) -> Option<Vec<String>> {
+    std::env::var(key).ok().map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and then a seconds-long smoke run (direct and splitway only, nothing saved) proves the
+    // harness works without turning the test suite into a benchmark.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let run_secs: f64 = if smoke { 0.2 } else { env_or("BENCH_SECS", 3.0) };
+    let reps: usize = if smoke { 1 } else { env_or("BENCH_REPS", 3) };
+    let bulk_mb: u64 = if smoke { 8 } else { env_or("BENCH_BULK_MB", 1024) };
+    let idle_default = if smoke { "50" } else { "1000,10000" };
+    let idle_counts: Vec<usize> = env_list("BENCH_IDLE").unwrap_or_else(|| idle_default.split(',').map(String::from).collect()).iter().filter_map(|s| s.parse().ok()).collect();
+    let only = env_list("BENCH_ONLY");
+    let wanted = |w: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == w || (x == "idle" && w.starts_with("idle"))));
+
+    let target_dir = target_dir()?;
+    let up = upstream::Upstream::start()?;
+    let children = proxies::Children::default();
+    proxies::kill_children_on_signal(children.clone());
+    let (mut idle_child, idle_port) = spawn_idle_upstream()?;
+    children.lock().unwrap_or_else(|p| p.into_inner()).push(idle_child.id());
+    let dir = std::env::temp_dir().join(format!("splitway-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let setup = Setup {
+        splitway_bin: splitway_binary()?,
+        squid_bin: which("squid").filter(|_| !smoke),
+        tinyproxy_bin: which("tinyproxy").filter(|_| !smoke),
+        ports: vec![up.tls.port(), up.plain.port(), idle_port],
+        dir: dir.clone(),
+        children,
+    };
+    let mut notes = Vec::new();
+    for (name, bin) in [("squid", &setup.squid_bin), ("tinyproxy", &setup.tinyproxy_bin)] {
+        if bin.is_none() && !smoke {
+            notes.push(format!("{name} is not installed: skipped (apt-get install {name})"));
+        }
+    }
+    let filter = env_list("BENCH_CONTENDERS");
+    let kinds: Vec<Kind> = setup.kinds().into_iter().filter(|k| filter.as_ref().is_none_or(|f| f.iter().any(|x| x == k.name()))).collect();
+    let mut contenders = vec!["direct".to_owned()];
+    contenders.extend(kinds.iter().map(|k| k.name().to_owned()));
+
+    let env = Arc::new(Env {
+        tls: up.tls,
+        plain: up.plain,
+        idle: ([127, 0, 0, 1], idle_port).into(),
+        client_config: up.client_config.clone(),
+        run: Duration::from_secs_f64(run_secs),
+        bulk_bytes: bulk_mb << 20,
+    });
+    // The generator: one thread, so its cost is the same for every contender.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut runs = Runs::default();
+    let mut running: Vec<Proxy> = kinds.iter().map(|&k| setup.start(k)).collect::<Result<_, _>>()?;
+    eprintln!("contenders: {}; {} reps of {run_secs}s", contenders.join(", "), reps);
+
+    // Warm-up: TLS session caches, the proxies' first allocations, the CPU's clocks.
+    let warm = Arc::new(Env { run: Duration::from_millis(500), bulk_bytes: 0, ..clone_env(&env) });
+    for p in std::iter::once(None).chain(running.iter().map(Some)) {
+        let via = p.map_or(Via::Direct, |p| Via::Proxy(p.addr));
+        rt.block_on(workloads::fresh(warm.clone(), via, true, || None));
+    }
+
+    for rep in 0..reps {
+        for &w in WORKLOADS.iter().filter(|w| wanted(w)) {
+            for i in 0..=running.len() {
+                let (name, via, proxy) = match i {
+                    0 => ("direct", Via::Direct, None),
+                    _ => (running[i - 1].kind.name(), Via::Proxy(running[i - 1].addr), Some(&running[i - 1])),
+                };
+                let cpu = || proxy.and_then(Proxy::cpu_time);
+                let s = rt.block_on(async {
+                    match w {
+                        "fresh-tls" => workloads::fresh(env.clone(), via, true, cpu).await,
+                        "fresh-plain" => workloads::fresh(env.clone(), via, false, cpu).await,
+                        "keepalive" => workloads::keepalive(env.clone(), via, cpu).await,
+                        "bulk" => workloads::bulk(env.clone(), via, cpu).await,
+                        _ => workloads::forward(env.clone(), via, cpu).await,
+                    }
+                });
+                eprintln!("rep {} {w:<12} {name:<10} {}", rep + 1, brief(&s));
+                runs.add(w, name, s);
+            }
+            // A proxy that died must not silently turn into a column of failures.
+            for p in running.iter_mut() {
+                if !p.alive() {
+                    notes.push(format!("{} exited during {w} (rep {}); restarted", p.kind.name(), rep + 1));
+                    *p = setup.start(p.kind)?;
+                }
+            }
+        }
+        if wanted("idle") {
+            for &n in &idle_counts {
+                for &k in &kinds {
+                    let name = format!("idle-{n}");
+                    // A fresh process: memory an allocator kept from earlier runs would hide growth.
+                    let p = setup.start(k)?;
+                    let s = rt.block_on(idle::idle(env.clone(), &p, n));
+                    eprintln!("rep {} {name:<12} {:<10} {}", rep + 1, k.name(), brief(&s));
+                    runs.add(&name, k.name(), s);
+                    drop(p);
+                    // Let the closed sockets drain before the next measurement.
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    drop(running);
+    let _ = idle_child.kill();
+    let _ = idle_child.wait();
+
+    let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| w.to_string()).collect();
+    workloads.extend(idle_counts.iter().map(|n| format!("idle-{n}")));
+    let rows = report::rows(&runs, &workloads, &contenders);
+    notes.extend(report::error_notes(&runs));
+    let machine = machine();
+    let table = report::table(&rows, &contenders);
+    println!("\n{machine}\n\n{table}");
+    for n in &notes {
+        println!("note: {n}");
+    }
+    let header = serde_json::json!({
+        "command": "cargo bench --bench load",
+        "machine": machine,
+        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts },
+        "contenders": contenders,
+        "table_markdown": table,
+    });
+    let json = serde_json::to_string_pretty(&report::json(&rows, &runs, header, &notes))?;
+    let picture = svg::render(&rows, &contenders, &format!("{machine}; {reps} reps of {run_secs}s; concurrency {}", workloads::CONCURRENCY));
+    let _ = std::fs::remove_dir_all(&dir);
+    if smoke {
+        // Errors on loopback mean a broken harness or proxy; speed is never judged here.
+        let errors: u64 = runs.samples.values().flatten().map(|s| s.errors).sum();
+        return if errors == 0 && !json.is_empty() && !picture.is_empty() { Ok(()) } else { Err(format!("{errors} errors in the smoke run").into()) };
+    }
+    std::fs::write(target_dir.join("bench-results.json"), &json)?;
+    std::fs::write(target_dir.join("bench-results.svg"), &picture)?;
+    if std::env::var_os("BENCH_NO_SAVE").is_none() {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+        std::fs::create_dir_all(&results)?;
+        std::fs::write(results.join("latest.json"), &json)?;
+        std::fs::write(results.join("latest.svg"), &picture)?;
+    }
+    Ok(())
+}
+
+fn clone_env(e: &Env) -> Env {
+    Env { client_config: e.client_config.clone(), ..*e }
+}
+
+fn brief(s: &Sample) -> String {
+    let rate = if s.secs > 0.0 { s.requests as f64 / s.secs } else { 0.0 };
+    let mut out = format!("{} req in {:.2}s ({rate:.0}/s), {} MB, {} errors", s.requests, s.secs, s.bytes / 1_000_000, s.errors);
+    if let Some(k) = s.kib_per_tunnel {
+        out.push_str(&format!(", {k:.1} KiB/tunnel"));
+    }
+    if let Some(e) = &s.first_error {
+        out.push_str(&format!(" (first: {e})"));
+    }
+    out
+}
+
+/// `target/` of this build: the bench executable lives in `target/release/deps/`.
+fn target_dir() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors().nth(3).map(Path::to_path_buf).ok_or_else(|| std::io::Error::other("no target dir above the bench executable"))
+}
+
+/// The splitway binary of this build: cargo builds a package's binaries for its benches, into
+/// the profile directory above `deps/` (`target/release/` for `cargo bench`, whose profile is
+/// the release profile; `target/debug/` in the smoke run of `cargo test`).
+fn splitway_binary() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.ancestors().nth(2).map(|profile| profile.join("splitway"));
+    match bin {
+        Some(bin) if bin.exists() => Ok(bin),
+        _ => Err(std::io::Error::other("no splitway binary beside the bench: run `cargo build --release --bin splitway` first")),
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists())
+}
+
+/// The `idle` upstream, in its own process so that its sockets do not count against the
+/// generator's open-file limit. Its stdin is our pipe: it exits when we do.
+fn spawn_idle_upstream() -> std::io::Result<(Child, u16)> {
+    let mut child = Command::new(std::env::current_exe()?).arg("--upstream-child").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let port = line.trim().parse().map_err(|_| std::io::Error::other(format!("upstream child said `{line}`")))?;
+    Ok((child, port))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned())).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{nproc} CPUs ({cpu}), Linux {}", kernel.trim())
+}

@@ -1,0 +1,251 @@
+//! The contenders: splitway (the release binary), squid and tinyproxy, each a child process on
+//! a loopback port with a config written to a temp dir, plus what /proc says about them.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which proxy a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Splitway,
+    Squid,
+    Tinyproxy,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Splitway => "splitway",
+            Kind::Squid => "squid",
+            Kind::Tinyproxy => "tinyproxy",
+        }
+    }
+}
+
+/// Where things are and which ports CONNECT must allow.
+pub(crate) struct Setup {
+    pub(crate) splitway_bin: PathBuf,
+    pub(crate) squid_bin: Option<PathBuf>,
+    pub(crate) tinyproxy_bin: Option<PathBuf>,
+    pub(crate) ports: Vec<u16>,
+    pub(crate) dir: PathBuf,
+    /// Every child alive now, for the signal handler to kill (Drop does not run on a signal).
+    pub(crate) children: Children,
+}
+
+/// Pids of running children.
+pub(crate) type Children = Arc<Mutex<Vec<u32>>>;
+
+/// On SIGINT or SIGTERM, kills every child still running, then exits.
+pub(crate) fn kill_children_on_signal(children: Children) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        for pid in children.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        std::process::exit(130);
+    });
+}
+
+/// A running proxy; killed when dropped.
+pub(crate) struct Proxy {
+    pub(crate) kind: Kind,
+    pub(crate) addr: SocketAddr,
+    child: Child,
+    children: Children,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let pid = self.child.id();
+        self.children.lock().unwrap_or_else(|p| p.into_inner()).retain(|&p| p != pid);
+    }
+}
+
+impl Proxy {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU time the process (all its threads) has used.
+    pub(crate) fn cpu_time(&self) -> Option<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the `(comm)`, which may itself hold spaces; utime and stime are fields
+        // 14 and 15, in USER_HZ ticks (100 per second on Linux, whatever the kernel HZ).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
+    /// Resident set size in KiB.
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Setup {
+    /// The contenders that are installed, in report order.
+    pub(crate) fn kinds(&self) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Splitway];
+        if self.squid_bin.is_some() {
+            kinds.push(Kind::Squid);
+        }
+        if self.tinyproxy_bin.is_some() {
+            kinds.push(Kind::Tinyproxy);
+        }
+        kinds
+    }
+
+    /// Starts one proxy and waits until it accepts connections.
+    pub(crate) fn start(&self, kind: Kind) -> io::Result<Proxy> {
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let dir = self.dir.join(format!("{}-{port}", kind.name()));
+        fs::create_dir_all(&dir)?;
+        // squid drops to its `proxy` user, which must be able to write here.
+        let _ = Command::new("chmod").arg("0777").arg(&dir).status();
+        let ports = self.ports.iter().map(u16::to_string).collect::<Vec<_>>();
+        let mut cmd = match kind {
+            Kind::Splitway => {
+                let conf = dir.join("splitway.toml");
+                fs::write(&conf, splitway_config(addr, &ports))?;
+                let mut c = Command::new(&self.splitway_bin);
+                c.arg("run").arg("--config").arg(conf);
+                c
+            }
+            Kind::Squid => {
+                let conf = dir.join("squid.conf");
+                fs::write(&conf, squid_config(addr, &ports, &dir))?;
+                let mut c = Command::new(self.squid_bin.as_ref().expect("installed"));
+                c.arg("-N").arg("-f").arg(conf);
+                c
+            }
+            Kind::Tinyproxy => {
+                let conf = dir.join("tinyproxy.conf");
+                fs::write(&conf, tinyproxy_config(addr, &ports, &dir))?;
+                let mut c = Command::new(self.tinyproxy_bin.as_ref().expect("installed"));
+                c.arg("-d").arg("-c").arg(conf);
+                c
+            }
+        };
+        let log = fs::File::create(dir.join("stderr.log"))?;
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?;
+        self.children.lock().unwrap_or_else(|p| p.into_inner()).push(child.id());
+        let mut proxy = Proxy { kind, addr, child, children: self.children.clone() };
+        wait_listening(&mut proxy, &dir)?;
+        Ok(proxy)
+    }
+}
+
+fn wait_listening(proxy: &mut Proxy, dir: &Path) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if !proxy.alive() {
+            let log = fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+            return Err(io::Error::other(format!("{} exited at start-up: {log}", proxy.kind.name())));
+        }
+        if std::net::TcpStream::connect(proxy.addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(io::Error::other(format!("{} did not listen on {} within 20s", proxy.kind.name(), proxy.addr)))
+}
+
+/// A port free now; the proxy binds it a moment later (a small race, fine on a quiet loopback).
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Routes with `addresses`, as a sidecar config would pin an endpoint; the deny list is
+/// emptied because the upstream is on loopback. Logging stays at its default (`info`: one
+/// line per tunnel), as deployed; the peers log each request too.
+fn splitway_config(addr: SocketAddr, ports: &[String]) -> String {
+    format!(
+        r#"[proxy]
+listen = "{addr}"
+connect_ports = [{ports}]
+max_connections = 20000
+deny_destinations = []
+
+[[route]]
+name = "bench-upstream"
+hosts = ["{name}"]
+addresses = ["127.0.0.1"]
+
+[[route]]
+name = "bench-loopback"
+hosts = ["127.0.0.1"]
+addresses = ["127.0.0.1"]
+"#,
+        ports = ports.join(", "),
+        name = super::upstream::TLS_NAME,
+    )
+}
+
+/// Cache off, every client and CONNECT port allowed, no `to_localhost` denial, access log
+/// written (to /dev/null) as splitway writes its own.
+fn squid_config(addr: SocketAddr, ports: &[String], dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "http_port {addr}
+acl SSL_ports port {ports}
+acl Safe_ports port {ports}
+acl CONNECT method CONNECT
+http_access allow all
+cache deny all
+cache_mem 0 MB
+access_log stdio:/dev/null
+cache_log {d}/cache.log
+cache_store_log none
+pid_filename {d}/squid.pid
+coredump_dir {d}
+max_filedescriptors 20000
+shutdown_lifetime 0 seconds
+via on
+",
+        ports = ports.join(" "),
+    )
+}
+
+/// `MaxClients` raised: its default of 100 would cap concurrency, not measure it.
+fn tinyproxy_config(addr: SocketAddr, ports: &[String], dir: &Path) -> String {
+    let connect_ports: String = ports.iter().map(|p| format!("ConnectPort {p}\n")).collect();
+    format!(
+        "User nobody
+Group nogroup
+Port {port}
+Listen {ip}
+Timeout 600
+MaxClients 20000
+LogLevel Info
+LogFile \"/dev/null\"
+PidFile \"{d}/tinyproxy.pid\"
+{connect_ports}",
+        port = addr.port(),
+        ip = addr.ip(),
+        d = dir.display(),
+    )
+}
