@@ -167,7 +167,7 @@ impl Config {
     /// Parses and validates a config from TOML text; `origin` names it in errors.
     pub fn from_toml(src: &str, origin: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError::from_toml(origin, src, &e))?;
-        let ctx = error::Ctx { origin, src };
+        let ctx = error::Ctx::new(origin, src);
         let mut resolvers = BTreeMap::new();
         resolvers.insert("system".to_owned(), ResolverSettings::system_default());
         for (name, table) in &raw.resolver {

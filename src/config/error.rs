@@ -55,11 +55,19 @@ impl ConfigError {
 pub(super) struct Ctx<'a> {
     pub(super) origin: &'a str,
     pub(super) src: &'a str,
+    /// Offsets of every `\n`, so a line number is a binary search (configs with thousands of
+    /// routes look up several lines per route).
+    newlines: Vec<usize>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub(super) fn new(origin: &'a str, src: &'a str) -> Self {
+        let newlines = src.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i).collect();
+        Ctx { origin, src, newlines }
+    }
+
     pub(super) fn line(&self, offset: usize) -> usize {
-        line_of(self.src, offset)
+        self.newlines.partition_point(|&nl| nl < offset) + 1
     }
 
     /// The line where `key = ` is written in the table starting at `span` (toml spans an
