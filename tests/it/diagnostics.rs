@@ -1,21 +1,9 @@
 //! Readiness that checks real dependencies, and `/debug/route` on the admin listener.
 
-use std::net::SocketAddr;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::client::admin_get;
 use crate::support::*;
 
-async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).await.expect("admin listener");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
-}
 
 #[tokio::test]
 async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachable() {

@@ -3,24 +3,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::client::admin_get;
 use crate::support::*;
 
 const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
 
-async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).await.expect("admin listener");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
-}
 
 /// A tunnel with its TLS session up and no request sent yet.
 async fn open_tls(proxy: SocketAddr, host: &str) -> tokio_rustls::client::TlsStream<TcpStream> {

@@ -3,15 +3,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::client::handshake_and_get;
 use crate::support::*;
 
 /// Writes at most one byte per call, so every byte of the ClientHello is its own TCP segment
@@ -44,10 +42,10 @@ async fn open_tunnel(proxy: &TestProxy, host: &str) -> TcpStream {
     stream
 }
 
-fn tls_config(max_fragment: Option<usize>) -> Arc<rustls::ClientConfig> {
+fn tls_config(max_fragment: Option<usize>) -> rustls::ClientConfig {
     let mut config = crate::support::pki::client_config(&aws_net().ca_der);
     config.max_fragment_size = max_fragment;
-    Arc::new(config)
+    config
 }
 
 #[tokio::test]
@@ -73,11 +71,7 @@ async fn client_hello_in_one_byte_segments_passes() {
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let host = execute_api_host(PRIVATE_API_ID, REGION);
     let stream = OneByteWrites(open_tunnel(&proxy, &host).await);
-    let tls = TlsConnector::from(tls_config(None))
-        .connect(ServerName::try_from(host.clone()).unwrap(), stream)
-        .await
-        .expect("handshake through the tunnel");
-    let (status, body) = get_over_tls(tls, &host).await;
+    let (status, body) = handshake_and_get(tls_config(None), stream, &host).await;
     assert_eq!(status, 200, "{body}");
     proxy.assert_no_leaks().await;
     proxy.stop().await;
@@ -90,11 +84,7 @@ async fn client_hello_in_many_small_records_passes() {
     let host = CUSTOM_DOMAIN.to_owned();
     let stream = open_tunnel(&proxy, &host).await;
     // rustls' smallest fragment size: the hello spans many TLS records.
-    let tls = TlsConnector::from(tls_config(Some(32)))
-        .connect(ServerName::try_from(host.clone()).unwrap(), stream)
-        .await
-        .expect("handshake through the tunnel");
-    let (status, body) = get_over_tls(tls, &host).await;
+    let (status, body) = handshake_and_get(tls_config(Some(32)), stream, &host).await;
     assert_eq!(status, 200, "{body}");
     proxy.assert_no_leaks().await;
     proxy.stop().await;

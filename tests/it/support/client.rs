@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, Error as TlsError};
+use rustls::{CertificateError, ClientConfig, Error as TlsError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -371,4 +371,26 @@ fn ca_file(net: &AwsNet) -> PathBuf {
         path
     })
     .clone()
+}
+
+/// A TLS handshake with `config` over `stream` (any transport, e.g. one that slices writes),
+/// then `GET /` with `Host: host`; returns the status and body.
+pub(crate) async fn handshake_and_get<S>(config: ClientConfig, stream: S, host: &str) -> (u16, String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from(host.to_owned()).expect("a valid server name");
+    let tls = TlsConnector::from(Arc::new(config)).connect(name, stream).await.expect("handshake through the tunnel");
+    get_over_tls(tls, host).await
+}
+
+/// `GET path` on an admin listener; returns the status and body.
+pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(admin).await.expect("admin listener");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("send to the admin listener");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read the admin answer");
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
