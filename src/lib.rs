@@ -125,9 +125,10 @@ impl Proxy {
             let runtime = shared.runtime();
             runtime.prefetch().await;
             let handle = ProxyHandle { shared: shared.clone() };
-            handle.check_dependencies().await;
+            let failing = handle.check_dependencies().await;
             shared.ready.set_ready();
-            tracing::info!("ready");
+            // Start-up is over; /readyz also wants every dependency check to pass.
+            tracing::info!(failing_checks = failing.len(), "ready");
             let refresher = runtime.refresher();
             drop(runtime);
             let checks = async {
