@@ -195,6 +195,18 @@ impl ProxyHandle {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
+    /// Resolves once no task runs for a client (connections, tunnels). Meant for tests and
+    /// shutdown checks: while it waits, the tracker is closed, and it is reopened after
+    /// unless the drain has begun.
+    pub async fn wait_tasks_done(&self) {
+        let tracker = &self.shared.tracker;
+        tracker.close();
+        tracker.wait().await;
+        if !self.shared.draining.is_cancelled() {
+            tracker.reopen();
+        }
+    }
+
     /// Tasks the proxy is running for clients (connections and tunnels).
     pub fn tasks(&self) -> usize {
         self.shared.tracker.len()

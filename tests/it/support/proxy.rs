@@ -45,13 +45,10 @@ impl TestProxy {
         tokio::time::timeout(std::time::Duration::from_secs(20), self.handle.wait_idle())
             .await
             .expect("client connections still open 20s after the clients finished");
-        // The last guard drops inside its task; give that task its final poll.
-        for _ in 0..10_000 {
-            if self.handle.tasks() == 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        // The last guard drops inside its task; wait for that task to finish too.
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.handle.wait_tasks_done())
+            .await
+            .expect("proxy tasks still running 20s after the clients finished");
         assert_eq!(self.handle.open_connections(), 0, "open client connections");
         assert_eq!(self.handle.tasks(), 0, "proxy tasks left running");
     }
