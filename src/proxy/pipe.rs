@@ -1,8 +1,8 @@
 //! The byte pipe of a tunnel: copies both ways until both sides finish or the tunnel has been
 //! silent for `idle_timeout`, counting bytes each way.
 //!
-//! A tunnel holds no copy buffer while it waits. Each direction waits for its source to be
-//! readable and its destination writable, then reads into the worker thread's scratch buffer
+//! A tunnel holds no copy buffer while it waits. Each direction waits for its destination to
+//! be writable and its source readable, then reads into the worker thread's scratch buffer
 //! and writes straight out; only bytes the destination would not take at once are copied to
 //! the heap, until written. An idle tunnel costs its task and sockets, not 2 × buffer size, and
 //! the scratch buffer can be large (fewer system calls per byte on bulk transfers).
@@ -99,47 +99,49 @@ enum Step {
     Moved(usize),
     /// Read `n` bytes; the destination took only part: `rest` is still to be written.
     Partial { n: usize, rest: Vec<u8> },
-    /// Readiness was stale: nothing to read after all.
-    Nothing,
     Eof,
 }
 
-/// One direction: readable source and writable destination first, then a read and a write
-/// with no await between them, so the scratch buffer is never held across one.
-async fn one_way(from: ReadHalf<'_>, mut to: WriteHalf<'_>, from_client: bool, activity: &Activity, started: Instant) -> io::Result<()> {
+/// One direction: a writable destination first (so a slow reader throttles the source), then
+/// a read and a write within one poll, so the scratch buffer is never held across an await.
+async fn one_way(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, from_client: bool, activity: &Activity, started: Instant) -> io::Result<()> {
     loop {
-        from.readable().await?;
         to.writable().await?;
-        match step(&from, &to)? {
+        match std::future::poll_fn(|cx| step(cx, &mut from, &to)).await? {
             Step::Moved(n) => activity.moved(from_client, n, started),
             Step::Partial { n, rest } => {
                 activity.moved(from_client, n, started);
                 to.write_all(&rest).await?;
             }
-            Step::Nothing => {}
             // Half-close: the other direction keeps going (RFC 9112 §9.6 leaves it to the ends).
             Step::Eof => return to.shutdown().await,
         }
     }
 }
 
-fn step(from: &ReadHalf<'_>, to: &WriteHalf<'_>) -> io::Result<Step> {
+/// Reads through `poll_read`, not `try_read`: tokio then takes a short read as proof the
+/// socket is drained and waits for the next edge, instead of one more `recv` that would
+/// answer EAGAIN after every message.
+fn step(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &WriteHalf<'_>) -> Poll<io::Result<Step>> {
     SCRATCH.with_borrow_mut(|buf| {
-        let n = match from.try_read(buf) {
-            Ok(0) => return Ok(Step::Eof),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Nothing),
-            Err(e) => return Err(e),
-        };
+        let mut read = ReadBuf::new(buf);
+        if let Err(e) = std::task::ready!(Pin::new(from).poll_read(cx, &mut read)) {
+            return Poll::Ready(Err(e));
+        }
+        let data = read.filled();
+        if data.is_empty() {
+            return Poll::Ready(Ok(Step::Eof));
+        }
         let mut sent = 0;
-        while sent < n {
-            match to.try_write(&buf[sent..n]) {
+        while sent < data.len() {
+            match to.try_write(&data[sent..]) {
                 Ok(m) => sent += m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        Ok(if sent == n { Step::Moved(n) } else { Step::Partial { n, rest: buf[sent..n].to_vec() } })
+        let n = data.len();
+        Poll::Ready(Ok(if sent == n { Step::Moved(n) } else { Step::Partial { n, rest: data[sent..].to_vec() } }))
     })
 }
 
@@ -157,7 +159,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.activity.moved(self.from_client, n as usize, self.started);
+            self.activity.moved(self.from_client, n, self.started);
         }
         poll
     }
