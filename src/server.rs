@@ -133,7 +133,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accept(&shared, accepted),
+            accepted = listener.accept() => {
+                if !accept(&shared, accepted) {
+                    // EMFILE leaves the connection in the backlog: retrying at once would spin
+                    // a core until a descriptor is freed.
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
         }
     }
     shared.ready.set_draining();
@@ -152,18 +158,26 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
                 shared.tracker.wait().await;
                 break;
             }
-            accepted = listener.accept() => accept(&shared, accepted),
+            accepted = listener.accept() => {
+                if !accept(&shared, accepted) {
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
         }
     }
 }
 
-fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::SocketAddr)>) {
+/// How long the accept loop pauses after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// Serves or refuses one accepted connection; `false` when the accept itself failed.
+fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::SocketAddr)>) -> bool {
     let (stream, client) = match accepted {
         Ok(a) => a,
         Err(e) => {
-            // EMFILE and friends: the listener stays up; the client sees a reset.
+            // EMFILE and friends: the listener stays up; the client waits in the backlog.
             tracing::warn!(error = %e, "accept failed");
-            return;
+            return false;
         }
     };
     let _ = stream.set_nodelay(true);
@@ -171,7 +185,7 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         let max = shared.runtime().config.proxy.max_connections;
         shared.metrics.connection_rejected();
         shared.tracker.spawn(contain(refuse_over_limit(stream, max), "refusal", shared.metrics.clone()));
-        return;
+        return true;
     };
     shared.open.send_modify(|n| *n += 1);
     let guard = Arc::new(ConnGuard {
@@ -191,6 +205,7 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         client_hello_timeout: limits.client_hello_timeout,
     };
     guard.spawn("connection", serve_connection(stream, ctx, limits));
+    true
 }
 
 async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {

@@ -9,7 +9,9 @@
 //! Knobs (environment): `BENCH_SECS` (length of one run, default 3), `BENCH_REPS` (default 3),
 //! `BENCH_ONLY` (comma-separated workloads), `BENCH_CONTENDERS` (comma-separated),
 //! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
-//! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results).
+//! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results); for A/B runs
+//! while optimising, `BENCH_SPLITWAY_B` (another splitway binary, contender `splitway-b`) and
+//! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only).
 
 mod client;
 mod idle;
@@ -78,6 +80,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let setup = Setup {
         splitway_bin: splitway_binary()?,
+        splitway_b: std::env::var_os("BENCH_SPLITWAY_B").map(|bin| {
+            let vars = env_list("BENCH_SPLITWAY_B_ENV").unwrap_or_default();
+            (PathBuf::from(bin), vars.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        }),
         squid_bin: which("squid").filter(|_| !smoke),
         tinyproxy_bin: which("tinyproxy").filter(|_| !smoke),
         ports: vec![up.tls.port(), up.plain.port(), idle_port],

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Splitway,
+    /// A second splitway build or setting, for A/B comparisons while optimising.
+    SplitwayB,
     Squid,
     Tinyproxy,
 }
@@ -21,6 +23,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Splitway => "splitway",
+            Kind::SplitwayB => "splitway-b",
             Kind::Squid => "squid",
             Kind::Tinyproxy => "tinyproxy",
         }
@@ -30,6 +33,8 @@ impl Kind {
 /// Where things are and which ports CONNECT must allow.
 pub(crate) struct Setup {
     pub(crate) splitway_bin: PathBuf,
+    /// `BENCH_SPLITWAY_B` (a binary) and `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` for it).
+    pub(crate) splitway_b: Option<(PathBuf, Vec<(String, String)>)>,
     pub(crate) squid_bin: Option<PathBuf>,
     pub(crate) tinyproxy_bin: Option<PathBuf>,
     pub(crate) ports: Vec<u16>,
@@ -109,6 +114,9 @@ impl Setup {
     /// The contenders that are installed, in report order.
     pub(crate) fn kinds(&self) -> Vec<Kind> {
         let mut kinds = vec![Kind::Splitway];
+        if self.splitway_b.is_some() {
+            kinds.push(Kind::SplitwayB);
+        }
         if self.squid_bin.is_some() {
             kinds.push(Kind::Squid);
         }
@@ -128,11 +136,15 @@ impl Setup {
         let _ = Command::new("chmod").arg("0777").arg(&dir).status();
         let ports = self.ports.iter().map(u16::to_string).collect::<Vec<_>>();
         let mut cmd = match kind {
-            Kind::Splitway => {
+            Kind::Splitway | Kind::SplitwayB => {
                 let conf = dir.join("splitway.toml");
                 fs::write(&conf, splitway_config(addr, &ports))?;
-                let mut c = Command::new(&self.splitway_bin);
-                c.arg("run").arg("--config").arg(conf);
+                let (bin, vars) = match (&self.splitway_b, kind) {
+                    (Some((bin, vars)), Kind::SplitwayB) => (bin, vars.as_slice()),
+                    _ => (&self.splitway_bin, &[][..]),
+                };
+                let mut c = Command::new(bin);
+                c.arg("run").arg("--config").arg(conf).envs(vars.iter().map(|(k, v)| (k, v)));
                 c
             }
             Kind::Squid => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -89,7 +89,7 @@ impl Tunnel {
         metrics.tunnel_opened(&self.route.name);
         let activity = Arc::new(Activity::default());
         let end = tokio::select! {
-            end = self.relay(TokioIo::new(upgraded), &activity) => end,
+            end = self.relay(upgraded, &activity) => end,
             () = guard.cancelled() => Ok(TunnelEnd::Cancelled),
         };
         let (up, down) = (activity.client_to_upstream.load(Ordering::Relaxed), activity.upstream_to_client.load(Ordering::Relaxed));
@@ -106,28 +106,57 @@ impl Tunnel {
         }
     }
 
-    /// SNI check (when pinned), then the byte pipe.
-    async fn relay<C>(&mut self, mut client: C, activity: &Arc<Activity>) -> Result<TunnelEnd, Rejection>
-    where
-        C: AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        if let Some(expected) = &self.expect_sni {
-            let mut first = Vec::new();
-            match read_client_hello(&mut client, &mut first, self.hello_timeout).await {
-                Ok(sni) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
-                Ok(sni) => return Err(Rejection::Mismatch(sni.unwrap_or_default())),
-                Err(r) => return Err(r),
+    /// SNI check (when pinned), then the byte pipe. hyper hands back the client's own
+    /// `TcpStream` (and any bytes it read past the CONNECT head), so the pipe can wait on
+    /// readiness without holding a buffer; any other I/O type takes the generic copy.
+    async fn relay(&mut self, upgraded: Upgraded, activity: &Arc<Activity>) -> Result<TunnelEnd, Rejection> {
+        let end = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let mut client = parts.io.into_inner();
+                let early = parts.read_buf;
+                if let Some(end) = self.preamble(&mut client, &early, activity).await? {
+                    return Ok(end);
+                }
+                // Even empty, it may share hyper's whole read buffer: let it go before idling.
+                drop(early);
+                pipe::run(&mut client, &mut self.stream, self.idle_timeout, activity).await
             }
-            activity.client_to_upstream.fetch_add(first.len() as u64, Ordering::Relaxed);
-            if self.stream.write_all(&first).await.is_err() {
-                return Ok(TunnelEnd::Error);
+            Err(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                if let Some(end) = self.preamble(&mut client, &[], activity).await? {
+                    return Ok(end);
+                }
+                pipe::run_generic(client, &mut self.stream, self.idle_timeout, activity.clone()).await
             }
-        }
-        Ok(match pipe::run(client, &mut self.stream, self.idle_timeout, activity.clone()).await {
+        };
+        Ok(match end {
             PipeEnd::Closed => TunnelEnd::Closed,
             PipeEnd::Idle => TunnelEnd::Idle,
             PipeEnd::Error(_) => TunnelEnd::Error,
         })
+    }
+
+    /// Reads the ClientHello when SNI is pinned, then forwards it and whatever the client sent
+    /// early (`early`: bytes that arrived with the CONNECT head). `Some` ends the tunnel.
+    async fn preamble<C>(&mut self, client: &mut C, early: &[u8], activity: &Activity) -> Result<Option<TunnelEnd>, Rejection>
+    where
+        C: AsyncRead + Unpin,
+    {
+        let mut first = early.to_vec();
+        if let Some(expected) = &self.expect_sni {
+            match read_client_hello(client, &mut first, self.hello_timeout).await {
+                Ok(sni) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
+                Ok(sni) => return Err(Rejection::Mismatch(sni.unwrap_or_default())),
+                Err(r) => return Err(r),
+            }
+        }
+        if !first.is_empty() {
+            activity.client_to_upstream.fetch_add(first.len() as u64, Ordering::Relaxed);
+            if self.stream.write_all(&first).await.is_err() {
+                return Ok(Some(TunnelEnd::Error));
+            }
+        }
+        Ok(None)
     }
 
     fn log_closed(&self, end: &str, up: u64, down: u64) {

@@ -1,0 +1,99 @@
+//! The readiness-driven pipe over real loopback sockets: bytes and counts both ways,
+//! half-closes, a destination slower than its source, and the idle timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Activity, PipeEnd, run};
+
+/// A connected pair: (the end a test drives, the end the pipe owns).
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (outer.expect("connect"), accepted.expect("accept").0)
+}
+
+fn spawn_pipe(mut client: TcpStream, mut upstream: TcpStream, idle: Duration) -> (Arc<Activity>, tokio::task::JoinHandle<PipeEnd>) {
+    let activity = Arc::new(Activity::default());
+    let a = activity.clone();
+    (activity, tokio::spawn(async move { run(&mut client, &mut upstream, idle, &a).await }))
+}
+
+#[tokio::test]
+async fn bytes_cross_both_ways_and_half_closes_propagate() {
+    let (mut app, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let (activity, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
+
+    app.write_all(b"hello").await.expect("write");
+    app.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    origin.read_to_end(&mut got).await.expect("origin reads to EOF");
+    assert_eq!(got, b"hello");
+
+    // The other direction still works after the client's half-close.
+    origin.write_all(b"world!").await.expect("write back");
+    origin.shutdown().await.expect("close");
+    let mut back = Vec::new();
+    app.read_to_end(&mut back).await.expect("app reads to EOF");
+    assert_eq!(back, b"world!");
+
+    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Closed);
+    assert_eq!(activity.client_to_upstream.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(activity.upstream_to_client.load(std::sync::atomic::Ordering::Relaxed), 6);
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_every_byte_in_order() {
+    let (mut app, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let (activity, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
+    // Far more than the socket buffers hold, so writes to the app come back partial.
+    let data: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        origin.write_all(&sent).await.expect("origin writes");
+        origin.shutdown().await.expect("close");
+        origin
+    });
+    let mut got = Vec::with_capacity(data.len());
+    let mut chunk = vec![0u8; 7000];
+    loop {
+        let n = app.read(&mut chunk).await.expect("app reads");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        if got.len() % 5 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(got == data, "bytes differ: {} received of {}", got.len(), data.len());
+    drop(app);
+    drop(writer.await.expect("writer"));
+    assert!(matches!(pipe.await.expect("pipe task"), PipeEnd::Closed | PipeEnd::Error(_)));
+    assert_eq!(activity.upstream_to_client.load(std::sync::atomic::Ordering::Relaxed), data.len() as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_tunnel_ends_idle() {
+    let (_app, client_side) = pair().await;
+    let (upstream_side, _origin) = pair().await;
+    let (_, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(300));
+    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Idle);
+}
+
+#[tokio::test]
+async fn a_reset_ends_the_pipe_with_an_error() {
+    let (app, client_side) = pair().await;
+    let (upstream_side, _origin) = pair().await;
+    let (_, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
+    // SO_LINGER 0: close sends a reset instead of a FIN.
+    app.set_zero_linger().expect("linger");
+    drop(app);
+    assert!(matches!(pipe.await.expect("pipe task"), PipeEnd::Error(_)));
+}
