@@ -28,7 +28,11 @@ use std::hint::black_box;
 /// (without `--bench`), once per benchmark in a debug build, where parsing 10,000 routes takes
 /// minutes (config line lookup is quadratic), so the test run uses a smaller table.
 fn routes() -> usize {
-    if std::env::args().any(|a| a == "--bench") { 10_000 } else { 1_000 }
+    if std::env::args().any(|a| a == "--bench") {
+        10_000
+    } else {
+        1_000
+    }
 }
 
 /// Half exact names, half wildcards, one host each, and two resolvers to pick from.
@@ -40,7 +44,9 @@ fn big_config(routes: usize) -> String {
         } else {
             (format!("*.svc{i}.region{}.example.net", i % 13), "public")
         };
-        toml.push_str(&format!("\n[[route]]\nname = \"r{i}\"\nhosts = [\"{host}\"]\nresolver = \"{resolver}\"\n"));
+        toml.push_str(&format!(
+            "\n[[route]]\nname = \"r{i}\"\nhosts = [\"{host}\"]\nresolver = \"{resolver}\"\n"
+        ));
     }
     toml
 }
@@ -58,7 +64,9 @@ fn route_lookup(c: &mut Criterion) {
     assert_eq!(&*table.lookup(&miss).name, "default");
     let mut g = c.benchmark_group(format!("route_lookup_{n}"));
     g.bench_function("exact", |b| b.iter(|| black_box(table.lookup(black_box(&exact)))));
-    g.bench_function("wildcard_depth3", |b| b.iter(|| black_box(table.lookup(black_box(&wildcard)))));
+    g.bench_function("wildcard_depth3", |b| {
+        b.iter(|| black_box(table.lookup(black_box(&wildcard))))
+    });
     g.bench_function("miss", |b| b.iter(|| black_box(table.lookup(black_box(&miss)))));
     g.finish();
 }
@@ -81,12 +89,18 @@ fn client_hello(name: &'static str) -> Vec<u8> {
 
 fn sni_parse(c: &mut Criterion) {
     let hello = client_hello("bmf11pk5je.execute-api.us-east-1.amazonaws.com");
-    let expected = Hello::Complete { sni: Some("bmf11pk5je.execute-api.us-east-1.amazonaws.com".into()) };
+    let expected = Hello::Complete {
+        sni: Some("bmf11pk5je.execute-api.us-east-1.amazonaws.com".into()),
+    };
     assert_eq!(sni::parse_client_hello(&hello, sni::MAX_CLIENT_HELLO), expected);
     let half = &hello[..hello.len() / 2];
     let mut g = c.benchmark_group("sni");
-    g.bench_function("client_hello_complete", |b| b.iter(|| sni::parse_client_hello(black_box(&hello), sni::MAX_CLIENT_HELLO)));
-    g.bench_function("client_hello_half", |b| b.iter(|| sni::parse_client_hello(black_box(half), sni::MAX_CLIENT_HELLO)));
+    g.bench_function("client_hello_complete", |b| {
+        b.iter(|| sni::parse_client_hello(black_box(&hello), sni::MAX_CLIENT_HELLO))
+    });
+    g.bench_function("client_hello_half", |b| {
+        b.iter(|| sni::parse_client_hello(black_box(half), sni::MAX_CLIENT_HELLO))
+    });
     g.finish();
 }
 
@@ -106,19 +120,29 @@ fn target_parse(c: &mut Criterion) {
 /// A DNS server that answers every A query with 10.0.0.1 (TTL 1h) and every other type with
 /// an empty NOERROR: all a cache-hit benchmark needs.
 async fn fake_dns() -> SocketAddr {
-    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 53), 0)).await.expect("bind fake DNS");
+    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 53), 0))
+        .await
+        .expect("bind fake DNS");
     let addr = socket.local_addr().expect("bound");
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         while let Ok((len, peer)) = socket.recv_from(&mut buf).await {
-            let Ok(req) = Message::from_vec(&buf[..len]) else { continue };
-            let Some(q) = req.queries.first().cloned() else { continue };
+            let Ok(req) = Message::from_vec(&buf[..len]) else {
+                continue;
+            };
+            let Some(q) = req.queries.first().cloned() else {
+                continue;
+            };
             let mut reply = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
             reply.metadata.recursion_desired = req.metadata.recursion_desired;
             reply.metadata.recursion_available = true;
             reply.queries = req.queries.clone();
             if q.query_type == RecordType::A {
-                reply.answers.push(Record::from_rdata(q.name.clone(), 3600, RData::A(A(Ipv4Addr::new(10, 0, 0, 1)))));
+                reply.answers.push(Record::from_rdata(
+                    q.name.clone(),
+                    3600,
+                    RData::A(A(Ipv4Addr::new(10, 0, 0, 1))),
+                ));
             }
             if let Ok(bytes) = reply.to_vec() {
                 let _ = socket.send_to(&bytes, peer).await;
@@ -137,7 +161,10 @@ fn now<F: Future>(f: F) -> F::Output {
 }
 
 fn dns_cache_hit(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let server = rt.block_on(fake_dns());
     let toml = format!("[resolver.fake]\nnameservers = [\"udp://{server}\"]\nmin_ttl = \"1h\"\nmax_ttl = \"1h\"\n");
     let config = Config::from_toml(&toml, "bench.toml").expect("valid resolver config");

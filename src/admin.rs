@@ -57,8 +57,9 @@ pub struct Check {
 }
 
 /// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON.
-pub type DebugRoute =
-    Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, String)> + Send>> + Send + Sync>;
+pub type DebugRoute = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, String)> + Send>> + Send + Sync,
+>;
 
 impl Default for Readiness {
     fn default() -> Self {
@@ -69,7 +70,10 @@ impl Default for Readiness {
 impl Readiness {
     /// Starting: `/readyz` answers 503 until [`Readiness::set_ready`].
     pub fn new() -> Self {
-        Self { state: watch::Sender::new(STARTING), checks: std::sync::Mutex::new(Vec::new()) }
+        Self {
+            state: watch::Sender::new(STARTING),
+            checks: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// Start-up is done: config loaded, proxy listener bound, start-up resolution finished.
@@ -208,22 +212,35 @@ impl Admin {
         let query = req.uri().query().unwrap_or("");
         let verbose = query.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose="));
         let response = match path {
-            "/healthz" | "/readyz" | "/metrics" | "/debug/route" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+            "/healthz" | "/readyz" | "/metrics" | "/debug/route"
+                if !matches!(*req.method(), Method::GET | Method::HEAD) =>
+            {
                 let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
                 // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
-                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 r
             }
             "/healthz" => response(StatusCode::OK, TEXT, "ok\n"),
             "/readyz" if verbose => {
-                let status = if self.ready.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                let status = if self.ready.is_ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 response(status, JSON, self.ready.verbose())
             }
             "/readyz" if self.ready.is_ready() => response(StatusCode::OK, TEXT, "ready\n"),
-            "/readyz" if self.ready.state() == "ready" => {
-                response(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready:\n{}\n", self.ready.failing()))
-            }
-            "/readyz" => response(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{}\n", self.ready.state())),
+            "/readyz" if self.ready.state() == "ready" => response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not ready:\n{}\n", self.ready.failing()),
+            ),
+            "/readyz" => response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("{}\n", self.ready.state()),
+            ),
             "/debug/route" => match (&self.debug, query.split('&').find_map(|kv| kv.strip_prefix("host="))) {
                 (Some(debug), Some(host)) if !host.is_empty() => {
                     let (status, body) = debug(host.to_owned()).await;
@@ -272,13 +289,25 @@ pub async fn health(addr: SocketAddr) -> Result<(), HealthError> {
     let io = |source| HealthError::Io { addr, source };
     let probe = async {
         let mut s = TcpStream::connect(addr).await.map_err(io)?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: splitway\r\nConnection: close\r\n\r\n").await.map_err(io)?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: splitway\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(io)?;
         let mut head = Vec::new();
         s.read_to_end(&mut head).await.map_err(io)?;
-        let status = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
-        if status.starts_with("HTTP/1.1 200") { Ok(()) } else { Err(HealthError::Unhealthy { addr, status }) }
+        let status = String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if status.starts_with("HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(HealthError::Unhealthy { addr, status })
+        }
     };
-    tokio::time::timeout(Duration::from_secs(2), probe).await.unwrap_or(Err(HealthError::Timeout(addr)))
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .unwrap_or(Err(HealthError::Timeout(addr)))
 }
 
 #[cfg(test)]

@@ -41,8 +41,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default for `[proxy] deny_destinations`: loopback, link-local (instance metadata) and "this
 /// network", the classic SSRF targets of a proxy beside an application.
-pub const DEFAULT_DENY_DESTINATIONS: &[&str] =
-    &["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"];
+pub const DEFAULT_DENY_DESTINATIONS: &[&str] = &["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"];
 
 /// The config used when no file is given: a plain forward proxy on the system resolver.
 pub const EMBEDDED_DEFAULT: &str = "\
@@ -119,7 +118,10 @@ pub struct ProxyAuth {
 
 impl std::fmt::Debug for ProxyAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyAuth").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("ProxyAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -201,7 +203,10 @@ impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { origin: origin.clone(), source: e })?;
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            origin: origin.clone(),
+            source: e,
+        })?;
         Self::from_toml(&src, &origin)
     }
 
@@ -221,21 +226,41 @@ impl Config {
         };
         let p = &self.proxy;
         if p.connect_ports.contains(&0) {
-            return Err(err(None, None, "proxy.connect_ports", "port 0 is not a valid port".into()));
+            return Err(err(
+                None,
+                None,
+                "proxy.connect_ports",
+                "port 0 is not a valid port".into(),
+            ));
         }
         if p.max_connections == 0 {
             return Err(err(None, None, "proxy.max_connections", "must be at least 1".into()));
         }
         if p.connect_timeout.is_zero() || p.idle_timeout.is_zero() {
-            return Err(err(None, None, "proxy.connect_timeout", "timeouts must be above zero".into()));
+            return Err(err(
+                None,
+                None,
+                "proxy.connect_timeout",
+                "timeouts must be above zero".into(),
+            ));
         }
         if let Some(auth) = &p.auth {
             // RFC 7617 §2: the user-id cannot contain a colon; an empty one is a typo.
             if auth.username.is_empty() || auth.username.contains(':') || auth.username.chars().any(char::is_control) {
-                return Err(err(None, None, "proxy.auth.username", "must be non-empty, without `:` or control characters".into()));
+                return Err(err(
+                    None,
+                    None,
+                    "proxy.auth.username",
+                    "must be non-empty, without `:` or control characters".into(),
+                ));
             }
             if auth.password.chars().any(char::is_control) {
-                return Err(err(None, None, "proxy.auth.password", "must not contain control characters".into()));
+                return Err(err(
+                    None,
+                    None,
+                    "proxy.auth.password",
+                    "must not contain control characters".into(),
+                ));
             }
         }
         for route in &self.routes {
@@ -254,9 +279,8 @@ impl Config {
                 ));
             }
         }
-        crate::routes::RouteTable::new(&self.routes).map_err(|clash| {
-            err(Some(clash.line), Some(&clash.route), "hosts", clash.to_string())
-        })?;
+        crate::routes::RouteTable::new(&self.routes)
+            .map_err(|clash| err(Some(clash.line), Some(&clash.route), "hosts", clash.to_string()))?;
         Ok(())
     }
 }

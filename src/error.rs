@@ -28,17 +28,43 @@ pub enum ProxyError {
     )]
     DestinationProhibited { route: String, host: String, addrs: String },
     #[error("route `{route}`: {addr} for {host} is this proxy's own listener; the request would loop")]
-    LoopToSelf { route: String, host: String, addr: SocketAddr },
+    LoopToSelf {
+        route: String,
+        host: String,
+        addr: SocketAddr,
+    },
     #[error("route `{route}`: no address for {host} via resolver `{resolver}`: {reason}")]
-    Dns { route: String, host: String, resolver: String, reason: String },
+    Dns {
+        route: String,
+        host: String,
+        resolver: String,
+        reason: String,
+    },
     #[error("route `{route}`: resolver `{resolver}` did not answer for {host} within {after:?}")]
-    DnsTimeout { route: String, host: String, resolver: String, after: Duration },
+    DnsTimeout {
+        route: String,
+        host: String,
+        resolver: String,
+        after: Duration,
+    },
     #[error("route `{route}`: {addr} refused the connection for {host}")]
-    ConnectionRefused { route: String, host: String, addr: SocketAddr },
+    ConnectionRefused {
+        route: String,
+        host: String,
+        addr: SocketAddr,
+    },
     #[error("route `{route}`: cannot reach {host}: {reason}")]
-    Unreachable { route: String, host: String, reason: String },
+    Unreachable {
+        route: String,
+        host: String,
+        reason: String,
+    },
     #[error("route `{route}`: no connection to {host} within {after:?} ([proxy] connect_timeout)")]
-    ConnectTimeout { route: String, host: String, after: Duration },
+    ConnectTimeout {
+        route: String,
+        host: String,
+        after: Duration,
+    },
     #[error("proxy is at [proxy] max_connections ({0}); retry later")]
     ConnectionLimit(usize),
     #[error("proxy authentication required")]
@@ -54,12 +80,8 @@ impl ProxyError {
             Self::Denied { .. }
             | Self::PortNotAllowed { .. }
             | Self::DestinationProhibited { .. }
-            | Self::LoopToSelf { .. } => {
-                StatusCode::FORBIDDEN
-            }
-            Self::Dns { .. } | Self::ConnectionRefused { .. } | Self::Unreachable { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            | Self::LoopToSelf { .. } => StatusCode::FORBIDDEN,
+            Self::Dns { .. } | Self::ConnectionRefused { .. } | Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::DnsTimeout { .. } | Self::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ConnectionLimit(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -86,7 +108,13 @@ impl ProxyError {
         let details: String = self
             .to_string()
             .chars()
-            .map(|c| if c == '"' || c == '\\' || c.is_control() { '\'' } else { c })
+            .map(|c| {
+                if c == '"' || c == '\\' || c.is_control() {
+                    '\''
+                } else {
+                    c
+                }
+            })
             .collect();
         format!("splitway; error={}; details=\"{details}\"", self.proxy_status())
     }

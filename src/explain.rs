@@ -51,12 +51,24 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
     let (action, names): (String, Vec<(Host, u16)>) = match &route.action {
         Action::Deny => ("deny (403)".into(), vec![]),
         Action::Addresses(list) => {
-            let a = list.iter().map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)).to_string());
-            (format!("connect to fixed addresses {}", a.collect::<Vec<_>>().join(", ")), vec![])
+            let a = list
+                .iter()
+                .map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)).to_string());
+            (
+                format!("connect to fixed addresses {}", a.collect::<Vec<_>>().join(", ")),
+                vec![],
+            )
         }
         Action::Connect(list) => {
-            let names = list.iter().map(|c| (c.host.clone(), c.port.unwrap_or(target.port))).collect::<Vec<_>>();
-            let shown = names.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(", then ");
+            let names = list
+                .iter()
+                .map(|c| (c.host.clone(), c.port.unwrap_or(target.port)))
+                .collect::<Vec<_>>();
+            let shown = names
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect::<Vec<_>>()
+                .join(", then ");
             (format!("connect to {shown} via resolver `{}`", route.resolver), names)
         }
         Action::Resolve => (
@@ -68,7 +80,11 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
         target: target.to_string(),
         route: route.name.to_string(),
         action,
-        sni: if crate::proxy::tunnel::expected_sni(&route, target).is_some() { "match" } else { "any" },
+        sni: if crate::proxy::tunnel::expected_sni(&route, target).is_some() {
+            "match"
+        } else {
+            "any"
+        },
         lookups: vec![],
         connect_to: None,
         error: None,
@@ -77,7 +93,9 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
         probes: vec![],
     };
     if let Action::Addresses(list) = &route.action {
-        out.connect_to = list.first().map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)));
+        out.connect_to = list
+            .first()
+            .map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)));
     }
     if matches!(route.action, Action::Deny) {
         out.error = Some(format!("route `{}` denies {}", route.name, target.host));
@@ -87,7 +105,10 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
         let mut lookup = Lookup::new(&host, &route.resolver);
         match rt.connector.candidates(&route, &host, port, deadline).await {
             Ok(c) => {
-                lookup.fill(c.answer.as_ref(), &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>());
+                lookup.fill(
+                    c.answer.as_ref(),
+                    &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
+                );
                 lookup.denied = c.denied;
                 if out.connect_to.is_none() {
                     out.connect_to = c.addrs.first().copied();
@@ -116,21 +137,41 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
 pub async fn explain_and_probe(rt: &Runtime, target: &Target, roots: &rustls::RootCertStore) -> Explanation {
     let mut out = explain(rt, target).await;
     let Host::Name(host) = &target.host else {
-        out.error.get_or_insert_with(|| "probes need a host name (the SNI)".into());
+        out.error
+            .get_or_insert_with(|| "probes need a host name (the SNI)".into());
         return out;
     };
     let route = rt.routes.lookup(&target.host).clone();
     out.probes.push(match rt.connector.connect(&route, target).await {
         Ok((stream, up)) => probe::probe("splitway", stream, up.addr, host, roots).await,
-        Err(e) => Probe { path: "splitway".into(), error: Some(e.to_string()), ..Probe::default() },
+        Err(e) => Probe {
+            path: "splitway".into(),
+            error: Some(e.to_string()),
+            ..Probe::default()
+        },
     });
-    let system_addr = out.system.as_ref().and_then(|s| s.addresses.first()).map(|ip| SocketAddr::new(*ip, target.port));
+    let system_addr = out
+        .system
+        .as_ref()
+        .and_then(|s| s.addresses.first())
+        .map(|ip| SocketAddr::new(*ip, target.port));
     if let Some(addr) = system_addr {
-        let connected = tokio::time::timeout(rt.config.proxy.connect_timeout, tokio::net::TcpStream::connect(addr)).await;
+        let connected =
+            tokio::time::timeout(rt.config.proxy.connect_timeout, tokio::net::TcpStream::connect(addr)).await;
         out.probes.push(match connected {
             Ok(Ok(stream)) => probe::probe("system", stream, addr, host, roots).await,
-            Ok(Err(e)) => Probe { path: "system".into(), address: Some(addr), error: Some(format!("connect: {e}")), ..Probe::default() },
-            Err(_) => Probe { path: "system".into(), address: Some(addr), error: Some("connect: timed out".into()), ..Probe::default() },
+            Ok(Err(e)) => Probe {
+                path: "system".into(),
+                address: Some(addr),
+                error: Some(format!("connect: {e}")),
+                ..Probe::default()
+            },
+            Err(_) => Probe {
+                path: "system".into(),
+                address: Some(addr),
+                error: Some("connect: timed out".into()),
+                ..Probe::default()
+            },
         });
     }
     out
@@ -152,7 +193,11 @@ impl Lookup {
     fn new(host: &Host, resolver: &str) -> Self {
         Lookup {
             name: host.to_string(),
-            resolver: if matches!(host, Host::Ip(_)) { String::new() } else { resolver.to_owned() },
+            resolver: if matches!(host, Host::Ip(_)) {
+                String::new()
+            } else {
+                resolver.to_owned()
+            },
             cnames: vec![],
             addresses: vec![],
             ttl_secs: None,
@@ -199,7 +244,11 @@ impl fmt::Display for Explanation {
         writeln!(f, "action:     {}", self.action)?;
         writeln!(f, "sni:        {}", self.sni)?;
         for l in &self.lookups {
-            writeln!(f, "lookup:     {l} [resolver {}]", if l.resolver.is_empty() { "-" } else { &l.resolver })?;
+            writeln!(
+                f,
+                "lookup:     {l} [resolver {}]",
+                if l.resolver.is_empty() { "-" } else { &l.resolver }
+            )?;
         }
         match (&self.connect_to, &self.error) {
             (Some(a), _) => writeln!(f, "connect to: {a}")?,
@@ -212,7 +261,10 @@ impl fmt::Display for Explanation {
         if let Some(sys) = &self.system {
             writeln!(f, "system:     {sys}")?;
             if self.differs {
-                writeln!(f, "            the system resolver would send this connection elsewhere; splitway's route avoids that path")?;
+                writeln!(
+                    f,
+                    "            the system resolver would send this connection elsewhere; splitway's route avoids that path"
+                )?;
             } else if self.connect_to.is_some() && sys.error.is_none() {
                 writeln!(f, "            the system resolver agrees")?;
             }

@@ -80,9 +80,15 @@ impl Proxy {
         // Fail on a bad config before taking the ports; the real runtime is built after binding,
         // when port 0 has become a real port the connector can refuse to loop back to.
         drop(runtime::Runtime::new(config.clone(), metrics.clone()).map_err(StartError::Setup)?);
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
         let admin = match admin_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
             None => None,
         };
         if !addr.ip().is_loopback() {
@@ -92,9 +98,17 @@ impl Proxy {
                 tracing::warn!(%addr, "listening beyond loopback without auth: anyone who can reach this address can use the proxy");
             }
         }
-        let own: Vec<SocketAddr> = [Some(&listener), admin.as_ref()].into_iter().flatten().filter_map(|l| l.local_addr().ok()).collect();
+        let own: Vec<SocketAddr> = [Some(&listener), admin.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         let runtime = runtime::Runtime::new_bound(config, metrics.clone(), own.clone()).map_err(StartError::Setup)?;
-        Ok(Proxy { listener, admin, shared: Arc::new(server::Shared::new(runtime, metrics, limits, own)) })
+        Ok(Proxy {
+            listener,
+            admin,
+            shared: Arc::new(server::Shared::new(runtime, metrics, limits, own)),
+        })
     }
 
     /// The proxy listener's address (useful with port 0).
@@ -109,7 +123,9 @@ impl Proxy {
 
     /// A handle for watching and reloading the proxy while it serves.
     pub fn handle(&self) -> ProxyHandle {
-        ProxyHandle { shared: self.shared.clone() }
+        ProxyHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Resolves start-up names, turns ready, serves until `shutdown`, then drains (see
@@ -117,7 +133,11 @@ impl Proxy {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let stop_admin = tokio_util::sync::CancellationToken::new();
         let admin = self.admin.map(|l| {
-            let (m, r, stop) = (self.shared.metrics.clone(), self.shared.ready.clone(), stop_admin.clone());
+            let (m, r, stop) = (
+                self.shared.metrics.clone(),
+                self.shared.ready.clone(),
+                stop_admin.clone(),
+            );
             tokio::spawn(admin::serve(l, m, r, Some(debug_route(self.shared.clone())), stop))
         });
         let shared = self.shared.clone();
@@ -164,10 +184,18 @@ fn debug_route(shared: Arc<server::Shared>) -> admin::DebugRoute {
             };
             let roots = match probe::roots(None) {
                 Ok(r) => r,
-                Err(e) => return (http::StatusCode::INTERNAL_SERVER_ERROR, format!("{{\"error\": \"{e}\"}}\n")),
+                Err(e) => {
+                    return (
+                        http::StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("{{\"error\": \"{e}\"}}\n"),
+                    );
+                }
             };
             let e = explain::explain_and_probe(&runtime, &target, &roots).await;
-            (http::StatusCode::OK, serde_json::to_string_pretty(&e).unwrap_or_default() + "\n")
+            (
+                http::StatusCode::OK,
+                serde_json::to_string_pretty(&e).unwrap_or_default() + "\n",
+            )
         })
     })
 }
@@ -236,10 +264,16 @@ impl ProxyHandle {
     /// listen addresses are bound once: changing them takes a restart (logged).
     pub fn reload(&self, config: Config) -> Result<(), String> {
         let current = self.shared.runtime();
-        if config.proxy.listen != current.config.proxy.listen || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen) {
+        if config.proxy.listen != current.config.proxy.listen
+            || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen)
+        {
             tracing::warn!("listen addresses changed in the config: they apply at the next restart");
         }
-        let next = Arc::new(runtime::Runtime::new_bound(config, self.shared.metrics.clone(), self.shared.own.clone())?);
+        let next = Arc::new(runtime::Runtime::new_bound(
+            config,
+            self.shared.metrics.clone(),
+            self.shared.own.clone(),
+        )?);
         *self.shared.runtime.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         // Open connections keep the old runtime, but its names are no longer kept fresh.
         current.stop_refresher();

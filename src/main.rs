@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use splitway::{Config, Proxy};
 
 #[derive(Parser)]
-#[command(name = "splitway", version, about = "Sidecar forward proxy with per-host split-horizon DNS")]
+#[command(
+    name = "splitway",
+    version,
+    about = "Sidecar forward proxy with per-host split-horizon DNS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -80,9 +84,12 @@ fn main() -> ExitCode {
         match cli.command {
             None | Some(Command::Run) => run(&cli.run).await,
             Some(Command::Check) => check(&cli.run.config),
-            Some(Command::Explain { target, json, probe, ca_file }) => {
-                explain(&cli.run.config, &target, json, probe.then_some(ca_file)).await
-            }
+            Some(Command::Explain {
+                target,
+                json,
+                probe,
+                ca_file,
+            }) => explain(&cli.run.config, &target, json, probe.then_some(ca_file)).await,
             Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
         }
     });
@@ -107,7 +114,10 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: a container's log collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -119,7 +129,10 @@ async fn run(args: &RunArgs) -> Result<()> {
     let config = load(&args.config)?;
     let origin = config.origin.clone();
     let proxy = Proxy::bind(config).await?;
-    let admin = proxy.admin_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    let admin = proxy
+        .admin_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
     tracing::info!(listen = %proxy.local_addr(), admin, config = %origin, "splitway serving");
     if let Some(path) = args.config.config.clone() {
         tokio::spawn(splitway::reload::watch(proxy.handle(), path));

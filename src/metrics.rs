@@ -25,8 +25,9 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the latency histograms: 1-2.5-5 steps from 0.5ms, where a cached
 /// lookup or a same-AZ connect lands, to 10s, beyond any sane connect or DNS timeout.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// What a client asked the proxy for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -274,16 +275,28 @@ impl Metrics {
             "CONNECT and forwarded requests by route and outcome (ok, or the RFC 9209 Proxy-Status error type)",
             self.requests.clone(),
         );
-        r.register("tunnels", "Tunnels ended, by route and how they ended", self.tunnels.clone());
+        r.register(
+            "tunnels",
+            "Tunnels ended, by route and how they ended",
+            self.tunnels.clone(),
+        );
         r.register("tunnels_open", "Tunnels open now, by route", self.tunnels_open.clone());
-        r.register("bytes", "Bytes copied through tunnels, by route and direction", self.bytes.clone());
+        r.register(
+            "bytes",
+            "Bytes copied through tunnels, by route and direction",
+            self.bytes.clone(),
+        );
         r.register_with_unit(
             "connect_duration",
             "Time to open the upstream TCP connection, resolution included, by route",
             Unit::Seconds,
             self.connect_duration.clone(),
         );
-        r.register("dns_lookups", "DNS lookups by resolver and result", self.dns_lookups.clone());
+        r.register(
+            "dns_lookups",
+            "DNS lookups by resolver and result",
+            self.dns_lookups.clone(),
+        );
         r.register_with_unit(
             "dns_lookup_duration",
             "DNS lookup time by resolver, cache hits included",
@@ -300,13 +313,21 @@ impl Metrics {
             "Report mode: requests splitway would have handled differently (action: reroute or deny), by route",
             self.report.clone(),
         );
-        r.register("connections_open", "Client connections open now", self.connections_open.clone());
+        r.register(
+            "connections_open",
+            "Client connections open now",
+            self.connections_open.clone(),
+        );
         r.register(
             "connections_rejected",
             "Client connections refused at [proxy] max_connections",
             self.connections_rejected.clone(),
         );
-        r.register("config_reloads", "Config reloads by result", self.config_reloads.clone());
+        r.register(
+            "config_reloads",
+            "Config reloads by result",
+            self.config_reloads.clone(),
+        );
         r.register("panics", "Panics caught in connection tasks", self.panics.clone());
         r
     }
@@ -314,47 +335,89 @@ impl Metrics {
     /// One CONNECT or forwarded request finished deciding: `outcome` is `"ok"` or the RFC 9209
     /// error type (e.g. `"dns_error"`).
     pub fn request(&self, kind: RequestKind, route: &str, outcome: &'static str) {
-        let labels = RequestLabels { kind, route: self.names.get(route), outcome };
+        let labels = RequestLabels {
+            kind,
+            route: self.names.get(route),
+            outcome,
+        };
         self.requests.get_or_create(&labels).inc();
     }
 
     /// A tunnel on `route` is open (after its `200`).
     pub fn tunnel_opened(&self, route: &str) {
-        self.tunnels_open.get_or_create(&RouteLabels { route: self.names.get(route) }).inc();
+        self.tunnels_open
+            .get_or_create(&RouteLabels {
+                route: self.names.get(route),
+            })
+            .inc();
     }
 
     /// A tunnel opened with [`Metrics::tunnel_opened`] ended, having copied these bytes.
     pub fn tunnel_closed(&self, route: &str, end: TunnelEnd, client_to_upstream: u64, upstream_to_client: u64) {
         let route = self.names.get(route);
         // One statement per family: holding two read guards of one family can deadlock.
-        self.tunnels_open.get_or_create(&RouteLabels { route: route.clone() }).dec();
-        self.tunnels.get_or_create(&TunnelLabels { route: route.clone(), end }).inc();
-        let up = BytesLabels { route: route.clone(), direction: Direction::ClientToUpstream };
+        self.tunnels_open
+            .get_or_create(&RouteLabels { route: route.clone() })
+            .dec();
+        self.tunnels
+            .get_or_create(&TunnelLabels {
+                route: route.clone(),
+                end,
+            })
+            .inc();
+        let up = BytesLabels {
+            route: route.clone(),
+            direction: Direction::ClientToUpstream,
+        };
         self.bytes.get_or_create(&up).inc_by(client_to_upstream);
-        let down = BytesLabels { route, direction: Direction::UpstreamToClient };
+        let down = BytesLabels {
+            route,
+            direction: Direction::UpstreamToClient,
+        };
         self.bytes.get_or_create(&down).inc_by(upstream_to_client);
     }
 
     /// An upstream connection on `route` succeeded after `seconds`.
     pub fn connect_duration(&self, route: &str, seconds: f64) {
-        self.connect_duration.get_or_create(&RouteLabels { route: self.names.get(route) }).observe(seconds);
+        self.connect_duration
+            .get_or_create(&RouteLabels {
+                route: self.names.get(route),
+            })
+            .observe(seconds);
     }
 
     /// The named `resolver` answered a lookup in `seconds`.
     pub fn dns_lookup(&self, resolver: &str, result: DnsResult, seconds: f64) {
         let resolver = self.names.get(resolver);
-        self.dns_lookups.get_or_create(&DnsLabels { resolver: resolver.clone(), result }).inc();
-        self.dns_duration.get_or_create(&ResolverLabels { resolver }).observe(seconds);
+        self.dns_lookups
+            .get_or_create(&DnsLabels {
+                resolver: resolver.clone(),
+                result,
+            })
+            .inc();
+        self.dns_duration
+            .get_or_create(&ResolverLabels { resolver })
+            .observe(seconds);
     }
 
     /// A tunnel on `route` was closed by the SNI check, for `reason` (a fixed string).
     pub fn sni_rejected(&self, route: &str, reason: &'static str) {
-        self.sni_rejections.get_or_create(&SniLabels { route: self.names.get(route), reason }).inc();
+        self.sni_rejections
+            .get_or_create(&SniLabels {
+                route: self.names.get(route),
+                reason,
+            })
+            .inc();
     }
 
     /// Report mode: `route` would have sent a request elsewhere (`reroute`) or refused it (`deny`).
     pub fn report_difference(&self, route: &str, action: &'static str) {
-        self.report.get_or_create(&ReportLabels { route: self.names.get(route), action }).inc();
+        self.report
+            .get_or_create(&ReportLabels {
+                route: self.names.get(route),
+                action,
+            })
+            .inc();
     }
 
     /// A client connection was refused at `max_connections`.

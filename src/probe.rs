@@ -37,7 +37,9 @@ pub struct Probe {
 
 /// Trust roots for probes: the public web PKI plus any PEM certificates given.
 pub fn roots(extra_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(pem) = extra_pem {
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| format!("--ca-file: {e}"))?;
@@ -49,7 +51,11 @@ pub fn roots(extra_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
 
 /// Probes `host` over an established connection to `address`.
 pub async fn probe(path: &str, stream: TcpStream, address: SocketAddr, host: &str, roots: &RootCertStore) -> Probe {
-    let mut out = Probe { path: path.into(), address: Some(address), ..Probe::default() };
+    let mut out = Probe {
+        path: path.into(),
+        address: Some(address),
+        ..Probe::default()
+    };
     let recorder = match Recorder::new(roots) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -84,8 +90,12 @@ async fn handshake_and_get(stream: TcpStream, host: &str, recorder: Arc<Recorder
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut tls = connector.connect(name, stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: splitway-explain\r\nConnection: close\r\n\r\n");
+    let mut tls = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: splitway-explain\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     tls.flush().await.map_err(|e| e.to_string())?;
     let mut head = Vec::with_capacity(256);
@@ -98,7 +108,10 @@ async fn handshake_and_get(stream: TcpStream, host: &str, recorder: Arc<Recorder
         }
     }
     let line = String::from_utf8_lossy(&head);
-    line.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| "no HTTP status line".to_owned())
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "no HTTP status line".to_owned())
 }
 
 fn describe_certificate(der: &CertificateDer<'_>, host: &str, out: &mut Probe) {
@@ -119,9 +132,14 @@ fn describe_certificate(der: &CertificateDer<'_>, host: &str, out: &mut Probe) {
 
 /// RFC 6125 §6.4.3: a wildcard stands for exactly one left-most label.
 pub fn name_matches(pattern: &str, host: &str) -> bool {
-    let (pattern, host) = (pattern.trim_end_matches('.').to_ascii_lowercase(), host.trim_end_matches('.').to_ascii_lowercase());
+    let (pattern, host) = (
+        pattern.trim_end_matches('.').to_ascii_lowercase(),
+        host.trim_end_matches('.').to_ascii_lowercase(),
+    );
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
         None => pattern == host,
     }
 }
@@ -140,7 +158,10 @@ impl Recorder {
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots.clone()), provider)
             .build()
             .map_err(|e| format!("trust roots: {e}"))?;
-        Ok(Self { inner, seen: Mutex::new(None) })
+        Ok(Self {
+            inner,
+            seen: Mutex::new(None),
+        })
     }
 }
 
@@ -191,9 +212,18 @@ mod tests {
 
     #[test]
     fn wildcards_cover_exactly_one_label() {
-        assert!(name_matches("*.execute-api.us-east-1.amazonaws.com", "abc.execute-api.us-east-1.amazonaws.com"));
-        assert!(!name_matches("*.execute-api.us-east-1.amazonaws.com", "a.b.execute-api.us-east-1.amazonaws.com"));
-        assert!(!name_matches("*.execute-api.us-east-1.amazonaws.com", "api.mydomain.com"));
+        assert!(name_matches(
+            "*.execute-api.us-east-1.amazonaws.com",
+            "abc.execute-api.us-east-1.amazonaws.com"
+        ));
+        assert!(!name_matches(
+            "*.execute-api.us-east-1.amazonaws.com",
+            "a.b.execute-api.us-east-1.amazonaws.com"
+        ));
+        assert!(!name_matches(
+            "*.execute-api.us-east-1.amazonaws.com",
+            "api.mydomain.com"
+        ));
         assert!(name_matches("API.mydomain.com.", "api.mydomain.com"));
         assert!(!name_matches("*.mydomain.com", "mydomain.com"));
     }

@@ -48,7 +48,11 @@ pub struct ConnCtx {
 pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let authorized = ctx.runtime.auth.as_ref().is_none_or(|basic| basic.allows(req.headers()));
+    let authorized = ctx
+        .runtime
+        .auth
+        .as_ref()
+        .is_none_or(|basic| basic.allows(req.headers()));
     let result = if !authorized {
         Err((None, None, ProxyError::AuthRequired))
     } else if method == Method::CONNECT {
@@ -56,14 +60,22 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
     } else if req.uri().scheme().is_some() {
         forward(&ctx, req, started).await
     } else {
-        Err((None, None, ProxyError::BadRequest(format!(
-            "`{} {}` is neither CONNECT nor an absolute http:// URL; set HTTPS_PROXY / HTTP_PROXY",
-            req.method(),
-            req.uri()
-        ))))
+        Err((
+            None,
+            None,
+            ProxyError::BadRequest(format!(
+                "`{} {}` is neither CONNECT nor an absolute http:// URL; set HTTPS_PROXY / HTTP_PROXY",
+                req.method(),
+                req.uri()
+            )),
+        ))
     };
     let mut resp = result.unwrap_or_else(|(target, route, e)| {
-        let kind = if method == Method::CONNECT { RequestKind::Connect } else { RequestKind::Forward };
+        let kind = if method == Method::CONNECT {
+            RequestKind::Connect
+        } else {
+            RequestKind::Forward
+        };
         let route_name = route.as_ref().map_or(NO_ROUTE, |r| &*r.name);
         ctx.guard.metrics().request(kind, route_name, e.proxy_status());
         log_refusal(&ctx, &method, target.as_ref(), route.as_deref(), &e, started.elapsed());
@@ -71,7 +83,8 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
     });
     if ctx.draining.is_cancelled() && method != Method::CONNECT {
         // Draining: let keep-alive clients go, so the drain can finish.
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(resp)
 }
@@ -116,17 +129,38 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
     // not a target (hyper's URI would hand out its authority all the same).
     let uri = req.uri();
     let authority_form = uri.scheme().is_none() && uri.path_and_query().is_none_or(|p| p.as_str().is_empty());
-    let authority = uri.authority().filter(|_| authority_form).map(|a| a.as_str().to_owned());
+    let authority = uri
+        .authority()
+        .filter(|_| authority_form)
+        .map(|a| a.as_str().to_owned());
     let target = match authority.as_deref().map(Target::parse_authority) {
         Some(Ok(t)) => t,
         Some(Err(e)) => return Err((None, None, e.into())),
-        None => return Err((None, None, ProxyError::BadRequest(format!("CONNECT target `{}` is not host:port", req.uri())))),
+        None => {
+            return Err((
+                None,
+                None,
+                ProxyError::BadRequest(format!("CONNECT target `{}` is not host:port", req.uri())),
+            ));
+        }
     };
     let rt = &ctx.runtime;
     let settings = &rt.config.proxy;
     if !settings.connect_ports.contains(&target.port) {
-        let allowed = settings.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
-        return Err((Some(target.clone()), None, ProxyError::PortNotAllowed { port: target.port, allowed }));
+        let allowed = settings
+            .connect_ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err((
+            Some(target.clone()),
+            None,
+            ProxyError::PortNotAllowed {
+                port: target.port,
+                allowed,
+            },
+        ));
     }
     let mut route = rt.routes.lookup(&target.host).clone();
     let connected = if settings.mode == Mode::Report {
@@ -141,7 +175,9 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         Err(e) => return Err((Some(target), Some(route), e)),
     };
     ctx.guard.metrics().request(RequestKind::Connect, &route.name, "ok");
-    ctx.guard.metrics().connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
+    ctx.guard
+        .metrics()
+        .connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
     let upgrade = hyper::upgrade::on(&mut req);
     let tunnel = tunnel::Tunnel {
         client: ctx.client,
@@ -166,7 +202,10 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *resp.status_mut() = e.status();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(&e.proxy_status_header()) {
         h.insert("proxy-status", v);
     }
@@ -186,7 +225,14 @@ fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-fn log_refusal(ctx: &ConnCtx, method: &Method, target: Option<&Target>, route: Option<&Route>, e: &ProxyError, took: Duration) {
+fn log_refusal(
+    ctx: &ConnCtx,
+    method: &Method,
+    target: Option<&Target>,
+    route: Option<&Route>,
+    e: &ProxyError,
+    took: Duration,
+) {
     tracing::info!(
         target: "splitway::access",
         client = %ctx.client,
@@ -201,4 +247,3 @@ fn log_refusal(ctx: &ConnCtx, method: &Method, target: Option<&Target>, route: O
         "refused"
     );
 }
-

@@ -13,10 +13,14 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Loads `path` and applies it; on error the running config stays and the error is returned.
 pub fn reload_file(handle: &ProxyHandle, path: &Path) -> Result<(), String> {
-    let result = Config::load(path).map_err(|e| e.to_string()).and_then(|config| handle.reload(config));
+    let result = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| handle.reload(config));
     match &result {
         Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
-        Err(e) => tracing::error!(config = %path.display(), error = %e, "config reload rejected; keeping the running config"),
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %e, "config reload rejected; keeping the running config")
+        }
     }
     handle.count_reload(result.is_ok());
     result

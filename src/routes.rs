@@ -130,7 +130,10 @@ impl RouteTable {
         if let Some(r) = self.ips.get(&ip) {
             return r;
         }
-        self.cidrs.iter().find(|(net, _)| net.contains(&ip)).map_or(&self.catch_all, |(_, r)| r)
+        self.cidrs
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map_or(&self.catch_all, |(_, r)| r)
     }
 
     /// Every route, the implicit default included (for metrics and `check`).

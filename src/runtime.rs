@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Check;
 use crate::config::{Action, Config, Mode, Pattern, SniMode};
-use crate::routes::Route;
-use crate::upstream::dns::DnsError;
 use crate::metrics::Metrics;
 use crate::proxy::auth::Basic;
 use crate::proxy::forward::{self, ForwardClient};
+use crate::routes::Route;
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
+use crate::upstream::dns::DnsError;
 use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers};
 
 /// The route name of report mode's actual path.
@@ -41,7 +41,9 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime whose own addresses (never connected to) are the config's listen addresses.
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let own = std::iter::once(config.proxy.listen).chain(config.admin.as_ref().map(|a| a.listen)).collect();
+        let own = std::iter::once(config.proxy.listen)
+            .chain(config.admin.as_ref().map(|a| a.listen))
+            .collect();
         Self::new_bound(config, metrics, own)
     }
 
@@ -52,9 +54,8 @@ impl Runtime {
         let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone())?);
         let p = &config.proxy;
-        let connector = Arc::new(
-            Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout).with_own(own),
-        );
+        let connector =
+            Arc::new(Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout).with_own(own));
         let routes = Arc::new(routes);
         // Report mode: forwarded requests follow the system path too (an empty table routes
         // everything through the implicit default route).
@@ -70,7 +71,15 @@ impl Runtime {
             sni: SniMode::Match,
         });
         let auth = config.proxy.auth.as_ref().map(Basic::new);
-        Ok(Self { config, routes, connector, client, system_route, auth, refresher_stop: CancellationToken::new() })
+        Ok(Self {
+            config,
+            routes,
+            connector,
+            client,
+            system_route,
+            auth,
+            refresher_stop: CancellationToken::new(),
+        })
     }
 }
 
@@ -83,12 +92,23 @@ impl Runtime {
                 Action::Resolve => spec
                     .patterns
                     .iter()
-                    .filter_map(|(p, _)| if let Pattern::Exact(n) = p { Some(n.clone()) } else { None })
+                    .filter_map(|(p, _)| {
+                        if let Pattern::Exact(n) = p {
+                            Some(n.clone())
+                        } else {
+                            None
+                        }
+                    })
                     .collect(),
-                Action::Connect(list) => list.iter().filter_map(|c| c.host.as_name().map(str::to_owned)).collect(),
+                Action::Connect(list) => list
+                    .iter()
+                    .filter_map(|c| c.host.as_name().map(str::to_owned))
+                    .collect(),
                 Action::Addresses(_) | Action::Deny => vec![],
             };
-            let Some(resolver) = self.connector.resolvers().get(&spec.resolver) else { continue };
+            let Some(resolver) = self.connector.resolvers().get(&spec.resolver) else {
+                continue;
+            };
             out.extend(names.into_iter().map(|n| (resolver.clone(), n)));
         }
         out
@@ -190,7 +210,9 @@ impl Runtime {
         }
         let mut lookups = tokio::task::JoinSet::new();
         for ((resolver, name), is_connect) in names {
-            let Some(r) = self.connector.resolvers().get(&resolver).cloned() else { continue };
+            let Some(r) = self.connector.resolvers().get(&resolver).cloned() else {
+                continue;
+            };
             lookups.spawn(async move {
                 let result = r.check(&name).await;
                 (resolver, name, is_connect, result)
@@ -212,11 +234,21 @@ impl Runtime {
             }
             if is_connect {
                 let reason = result.err().map(|e| format!("resolver `{resolver}`: {e}"));
-                checks.push(Check { kind: "connect", name, ok: reason.is_none(), reason });
+                checks.push(Check {
+                    kind: "connect",
+                    name,
+                    ok: reason.is_none(),
+                    reason,
+                });
             }
         }
         for (name, reason) in resolvers {
-            checks.push(Check { kind: "resolver", name, ok: reason.is_none(), reason });
+            checks.push(Check {
+                kind: "resolver",
+                name,
+                ok: reason.is_none(),
+                reason,
+            });
         }
         checks.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         checks

@@ -148,7 +148,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     shared.tracker.close();
     let deadline = tokio::time::sleep(drain_timeout);
     tokio::pin!(deadline);
-    tracing::info!(?drain_timeout, "draining: serving until every client connection is closed");
+    tracing::info!(
+        ?drain_timeout,
+        "draining: serving until every client connection is closed"
+    );
     loop {
         tokio::select! {
             () = shared.tracker.wait() => break,
@@ -184,7 +187,11 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         let max = shared.runtime().config.proxy.max_connections;
         shared.metrics.connection_rejected();
-        shared.tracker.spawn(contain(refuse_over_limit(stream, max), "refusal", shared.metrics.clone()));
+        shared.tracker.spawn(contain(
+            refuse_over_limit(stream, max),
+            "refusal",
+            shared.metrics.clone(),
+        ));
         return true;
     };
     shared.open.send_modify(|n| *n += 1);
@@ -219,7 +226,10 @@ async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
-        .serve_connection(TokioIo::new(stream), service_fn(move |req| proxy::serve(ctx.clone(), req)))
+        .serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| proxy::serve(ctx.clone(), req)),
+        )
         .with_upgrades();
     tokio::select! {
         result = conn => if let Err(e) = result {

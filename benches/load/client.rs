@@ -33,7 +33,9 @@ pub(crate) fn err(msg: impl Into<String>) -> io::Error {
 
 /// Bounds a future by [`OP_TIMEOUT`].
 pub(crate) async fn timed<T>(f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    tokio::time::timeout(OP_TIMEOUT, f).await.map_err(|_| err("timed out"))?
+    tokio::time::timeout(OP_TIMEOUT, f)
+        .await
+        .map_err(|_| err("timed out"))?
 }
 
 pub(crate) async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -78,7 +80,11 @@ pub(crate) struct Response {
 }
 
 /// Sends `req` and reads the whole response (body discarded); `200` or an error.
-pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: &[u8], buf: &mut Vec<u8>) -> io::Result<Response> {
+pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+) -> io::Result<Response> {
     s.write_all(req).await?;
     buf.clear();
     let end = read_head(s, buf).await?;
@@ -87,7 +93,8 @@ pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: 
         return Err(err(format!("response {status}")));
     }
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let closing = head.contains("\r\nconnection: close") || head.starts_with("http/1.0") && !head.contains("keep-alive");
+    let closing =
+        head.contains("\r\nconnection: close") || head.starts_with("http/1.0") && !head.contains("keep-alive");
     let header = |name: &str| head.split("\r\n").find_map(|l| l.strip_prefix(name)).map(str::trim);
     if header("transfer-encoding:").is_some() {
         return Err(err("chunked responses are not expected from this upstream"));
@@ -120,7 +127,10 @@ pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: 
             }
         }
     };
-    Ok(Response { body_bytes, closing: closing || header("content-length:").is_none() })
+    Ok(Response {
+        body_bytes,
+        closing: closing || header("content-length:").is_none(),
+    })
 }
 
 async fn read_some<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
@@ -148,5 +158,8 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> io::Re
 fn status_of(head: &[u8]) -> io::Result<u16> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let code = line.split(|&b| b == b' ').nth(1).ok_or_else(|| err("no status code"))?;
-    std::str::from_utf8(code).ok().and_then(|c| c.parse().ok()).ok_or_else(|| err("bad status code"))
+    std::str::from_utf8(code)
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| err("bad status code"))
 }

@@ -53,7 +53,12 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 }
 
 fn env_list(key: &str) -> Option<Vec<String>> {
-    std::env::var(key).ok().map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    std::env::var(key).ok().map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,9 +71,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let reps: usize = if smoke { 1 } else { env_or("BENCH_REPS", 3) };
     let bulk_mb: u64 = if smoke { 8 } else { env_or("BENCH_BULK_MB", 1024) };
     let idle_default = if smoke { "50" } else { "1000,10000" };
-    let idle_counts: Vec<usize> = env_list("BENCH_IDLE").unwrap_or_else(|| idle_default.split(',').map(String::from).collect()).iter().filter_map(|s| s.parse().ok()).collect();
+    let idle_counts: Vec<usize> = env_list("BENCH_IDLE")
+        .unwrap_or_else(|| idle_default.split(',').map(String::from).collect())
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
     let only = env_list("BENCH_ONLY");
-    let wanted = |w: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == w || (x == "idle" && w.starts_with("idle"))));
+    let wanted = |w: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == w || (x == "idle" && w.starts_with("idle"))))
+    };
 
     let target_dir = target_dir()?;
     let up = upstream::Upstream::start()?;
@@ -82,7 +94,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         splitway_bin: splitway_binary()?,
         splitway_b: std::env::var_os("BENCH_SPLITWAY_B").map(|bin| {
             let vars = env_list("BENCH_SPLITWAY_B_ENV").unwrap_or_default();
-            (PathBuf::from(bin), vars.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+            (
+                PathBuf::from(bin),
+                vars.iter()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            )
         }),
         squid_bin: which("squid").filter(|_| !smoke),
         tinyproxy_bin: which("tinyproxy").filter(|_| !smoke),
@@ -97,7 +115,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let filter = env_list("BENCH_CONTENDERS");
-    let kinds: Vec<Kind> = setup.kinds().into_iter().filter(|k| filter.as_ref().is_none_or(|f| f.iter().any(|x| x == k.name()))).collect();
+    let kinds: Vec<Kind> = setup
+        .kinds()
+        .into_iter()
+        .filter(|k| filter.as_ref().is_none_or(|f| f.iter().any(|x| x == k.name())))
+        .collect();
     let mut contenders = vec!["direct".to_owned()];
     contenders.extend(kinds.iter().map(|k| k.name().to_owned()));
 
@@ -116,7 +138,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("contenders: {}; {} reps of {run_secs}s", contenders.join(", "), reps);
 
     // Warm-up: TLS session caches, the proxies' first allocations, the CPU's clocks.
-    let warm = Arc::new(Env { run: Duration::from_millis(500), bulk_bytes: 0, ..clone_env(&env) });
+    let warm = Arc::new(Env {
+        run: Duration::from_millis(500),
+        bulk_bytes: 0,
+        ..clone_env(&env)
+    });
     for p in std::iter::once(None).chain(running.iter().map(Some)) {
         let via = p.map_or(Via::Direct, |p| Via::Proxy(p.addr));
         rt.block_on(workloads::fresh(warm.clone(), via, true, || None));
@@ -127,7 +153,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             for i in 0..=running.len() {
                 let (name, via, proxy) = match i {
                     0 => ("direct", Via::Direct, None),
-                    _ => (running[i - 1].kind.name(), Via::Proxy(running[i - 1].addr), Some(&running[i - 1])),
+                    _ => (
+                        running[i - 1].kind.name(),
+                        Via::Proxy(running[i - 1].addr),
+                        Some(&running[i - 1]),
+                    ),
                 };
                 let cpu = || proxy.and_then(Proxy::cpu_time);
                 let s = rt.block_on(async {
@@ -145,7 +175,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             // A proxy that died must not silently turn into a column of failures.
             for p in running.iter_mut() {
                 if !p.alive() {
-                    notes.push(format!("{} exited during {w} (rep {}); restarted", p.kind.name(), rep + 1));
+                    notes.push(format!(
+                        "{} exited during {w} (rep {}); restarted",
+                        p.kind.name(),
+                        rep + 1
+                    ));
                     *p = setup.start(p.kind)?;
                 }
             }
@@ -188,12 +222,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "table_markdown": table,
     });
     let json = serde_json::to_string_pretty(&report::json(&rows, &runs, header, &notes))?;
-    let picture = svg::render(&rows, &contenders, &format!("{machine}; {reps} reps of {run_secs}s; concurrency {}", workloads::CONCURRENCY));
+    let picture = svg::render(
+        &rows,
+        &contenders,
+        &format!(
+            "{machine}; {reps} reps of {run_secs}s; concurrency {}",
+            workloads::CONCURRENCY
+        ),
+    );
     let _ = std::fs::remove_dir_all(&dir);
     if smoke {
         // Errors on loopback mean a broken harness or proxy; speed is never judged here.
         let errors: u64 = runs.samples.values().flatten().map(|s| s.errors).sum();
-        return if errors == 0 && !json.is_empty() && !picture.is_empty() { Ok(()) } else { Err(format!("{errors} errors in the smoke run").into()) };
+        return if errors == 0 && !json.is_empty() && !picture.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{errors} errors in the smoke run").into())
+        };
     }
     std::fs::write(target_dir.join("bench-results.json"), &json)?;
     std::fs::write(target_dir.join("bench-results.svg"), &picture)?;
@@ -207,12 +252,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn clone_env(e: &Env) -> Env {
-    Env { client_config: e.client_config.clone(), ..*e }
+    Env {
+        client_config: e.client_config.clone(),
+        ..*e
+    }
 }
 
 fn brief(s: &Sample) -> String {
     let rate = if s.secs > 0.0 { s.requests as f64 / s.secs } else { 0.0 };
-    let mut out = format!("{} req in {:.2}s ({rate:.0}/s), {} MB, {} errors", s.requests, s.secs, s.bytes / 1_000_000, s.errors);
+    let mut out = format!(
+        "{} req in {:.2}s ({rate:.0}/s), {} MB, {} errors",
+        s.requests,
+        s.secs,
+        s.bytes / 1_000_000,
+        s.errors
+    );
     if let Some(k) = s.kib_per_tunnel {
         out.push_str(&format!(", {k:.1} KiB/tunnel"));
     }
@@ -225,7 +279,10 @@ fn brief(s: &Sample) -> String {
 /// `target/` of this build: the bench executable lives in `target/release/deps/`.
 fn target_dir() -> std::io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    exe.ancestors().nth(3).map(Path::to_path_buf).ok_or_else(|| std::io::Error::other("no target dir above the bench executable"))
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| std::io::Error::other("no target dir above the bench executable"))
 }
 
 /// The splitway binary of this build: cargo builds a package's binaries for its benches, into
@@ -236,27 +293,47 @@ fn splitway_binary() -> std::io::Result<PathBuf> {
     let bin = exe.ancestors().nth(2).map(|profile| profile.join("splitway"));
     match bin {
         Some(bin) if bin.exists() => Ok(bin),
-        _ => Err(std::io::Error::other("no splitway binary beside the bench: run `cargo build --release --bin splitway` first")),
+        _ => Err(std::io::Error::other(
+            "no splitway binary beside the bench: run `cargo build --release --bin splitway` first",
+        )),
     }
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists())
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
 }
 
 /// The `idle` upstream, in its own process so that its sockets do not count against the
 /// generator's open-file limit. Its stdin is our pipe: it exits when we do.
 fn spawn_idle_upstream() -> std::io::Result<(Child, u16)> {
-    let mut child = Command::new(std::env::current_exe()?).arg("--upstream-child").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--upstream-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let port = line.trim().parse().map_err(|_| std::io::Error::other(format!("upstream child said `{line}`")))?;
+    let port = line
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("upstream child said `{line}`")))?;
     Ok((child, port))
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned())).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{nproc} CPUs ({cpu}), Linux {}", kernel.trim())

@@ -49,10 +49,14 @@ pub(crate) type Children = Arc<Mutex<Vec<u32>>>;
 /// On SIGINT or SIGTERM, kills every child still running, then exits.
 pub(crate) fn kill_children_on_signal(children: Children) {
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
         rt.block_on(async {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
@@ -78,7 +82,10 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let pid = self.child.id();
-        self.children.lock().unwrap_or_else(|p| p.into_inner()).retain(|&p| p != pid);
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&p| p != pid);
     }
 }
 
@@ -144,7 +151,10 @@ impl Setup {
                     _ => (&self.splitway_bin, &[][..]),
                 };
                 let mut c = Command::new(bin);
-                c.arg("run").arg("--config").arg(conf).envs(vars.iter().map(|(k, v)| (k, v)));
+                c.arg("run")
+                    .arg("--config")
+                    .arg(conf)
+                    .envs(vars.iter().map(|(k, v)| (k, v)));
                 c
             }
             Kind::Squid => {
@@ -165,7 +175,12 @@ impl Setup {
         let log = fs::File::create(dir.join("stderr.log"))?;
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?;
         self.children.lock().unwrap_or_else(|p| p.into_inner()).push(child.id());
-        let mut proxy = Proxy { kind, addr, child, children: self.children.clone() };
+        let mut proxy = Proxy {
+            kind,
+            addr,
+            child,
+            children: self.children.clone(),
+        };
         wait_listening(&mut proxy, &dir)?;
         Ok(proxy)
     }
@@ -176,14 +191,21 @@ fn wait_listening(proxy: &mut Proxy, dir: &Path) -> io::Result<()> {
     while Instant::now() < deadline {
         if !proxy.alive() {
             let log = fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-            return Err(io::Error::other(format!("{} exited at start-up: {log}", proxy.kind.name())));
+            return Err(io::Error::other(format!(
+                "{} exited at start-up: {log}",
+                proxy.kind.name()
+            )));
         }
         if std::net::TcpStream::connect(proxy.addr).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(io::Error::other(format!("{} did not listen on {} within 20s", proxy.kind.name(), proxy.addr)))
+    Err(io::Error::other(format!(
+        "{} did not listen on {} within 20s",
+        proxy.kind.name(),
+        proxy.addr
+    )))
 }
 
 /// A port free now; the proxy binds it a moment later (a small race, fine on a quiet loopback).

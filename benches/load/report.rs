@@ -15,7 +15,10 @@ pub(crate) struct Runs {
 
 impl Runs {
     pub(crate) fn add(&mut self, workload: &str, contender: &str, s: Sample) {
-        self.samples.entry((workload.to_owned(), contender.to_owned())).or_default().push(s);
+        self.samples
+            .entry((workload.to_owned(), contender.to_owned()))
+            .or_default()
+            .push(s);
     }
 }
 
@@ -30,7 +33,10 @@ pub(crate) struct Row {
 
 impl Row {
     pub(crate) fn value(&self, contender: &str) -> Option<f64> {
-        self.values.iter().find(|(c, _, _)| c == contender).and_then(|(_, v, _)| *v)
+        self.values
+            .iter()
+            .find(|(c, _, _)| c == contender)
+            .and_then(|(_, v, _)| *v)
     }
 
     /// `value / direct`, where both exist.
@@ -42,7 +48,9 @@ impl Row {
 type Metric = (&'static str, &'static str, fn(&Sample) -> Option<f64>);
 
 fn metrics(workload: &str) -> Vec<Metric> {
-    let rate: Metric = ("req/s", "req/s", |s| (s.secs > 0.0 && s.requests > 0).then(|| s.requests as f64 / s.secs));
+    let rate: Metric = ("req/s", "req/s", |s| {
+        (s.secs > 0.0 && s.requests > 0).then(|| s.requests as f64 / s.secs)
+    });
     let p50: Metric = ("p50", "ms", |s| percentile(&s.latencies_us, 50.0));
     let p99: Metric = ("p99", "ms", |s| percentile(&s.latencies_us, 99.0));
     let cpu: Metric = ("proxy CPU/req", "µs", |s| {
@@ -51,7 +59,9 @@ fn metrics(workload: &str) -> Vec<Metric> {
     match workload {
         "fresh-tls" | "fresh-plain" => vec![rate, p50, p99, cpu],
         "keepalive" | "forward" => vec![rate, cpu],
-        "bulk" => vec![("throughput", "MB/s", |s| (s.bytes > 0).then(|| s.bytes as f64 / 1e6 / s.secs))],
+        "bulk" => vec![("throughput", "MB/s", |s| {
+            (s.bytes > 0).then(|| s.bytes as f64 / 1e6 / s.secs)
+        })],
         _ => vec![
             ("RSS/tunnel", "KiB", |s| s.kib_per_tunnel),
             ("tunnels opened", "", |s| Some(s.requests as f64)),
@@ -91,7 +101,12 @@ pub(crate) fn rows(runs: &Runs, workloads: &[String], contenders: &[String]) -> 
                 })
                 .collect::<Vec<_>>();
             if !values.is_empty() {
-                rows.push(Row { workload: w.clone(), metric, unit, values });
+                rows.push(Row {
+                    workload: w.clone(),
+                    metric,
+                    unit,
+                    values,
+                });
             }
         }
     }
@@ -116,7 +131,11 @@ pub(crate) fn table(rows: &[Row], contenders: &[String]) -> String {
     out.push_str(&"---:|".repeat(contenders.len()));
     out.push('\n');
     for r in rows {
-        let unit = if r.unit.is_empty() { String::new() } else { format!(" ({})", r.unit) };
+        let unit = if r.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.unit)
+        };
         let _ = write!(out, "| {} | {}{unit} |", r.workload, r.metric);
         for c in contenders {
             let cell = match (r.value(c), r.ratio(c)) {
@@ -139,7 +158,12 @@ pub(crate) fn error_notes(runs: &Runs) -> Vec<String> {
         .filter_map(|((w, c), samples)| {
             let errors: u64 = samples.iter().map(|s| s.errors).sum();
             let first = samples.iter().find_map(|s| s.first_error.clone()).unwrap_or_default();
-            (errors > 0).then(|| format!("{w} / {c}: {errors} errors over {} runs (first: {first})", samples.len()))
+            (errors > 0).then(|| {
+                format!(
+                    "{w} / {c}: {errors} errors over {} runs (first: {first})",
+                    samples.len()
+                )
+            })
         })
         .collect()
 }
@@ -150,7 +174,11 @@ pub(crate) fn json(rows: &[Row], runs: &Runs, header: Value, notes: &[String]) -
     for r in rows {
         let w = results.entry(r.workload.clone()).or_insert_with(|| json!({}));
         for (c, v, errors) in &r.values {
-            let entry = w.as_object_mut().expect("object").entry(c.clone()).or_insert_with(|| json!({"errors": errors}));
+            let entry = w
+                .as_object_mut()
+                .expect("object")
+                .entry(c.clone())
+                .or_insert_with(|| json!({"errors": errors}));
             let key = format!("{} ({})", r.metric, r.unit).replace(" ()", "");
             entry[key.as_str()] = json!(v);
             if let Some(x) = r.ratio(c).filter(|_| c != "direct") {

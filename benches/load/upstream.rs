@@ -35,7 +35,10 @@ pub(crate) struct Upstream {
 impl Upstream {
     /// Starts both listeners on a runtime of its own (2 workers: the machine's cores).
     pub(crate) fn start() -> io::Result<Upstream> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let (server, client_config) = tls_configs();
         let (tls, plain) = runtime.block_on(async {
             let tls = TcpListener::bind("127.0.0.1:0").await?;
@@ -45,7 +48,12 @@ impl Upstream {
         let addrs = (tls.local_addr()?, plain.local_addr()?);
         runtime.spawn(serve_tls(tls, TlsAcceptor::from(server)));
         runtime.spawn(serve_plain(plain));
-        Ok(Upstream { tls: addrs.0, plain: addrs.1, client_config, _runtime: runtime })
+        Ok(Upstream {
+            tls: addrs.0,
+            plain: addrs.1,
+            client_config,
+            _runtime: runtime,
+        })
     }
 }
 
@@ -67,7 +75,9 @@ pub(crate) fn run_child() -> io::Result<()> {
 
 async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -80,7 +90,9 @@ async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor) {
 
 async fn serve_plain(listener: TcpListener) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(serve_http(tcp));
     }
@@ -90,15 +102,25 @@ async fn serve_plain(listener: TcpListener) {
 async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let Some(end) = read_head(&mut s, &mut buf).await? else { return Ok(()) };
+        let Some(end) = read_head(&mut s, &mut buf).await? else {
+            return Ok(());
+        };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         buf.drain(..end);
         let close = head.contains("\r\nconnection: close");
-        let bulk = head.split(' ').nth(1).and_then(|p| p.rsplit_once("/bytes/")).and_then(|(_, n)| n.parse::<u64>().ok());
+        let bulk = head
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.rsplit_once("/bytes/"))
+            .and_then(|(_, n)| n.parse::<u64>().ok());
         let conn = if close { "close" } else { "keep-alive" };
         match bulk {
             None => {
-                let mut out = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: {conn}\r\n\r\n", SMALL_BODY.len()).into_bytes();
+                let mut out = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: {conn}\r\n\r\n",
+                    SMALL_BODY.len()
+                )
+                .into_bytes();
                 out.extend_from_slice(SMALL_BODY);
                 s.write_all(&out).await?;
             }

@@ -172,7 +172,12 @@ pub(crate) async fn bulk(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Durat
     let req = format!("GET /bytes/{} HTTP/1.1\r\nhost: {target}\r\n\r\n", env.bulk_bytes);
     let cpu0 = cpu();
     let started = Instant::now();
-    match tokio::time::timeout(Duration::from_secs(30), client::exchange(&mut s, req.as_bytes(), &mut buf)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        client::exchange(&mut s, req.as_bytes(), &mut buf),
+    )
+    .await
+    {
         Ok(Ok(r)) => {
             sample.requests = 1;
             sample.bytes = r.body_bytes;
@@ -203,7 +208,10 @@ pub(crate) async fn forward(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Du
             let mut out = Sample::default();
             let mut buf = Vec::with_capacity(4096);
             let mut conn = None;
-            while Instant::now() < deadline && out.requests < MAX_REQUESTS / CONCURRENCY as u64 && out.errors < MAX_ERRORS {
+            while Instant::now() < deadline
+                && out.requests < MAX_REQUESTS / CONCURRENCY as u64
+                && out.errors < MAX_ERRORS
+            {
                 let result = timed(async {
                     if let Some(s) = conn.as_mut() {
                         match client::exchange(s, &req, &mut buf).await {
@@ -236,7 +244,12 @@ pub(crate) async fn forward(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Du
     finish(set, started, cpu0, cpu).await
 }
 
-async fn finish(mut set: JoinSet<Sample>, started: Instant, cpu0: Option<Duration>, cpu: impl Fn() -> Option<Duration>) -> Sample {
+async fn finish(
+    mut set: JoinSet<Sample>,
+    started: Instant,
+    cpu0: Option<Duration>,
+    cpu: impl Fn() -> Option<Duration>,
+) -> Sample {
     let mut total = Sample::default();
     while let Some(s) = set.join_next().await {
         match s {

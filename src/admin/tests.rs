@@ -21,7 +21,13 @@ async fn start() -> Running {
     let ready = Arc::new(Readiness::new());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), None, shutdown.clone()));
-    Running { addr, metrics, ready, shutdown, task }
+    Running {
+        addr,
+        metrics,
+        ready,
+        shutdown,
+        task,
+    }
 }
 
 #[derive(Debug)]
@@ -33,7 +39,10 @@ struct Reply {
 
 impl Reply {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -47,9 +56,15 @@ async fn send(addr: SocketAddr, method: &str, path: &str) -> Reply {
     let (head, body) = raw.split_once("\r\n\r\n").expect("a complete head");
     let mut lines = head.lines();
     let status = lines.next().unwrap_or_default().to_owned();
-    let headers =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-    Reply { status, headers, body: body.to_owned() }
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -75,7 +90,10 @@ async fn read_one(r: &mut BufReader<TcpStream>) -> (String, String) {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).await.expect("body");
-    (status.trim_end().to_owned(), String::from_utf8(body).expect("utf-8 body"))
+    (
+        status.trim_end().to_owned(),
+        String::from_utf8(body).expect("utf-8 body"),
+    )
 }
 
 #[tokio::test]
@@ -92,7 +110,10 @@ async fn healthz_answers_ok() {
 async fn readyz_follows_starting_ready_draining() {
     let admin = start().await;
     let r = get(admin.addr, "/readyz").await;
-    assert_eq!((r.status.as_str(), r.body.as_str()), ("HTTP/1.1 503 Service Unavailable", "starting\n"));
+    assert_eq!(
+        (r.status.as_str(), r.body.as_str()),
+        ("HTTP/1.1 503 Service Unavailable", "starting\n")
+    );
 
     admin.ready.set_ready();
     let r = get(admin.addr, "/readyz").await;
@@ -100,7 +121,10 @@ async fn readyz_follows_starting_ready_draining() {
 
     admin.ready.set_draining();
     let r = get(admin.addr, "/readyz").await;
-    assert_eq!((r.status.as_str(), r.body.as_str()), ("HTTP/1.1 503 Service Unavailable", "draining\n"));
+    assert_eq!(
+        (r.status.as_str(), r.body.as_str()),
+        ("HTTP/1.1 503 Service Unavailable", "draining\n")
+    );
 
     // /healthz stays 200 while draining: the process still serves.
     assert_eq!(get(admin.addr, "/healthz").await.status, "HTTP/1.1 200 OK");
@@ -138,7 +162,10 @@ async fn metrics_serves_the_registry_with_its_content_type() {
 async fn unknown_paths_are_404_and_other_methods_405() {
     let admin = start().await;
     let r = get(admin.addr, "/nope").await;
-    assert_eq!((r.status.as_str(), r.body.as_str()), ("HTTP/1.1 404 Not Found", "not found\n"));
+    assert_eq!(
+        (r.status.as_str(), r.body.as_str()),
+        ("HTTP/1.1 404 Not Found", "not found\n")
+    );
     assert_eq!(get(admin.addr, "/healthz/").await.status, "HTTP/1.1 404 Not Found");
 
     for path in ["/healthz", "/readyz", "/metrics"] {
@@ -146,7 +173,10 @@ async fn unknown_paths_are_404_and_other_methods_405() {
         assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed", "{path}");
         assert_eq!(r.header("allow"), Some("GET, HEAD"), "{path}");
     }
-    assert_eq!(send(admin.addr, "DELETE", "/metrics").await.status, "HTTP/1.1 405 Method Not Allowed");
+    assert_eq!(
+        send(admin.addr, "DELETE", "/metrics").await.status,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
 }
 
 #[tokio::test]
@@ -168,14 +198,22 @@ async fn a_query_string_does_not_change_the_route() {
 async fn verbose_readiness_is_json_with_the_checks() {
     let admin = start().await;
     admin.ready.set_ready();
-    let failing = Check { kind: "resolver", name: "public".into(), ok: false, reason: Some("no answer".into()) };
+    let failing = Check {
+        kind: "resolver",
+        name: "public".into(),
+        ok: false,
+        reason: Some("no answer".into()),
+    };
     admin.ready.set_checks(vec![failing]);
     let r = get(admin.addr, "/readyz?verbose").await;
     assert_eq!(r.status, "HTTP/1.1 503 Service Unavailable");
     let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
     assert_eq!(v["state"], "ready");
     assert_eq!(v["checks"][0]["reason"], "no answer");
-    assert_eq!(get(admin.addr, "/readyz").await.body, "not ready:\nresolver public: no answer\n");
+    assert_eq!(
+        get(admin.addr, "/readyz").await.body,
+        "not ready:\nresolver public: no answer\n"
+    );
 }
 
 #[tokio::test]
@@ -204,10 +242,17 @@ async fn shutdown_ends_the_server_and_its_open_connections() {
     let mut idle = BufReader::new(TcpStream::connect(admin.addr).await.expect("connect"));
     let mut partial = BufReader::new(TcpStream::connect(admin.addr).await.expect("connect"));
     for conn in [&mut idle, &mut partial] {
-        conn.get_mut().write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n").await.expect("write");
+        conn.get_mut()
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+            .await
+            .expect("write");
         assert_eq!(read_one(conn).await.1, "ok\n");
     }
-    partial.get_mut().write_all(b"GET /healthz HTTP/1.1\r\nHo").await.expect("write");
+    partial
+        .get_mut()
+        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
 
     admin.shutdown.cancel();
     admin.task.await.expect("serve returns without panicking");

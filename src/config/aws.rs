@@ -6,13 +6,20 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::ConfigError;
 use super::error::{Ctx, TableCtx};
 use super::route::{Action, ConnectName, Pattern, RouteSpec, SniMode};
-use super::ConfigError;
 use crate::upstream::target::Host;
 
-const KEYS: &[&str] =
-    &["region", "vpc_endpoint", "availability_zone", "public_api_ids", "public_domains", "public_resolver", "peered"];
+const KEYS: &[&str] = &[
+    "region",
+    "vpc_endpoint",
+    "availability_zone",
+    "public_api_ids",
+    "public_domains",
+    "public_resolver",
+    "peered",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,14 +35,29 @@ pub(super) fn expand(
     table: &Spanned<toml::Table>,
     explicit: &[RouteSpec],
 ) -> Result<(Vec<RouteSpec>, Vec<String>), ConfigError> {
-    let tc = TableCtx { ctx, table, route: None, prefix: "aws.".into() };
+    let tc = TableCtx {
+        ctx,
+        table,
+        route: None,
+        prefix: "aws.".into(),
+    };
     tc.only_keys(KEYS, "[aws]")?;
-    let region: String = tc.field("region")?.ok_or_else(|| tc.err("region", "missing, e.g. \"us-east-1\""))?;
-    let endpoint: String = tc.field("vpc_endpoint")?.ok_or_else(|| tc.err("vpc_endpoint", "missing: the endpoint's DNS name"))?;
+    let region: String = tc
+        .field("region")?
+        .ok_or_else(|| tc.err("region", "missing, e.g. \"us-east-1\""))?;
+    let endpoint: String = tc
+        .field("vpc_endpoint")?
+        .ok_or_else(|| tc.err("vpc_endpoint", "missing: the endpoint's DNS name"))?;
     check_endpoint(&endpoint, &region).map_err(|m| tc.err("vpc_endpoint", m))?;
     let zone: Option<String> = tc.field("availability_zone")?;
-    if let Some(z) = zone.as_ref().filter(|z| !z.starts_with(&region) || z.len() == region.len()) {
-        return Err(tc.err("availability_zone", format!("`{z}` is not a zone of {region}, e.g. \"{region}a\"")));
+    if let Some(z) = zone
+        .as_ref()
+        .filter(|z| !z.starts_with(&region) || z.len() == region.len())
+    {
+        return Err(tc.err(
+            "availability_zone",
+            format!("`{z}` is not a zone of {region}, e.g. \"{region}a\""),
+        ));
     }
     let api_ids: Vec<String> = tc.field("public_api_ids")?.unwrap_or_default();
     let domains: Vec<String> = tc.field("public_domains")?.unwrap_or_default();
@@ -45,20 +67,38 @@ pub(super) fn expand(
     let route = |name: String, hosts: Vec<String>, action: Action, resolver: &str| -> Result<RouteSpec, ConfigError> {
         let patterns = hosts
             .iter()
-            .map(|h| super::route::parse_pattern(h).map(|p| (p, line)).map_err(|m| tc.err("public_domains", m)))
+            .map(|h| {
+                super::route::parse_pattern(h)
+                    .map(|p| (p, line))
+                    .map_err(|m| tc.err("public_domains", m))
+            })
             .collect::<Result<_, _>>()?;
-        Ok(RouteSpec { name, patterns, action, resolver: resolver.to_owned(), resolver_line: Some(line), sni: SniMode::Match, line })
+        Ok(RouteSpec {
+            name,
+            patterns,
+            action,
+            resolver: resolver.to_owned(),
+            resolver_line: Some(line),
+            sni: SniMode::Match,
+            line,
+        })
     };
     let mut routes = Vec::new();
     if !api_ids.is_empty() || !domains.is_empty() {
         let resolver = public.as_deref().ok_or_else(|| {
-            tc.err("public_resolver", "missing: name the [resolver.NAME] that sees public DNS (e.g. \"public\")")
+            tc.err(
+                "public_resolver",
+                "missing: name the [resolver.NAME] that sees public DNS (e.g. \"public\")",
+            )
         })?;
         if !domains.is_empty() {
             routes.push(route("aws-public-domains".into(), domains, Action::Resolve, resolver)?);
         }
         if !api_ids.is_empty() {
-            let hosts = api_ids.iter().map(|id| format!("{id}.execute-api.{region}.amazonaws.com")).collect();
+            let hosts = api_ids
+                .iter()
+                .map(|id| format!("{id}.execute-api.{region}.amazonaws.com"))
+                .collect();
             routes.push(route("aws-public-api-ids".into(), hosts, Action::Resolve, resolver)?);
         }
     }
@@ -67,20 +107,39 @@ pub(super) fn expand(
         names.push(zonal_name(&endpoint, z));
     }
     names.push(endpoint.clone());
-    routes.push(route("aws-private-apis".into(), vec![format!("*.execute-api.{region}.amazonaws.com")], connect(names), "system")?);
+    routes.push(route(
+        "aws-private-apis".into(),
+        vec![format!("*.execute-api.{region}.amazonaws.com")],
+        connect(names),
+        "system",
+    )?);
     for peer in peers {
         check_endpoint(&peer.vpc_endpoint, &peer.region).map_err(|m| tc.err("peered", m))?;
         let hosts = vec![format!("*.execute-api.{}.amazonaws.com", peer.region)];
-        routes.push(route(format!("aws-private-apis-{}", peer.region), hosts, connect(vec![peer.vpc_endpoint]), "system")?);
+        routes.push(route(
+            format!("aws-private-apis-{}", peer.region),
+            hosts,
+            connect(vec![peer.vpc_endpoint]),
+            "system",
+        )?);
     }
-    let claimed: HashSet<&Pattern> = explicit.iter().flat_map(|r| r.patterns.iter().map(|(p, _)| p)).collect();
+    let claimed: HashSet<&Pattern> = explicit
+        .iter()
+        .flat_map(|r| r.patterns.iter().map(|(p, _)| p))
+        .collect();
     let mut notes = Vec::new();
     for r in &mut routes {
         r.patterns.retain(|(p, _)| {
             let keep = !claimed.contains(p);
             if !keep {
-                let owner = explicit.iter().find(|e| e.patterns.iter().any(|(q, _)| q == p)).map_or("?", |e| e.name.as_str());
-                notes.push(format!("[aws] pattern `{p}` of route `{}` is overridden by route `{owner}`", r.name));
+                let owner = explicit
+                    .iter()
+                    .find(|e| e.patterns.iter().any(|(q, _)| q == p))
+                    .map_or("?", |e| e.name.as_str());
+                notes.push(format!(
+                    "[aws] pattern `{p}` of route `{}` is overridden by route `{owner}`",
+                    r.name
+                ));
             }
             keep
         });
@@ -90,7 +149,15 @@ pub(super) fn expand(
 }
 
 fn connect(names: Vec<String>) -> Action {
-    Action::Connect(names.into_iter().map(|n| ConnectName { host: Host::Name(n), port: None }).collect())
+    Action::Connect(
+        names
+            .into_iter()
+            .map(|n| ConnectName {
+                host: Host::Name(n),
+                port: None,
+            })
+            .collect(),
+    )
 }
 
 /// `vpce-…-abcd1234.execute-api.REGION.vpce.amazonaws.com` → the zonal name AWS publishes,
@@ -122,7 +189,10 @@ mod tests {
     #[test]
     fn zonal_name_inserts_the_zone_after_the_endpoint_id() {
         assert_eq!(
-            zonal_name("vpce-0123456789abcdef0-abcd1234.execute-api.us-east-1.vpce.amazonaws.com", "us-east-1a"),
+            zonal_name(
+                "vpce-0123456789abcdef0-abcd1234.execute-api.us-east-1.vpce.amazonaws.com",
+                "us-east-1a"
+            ),
             "vpce-0123456789abcdef0-abcd1234-us-east-1a.execute-api.us-east-1.vpce.amazonaws.com"
         );
     }

@@ -8,7 +8,11 @@ use super::{Action, Config, Nameserver, SniMode};
 pub fn describe(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config {}: ok", config.origin);
-    let _ = writeln!(out, "proxy listen {} (CONNECT ports {:?})", config.proxy.listen, config.proxy.connect_ports);
+    let _ = writeln!(
+        out,
+        "proxy listen {} (CONNECT ports {:?})",
+        config.proxy.listen, config.proxy.connect_ports
+    );
     match &config.admin {
         Some(a) => drop(writeln!(out, "admin listen {}", a.listen)),
         None => drop(writeln!(out, "admin off")),
@@ -29,9 +33,17 @@ pub fn describe(config: &Config) -> String {
             if r.hosts_file { ", /etc/hosts" } else { "" }
         );
     }
-    let _ = writeln!(out, "\nroutes (exact > longest *.suffix > *; IPs: exact > narrowest CIDR > *):");
+    let _ = writeln!(
+        out,
+        "\nroutes (exact > longest *.suffix > *; IPs: exact > narrowest CIDR > *):"
+    );
     for route in &config.routes {
-        let hosts = route.patterns.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(", ");
+        let hosts = route
+            .patterns
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         let action = match &route.action {
             Action::Resolve => format!("resolve via `{}`", route.resolver),
             Action::Deny => "deny 403".to_owned(),
@@ -47,7 +59,11 @@ pub fn describe(config: &Config) -> String {
                     Some(p) => format!("{}:{p}", c.host),
                     None => c.host.to_string(),
                 });
-                format!("connect {} via `{}`", c.collect::<Vec<_>>().join(" then "), route.resolver)
+                format!(
+                    "connect {} via `{}`",
+                    c.collect::<Vec<_>>().join(" then "),
+                    route.resolver
+                )
             }
         };
         let sni = if route.sni == SniMode::Any { ", sni any" } else { "" };
@@ -56,9 +72,16 @@ pub fn describe(config: &Config) -> String {
     for note in &config.notes {
         let _ = writeln!(out, "note: {note}");
     }
-    let has_catch_all = config.routes.iter().any(|r| r.patterns.iter().any(|(p, _)| *p == super::Pattern::CatchAll));
+    let has_catch_all = config
+        .routes
+        .iter()
+        .any(|r| r.patterns.iter().any(|(p, _)| *p == super::Pattern::CatchAll));
     if !has_catch_all {
-        let _ = writeln!(out, "  {:<24} [*] -> resolve via `system` (implicit)", crate::routes::DEFAULT_ROUTE);
+        let _ = writeln!(
+            out,
+            "  {:<24} [*] -> resolve via `system` (implicit)",
+            crate::routes::DEFAULT_ROUTE
+        );
     }
     out
 }

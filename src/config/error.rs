@@ -13,13 +13,23 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{origin}{}: {message}", Line(*line))]
-    Syntax { origin: String, line: Option<usize>, message: String },
+    Syntax {
+        origin: String,
+        line: Option<usize>,
+        message: String,
+    },
     #[error(
         "{origin}{}: {}key `{key}`: {message}",
         Line(*line),
         route.as_ref().map(|r| format!("route `{r}`: ")).unwrap_or_default()
     )]
-    Invalid { origin: String, line: Option<usize>, route: Option<String>, key: String, message: String },
+    Invalid {
+        origin: String,
+        line: Option<usize>,
+        route: Option<String>,
+        key: String,
+        message: String,
+    },
 }
 
 struct Line(Option<usize>);
@@ -62,7 +72,12 @@ pub(super) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(super) fn new(origin: &'a str, src: &'a str) -> Self {
-        let newlines = src.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i).collect();
+        let newlines = src
+            .bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
         Ctx { origin, src, newlines }
     }
 
@@ -80,7 +95,9 @@ impl<'a> Ctx<'a> {
             if i > 0 && t.starts_with('[') {
                 break;
             }
-            if t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            if t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            {
                 return self.line(offset);
             }
             offset += l.len();
@@ -88,7 +105,13 @@ impl<'a> Ctx<'a> {
         self.line(span.start)
     }
 
-    pub(super) fn invalid(&self, line: usize, route: Option<&str>, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(
+        &self,
+        line: usize,
+        route: Option<&str>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin.to_owned(),
             line: Some(line),
@@ -100,7 +123,11 @@ impl<'a> Ctx<'a> {
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
-    src.as_bytes()[..offset.min(src.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// One TOML table being read key by key, so each error points at its own key's line.
@@ -116,12 +143,17 @@ pub(super) struct TableCtx<'a> {
 impl TableCtx<'_> {
     pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let line = self.ctx.key_line(&self.table.span(), key);
-        self.ctx.invalid(line, self.route.as_deref(), &format!("{}{key}", self.prefix), message)
+        self.ctx
+            .invalid(line, self.route.as_deref(), &format!("{}{key}", self.prefix), message)
     }
 
     pub(super) fn field<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ConfigError> {
-        let Some(value) = self.table.get_ref().get(key) else { return Ok(None) };
-        T::deserialize(value.clone()).map(Some).map_err(|e| self.err(key, e.message().trim_end()))
+        let Some(value) = self.table.get_ref().get(key) else {
+            return Ok(None);
+        };
+        T::deserialize(value.clone())
+            .map(Some)
+            .map_err(|e| self.err(key, e.message().trim_end()))
     }
 
     /// Rejects keys outside `known` (unknown keys are errors, never ignored).

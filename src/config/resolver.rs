@@ -29,7 +29,11 @@ pub enum Nameserver {
     /// `tls://IP[:PORT]#NAME`: DNS over TLS (RFC 7858), certificate checked against NAME.
     Tls { addr: SocketAddr, name: String },
     /// `https://IP[:PORT][/PATH]#NAME`: DNS over HTTPS (RFC 8484).
-    Https { addr: SocketAddr, name: String, path: String },
+    Https {
+        addr: SocketAddr,
+        name: String,
+        path: String,
+    },
 }
 
 /// A named resolver's settings.
@@ -62,17 +66,33 @@ impl ResolverSettings {
     }
 }
 
-const KEYS: &[&str] = &["nameservers", "timeout", "min_ttl", "max_ttl", "serve_stale", "hosts_file"];
+const KEYS: &[&str] = &[
+    "nameservers",
+    "timeout",
+    "min_ttl",
+    "max_ttl",
+    "serve_stale",
+    "hosts_file",
+];
 
 pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> Result<ResolverSettings, ConfigError> {
-    let tc = TableCtx { ctx, table, route: None, prefix: format!("resolver.{name}.") };
+    let tc = TableCtx {
+        ctx,
+        table,
+        route: None,
+        prefix: format!("resolver.{name}."),
+    };
     tc.only_keys(KEYS, "a resolver")?;
     let system = name == "system";
     let duration = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
         match tc.field::<String>(key)? {
             None => Ok(default),
-            Some(s) => humantime::parse_duration(&s)
-                .map_err(|e| tc.err(key, format!("`{s}` is not a duration such as \"500ms\", \"5s\", \"5m\": {e}"))),
+            Some(s) => humantime::parse_duration(&s).map_err(|e| {
+                tc.err(
+                    key,
+                    format!("`{s}` is not a duration such as \"500ms\", \"5s\", \"5m\": {e}"),
+                )
+            }),
         }
     };
     let nameservers = match tc.field::<Vec<String>>("nameservers")? {
@@ -104,7 +124,8 @@ pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> 
 
 /// Parses one `nameservers` entry.
 pub(super) fn parse_nameserver(s: &str) -> Result<Nameserver, String> {
-    let bad = |why: &str| format!("`{s}` {why}; write IP[:PORT], udp://, tcp://, tls://IP#NAME or https://IP/PATH#NAME");
+    let bad =
+        |why: &str| format!("`{s}` {why}; write IP[:PORT], udp://, tcp://, tls://IP#NAME or https://IP/PATH#NAME");
     let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
     let (rest, tls_name) = match rest.split_once('#') {
         Some((r, n)) if !n.is_empty() => (r, Some(n.to_owned())),

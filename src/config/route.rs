@@ -95,8 +95,16 @@ enum OneOrMany {
 }
 
 pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -> Result<RouteSpec, ConfigError> {
-    let first_host = table.get_ref().get("hosts").and_then(|h| h.as_array()?.first()?.as_str().map(str::to_owned));
-    let mut rc = TableCtx { ctx, table, route: Some(first_host.unwrap_or_else(|| format!("#{}", index + 1))), prefix: String::new() };
+    let first_host = table
+        .get_ref()
+        .get("hosts")
+        .and_then(|h| h.as_array()?.first()?.as_str().map(str::to_owned));
+    let mut rc = TableCtx {
+        ctx,
+        table,
+        route: Some(first_host.unwrap_or_else(|| format!("#{}", index + 1))),
+        prefix: String::new(),
+    };
     if let Some(name) = rc.field::<String>("name")? {
         if name.is_empty() {
             return Err(rc.err("name", "must not be empty"));
@@ -104,7 +112,9 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
         rc.route = Some(name);
     }
     rc.only_keys(KEYS, "a route")?;
-    let hosts: Vec<String> = rc.field("hosts")?.ok_or_else(|| rc.err("hosts", "missing: every route needs `hosts`"))?;
+    let hosts: Vec<String> = rc
+        .field("hosts")?
+        .ok_or_else(|| rc.err("hosts", "missing: every route needs `hosts`"))?;
     if hosts.is_empty() {
         return Err(rc.err("hosts", "must list at least one host pattern"));
     }
@@ -116,7 +126,10 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
     let action = parse_action(&rc)?;
     let resolver: Option<String> = rc.field("resolver")?;
     if resolver.is_some() && matches!(action, Action::Addresses(_) | Action::Deny) {
-        return Err(rc.err("resolver", "has no effect on a route with `addresses` or `deny`; remove it"));
+        return Err(rc.err(
+            "resolver",
+            "has no effect on a route with `addresses` or `deny`; remove it",
+        ));
     }
     Ok(RouteSpec {
         resolver_line: resolver.as_ref().map(|_| ctx.key_line(&table.span(), "resolver")),
@@ -136,7 +149,10 @@ fn parse_action(rc: &TableCtx<'_>) -> Result<Action, ConfigError> {
     let chosen = usize::from(addresses.is_some()) + usize::from(connect.is_some()) + usize::from(deny);
     if chosen > 1 {
         let key = if deny { "deny" } else { "connect" };
-        return Err(rc.err(key, "a route takes at most one of `addresses`, `connect`, `deny = true`"));
+        return Err(rc.err(
+            key,
+            "a route takes at most one of `addresses`, `connect`, `deny = true`",
+        ));
     }
     if deny {
         return Ok(Action::Deny);
@@ -170,7 +186,9 @@ pub(super) fn parse_pattern(s: &str) -> Result<Pattern, String> {
     }
     if let Some(suffix) = s.strip_prefix("*.") {
         return match Target::parse_host_port(suffix, 1) {
-            Ok(Target { host: Host::Name(n), .. }) if !suffix.contains(':') => Ok(Pattern::Wildcard(n)),
+            Ok(Target {
+                host: Host::Name(n), ..
+            }) if !suffix.contains(':') => Ok(Pattern::Wildcard(n)),
             _ => Err(format!("`{s}` is not a valid wildcard; write `*.example.com`")),
         };
     }
@@ -184,8 +202,12 @@ pub(super) fn parse_pattern(s: &str) -> Result<Pattern, String> {
         return Ok(Pattern::Ip(ip));
     }
     match Target::parse_host_port(s, 1) {
-        Ok(Target { host: Host::Name(n), .. }) if !s.contains(':') => Ok(Pattern::Exact(n)),
-        _ => Err(format!("`{s}` is not a host name, `*.suffix`, `*`, IP address or CIDR block")),
+        Ok(Target {
+            host: Host::Name(n), ..
+        }) if !s.contains(':') => Ok(Pattern::Exact(n)),
+        _ => Err(format!(
+            "`{s}` is not a host name, `*.suffix`, `*`, IP address or CIDR block"
+        )),
     }
 }
 
@@ -194,18 +216,33 @@ fn parse_addr(s: &str) -> Result<AddrSpec, String> {
         return Ok(AddrSpec { ip, port: None });
     }
     match s.parse::<SocketAddr>() {
-        Ok(sa) if sa.port() != 0 => Ok(AddrSpec { ip: sa.ip(), port: Some(sa.port()) }),
+        Ok(sa) if sa.port() != 0 => Ok(AddrSpec {
+            ip: sa.ip(),
+            port: Some(sa.port()),
+        }),
         _ => Err(format!("`{s}` is not an IP address or IP:PORT (IPv6 as [::1]:443)")),
     }
 }
 
 fn parse_connect(s: &str) -> Result<ConnectName, String> {
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(ConnectName { host: Host::Ip(ip), port: None });
+        return Ok(ConnectName {
+            host: Host::Ip(ip),
+            port: None,
+        });
     }
-    let has_port = s.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
-    let parsed = if has_port { Target::parse_authority(s) } else { Target::parse_host_port(s, 1) };
+    let has_port = s
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
+    let parsed = if has_port {
+        Target::parse_authority(s)
+    } else {
+        Target::parse_host_port(s, 1)
+    };
     parsed
-        .map(|t| ConnectName { host: t.host, port: has_port.then_some(t.port) })
+        .map(|t| ConnectName {
+            host: t.host,
+            port: has_port.then_some(t.port),
+        })
         .map_err(|e| format!("`{s}` is not NAME or NAME:PORT: {e}"))
 }

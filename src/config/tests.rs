@@ -1,14 +1,19 @@
 use super::*;
 
 fn err(toml: &str) -> String {
-    Config::from_toml(toml, "bad.toml").expect_err("config must be rejected").to_string()
+    Config::from_toml(toml, "bad.toml")
+        .expect_err("config must be rejected")
+        .to_string()
 }
 
 #[test]
 fn embedded_default_is_a_plain_forward_proxy() {
     let c = Config::embedded();
     assert_eq!(c.proxy.listen.to_string(), DEFAULT_LISTEN);
-    assert_eq!(c.admin.as_ref().map(|a| a.listen.to_string()).as_deref(), Some(DEFAULT_ADMIN_LISTEN));
+    assert_eq!(
+        c.admin.as_ref().map(|a| a.listen.to_string()).as_deref(),
+        Some(DEFAULT_ADMIN_LISTEN)
+    );
     assert!(c.routes.is_empty());
     assert_eq!(c.resolvers.keys().collect::<Vec<_>>(), ["system"]);
     assert_eq!(c.proxy.connect_ports, [443]);
@@ -43,9 +48,18 @@ addresses = ["10.1.5.20", "[fd00::1]:443"]
     let public = &c.resolvers["public"];
     let ns = public.nameservers.as_ref().unwrap();
     assert_eq!(ns[1], Nameserver::UdpTcp("8.8.8.8:5353".parse().unwrap()));
-    assert_eq!(ns[3], Nameserver::Tls { addr: "1.1.1.1:853".parse().unwrap(), name: "cloudflare-dns.com".into() });
+    assert_eq!(
+        ns[3],
+        Nameserver::Tls {
+            addr: "1.1.1.1:853".parse().unwrap(),
+            name: "cloudflare-dns.com".into()
+        }
+    );
     assert!(!public.hosts_file);
-    assert_eq!(c.routes[0].name, "*.execute-api.us-east-1.amazonaws.com", "name defaults to the first host");
+    assert_eq!(
+        c.routes[0].name, "*.execute-api.us-east-1.amazonaws.com",
+        "name defaults to the first host"
+    );
     assert_eq!(c.routes[0].sni, SniMode::Any);
     match &c.routes[0].action {
         Action::Connect(names) => {
@@ -63,7 +77,10 @@ addresses = ["10.1.5.20", "[fd00::1]:443"]
 #[test]
 fn errors_name_file_line_route_and_key() {
     let cases: &[(&str, &[&str])] = &[
-        ("[proxy]\nlisten = \"127.0.0.1:0\"\nconect_timeout = \"5s\"\n", &["bad.toml:3", "conect_timeout"]),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nconect_timeout = \"5s\"\n",
+            &["bad.toml:3", "conect_timeout"],
+        ),
         ("[proxy]\nconnect_timeout = \"five\"\n", &["bad.toml:2", "five"]),
         ("[bogus]\nx = 1\n", &["bad.toml:1", "bogus"]),
         (
@@ -72,9 +89,18 @@ fn errors_name_file_line_route_and_key() {
         ),
         (
             "[[route]]\nname = \"r1\"\nhosts = [\"a.example\"]\nresolver = \"public\"\n",
-            &["bad.toml:4", "route `r1`", "key `resolver`", "unknown resolver `public`", "[resolver.public]"],
+            &[
+                "bad.toml:4",
+                "route `r1`",
+                "key `resolver`",
+                "unknown resolver `public`",
+                "[resolver.public]",
+            ],
         ),
-        ("[[route]]\nname = \"r2\"\n\nhosts = []\n", &["bad.toml:4", "route `r2`", "key `hosts`"]),
+        (
+            "[[route]]\nname = \"r2\"\n\nhosts = []\n",
+            &["bad.toml:4", "route `r2`", "key `hosts`"],
+        ),
         ("[[route]]\nname = \"r3\"\n", &["bad.toml:1", "route `r3`", "missing"]),
         (
             "[[route]]\nname = \"r4\"\nhosts = [\"a.example\"]\naddresses = [\"10.0.0.999\"]\n",
@@ -84,11 +110,26 @@ fn errors_name_file_line_route_and_key() {
             "[[route]]\nname = \"r5\"\nhosts = [\"a.example\"]\naddresses = [\"10.0.0.1\"]\ndeny = true\n",
             &["bad.toml:5", "route `r5`", "at most one"],
         ),
-        ("[[route]]\nname = \"r6\"\nhosts = [\"bad host!\"]\n", &["bad.toml:3", "route `r6`", "bad host!"]),
-        ("[[route]]\nname = \"r7\"\nhosts = [\"a.example\"]\nsni = \"sometimes\"\n", &["bad.toml:4", "key `sni`"]),
-        ("[resolver.public]\ntimeout = \"1s\"\n", &["bad.toml:1", "resolver.public.nameservers", "missing"]),
-        ("[resolver.public]\nnameservers = [\"dns.google\"]\n", &["bad.toml:2", "resolver.public.nameservers", "dns.google"]),
-        ("[resolver.public]\nnameservers = [\"tls://1.1.1.1\"]\n", &["bad.toml:2", "#NAME"]),
+        (
+            "[[route]]\nname = \"r6\"\nhosts = [\"bad host!\"]\n",
+            &["bad.toml:3", "route `r6`", "bad host!"],
+        ),
+        (
+            "[[route]]\nname = \"r7\"\nhosts = [\"a.example\"]\nsni = \"sometimes\"\n",
+            &["bad.toml:4", "key `sni`"],
+        ),
+        (
+            "[resolver.public]\ntimeout = \"1s\"\n",
+            &["bad.toml:1", "resolver.public.nameservers", "missing"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"dns.google\"]\n",
+            &["bad.toml:2", "resolver.public.nameservers", "dns.google"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"tls://1.1.1.1\"]\n",
+            &["bad.toml:2", "#NAME"],
+        ),
         ("[proxy]\nmax_connections = 0\n", &["proxy.max_connections"]),
         ("[proxy]\ndeny_destinations = [\"10.0.0.0/33\"]\n", &["bad.toml:2"]),
     ];

@@ -63,15 +63,27 @@ fn a_new_registry_has_the_unlabelled_series_and_both_reload_results_at_zero() {
 fn request_counts_by_kind_route_and_outcome() {
     let m = Metrics::new();
     let got = changes(&m, |m| m.request(RequestKind::Connect, "public", "ok"));
-    assert_eq!(got, expect(&[("splitway_requests_total{kind=\"connect\",route=\"public\",outcome=\"ok\"}", 1.0)]));
+    assert_eq!(
+        got,
+        expect(&[(
+            "splitway_requests_total{kind=\"connect\",route=\"public\",outcome=\"ok\"}",
+            1.0
+        )])
+    );
 
     let got = changes(&m, |m| {
         m.request(RequestKind::Connect, "public", "ok");
         m.request(RequestKind::Forward, "private", "dns_error");
     });
     let want = expect(&[
-        ("splitway_requests_total{kind=\"connect\",route=\"public\",outcome=\"ok\"}", 2.0),
-        ("splitway_requests_total{kind=\"forward\",route=\"private\",outcome=\"dns_error\"}", 1.0),
+        (
+            "splitway_requests_total{kind=\"connect\",route=\"public\",outcome=\"ok\"}",
+            2.0,
+        ),
+        (
+            "splitway_requests_total{kind=\"forward\",route=\"private\",outcome=\"dns_error\"}",
+            1.0,
+        ),
     ]);
     assert_eq!(got, want);
 }
@@ -92,8 +104,14 @@ fn tunnel_closed_lowers_the_gauge_counts_the_end_and_adds_bytes_each_way() {
     let want = expect(&[
         ("splitway_tunnels_open{route=\"public\"}", 1.0),
         ("splitway_tunnels_total{route=\"public\",end=\"idle\"}", 1.0),
-        ("splitway_bytes_total{route=\"public\",direction=\"client_to_upstream\"}", 517.0),
-        ("splitway_bytes_total{route=\"public\",direction=\"upstream_to_client\"}", 4096.0),
+        (
+            "splitway_bytes_total{route=\"public\",direction=\"client_to_upstream\"}",
+            517.0,
+        ),
+        (
+            "splitway_bytes_total{route=\"public\",direction=\"upstream_to_client\"}",
+            4096.0,
+        ),
     ]);
     assert_eq!(got, want);
 
@@ -101,7 +119,10 @@ fn tunnel_closed_lowers_the_gauge_counts_the_end_and_adds_bytes_each_way() {
     let want = expect(&[
         ("splitway_tunnels_open{route=\"public\"}", 0.0),
         ("splitway_tunnels_total{route=\"public\",end=\"sni_rejected\"}", 1.0),
-        ("splitway_bytes_total{route=\"public\",direction=\"client_to_upstream\"}", 520.0),
+        (
+            "splitway_bytes_total{route=\"public\",direction=\"client_to_upstream\"}",
+            520.0,
+        ),
     ]);
     assert_eq!(got, want);
 }
@@ -109,13 +130,23 @@ fn tunnel_closed_lowers_the_gauge_counts_the_end_and_adds_bytes_each_way() {
 #[test]
 fn every_tunnel_end_has_its_label_value() {
     let m = Metrics::new();
-    let ends = [TunnelEnd::Closed, TunnelEnd::Idle, TunnelEnd::Error, TunnelEnd::SniRejected, TunnelEnd::Cancelled];
+    let ends = [
+        TunnelEnd::Closed,
+        TunnelEnd::Idle,
+        TunnelEnd::Error,
+        TunnelEnd::SniRejected,
+        TunnelEnd::Cancelled,
+    ];
     for end in ends {
         m.tunnel_closed("r", end, 0, 0);
     }
     let s = series(&m);
     for name in ["closed", "idle", "error", "sni_rejected", "cancelled"] {
-        assert_eq!(s[&format!("splitway_tunnels_total{{route=\"r\",end=\"{name}\"}}")], 1.0, "{name}");
+        assert_eq!(
+            s[&format!("splitway_tunnels_total{{route=\"r\",end=\"{name}\"}}")],
+            1.0,
+            "{name}"
+        );
     }
 }
 
@@ -123,7 +154,10 @@ fn every_tunnel_end_has_its_label_value() {
 fn connect_duration_observes_into_the_route_histogram() {
     let m = Metrics::new();
     let got = changes(&m, |m| m.connect_duration("public", 0.003));
-    assert_eq!(got, histogram("splitway_connect_duration_seconds", "route=\"public\"", &[0.003]));
+    assert_eq!(
+        got,
+        histogram("splitway_connect_duration_seconds", "route=\"public\"", &[0.003])
+    );
 
     let got = changes(&m, |m| m.connect_duration("public", 0.25));
     let before = histogram("splitway_connect_duration_seconds", "route=\"public\"", &[0.003]);
@@ -139,7 +173,10 @@ fn dns_lookup_counts_by_result_and_observes_the_resolver_histogram() {
     let m = Metrics::new();
     let got = changes(&m, |m| m.dns_lookup("vpc", DnsResult::Miss, 0.5));
     let mut want = histogram("splitway_dns_lookup_duration_seconds", "resolver=\"vpc\"", &[0.5]);
-    want.insert("splitway_dns_lookups_total{resolver=\"vpc\",result=\"miss\"}".to_owned(), 1.0);
+    want.insert(
+        "splitway_dns_lookups_total{resolver=\"vpc\",result=\"miss\"}".to_owned(),
+        1.0,
+    );
     assert_eq!(got, want);
 
     for result in [DnsResult::Hit, DnsResult::Stale, DnsResult::Error] {
@@ -147,7 +184,10 @@ fn dns_lookup_counts_by_result_and_observes_the_resolver_histogram() {
     }
     let s = series(&m);
     for name in ["hit", "miss", "stale", "error"] {
-        assert_eq!(s[&format!("splitway_dns_lookups_total{{resolver=\"vpc\",result=\"{name}\"}}")], 1.0);
+        assert_eq!(
+            s[&format!("splitway_dns_lookups_total{{resolver=\"vpc\",result=\"{name}\"}}")],
+            1.0
+        );
     }
     assert_eq!(s["splitway_dns_lookup_duration_seconds_count{resolver=\"vpc\"}"], 4.0);
 }
@@ -156,7 +196,13 @@ fn dns_lookup_counts_by_result_and_observes_the_resolver_histogram() {
 fn sni_rejected_counts_by_route_and_reason() {
     let m = Metrics::new();
     let got = changes(&m, |m| m.sni_rejected("public", "sni_mismatch"));
-    assert_eq!(got, expect(&[("splitway_sni_rejections_total{route=\"public\",reason=\"sni_mismatch\"}", 1.0)]));
+    assert_eq!(
+        got,
+        expect(&[(
+            "splitway_sni_rejections_total{route=\"public\",reason=\"sni_mismatch\"}",
+            1.0
+        )])
+    );
 }
 
 #[test]
@@ -212,10 +258,19 @@ fn every_family_has_help_and_type_lines() {
     ];
     for (name, kind) in families {
         let help = format!("# HELP splitway_{name} ");
-        assert!(text.lines().any(|l| l.starts_with(&help) && l.len() > help.len() + 5), "no help for {name}");
-        assert!(text.lines().any(|l| l == format!("# TYPE splitway_{name} {kind}")), "no type for {name}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&help) && l.len() > help.len() + 5),
+            "no help for {name}"
+        );
+        assert!(
+            text.lines().any(|l| l == format!("# TYPE splitway_{name} {kind}")),
+            "no type for {name}"
+        );
     }
-    assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE ")).count(), families.len());
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("# TYPE ")).count(),
+        families.len()
+    );
 }
 
 #[test]
@@ -238,7 +293,10 @@ fn concurrent_recording_loses_nothing() {
             });
         }
     });
-    assert_eq!(series(&m)["splitway_requests_total{kind=\"connect\",route=\"public\",outcome=\"ok\"}"], 8000.0);
+    assert_eq!(
+        series(&m)["splitway_requests_total{kind=\"connect\",route=\"public\",outcome=\"ok\"}"],
+        8000.0
+    );
 }
 
 #[test]

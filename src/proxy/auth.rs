@@ -18,7 +18,9 @@ pub struct Basic {
 
 impl Basic {
     pub fn new(auth: &ProxyAuth) -> Self {
-        Self { token: base64(format!("{}:{}", auth.username, auth.password).as_bytes()).into_bytes() }
+        Self {
+            token: base64(format!("{}:{}", auth.username, auth.password).as_bytes()).into_bytes(),
+        }
     }
 
     /// Whether the request's `Proxy-Authorization` carries these credentials.
@@ -26,8 +28,12 @@ impl Basic {
         headers.get_all(PROXY_AUTHORIZATION).iter().any(|value| {
             let value = value.as_bytes();
             // The scheme is case-insensitive (RFC 9110 §11.1); one or more spaces follow it.
-            let Some((scheme, token)) = value.split_at_checked(5) else { return false };
-            scheme.eq_ignore_ascii_case(b"basic") && token.first() == Some(&b' ') && constant_time_eq(token.trim_ascii(), &self.token)
+            let Some((scheme, token)) = value.split_at_checked(5) else {
+                return false;
+            };
+            scheme.eq_ignore_ascii_case(b"basic")
+                && token.first() == Some(&b' ')
+                && constant_time_eq(token.trim_ascii(), &self.token)
         })
     }
 }
@@ -43,7 +49,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -68,7 +78,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
-        let vectors = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")];
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
         for (plain, encoded) in vectors {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
@@ -77,7 +95,10 @@ mod tests {
     #[test]
     fn basic_credentials_are_checked() {
         // RFC 7617 §2's example: Aladdin / open sesame.
-        let basic = Basic::new(&ProxyAuth { username: "Aladdin".into(), password: "open sesame".into() });
+        let basic = Basic::new(&ProxyAuth {
+            username: "Aladdin".into(),
+            password: "open sesame".into(),
+        });
         assert!(basic.allows(&headers("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")));
         assert!(basic.allows(&headers("basic   QWxhZGRpbjpvcGVuIHNlc2FtZQ==")));
         assert!(!basic.allows(&headers("Basic QWxhZGRpbjpvcGVuIHNlc2FtZR==")));
@@ -89,7 +110,10 @@ mod tests {
 
     #[test]
     fn utf8_credentials_are_encoded_as_utf8() {
-        let basic = Basic::new(&ProxyAuth { username: "test".into(), password: "123£".into() });
+        let basic = Basic::new(&ProxyAuth {
+            username: "test".into(),
+            password: "123£".into(),
+        });
         // RFC 7617 §2.1's example.
         assert!(basic.allows(&headers("Basic dGVzdDoxMjPCow==")));
     }

@@ -74,9 +74,13 @@ pub fn target_of(uri: &Uri) -> Result<Target, ProxyError> {
             "scheme `{scheme}` cannot be forwarded: send http:// URLs, and https through CONNECT (HTTPS_PROXY)"
         )));
     }
-    let authority = uri.authority().ok_or_else(|| ProxyError::BadRequest(format!("`{uri}` has no host")))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| ProxyError::BadRequest(format!("`{uri}` has no host")))?;
     if authority.as_str().contains('@') {
-        return Err(ProxyError::BadRequest("userinfo is not allowed in a request target".into()));
+        return Err(ProxyError::BadRequest(
+            "userinfo is not allowed in a request target".into(),
+        ));
     }
     Ok(Target::parse_host_port(authority.as_str(), 80)?)
 }
@@ -120,7 +124,11 @@ pub async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
     strip_hop_by_hop(req.headers_mut());
-    let host = if target.port == 80 { target.host.to_string() } else { target.to_string() };
+    let host = if target.port == 80 {
+        target.host.to_string()
+    } else {
+        target.to_string()
+    };
     // RFC 9112 §3.2.2: the target URI's authority replaces any Host the client sent.
     let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
     req.headers_mut().insert(header::HOST, host);
@@ -151,5 +159,9 @@ fn upstream_error(route: &Route, target: &Target, e: hyper_util::client::legacy:
         }
         source = err.source();
     }
-    ProxyError::Unreachable { route: route.name.to_string(), host: target.to_string(), reason: e.to_string() }
+    ProxyError::Unreachable {
+        route: route.name.to_string(),
+        host: target.to_string(),
+        reason: e.to_string(),
+    }
 }

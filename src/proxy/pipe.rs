@@ -52,9 +52,14 @@ pub struct Activity {
 
 impl Activity {
     fn moved(&self, from_client: bool, n: usize, started: Instant) {
-        let counter = if from_client { &self.client_to_upstream } else { &self.upstream_to_client };
+        let counter = if from_client {
+            &self.client_to_upstream
+        } else {
+            &self.upstream_to_client
+        };
         counter.fetch_add(n as u64, Ordering::Relaxed);
-        self.last_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
@@ -74,7 +79,12 @@ pub async fn run(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duratio
 }
 
 /// Drives `copy` until it ends or `idle` passes with no read.
-async fn until_idle<T>(copy: impl Future<Output = io::Result<T>>, started: Instant, idle: Duration, activity: &Activity) -> PipeEnd {
+async fn until_idle<T>(
+    copy: impl Future<Output = io::Result<T>>,
+    started: Instant,
+    idle: Duration,
+    activity: &Activity,
+) -> PipeEnd {
     tokio::pin!(copy);
     loop {
         let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
@@ -98,13 +108,22 @@ enum Step {
     /// Read `n` bytes and wrote them all.
     Moved(usize),
     /// Read `n` bytes; the destination took only part: `rest` is still to be written.
-    Partial { n: usize, rest: Vec<u8> },
+    Partial {
+        n: usize,
+        rest: Vec<u8>,
+    },
     Eof,
 }
 
 /// One direction: a writable destination first (so a slow reader throttles the source), then
 /// a read and a write within one poll, so the scratch buffer is never held across an await.
-async fn one_way(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, from_client: bool, activity: &Activity, started: Instant) -> io::Result<()> {
+async fn one_way(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    from_client: bool,
+    activity: &Activity,
+    started: Instant,
+) -> io::Result<()> {
     loop {
         to.writable().await?;
         match std::future::poll_fn(|cx| step(cx, &mut from, &to)).await? {
@@ -141,7 +160,14 @@ fn step(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &WriteHalf<'_>) -> Po
             }
         }
         let n = data.len();
-        Poll::Ready(Ok(if sent == n { Step::Moved(n) } else { Step::Partial { n, rest: data[sent..].to_vec() } }))
+        Poll::Ready(Ok(if sent == n {
+            Step::Moved(n)
+        } else {
+            Step::Partial {
+                n,
+                rest: data[sent..].to_vec(),
+            }
+        }))
     })
 }
 
@@ -186,8 +212,18 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let mut client = Counted { inner: client, activity: activity.clone(), started, from_client: true };
-    let mut upstream = Counted { inner: upstream, activity: activity.clone(), started, from_client: false };
+    let mut client = Counted {
+        inner: client,
+        activity: activity.clone(),
+        started,
+        from_client: true,
+    };
+    let mut upstream = Counted {
+        inner: upstream,
+        activity: activity.clone(),
+        started,
+        from_client: false,
+    };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, GENERIC_BUF_SIZE, GENERIC_BUF_SIZE);
     until_idle(copy, started, idle, &activity).await
 }

@@ -17,7 +17,10 @@ use crate::upstream::target::{Host, Target};
 /// Connects along the system path and, at the same time, works out what `route` would do;
 /// a difference is logged and counted under `route`'s name.
 pub async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
-    let (actual, would) = tokio::join!(rt.connector.connect(&rt.system_route, target), would_connect(rt, route, target));
+    let (actual, would) = tokio::join!(
+        rt.connector.connect(&rt.system_route, target),
+        would_connect(rt, route, target)
+    );
     let actual_ip = actual.as_ref().ok().map(|(_, up)| up.addr.ip());
     let difference = match &would {
         Would::Same => None,
@@ -52,7 +55,11 @@ impl std::fmt::Display for Would {
         match self {
             Would::Same => f.write_str("same"),
             Would::Deny => f.write_str("deny 403"),
-            Would::Connect(ips) => write!(f, "{}", ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+            Would::Connect(ips) => write!(
+                f,
+                "{}",
+                ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
             Would::Fail(e) => write!(f, "refuse: {e}"),
         }
     }
@@ -64,7 +71,10 @@ async fn would_connect(rt: &Runtime, route: &Route, target: &Target) -> Would {
         _ if &*route.name == DEFAULT_ROUTE && &*route.resolver == "system" => return Would::Same,
         Action::Deny => return Would::Deny,
         Action::Addresses(list) => return Would::Connect(list.iter().map(|a| a.ip).collect()),
-        Action::Connect(list) => list.iter().map(|c| (c.host.clone(), c.port.unwrap_or(target.port))).collect(),
+        Action::Connect(list) => list
+            .iter()
+            .map(|c| (c.host.clone(), c.port.unwrap_or(target.port)))
+            .collect(),
         Action::Resolve => vec![(target.host.clone(), target.port)],
     };
     let mut last = String::new();

@@ -330,10 +330,7 @@ impl<'a> Records<'a> {
     fn flat(&self) -> Flat<'a> {
         let end = self.buf.len().min(self.pos + self.left);
         let data = self.buf.get(self.pos..end).unwrap_or_default();
-        Flat {
-            data,
-            left: self.left,
-        }
+        Flat { data, left: self.left }
     }
 
     /// Steps over the next record header when the current fragment is used up. Called only

@@ -13,9 +13,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::pipe::{self, Activity, PipeEnd};
-use crate::metrics::TunnelEnd;
 use super::sni::{self, Hello};
 use crate::config::SniMode;
+use crate::metrics::TunnelEnd;
 use crate::routes::Route;
 use crate::server::ConnGuard;
 use crate::upstream::connect::Upstream;
@@ -92,7 +92,10 @@ impl Tunnel {
             end = self.relay(upgraded, &activity) => end,
             () = guard.cancelled() => Ok(TunnelEnd::Cancelled),
         };
-        let (up, down) = (activity.client_to_upstream.load(Ordering::Relaxed), activity.upstream_to_client.load(Ordering::Relaxed));
+        let (up, down) = (
+            activity.client_to_upstream.load(Ordering::Relaxed),
+            activity.upstream_to_client.load(Ordering::Relaxed),
+        );
         match end {
             Ok(end) => {
                 metrics.tunnel_closed(&self.route.name, end, up, down);
@@ -138,7 +141,12 @@ impl Tunnel {
 
     /// Reads the ClientHello when SNI is pinned, then forwards it and whatever the client sent
     /// early (`early`: bytes that arrived with the CONNECT head). `Some` ends the tunnel.
-    async fn preamble<C>(&mut self, client: &mut C, early: &[u8], activity: &Activity) -> Result<Option<TunnelEnd>, Rejection>
+    async fn preamble<C>(
+        &mut self,
+        client: &mut C,
+        early: &[u8],
+        activity: &Activity,
+    ) -> Result<Option<TunnelEnd>, Rejection>
     where
         C: AsyncRead + Unpin,
     {
@@ -151,7 +159,9 @@ impl Tunnel {
             }
         }
         if !first.is_empty() {
-            activity.client_to_upstream.fetch_add(first.len() as u64, Ordering::Relaxed);
+            activity
+                .client_to_upstream
+                .fetch_add(first.len() as u64, Ordering::Relaxed);
             if self.stream.write_all(&first).await.is_err() {
                 return Ok(Some(TunnelEnd::Error));
             }

@@ -73,10 +73,17 @@ fn file_order_never_matters() {
         let mut parts: Vec<&str> = ROUTES.split("[[route]]").collect();
         let head = parts.remove(0);
         parts.reverse();
-        std::iter::once(head.to_owned()).chain(parts.iter().map(|p| format!("[[route]]{p}"))).collect()
+        std::iter::once(head.to_owned())
+            .chain(parts.iter().map(|p| format!("[[route]]{p}")))
+            .collect()
     };
     let (a, b) = (table(ROUTES), table(&reversed));
-    for host in ["api.example.com", "x.example.com", "q.execute-api.us-east-1.amazonaws.com", "z.amazonaws.com"] {
+    for host in [
+        "api.example.com",
+        "x.example.com",
+        "q.execute-api.us-east-1.amazonaws.com",
+        "z.amazonaws.com",
+    ] {
         assert_eq!(a.lookup_name(host).name, b.lookup_name(host).name, "{host}");
     }
 }

@@ -19,17 +19,24 @@ use crate::metrics::Metrics;
 /// panic: it is dropped, never polled again.
 pub async fn contain<F: Future<Output = ()>>(task: F, what: &'static str, metrics: Arc<Metrics>) -> bool {
     let mut task = pin!(task);
-    let outcome = std::future::poll_fn(|cx| match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-        Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(payload) => Poll::Ready(Err(payload)),
-    })
-    .await;
+    let outcome =
+        std::future::poll_fn(
+            |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+                Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+                Ok(Poll::Pending) => Poll::Pending,
+                Err(payload) => Poll::Ready(Err(payload)),
+            },
+        )
+        .await;
     match outcome {
         Ok(()) => true,
         Err(payload) => {
             metrics.panic_caught();
-            tracing::error!(task = what, panic = panic_message(payload.as_ref()), "panic caught; the task was ended");
+            tracing::error!(
+                task = what,
+                panic = panic_message(payload.as_ref()),
+                "panic caught; the task was ended"
+            );
             false
         }
     }
@@ -68,21 +75,36 @@ mod tests {
             panic!("boom in a connection");
         };
         assert!(!contain(task, "test", metrics.clone()).await);
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the task's state is released");
-        assert!(metrics.encode().contains("splitway_panics_total 1"), "{}", metrics.encode());
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the task's state is released"
+        );
+        assert!(
+            metrics.encode().contains("splitway_panics_total 1"),
+            "{}",
+            metrics.encode()
+        );
     }
 
     #[tokio::test]
     async fn a_task_that_ends_normally_is_not_counted() {
         let metrics = Arc::new(Metrics::new());
         assert!(contain(async { tokio::task::yield_now().await }, "test", metrics.clone()).await);
-        assert!(metrics.encode().contains("splitway_panics_total 0"), "{}", metrics.encode());
+        assert!(
+            metrics.encode().contains("splitway_panics_total 0"),
+            "{}",
+            metrics.encode()
+        );
     }
 
     #[tokio::test]
     async fn a_spawned_contained_panic_leaves_the_runtime_serving() {
         let metrics = Arc::new(Metrics::new());
-        let handle = tokio::spawn(contain(async { panic!("{}", String::from("formatted")) }, "test", metrics.clone()));
+        let handle = tokio::spawn(contain(
+            async { panic!("{}", String::from("formatted")) },
+            "test",
+            metrics.clone(),
+        ));
         assert!(!handle.await.expect("the JoinHandle sees a normal end, not a panic"));
         assert_eq!(tokio::spawn(async { 7 }).await.expect("runtime still serves"), 7);
     }

@@ -55,7 +55,12 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(resolvers: Arc<Resolvers>, metrics: Arc<Metrics>, deny: Vec<IpNet>, timeout: Duration) -> Self {
-        Self { resolvers, metrics, deny: DenyList::new(deny, vec![]), timeout }
+        Self {
+            resolvers,
+            metrics,
+            deny: DenyList::new(deny, vec![]),
+            timeout,
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -64,7 +69,10 @@ impl Connector {
 
     /// The proxy's own listeners: never connected to, whatever the route.
     pub fn with_own(self, own: Vec<SocketAddr>) -> Self {
-        Self { deny: self.deny.with_own(own), ..self }
+        Self {
+            deny: self.deny.with_own(own),
+            ..self
+        }
     }
 
     pub fn resolvers(&self) -> &Arc<Resolvers> {
@@ -77,20 +85,28 @@ impl Connector {
         let names: Vec<ConnectName> = match &route.action {
             Action::Deny => return Err(denied(route, target)),
             Action::Addresses(list) => {
-                let addrs: Vec<SocketAddr> =
-                    list.iter().map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port))).collect();
+                let addrs: Vec<SocketAddr> = list
+                    .iter()
+                    .map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)))
+                    .collect();
                 let started = Instant::now();
                 let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
-                return Ok((stream, Upstream {
-                    addr,
-                    resolver: None,
-                    dns_source: None,
-                    dns_time: Duration::ZERO,
-                    connect_time: started.elapsed(),
-                }));
+                return Ok((
+                    stream,
+                    Upstream {
+                        addr,
+                        resolver: None,
+                        dns_source: None,
+                        dns_time: Duration::ZERO,
+                        connect_time: started.elapsed(),
+                    },
+                ));
             }
             Action::Connect(names) => names.clone(),
-            Action::Resolve => vec![ConnectName { host: target.host.clone(), port: None }],
+            Action::Resolve => vec![ConnectName {
+                host: target.host.clone(),
+                port: None,
+            }],
         };
         // `connect` names are tried in order of preference: the first that resolves and
         // accepts the connection wins; the last failure is the one reported.
@@ -102,13 +118,20 @@ impl Connector {
                 Ok(c) => {
                     let dns_time = started.elapsed();
                     let connecting = Instant::now();
-                    self.attempt(route, target, &c.addrs, deadline).await.map(|(stream, addr)| (stream, Upstream {
-                        addr,
-                        resolver: c.answer.as_ref().map(|_| route.resolver.clone()),
-                        dns_source: c.source,
-                        dns_time,
-                        connect_time: connecting.elapsed(),
-                    }))
+                    self.attempt(route, target, &c.addrs, deadline)
+                        .await
+                        .map(|(stream, addr)| {
+                            (
+                                stream,
+                                Upstream {
+                                    addr,
+                                    resolver: c.answer.as_ref().map(|_| route.resolver.clone()),
+                                    dns_source: c.source,
+                                    dns_time,
+                                    connect_time: connecting.elapsed(),
+                                },
+                            )
+                        })
                 }
                 Err(e) => Err(e),
             };
@@ -132,7 +155,10 @@ impl Connector {
         let (resolved, answer, source) = match host {
             Host::Ip(ip) => (vec![*ip], None, None),
             Host::Name(name) => {
-                let resolver = self.resolvers.get(&route.resolver).expect("config validation checks route resolvers");
+                let resolver = self
+                    .resolvers
+                    .get(&route.resolver)
+                    .expect("config validation checks route resolvers");
                 let dns_err = |reason: String| ProxyError::Dns {
                     route: route.name.to_string(),
                     host: name.clone(),
@@ -145,7 +171,9 @@ impl Connector {
                     resolver: route.resolver.to_string(),
                     after: resolver.timeout().min(self.timeout),
                 };
-                let (result, source) = timeout_at(deadline, resolver.resolve(name)).await.map_err(|_| timed_out())?;
+                let (result, source) = timeout_at(deadline, resolver.resolve(name))
+                    .await
+                    .map_err(|_| timed_out())?;
                 let answer = match result {
                     Ok(a) => a,
                     Err(DnsError::Timeout) => return Err(timed_out()),
@@ -157,9 +185,18 @@ impl Connector {
         let (denied, allowed): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(|ip| self.is_denied(*ip));
         if allowed.is_empty() {
             let addrs = denied.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            return Err(ProxyError::DestinationProhibited { route: route.name.to_string(), host: host.to_string(), addrs });
+            return Err(ProxyError::DestinationProhibited {
+                route: route.name.to_string(),
+                host: host.to_string(),
+                addrs,
+            });
         }
-        Ok(Candidates { addrs: interleave(allowed, port), answer, source, denied })
+        Ok(Candidates {
+            addrs: interleave(allowed, port),
+            answer,
+            source,
+            denied,
+        })
     }
 
     /// Whether `deny_destinations` covers `ip`, or the IPv4 address it embeds (see
@@ -178,7 +215,11 @@ impl Connector {
         // Even a route's explicit `addresses` never lead back into the proxy: that would loop.
         let (own, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| self.deny.is_own(**a));
         if addrs.is_empty() && !own.is_empty() {
-            return Err(ProxyError::LoopToSelf { route: route.name.to_string(), host: target.to_string(), addr: own[0] });
+            return Err(ProxyError::LoopToSelf {
+                route: route.name.to_string(),
+                host: target.to_string(),
+                addr: own[0],
+            });
         }
         let failures = match timeout_at(deadline, happy_eyeballs(&addrs)).await {
             Ok(Ok(ok)) => return Ok(ok),
@@ -191,20 +232,33 @@ impl Connector {
                 });
             }
         };
-        let refused = failures.iter().find(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
+        let refused = failures
+            .iter()
+            .find(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
         Err(match refused {
-            Some((addr, _)) => ProxyError::ConnectionRefused { route: route.name.to_string(), host: target.to_string(), addr: *addr },
+            Some((addr, _)) => ProxyError::ConnectionRefused {
+                route: route.name.to_string(),
+                host: target.to_string(),
+                addr: *addr,
+            },
             None => ProxyError::Unreachable {
                 route: route.name.to_string(),
                 host: target.to_string(),
-                reason: failures.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "),
+                reason: failures
+                    .iter()
+                    .map(|(a, e)| format!("{a}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
             },
         })
     }
 }
 
 fn denied(route: &Route, target: &Target) -> ProxyError {
-    ProxyError::Denied { route: route.name.to_string(), host: target.host.to_string() }
+    ProxyError::Denied {
+        route: route.name.to_string(),
+        host: target.host.to_string(),
+    }
 }
 
 /// RFC 8305 §4: alternate address families, IPv6 first, keeping each family's order.

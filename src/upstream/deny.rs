@@ -29,7 +29,9 @@ impl DenyList {
             IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
-        self.nets.iter().any(|net| net.contains(&ip) || embedded.is_some_and(|v4| net.contains(&v4)))
+        self.nets
+            .iter()
+            .any(|net| net.contains(&ip) || embedded.is_some_and(|v4| net.contains(&v4)))
     }
 
     /// Whether connecting to `addr` would reach this proxy's own listener (a loop). A
@@ -69,7 +71,10 @@ mod tests {
     use super::*;
 
     fn list(nets: &[&str], own: &[&str]) -> DenyList {
-        DenyList::new(nets.iter().map(|n| n.parse().unwrap()).collect(), own.iter().map(|a| a.parse().unwrap()).collect())
+        DenyList::new(
+            nets.iter().map(|n| n.parse().unwrap()).collect(),
+            own.iter().map(|a| a.parse().unwrap()).collect(),
+        )
     }
 
     fn covers(l: &DenyList, ip: &str) -> bool {
@@ -107,7 +112,10 @@ mod tests {
         let l = list(DEFAULT, &[]);
         assert!(covers(&l, "64:ff9b::127.0.0.1") && covers(&l, "64:ff9b::a9fe:a9fe"));
         assert!(!covers(&l, "64:ff9b::10.0.0.1"));
-        assert!(!covers(&l, "64:ff9b:1::a9fe:a9fe"), "only the well-known prefix has a fixed layout");
+        assert!(
+            !covers(&l, "64:ff9b:1::a9fe:a9fe"),
+            "only the well-known prefix has a fixed layout"
+        );
     }
 
     #[test]
@@ -116,7 +124,10 @@ mod tests {
         // 2002:a9fe:a9fe::/48 is 6to4 for 169.254.169.254.
         assert!(covers(&l, "2002:a9fe:a9fe::1") && covers(&l, "2002:7f00:1::"));
         assert!(!covers(&l, "2002:0a00:0001::1"));
-        assert_eq!(embedded_ipv4("2002:c000:0204::1".parse().unwrap()), Some(Ipv4Addr::new(192, 0, 2, 4)));
+        assert_eq!(
+            embedded_ipv4("2002:c000:0204::1".parse().unwrap()),
+            Some(Ipv4Addr::new(192, 0, 2, 4))
+        );
     }
 
     #[test]

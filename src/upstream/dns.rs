@@ -40,7 +40,10 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
     #[error("{reason}")]
-    NotFound { reason: String, negative_ttl: Option<Duration> },
+    NotFound {
+        reason: String,
+        negative_ttl: Option<Duration>,
+    },
     #[error("no answer in time")]
     Timeout,
     #[error("{0}")]
@@ -94,7 +97,10 @@ impl Resolver {
             cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
         };
-        Ok(Self { inner: Arc::new(inner), metrics })
+        Ok(Self {
+            inner: Arc::new(inner),
+            metrics,
+        })
     }
 
     pub fn name(&self) -> &Arc<str> {
@@ -125,7 +131,8 @@ impl Resolver {
             (Ok(_), Source::Miss) => DnsResult::Miss,
             (Ok(_), Source::Stale) => DnsResult::Stale,
         };
-        self.metrics.dns_lookup(&self.inner.name, label, started.elapsed().as_secs_f64());
+        self.metrics
+            .dns_lookup(&self.inner.name, label, started.elapsed().as_secs_f64());
         (result, source)
     }
 
@@ -139,7 +146,12 @@ impl Resolver {
                     let refresh = e.result.is_ok() && now >= e.refresh_at && e.recheck_at.is_none_or(|t| now >= t);
                     (Some((e.result.clone(), Source::Hit)), refresh)
                 }
-                Some(Entry { result: Ok(a), expires, recheck_at, .. }) if now < *expires + serve_stale => {
+                Some(Entry {
+                    result: Ok(a),
+                    expires,
+                    recheck_at,
+                    ..
+                }) if now < *expires + serve_stale => {
                     // Within the failure recheck time the upstream is not asked again.
                     let recent_failure = recheck_at.is_some_and(|t| now < t);
                     (Some((Ok(a.clone()), Source::Stale)), !recent_failure)
@@ -172,7 +184,10 @@ impl Resolver {
     /// `None` when it has no usable entry.
     pub fn refresh_at(&self, host: &str) -> Option<Instant> {
         let cache = lock(&self.inner.cache);
-        cache.get(host).filter(|e| e.result.is_ok()).map(|e| e.refresh_at.max(e.recheck_at.unwrap_or(e.refresh_at)))
+        cache
+            .get(host)
+            .filter(|e| e.result.is_ok())
+            .map(|e| e.refresh_at.max(e.recheck_at.unwrap_or(e.refresh_at)))
     }
 
     /// Asks the upstream for `host` now (joining a query in flight) and caches the answer.
@@ -183,7 +198,9 @@ impl Resolver {
 
 async fn wait_result(rx: &mut watch::Receiver<Option<Outcome>>) -> Outcome {
     match rx.wait_for(Option::is_some).await {
-        Ok(r) => r.clone().unwrap_or(Err(DnsError::Failed("query ended without an answer".into()))),
+        Ok(r) => r
+            .clone()
+            .unwrap_or(Err(DnsError::Failed("query ended without an answer".into()))),
         Err(_) => Err(DnsError::Failed("query ended without an answer".into())),
     }
 }
@@ -231,7 +248,12 @@ impl Inner {
         };
         let ttl = ttl.clamp(s.min_ttl, s.max_ttl);
         let result = result.map(|a| Answer { ttl, ..a });
-        let entry = Entry { result: result.clone(), expires: now + ttl, refresh_at: now + ttl - ttl / 10, recheck_at: None };
+        let entry = Entry {
+            result: result.clone(),
+            expires: now + ttl,
+            refresh_at: now + ttl - ttl / 10,
+            recheck_at: None,
+        };
         lock(&self.cache).insert(host.into(), entry);
         result
     }
@@ -246,7 +268,12 @@ impl Resolvers {
     pub fn new(settings: &BTreeMap<String, ResolverSettings>, metrics: Arc<Metrics>) -> Result<Self, String> {
         let map = settings
             .iter()
-            .map(|(name, s)| Ok((Arc::from(name.as_str()), Arc::new(Resolver::new(name, s, metrics.clone())?))))
+            .map(|(name, s)| {
+                Ok((
+                    Arc::from(name.as_str()),
+                    Arc::new(Resolver::new(name, s, metrics.clone())?),
+                ))
+            })
             .collect::<Result<_, String>>()?;
         Ok(Self { map })
     }

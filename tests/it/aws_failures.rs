@@ -21,11 +21,7 @@ async fn private_dns_on_custom_domain_fails_tls_name_check_at_the_vpce() {
     let err = get_direct(Resolver::VpcPrivateDnsOn, CUSTOM_DOMAIN)
         .await
         .expect_err("the VPC endpoint's certificate does not cover the custom domain");
-    assert!(
-        is_name_mismatch(&err),
-        "not a name mismatch: {}",
-        describe_chain(&err)
-    );
+    assert!(is_name_mismatch(&err), "not a name mismatch: {}", describe_chain(&err));
     assert!(
         net.vpce.connections() > before,
         "the handshake should have reached the VPCE"
@@ -35,9 +31,7 @@ async fn private_dns_on_custom_domain_fails_tls_name_check_at_the_vpce() {
 #[tokio::test]
 async fn private_dns_on_public_api_id_is_forbidden_by_the_vpce() {
     let host = execute_api_host(PUBLIC_API_ID, REGION);
-    let served = get_direct(Resolver::VpcPrivateDnsOn, &host)
-        .await
-        .expect("a response");
+    let served = get_direct(Resolver::VpcPrivateDnsOn, &host).await.expect("a response");
     assert_eq!(served.status, 403, "{served:?}");
     assert_eq!(served.served_by, "vpce-us-east-1");
     assert_eq!(served.error_type, "ForbiddenException");
@@ -50,24 +44,14 @@ async fn private_dns_on_cross_region_private_api_is_unreachable() {
     let err = get_direct(Resolver::VpcPrivateDnsOn, &host)
         .await
         .expect_err("the us-west-2 public endpoint has no route from the VPC");
-    assert!(
-        err.is_connect(),
-        "not a connect error: {}",
-        describe_chain(&err)
-    );
-    assert!(
-        is_connection_refused(&err),
-        "not refused: {}",
-        describe_chain(&err)
-    );
+    assert!(err.is_connect(), "not a connect error: {}", describe_chain(&err));
+    assert!(is_connection_refused(&err), "not refused: {}", describe_chain(&err));
 }
 
 #[tokio::test]
 async fn private_dns_on_private_api_works_through_the_vpce() {
     let host = execute_api_host(PRIVATE_API_ID, REGION);
-    let served = get_direct(Resolver::VpcPrivateDnsOn, &host)
-        .await
-        .expect("a response");
+    let served = get_direct(Resolver::VpcPrivateDnsOn, &host).await.expect("a response");
     assert_eq!(served.status, 200, "{served:?}");
     assert_eq!(served.served_by, "vpce-us-east-1");
     assert_eq!(served.body, ok_body("vpce-us-east-1", PRIVATE_API_ID));
@@ -123,12 +107,7 @@ async fn fake_dns_negative_answers_modes_and_log() {
 
     let nodata = udp_query(dns.addr(), CUSTOM_DOMAIN, RecordType::AAAA).await;
     assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
-    assert!(
-        nodata
-            .answers
-            .iter()
-            .all(|r| r.record_type() == RecordType::CNAME)
-    );
+    assert!(nodata.answers.iter().all(|r| r.record_type() == RecordType::CNAME));
     assert!(matches!(nodata.authorities.as_slice(), [soa] if soa.record_type() == RecordType::SOA));
 
     let nx = udp_query(dns.addr(), "nope.mydomain.com", RecordType::A).await;
@@ -144,10 +123,7 @@ async fn fake_dns_negative_answers_modes_and_log() {
         ("nope.mydomain.com", "A"),
         (CUSTOM_DOMAIN, "A"),
     ];
-    let expected: Vec<_> = expected
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect();
+    let expected: Vec<_> = expected.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
     assert_eq!(dns.queries(), expected);
     assert_eq!(dns.query_count(), 3);
 }
@@ -159,13 +135,7 @@ async fn curl_sees_the_custom_domain_certificate_failure() {
         return;
     }
     let net = aws_net();
-    let out = client::curl(
-        net,
-        Via::Direct(Resolver::VpcPrivateDnsOn),
-        CUSTOM_DOMAIN,
-        &[],
-    )
-    .await;
+    let out = client::curl(net, Via::Direct(Resolver::VpcPrivateDnsOn), CUSTOM_DOMAIN, &[]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(60), "curl: {stderr}");
 }

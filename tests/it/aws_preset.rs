@@ -6,7 +6,9 @@ use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_secti
 use crate::support::*;
 
 fn preset(net: &AwsNet, dns: PrivateDns, zone: Option<&str>) -> String {
-    let az = zone.map(|z| format!("availability_zone = \"{z}\"\n")).unwrap_or_default();
+    let az = zone
+        .map(|z| format!("availability_zone = \"{z}\"\n"))
+        .unwrap_or_default();
     format!(
         r#"{proxy}{resolvers}
 [aws]
@@ -32,8 +34,14 @@ async fn preset_routes_like_the_hand_written_config() {
         let proxy = TestProxy::start(&preset(net, dns, None)).await;
         let client = https_client(net, Via::Proxy(proxy.addr));
         for (host, endpoint) in expectations() {
-            let served = get(&client, &host).await.unwrap_or_else(|e| panic!("{host} ({dns:?}): {}", describe_chain(&e)));
-            assert_eq!((served.status, served.served_by.as_str()), (200, endpoint), "{host} ({dns:?})");
+            let served = get(&client, &host)
+                .await
+                .unwrap_or_else(|e| panic!("{host} ({dns:?}): {}", describe_chain(&e)));
+            assert_eq!(
+                (served.status, served.served_by.as_str()),
+                (200, endpoint),
+                "{host} ({dns:?})"
+            );
         }
         drop(client);
         proxy.assert_no_leaks().await;
@@ -47,7 +55,10 @@ async fn zonal_endpoint_preferred_then_regional_when_it_is_down() {
     let private = execute_api_host(PRIVATE_API_ID, REGION);
     let proxy = TestProxy::start(&preset(net, PrivateDns::On, Some("us-east-1a"))).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
-    assert_eq!(get(&client, &private).await.expect("zonal").served_by, "vpce-us-east-1a");
+    assert_eq!(
+        get(&client, &private).await.expect("zonal").served_by,
+        "vpce-us-east-1a"
+    );
     drop(client);
     proxy.assert_no_leaks().await;
     proxy.stop().await;
@@ -59,10 +70,14 @@ async fn zonal_endpoint_preferred_then_regional_when_it_is_down() {
         .addr(VPCE_ZONAL, "127.10.9.21".parse().unwrap())
         .addr(WEST_VPCE, WEST_VPCE_IP);
     let dns = FakeDns::start("127.53.2.2".parse().unwrap(), zone).await;
-    let toml = preset(net, PrivateDns::On, Some("us-east-1a")).replace(&net.vpc_dns_private_on.to_string(), &dns.addr().to_string());
+    let toml = preset(net, PrivateDns::On, Some("us-east-1a"))
+        .replace(&net.vpc_dns_private_on.to_string(), &dns.addr().to_string());
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
-    assert_eq!(get(&client, &private).await.expect("regional fallback").served_by, "vpce-us-east-1");
+    assert_eq!(
+        get(&client, &private).await.expect("regional fallback").served_by,
+        "vpce-us-east-1"
+    );
     drop(client);
     proxy.assert_no_leaks().await;
     proxy.stop().await;
@@ -76,25 +91,48 @@ fn check_shows_generated_routes_and_overrides() {
     );
     let config = splitway::Config::from_toml(&toml, "preset.toml").expect("valid");
     let text = splitway::config::describe(&config);
-    assert!(text.contains(&format!("aws-public-api-ids       [{}] -> resolve via `public`", execute_api_host(PUBLIC_API_ID, REGION))), "{text}");
+    assert!(
+        text.contains(&format!(
+            "aws-public-api-ids       [{}] -> resolve via `public`",
+            execute_api_host(PUBLIC_API_ID, REGION)
+        )),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("note: [aws] pattern `*.execute-api.{REGION}.amazonaws.com` of route `aws-private-apis` is overridden by route `mine`")),
         "{text}"
     );
-    assert!(!text.contains("aws-private-apis  "), "fully overridden route is dropped: {text}");
+    assert!(
+        !text.contains("aws-private-apis  "),
+        "fully overridden route is dropped: {text}"
+    );
 }
 
 #[test]
 fn preset_errors_name_the_key() {
     let cases = [
-        ("[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"api.example.com\"\n", "key `aws.vpc_endpoint`"),
-        ("[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"vpce-1-a.execute-api.us-east-1.vpce.amazonaws.com\"\navailability_zone = \"eu-west-1a\"\n", "key `aws.availability_zone`"),
-        ("[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"vpce-1-a.execute-api.us-east-1.vpce.amazonaws.com\"\npublic_domains = [\"api.example.com\"]\n", "key `aws.public_resolver`"),
-        ("[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"vpce-1-a.execute-api.us-east-1.vpce.amazonaws.com\"\npublic_resolver = \"public\"\npublic_api_ids = [\"x\"]\n", "unknown resolver `public`"),
+        (
+            "[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"api.example.com\"\n",
+            "key `aws.vpc_endpoint`",
+        ),
+        (
+            "[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"vpce-1-a.execute-api.us-east-1.vpce.amazonaws.com\"\navailability_zone = \"eu-west-1a\"\n",
+            "key `aws.availability_zone`",
+        ),
+        (
+            "[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"vpce-1-a.execute-api.us-east-1.vpce.amazonaws.com\"\npublic_domains = [\"api.example.com\"]\n",
+            "key `aws.public_resolver`",
+        ),
+        (
+            "[aws]\nregion = \"us-east-1\"\nvpc_endpoint = \"vpce-1-a.execute-api.us-east-1.vpce.amazonaws.com\"\npublic_resolver = \"public\"\npublic_api_ids = [\"x\"]\n",
+            "unknown resolver `public`",
+        ),
         ("[aws]\nregoin = \"us-east-1\"\n", "key `aws.regoin`"),
     ];
     for (toml, want) in cases {
-        let e = splitway::Config::from_toml(toml, "aws.toml").expect_err(toml).to_string();
+        let e = splitway::Config::from_toml(toml, "aws.toml")
+            .expect_err(toml)
+            .to_string();
         assert!(e.contains("aws.toml:") && e.contains(want), "{want:?} in {e}");
     }
 }

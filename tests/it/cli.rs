@@ -29,7 +29,13 @@ async fn check_prints_the_route_table() {
     let out = splitway(&["check", "--config", path.to_str().unwrap()]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for want in ["custom-domains", "private-apis-us-west-2", "resolve via `public`", "connect vpce-", "default"] {
+    for want in [
+        "custom-domains",
+        "private-apis-us-west-2",
+        "resolve via `public`",
+        "connect vpce-",
+        "default",
+    ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
 }
@@ -41,7 +47,10 @@ async fn check_on_a_bad_file_names_file_line_route_and_key() {
     let out = splitway(&["check", "--config", path.to_str().unwrap()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let want = format!("{}:7: route `custom-domains`: key `resolver`: unknown resolver `publik`", path.display());
+    let want = format!(
+        "{}:7: route `custom-domains`: key `resolver`: unknown resolver `publik`",
+        path.display()
+    );
     assert!(stderr.contains(&want), "want {want:?} in {stderr}");
 }
 
@@ -50,7 +59,10 @@ async fn check_on_a_missing_file_says_what_to_do() {
     let out = splitway(&["check", "--config", "/nonexistent/splitway.toml"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("/nonexistent/splitway.toml") && stderr.contains("--config"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/splitway.toml") && stderr.contains("--config"),
+        "{stderr}"
+    );
 }
 
 async fn explain_json(path: &std::path::Path, host: &str) -> serde_json::Value {
@@ -67,10 +79,34 @@ async fn explain_shows_each_scenario_and_what_the_system_resolver_would_do() {
     let at = |ip: std::net::IpAddr| format!("{ip}:{}", net.port);
     // (host, route, connect_to, system answer, differs)
     let cases = [
-        (CUSTOM_DOMAIN.to_owned(), "custom-domains", at(PUBLIC_ENDPOINT_IP), VPCE_IP, true),
-        (execute_api_host(PUBLIC_API_ID, REGION), "public-api-ids", at(PUBLIC_ENDPOINT_IP), VPCE_IP, true),
-        (execute_api_host(PRIVATE_API_ID, REGION), "private-apis", at(VPCE_IP), VPCE_IP, false),
-        (execute_api_host(WEST_PRIVATE_API_ID, WEST_REGION), "private-apis-us-west-2", at(WEST_VPCE_IP), WEST_PUBLIC_ENDPOINT_IP, true),
+        (
+            CUSTOM_DOMAIN.to_owned(),
+            "custom-domains",
+            at(PUBLIC_ENDPOINT_IP),
+            VPCE_IP,
+            true,
+        ),
+        (
+            execute_api_host(PUBLIC_API_ID, REGION),
+            "public-api-ids",
+            at(PUBLIC_ENDPOINT_IP),
+            VPCE_IP,
+            true,
+        ),
+        (
+            execute_api_host(PRIVATE_API_ID, REGION),
+            "private-apis",
+            at(VPCE_IP),
+            VPCE_IP,
+            false,
+        ),
+        (
+            execute_api_host(WEST_PRIVATE_API_ID, WEST_REGION),
+            "private-apis-us-west-2",
+            at(WEST_VPCE_IP),
+            WEST_PUBLIC_ENDPOINT_IP,
+            true,
+        ),
     ];
     for (host, route, connect_to, system, differs) in cases {
         let e = explain_json(&path, &host).await;
@@ -107,7 +143,8 @@ async fn explain_text_says_the_system_path_differs() {
 #[tokio::test]
 async fn explain_a_denied_host_and_an_unknown_name() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::Off) + "\n[[route]]\nname = \"no-metadata\"\nhosts = [\"169.254.169.254\"]\ndeny = true\n";
+    let toml = scenario_config(net, PrivateDns::Off)
+        + "\n[[route]]\nname = \"no-metadata\"\nhosts = [\"169.254.169.254\"]\ndeny = true\n";
     let path = write_config("explain-deny.toml", &toml);
     let e = explain_json(&path, "169.254.169.254").await;
     assert_eq!(e["route"], "no-metadata");
@@ -127,27 +164,62 @@ async fn explain_probe_diagnoses_the_system_path_and_confirms_splitways() {
         let (path, ca) = (path.clone(), ca.clone());
         async move {
             let target = format!("{host}:{}", aws_net().port);
-            let args = ["explain", &target, "--config", path.to_str().unwrap(), "--probe", "--ca-file", ca.to_str().unwrap(), "--json"];
+            let args = [
+                "explain",
+                &target,
+                "--config",
+                path.to_str().unwrap(),
+                "--probe",
+                "--ca-file",
+                ca.to_str().unwrap(),
+                "--json",
+            ];
             let out = splitway(&args).await;
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-            let by_path = |p: &str| e["probes"].as_array().unwrap().iter().find(|x| x["path"] == p).cloned().unwrap_or_else(|| panic!("no {p} probe: {e}"));
+            let by_path = |p: &str| {
+                e["probes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["path"] == p)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no {p} probe: {e}"))
+            };
             (by_path("splitway"), by_path("system"))
         }
     };
     // Custom domain: the system path lands on the VPC endpoint, whose certificate does not cover it.
     let (ours, system) = probe(CUSTOM_DOMAIN.to_owned()).await;
-    assert_eq!((ours["covers_host"].as_bool(), ours["trusted"].as_bool(), ours["http_status"].as_u64()), (Some(true), Some(true), Some(200)), "{ours}");
+    assert_eq!(
+        (
+            ours["covers_host"].as_bool(),
+            ours["trusted"].as_bool(),
+            ours["http_status"].as_u64()
+        ),
+        (Some(true), Some(true), Some(200)),
+        "{ours}"
+    );
     assert_eq!(system["covers_host"], false, "{system}");
     assert_eq!(system["address"], format!("{VPCE_IP}:{}", net.port));
-    assert!(system["sans"].as_array().unwrap().iter().all(|s| s != CUSTOM_DOMAIN), "{system}");
+    assert!(
+        system["sans"].as_array().unwrap().iter().all(|s| s != CUSTOM_DOMAIN),
+        "{system}"
+    );
     // Public API ID: the certificate covers it on both paths, but the VPC endpoint answers 403.
     let (ours, system) = probe(execute_api_host(PUBLIC_API_ID, REGION)).await;
     assert_eq!(ours["http_status"], 200, "{ours}");
-    assert_eq!((system["covers_host"].as_bool(), system["http_status"].as_u64()), (Some(true), Some(403)), "{system}");
+    assert_eq!(
+        (system["covers_host"].as_bool(), system["http_status"].as_u64()),
+        (Some(true), Some(403)),
+        "{system}"
+    );
     // Private API ID: both paths reach the VPC endpoint and work.
     let (ours, system) = probe(execute_api_host(PRIVATE_API_ID, REGION)).await;
-    assert_eq!((ours["http_status"].as_u64(), system["http_status"].as_u64()), (Some(200), Some(200)));
+    assert_eq!(
+        (ours["http_status"].as_u64(), system["http_status"].as_u64()),
+        (Some(200), Some(200))
+    );
 }
 
 #[tokio::test]
@@ -156,8 +228,23 @@ async fn explain_probe_text_names_the_failure() {
     let path = write_config("probe-text.toml", &scenario_config(net, PrivateDns::On));
     let ca = write_config("probe-text-ca.pem", &net.ca_pem);
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
-    let out = splitway(&["explain", &target, "--config", path.to_str().unwrap(), "--probe", "--ca-file", ca.to_str().unwrap()]).await;
+    let out = splitway(&[
+        "explain",
+        &target,
+        "--config",
+        path.to_str().unwrap(),
+        "--probe",
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ])
+    .await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("probe:      splitway") && text.contains("covers the host, GET / -> HTTP 200"), "{text}");
-    assert!(text.contains("probe:      system") && text.contains("does NOT cover the host"), "{text}");
+    assert!(
+        text.contains("probe:      splitway") && text.contains("covers the host, GET / -> HTTP 200"),
+        "{text}"
+    );
+    assert!(
+        text.contains("probe:      system") && text.contains("does NOT cover the host"),
+        "{text}"
+    );
 }

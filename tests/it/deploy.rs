@@ -43,7 +43,9 @@ fn named<'a>(list: &'a Yaml, name: &str) -> &'a Yaml {
 }
 
 fn yaml_env<'a>(container: &'a Yaml, var: &str) -> &'a str {
-    named(&container["env"], var)["value"].as_str().unwrap_or_else(|| panic!("{var} has no string value"))
+    named(&container["env"], var)["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{var} has no string value"))
 }
 
 fn json_env<'a>(container: &'a Json, var: &str) -> &'a str {
@@ -77,7 +79,9 @@ fn image_config() -> Config {
 /// The config inside the ConfigMap, parsed as splitway parses it.
 fn configmap_config(docs: &[Yaml]) -> Config {
     let cm = kind(docs, "ConfigMap");
-    let text = cm["data"]["splitway.toml"].as_str().expect("the ConfigMap holds splitway.toml");
+    let text = cm["data"]["splitway.toml"]
+        .as_str()
+        .expect("the ConfigMap holds splitway.toml");
     Config::from_toml(text, "sidecar.yaml").unwrap_or_else(|e| panic!("the ConfigMap's config: {e}"))
 }
 
@@ -90,18 +94,39 @@ fn kubernetes_runs_splitway_as_a_native_sidecar_with_admin_probes() {
     let docs = kubernetes_docs();
     let pod = &kind(&docs, "Deployment")["spec"]["template"]["spec"];
     let sidecar = named(&pod["initContainers"], "splitway");
-    assert_eq!(sidecar["restartPolicy"].as_str(), Some("Always"), "a native sidecar needs restartPolicy: Always");
+    assert_eq!(
+        sidecar["restartPolicy"].as_str(),
+        Some("Always"),
+        "a native sidecar needs restartPolicy: Always"
+    );
     assert!(
-        pod["containers"].as_sequence().unwrap().iter().all(|c| c["name"].as_str() != Some("splitway")),
+        pod["containers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"].as_str() != Some("splitway")),
         "splitway belongs in initContainers, not containers"
     );
-    let args: Vec<_> = sidecar["args"].as_sequence().unwrap().iter().filter_map(Yaml::as_str).collect();
+    let args: Vec<_> = sidecar["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
     assert_eq!(args, ["run", "--config", CONFIG_PATH]);
 
     let config = configmap_config(&docs);
-    let admin = config.admin.as_ref().expect("the ConfigMap's config has an [admin] table").listen;
+    let admin = config
+        .admin
+        .as_ref()
+        .expect("the ConfigMap's config has an [admin] table")
+        .listen;
     assert_eq!(admin, "0.0.0.0:9901".parse().unwrap(), "kubelet probes hit the pod IP");
-    for (probe, path) in [("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+    for (probe, path) in [
+        ("startupProbe", "/readyz"),
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+    ] {
         let get = &sidecar[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some(path), "{probe}");
         assert_eq!(get["port"].as_i64(), Some(port(admin)), "{probe}");
@@ -112,12 +137,18 @@ fn kubernetes_runs_splitway_as_a_native_sidecar_with_admin_probes() {
     assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
     assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"));
-    assert!(sidecar["resources"]["requests"].is_mapping(), "the sidecar asks for resources");
+    assert!(
+        sidecar["resources"]["requests"].is_mapping(),
+        "the sidecar asks for resources"
+    );
 
     // The ConfigMap reaches the path in `args`, as a directory mount so edits are reloaded.
     let mount = named(&sidecar["volumeMounts"], "splitway-config");
     assert_eq!(mount["mountPath"].as_str(), Some("/etc/splitway"));
-    assert!(mount["subPath"].is_null(), "a subPath mount never sees ConfigMap updates");
+    assert!(
+        mount["subPath"].is_null(),
+        "a subPath mount never sees ConfigMap updates"
+    );
     let volume = named(&pod["volumes"], "splitway-config");
     let cm_name = kind(&docs, "ConfigMap")["metadata"]["name"].as_str();
     assert_eq!(volume["configMap"]["name"].as_str(), cm_name);
@@ -128,7 +159,11 @@ fn kubernetes_app_reaches_the_proxy_and_the_pod_outlives_the_drain() {
     let docs = kubernetes_docs();
     let pod = &kind(&docs, "Deployment")["spec"]["template"]["spec"];
     let config = configmap_config(&docs);
-    assert_eq!(config.proxy.listen, "127.0.0.1:3128".parse().unwrap(), "the proxy stays pod-local");
+    assert_eq!(
+        config.proxy.listen,
+        "127.0.0.1:3128".parse().unwrap(),
+        "the proxy stays pod-local"
+    );
 
     let app = named(&pod["containers"], "app");
     assert_eq!(yaml_env(app, "HTTPS_PROXY"), PROXY_URL);
@@ -139,7 +174,9 @@ fn kubernetes_app_reaches_the_proxy_and_the_pod_outlives_the_drain() {
     }
     assert_eq!(yaml_env(app, "NODE_USE_ENV_PROXY"), "1");
 
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds is set");
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds is set");
     assert!(
         Duration::from_secs(grace) > config.proxy.drain_timeout,
         "terminationGracePeriodSeconds {grace}s must exceed drain_timeout {:?}",
@@ -151,12 +188,22 @@ fn kubernetes_app_reaches_the_proxy_and_the_pod_outlives_the_drain() {
 fn ecs_task_waits_for_a_healthy_splitway_and_stops_it_after_the_drain() {
     let task: Json = serde_json::from_str(&read("deploy/ecs/task-definition.json")).expect("valid JSON");
     assert_eq!(task["networkMode"], "awsvpc");
-    assert!(task["requiresCompatibilities"].as_array().unwrap().iter().any(|c| c == "FARGATE"));
+    assert!(
+        task["requiresCompatibilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "FARGATE")
+    );
 
     let splitway = json_container(&task, "splitway");
     assert_eq!(splitway["essential"], true);
-    let command: Vec<_> =
-        splitway["healthCheck"]["command"].as_array().unwrap().iter().filter_map(Json::as_str).collect();
+    let command: Vec<_> = splitway["healthCheck"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Json::as_str)
+        .collect();
     assert!(
         matches!(command[..], ["CMD", bin, "health"] if bin.ends_with("/splitway")),
         "the health check must be [\"CMD\", \".../splitway\", \"health\"] (exec form: no shell): {command:?}"
@@ -165,7 +212,11 @@ fn ecs_task_waits_for_a_healthy_splitway_and_stops_it_after_the_drain() {
 
     // `splitway health` asks 127.0.0.1:9901 by default: the image's config must serve there.
     let config = image_config();
-    let admin = config.admin.as_ref().expect("config/splitway.toml has an [admin] table").listen;
+    let admin = config
+        .admin
+        .as_ref()
+        .expect("config/splitway.toml has an [admin] table")
+        .listen;
     assert_eq!(admin.port(), 9901);
     let stop = splitway["stopTimeout"].as_u64().expect("splitway has a stopTimeout");
     assert!(
@@ -177,7 +228,9 @@ fn ecs_task_waits_for_a_healthy_splitway_and_stops_it_after_the_drain() {
     let app = json_container(&task, "app");
     let depends = app["dependsOn"].as_array().expect("app has dependsOn");
     assert!(
-        depends.iter().any(|d| d["containerName"] == "splitway" && d["condition"] == "HEALTHY"),
+        depends
+            .iter()
+            .any(|d| d["containerName"] == "splitway" && d["condition"] == "HEALTHY"),
         "app must start after splitway is HEALTHY: {depends:?}"
     );
     assert_eq!(json_env(app, "HTTPS_PROXY"), PROXY_URL);
@@ -190,9 +243,16 @@ fn ecs_task_waits_for_a_healthy_splitway_and_stops_it_after_the_drain() {
 
 /// The one non-comment line of `text` that holds the release build command.
 fn build_line(text: &str, file: &str) -> String {
-    let lines: Vec<_> =
-        text.lines().map(str::trim).filter(|l| !l.starts_with('#') && l.contains(BUILD_COMMAND)).collect();
-    assert_eq!(lines.len(), 1, "{file} should run `{BUILD_COMMAND}` exactly once: {lines:?}");
+    let lines: Vec<_> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains(BUILD_COMMAND))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{file} should run `{BUILD_COMMAND}` exactly once: {lines:?}"
+    );
     lines[0].trim_start_matches("RUN ").trim().to_owned()
 }
 
@@ -202,7 +262,11 @@ fn dockerfile_builds_like_ci_and_runs_unprivileged_with_a_shell_free_health_chec
     let ci = read(".ci/run");
     assert_eq!(build_line(&dockerfile, "Dockerfile"), build_line(&ci, ".ci/run"));
 
-    let instructions: Vec<_> = dockerfile.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    let instructions: Vec<_> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
     let last = |keyword: &str| -> String {
         instructions
             .iter()
@@ -214,11 +278,17 @@ fn dockerfile_builds_like_ci_and_runs_unprivileged_with_a_shell_free_health_chec
     };
     let user = last("USER ");
     let uid = user.split(':').next().unwrap();
-    assert!(!["root", "0", ""].contains(&uid), "the image must not run as root: USER {user}");
+    assert!(
+        !["root", "0", ""].contains(&uid),
+        "the image must not run as root: USER {user}"
+    );
     let mut exposed: Vec<_> = last("EXPOSE ").split_whitespace().map(str::to_owned).collect();
     exposed.sort();
     assert_eq!(exposed, ["3128", "9901"]);
-    assert!(dockerfile.contains(r#"splitway", "health"]"#), "HEALTHCHECK runs `splitway health` in exec form");
+    assert!(
+        dockerfile.contains(r#"splitway", "health"]"#),
+        "HEALTHCHECK runs `splitway health` in exec form"
+    );
     assert!(instructions.iter().any(|l| l.starts_with("HEALTHCHECK ")));
     assert_eq!(last("ENV SPLITWAY_CONFIG="), CONFIG_PATH);
     assert_eq!(last("ENTRYPOINT "), r#"["/usr/local/bin/splitway"]"#);

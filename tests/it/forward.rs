@@ -55,7 +55,10 @@ async fn echo(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes
 fn config(echo: &Echo) -> String {
     proxy_section(aws_net())
         + &resolver_sections(aws_net(), PrivateDns::On)
-        + &format!("\n[[route]]\nname = \"echo\"\nhosts = [\"echo.test\"]\naddresses = [\"{}\"]\n", echo.addr.ip())
+        + &format!(
+            "\n[[route]]\nname = \"echo\"\nhosts = [\"echo.test\"]\naddresses = [\"{}\"]\n",
+            echo.addr.ip()
+        )
 }
 
 #[tokio::test]
@@ -75,8 +78,18 @@ async fn forwards_with_origin_form_host_and_no_hop_by_hop_fields() {
     assert!(lines.contains(&format!("host: echo.test:{port}").as_str()), "{body}");
     assert!(lines.contains(&"x-keep: yes"), "{body}");
     assert!(lines.contains(&"via: 1.1 splitway"), "{body}");
-    for gone in ["x-foo", "proxy-connection", "keep-alive", "te", "proxy-authorization", "connection"] {
-        assert!(!lines.iter().any(|l| l.starts_with(&format!("{gone}:"))), "{gone} forwarded: {body}");
+    for gone in [
+        "x-foo",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(
+            !lines.iter().any(|l| l.starts_with(&format!("{gone}:"))),
+            "{gone} forwarded: {body}"
+        );
     }
     assert_eq!(header(&headers, "x-end"), Some("reaches the client"));
     assert_eq!(header(&headers, "x-hop"), None, "response hop-by-hop field forwarded");
@@ -92,7 +105,11 @@ async fn keep_alive_client_reuses_pooled_upstream_connection() {
     let echo = start_echo("127.12.0.2").await;
     let proxy = TestProxy::start(&config(&echo)).await;
     let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://{}", proxy.addr)).unwrap().no_proxy(None))
+        .proxy(
+            reqwest::Proxy::http(format!("http://{}", proxy.addr))
+                .unwrap()
+                .no_proxy(None),
+        )
         .build()
         .unwrap();
     for i in 0..5 {
@@ -114,11 +131,31 @@ async fn forward_refusals() {
     let toml = config(&echo) + "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example\"]\ndeny = true\n";
     let proxy = TestProxy::start(&toml).await;
     let cases: &[(&str, u16, &str)] = &[
-        ("GET http://blocked.example/ HTTP/1.1\r\nHost: blocked.example\r\n\r\n", 403, "http_request_denied"),
-        ("GET https://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n", 400, "http_request_error"),
-        ("GET ftp://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n", 400, "http_request_error"),
-        ("TRACE http://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n", 405, "http_request_error"),
-        ("GET http://nope.mydomain.com/ HTTP/1.1\r\nHost: nope.mydomain.com\r\n\r\n", 502, "dns_error"),
+        (
+            "GET http://blocked.example/ HTTP/1.1\r\nHost: blocked.example\r\n\r\n",
+            403,
+            "http_request_denied",
+        ),
+        (
+            "GET https://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n",
+            400,
+            "http_request_error",
+        ),
+        (
+            "GET ftp://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n",
+            400,
+            "http_request_error",
+        ),
+        (
+            "TRACE http://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n",
+            405,
+            "http_request_error",
+        ),
+        (
+            "GET http://nope.mydomain.com/ HTTP/1.1\r\nHost: nope.mydomain.com\r\n\r\n",
+            502,
+            "dns_error",
+        ),
     ];
     for (request, want, error) in cases {
         let (status, headers, body, _) = connect_raw(proxy.addr, request.as_bytes()).await;

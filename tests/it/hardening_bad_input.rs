@@ -40,7 +40,11 @@ struct Case {
 }
 
 fn case(name: impl Into<String>, bytes: impl Into<Vec<u8>>, want: Want) -> Case {
-    Case { name: name.into(), bytes: bytes.into(), want }
+    Case {
+        name: name.into(),
+        bytes: bytes.into(),
+        want,
+    }
 }
 
 fn connect(target: &str, extra: &str) -> String {
@@ -63,24 +67,72 @@ fn malformed(p: u16) -> Vec<Case> {
         case("garbage line", "GARBAGE\r\n\r\n", Hyper(BAD_REQUEST)),
         case("method only", "GET\r\n\r\n", Hyper(BAD_REQUEST)),
         case("unknown version", "GET / HTTP/9.9\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("HTTP/2.0 CONNECT", format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/2.0\r\n\r\n"), Hyper(BAD_REQUEST)),
+        case(
+            "HTTP/2.0 CONNECT",
+            format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/2.0\r\n\r\n"),
+            Hyper(BAD_REQUEST),
+        ),
         case("trailing token", "GET / HTTP/1.1 extra\r\n\r\n", Hyper(BAD_REQUEST)),
         case("binary", b"\x00\x01\x02\x03\r\n\r\n".to_vec(), Hyper(BAD_REQUEST)),
         case("double space", "GET  / HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
         case("bad method token", "G@T / HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("header without colon", "GET / HTTP/1.1\r\nHost example.com\r\n\r\n", Hyper(BAD_REQUEST)),
+        case(
+            "header without colon",
+            "GET / HTTP/1.1\r\nHost example.com\r\n\r\n",
+            Hyper(BAD_REQUEST),
+        ),
         case("empty header name", "GET / HTTP/1.1\r\n: v\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("space in header name", "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("NUL in header value", b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(), Hyper(BAD_REQUEST)),
-        case("obs-fold", "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("NUL in target", b"GET http://a\x00b/ HTTP/1.1\r\n\r\n".to_vec(), Hyper(BAD_REQUEST)),
-        case("bad content-length", get("http://x/", "Content-Length: abc\r\n"), Hyper(BAD_REQUEST)),
-        case("two content-lengths", get("http://x/", "Content-Length: 1\r\nContent-Length: 2\r\n"), Hyper(BAD_REQUEST)),
-        case("transfer-encoding not ending in chunked", get("http://x/", "Transfer-Encoding: gzip\r\n"), Hyper(BAD_REQUEST)),
-        case("TLS ClientHello to the proxy port", tls_record_prefix(), Hyper(BAD_REQUEST)),
+        case(
+            "space in header name",
+            "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "NUL in header value",
+            b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(),
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "obs-fold",
+            "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "NUL in target",
+            b"GET http://a\x00b/ HTTP/1.1\r\n\r\n".to_vec(),
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "bad content-length",
+            get("http://x/", "Content-Length: abc\r\n"),
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "two content-lengths",
+            get("http://x/", "Content-Length: 1\r\nContent-Length: 2\r\n"),
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "transfer-encoding not ending in chunked",
+            get("http://x/", "Transfer-Encoding: gzip\r\n"),
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "TLS ClientHello to the proxy port",
+            tls_record_prefix(),
+            Hyper(BAD_REQUEST),
+        ),
         case("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Dropped),
-        case("CONNECT with an unclosed bracket", connect(&format!("[::1:{p}"), ""), Hyper(BAD_REQUEST)),
-        case("absolute URL with a bad IPv6 host", "GET http://[::1/ HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
+        case(
+            "CONNECT with an unclosed bracket",
+            connect(&format!("[::1:{p}"), ""),
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "absolute URL with a bad IPv6 host",
+            "GET http://[::1/ HTTP/1.1\r\n\r\n",
+            Hyper(BAD_REQUEST),
+        ),
         case("unbracketed IPv6", connect(&format!("::1:{p}"), ""), Hyper(BAD_REQUEST)),
     ]
 }
@@ -110,10 +162,26 @@ fn bad_connect(p: u16) -> Vec<Case> {
         bad("empty label", format!("a..b:{p}")),
         bad("name over 253 bytes", format!("{}.com:{p}", "a".repeat(260))),
         bad("label over 63 bytes", format!("{}.com:{p}", "a".repeat(64))),
-        case("path after the port", connect(&format!("{CUSTOM_DOMAIN}:{p}/path"), ""), Hyper(BAD_REQUEST)),
-        case("absolute URL as CONNECT target", connect(&format!("http://{CUSTOM_DOMAIN}:{p}"), ""), Refused(400, "http_request_error", true)),
-        case("asterisk", "CONNECT * HTTP/1.1\r\n\r\n", Refused(400, "http_request_error", true)),
-        case("lowercase connect is another method", format!("connect {CUSTOM_DOMAIN}:{p} HTTP/1.1\r\n\r\n"), Refused(400, "http_request_error", true)),
+        case(
+            "path after the port",
+            connect(&format!("{CUSTOM_DOMAIN}:{p}/path"), ""),
+            Hyper(BAD_REQUEST),
+        ),
+        case(
+            "absolute URL as CONNECT target",
+            connect(&format!("http://{CUSTOM_DOMAIN}:{p}"), ""),
+            Refused(400, "http_request_error", true),
+        ),
+        case(
+            "asterisk",
+            "CONNECT * HTTP/1.1\r\n\r\n",
+            Refused(400, "http_request_error", true),
+        ),
+        case(
+            "lowercase connect is another method",
+            format!("connect {CUSTOM_DOMAIN}:{p} HTTP/1.1\r\n\r\n"),
+            Refused(400, "http_request_error", true),
+        ),
     ]
 }
 
@@ -121,22 +189,89 @@ fn bad_connect(p: u16) -> Vec<Case> {
 fn refused(p: u16, own: u16) -> Vec<Case> {
     let denied = |name: &str, req: String, kind| case(name, req, Refused(403, kind, false));
     vec![
-        denied("port not in connect_ports", connect(&format!("{CUSTOM_DOMAIN}:8443"), ""), "http_request_denied"),
-        denied("deny route", connect(&format!("blocked.example:{p}"), ""), "http_request_denied"),
-        denied("IPv6 literal on a deny route", connect(&format!("[::1]:{p}"), ""), "http_request_denied"),
-        denied("metadata address", connect(&format!("169.254.169.254:{p}"), ""), "destination_ip_prohibited"),
-        denied("IPv4-mapped metadata", connect(&format!("[::ffff:169.254.169.254]:{p}"), ""), "destination_ip_prohibited"),
-        denied("IPv4-compatible metadata", connect(&format!("[::169.254.169.254]:{p}"), ""), "destination_ip_prohibited"),
-        denied("NAT64 metadata", connect(&format!("[64:ff9b::a9fe:a9fe]:{p}"), ""), "destination_ip_prohibited"),
-        denied("6to4 metadata", connect(&format!("[2002:a9fe:a9fe::1]:{p}"), ""), "destination_ip_prohibited"),
-        denied("the proxy itself, forwarded", get(&format!("http://127.0.0.1:{own}/"), ""), "destination_ip_prohibited"),
-        denied("the proxy itself, mapped", get(&format!("http://[::ffff:127.0.0.1]:{own}/"), ""), "destination_ip_prohibited"),
-        denied("metadata, forwarded", get("http://169.254.169.254/latest/meta-data/", ""), "destination_ip_prohibited"),
-        denied("deny route, forwarded", get("http://blocked.example/", ""), "http_request_denied"),
-        denied("Host header disagrees: the target wins", format!("CONNECT blocked.example:{p} HTTP/1.1\r\nHost: {CUSTOM_DOMAIN}:{p}\r\n\r\n"), "http_request_denied"),
-        denied("exactly 100 header fields", connect(&format!("blocked.example:{p}"), &headers(99)), "http_request_denied"),
-        denied("a 60 KiB header", connect(&format!("blocked.example:{p}"), &format!("X-Big: {}\r\n", "a".repeat(60 * 1024))), "http_request_denied"),
-        denied("bare LF line ends", format!("CONNECT blocked.example:{p} HTTP/1.1\nHost: x\n\n"), "http_request_denied"),
+        denied(
+            "port not in connect_ports",
+            connect(&format!("{CUSTOM_DOMAIN}:8443"), ""),
+            "http_request_denied",
+        ),
+        denied(
+            "deny route",
+            connect(&format!("blocked.example:{p}"), ""),
+            "http_request_denied",
+        ),
+        denied(
+            "IPv6 literal on a deny route",
+            connect(&format!("[::1]:{p}"), ""),
+            "http_request_denied",
+        ),
+        denied(
+            "metadata address",
+            connect(&format!("169.254.169.254:{p}"), ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "IPv4-mapped metadata",
+            connect(&format!("[::ffff:169.254.169.254]:{p}"), ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "IPv4-compatible metadata",
+            connect(&format!("[::169.254.169.254]:{p}"), ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "NAT64 metadata",
+            connect(&format!("[64:ff9b::a9fe:a9fe]:{p}"), ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "6to4 metadata",
+            connect(&format!("[2002:a9fe:a9fe::1]:{p}"), ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "the proxy itself, forwarded",
+            get(&format!("http://127.0.0.1:{own}/"), ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "the proxy itself, mapped",
+            get(&format!("http://[::ffff:127.0.0.1]:{own}/"), ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "metadata, forwarded",
+            get("http://169.254.169.254/latest/meta-data/", ""),
+            "destination_ip_prohibited",
+        ),
+        denied(
+            "deny route, forwarded",
+            get("http://blocked.example/", ""),
+            "http_request_denied",
+        ),
+        denied(
+            "Host header disagrees: the target wins",
+            format!("CONNECT blocked.example:{p} HTTP/1.1\r\nHost: {CUSTOM_DOMAIN}:{p}\r\n\r\n"),
+            "http_request_denied",
+        ),
+        denied(
+            "exactly 100 header fields",
+            connect(&format!("blocked.example:{p}"), &headers(99)),
+            "http_request_denied",
+        ),
+        denied(
+            "a 60 KiB header",
+            connect(
+                &format!("blocked.example:{p}"),
+                &format!("X-Big: {}\r\n", "a".repeat(60 * 1024)),
+            ),
+            "http_request_denied",
+        ),
+        denied(
+            "bare LF line ends",
+            format!("CONNECT blocked.example:{p} HTTP/1.1\nHost: x\n\n"),
+            "http_request_denied",
+        ),
     ]
 }
 
@@ -153,17 +288,40 @@ fn not_forwardable() -> Vec<Case> {
         bad("empty label in URL", get("http://a..b/", "")),
         bad("origin-form", "GET /path HTTP/1.1\r\nHost: x\r\n\r\n".into()),
         bad("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".into()),
-        case("TRACE", format!("TRACE http://{CUSTOM_DOMAIN}/ HTTP/1.1\r\nHost: x\r\n\r\n"), Refused(405, "http_request_error", true)),
+        case(
+            "TRACE",
+            format!("TRACE http://{CUSTOM_DOMAIN}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Refused(405, "http_request_error", true),
+        ),
     ]
 }
 
 /// Limits on the head: hyper answers 431 itself.
 fn oversized(p: u16) -> Vec<Case> {
     vec![
-        case("101 header fields", connect(&format!("blocked.example:{p}"), &headers(100)), Hyper(431)),
-        case("1000 header fields", connect(&format!("blocked.example:{p}"), &headers(1000)), Hyper(431)),
-        case("a 70 KiB header", connect(&format!("blocked.example:{p}"), &format!("X-Big: {}\r\n", "a".repeat(70 * 1024))), Hyper(431)),
-        case("a 70 KiB URL", format!("GET http://x/{} HTTP/1.1\r\n\r\n", "a".repeat(70 * 1024)), Hyper(431)),
+        case(
+            "101 header fields",
+            connect(&format!("blocked.example:{p}"), &headers(100)),
+            Hyper(431),
+        ),
+        case(
+            "1000 header fields",
+            connect(&format!("blocked.example:{p}"), &headers(1000)),
+            Hyper(431),
+        ),
+        case(
+            "a 70 KiB header",
+            connect(
+                &format!("blocked.example:{p}"),
+                &format!("X-Big: {}\r\n", "a".repeat(70 * 1024)),
+            ),
+            Hyper(431),
+        ),
+        case(
+            "a 70 KiB URL",
+            format!("GET http://x/{} HTTP/1.1\r\n\r\n", "a".repeat(70 * 1024)),
+            Hyper(431),
+        ),
     ]
 }
 
@@ -171,14 +329,49 @@ fn oversized(p: u16) -> Vec<Case> {
 fn framing(p: u16) -> Vec<Case> {
     let blocked = format!("blocked.example:{p}");
     vec![
-        case("HTTP/1.0 CONNECT without Host", format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/1.0\r\n\r\n"), Tunnel),
-        case("HTTP/1.1 CONNECT without Host", format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/1.1\r\n\r\n"), Tunnel),
-        case("CONNECT with Content-Length", connect(&blocked, "Content-Length: 5\r\n") + "hello", Refused(403, "http_request_denied", false)),
-        case("CONNECT with chunked body", connect(&blocked, "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n", Refused(403, "http_request_denied", false)),
-        case("Content-Length with Transfer-Encoding", get("http://blocked.example/", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n") + "0\r\n\r\n", Refused(403, "http_request_denied", true)),
-        case("invalid chunk size", get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "ZZ\r\nxx\r\n", Refused(403, "http_request_denied", true)),
-        case("chunk longer than declared", get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "2\r\nabcdef\r\n0\r\n\r\n", Refused(403, "http_request_denied", true)),
-        case("pipelined refusals are answered in order", connect(&blocked, "").repeat(3), Refused(403, "http_request_denied", false)),
+        case(
+            "HTTP/1.0 CONNECT without Host",
+            format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/1.0\r\n\r\n"),
+            Tunnel,
+        ),
+        case(
+            "HTTP/1.1 CONNECT without Host",
+            format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/1.1\r\n\r\n"),
+            Tunnel,
+        ),
+        case(
+            "CONNECT with Content-Length",
+            connect(&blocked, "Content-Length: 5\r\n") + "hello",
+            Refused(403, "http_request_denied", false),
+        ),
+        case(
+            "CONNECT with chunked body",
+            connect(&blocked, "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n",
+            Refused(403, "http_request_denied", false),
+        ),
+        case(
+            "Content-Length with Transfer-Encoding",
+            get(
+                "http://blocked.example/",
+                "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            ) + "0\r\n\r\n",
+            Refused(403, "http_request_denied", true),
+        ),
+        case(
+            "invalid chunk size",
+            get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "ZZ\r\nxx\r\n",
+            Refused(403, "http_request_denied", true),
+        ),
+        case(
+            "chunk longer than declared",
+            get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "2\r\nabcdef\r\n0\r\n\r\n",
+            Refused(403, "http_request_denied", true),
+        ),
+        case(
+            "pipelined refusals are answered in order",
+            connect(&blocked, "").repeat(3),
+            Refused(403, "http_request_denied", false),
+        ),
     ]
 }
 
@@ -190,19 +383,39 @@ fn extra_routes() -> &'static str {
 async fn observe(proxy: &TestProxy, c: &Case) -> String {
     let (reply, mut stream) = exchange(proxy.addr, &c.bytes).await;
     let Some(status) = reply.status else {
-        return if closed(&mut stream).await { format!("{:?}", Dropped) } else { "no response, still open".into() };
+        return if closed(&mut stream).await {
+            format!("{:?}", Dropped)
+        } else {
+            "no response, still open".into()
+        };
     };
     let Some(ps) = reply.header("proxy-status") else {
         if status == 200 {
             return format!("{:?}", Tunnel);
         }
         let close = closed(&mut stream).await;
-        return if close { format!("{:?}", Hyper(status)) } else { format!("hyper {status}, still open") };
+        return if close {
+            format!("{:?}", Hyper(status))
+        } else {
+            format!("hyper {status}, still open")
+        };
     };
-    let kind = ps.strip_prefix("splitway; error=").and_then(|r| r.split(';').next()).unwrap_or(ps).to_owned();
-    assert!(reply.body.starts_with("splitway: ") && reply.body.ends_with('\n'), "{}: {reply:?}", c.name);
+    let kind = ps
+        .strip_prefix("splitway; error=")
+        .and_then(|r| r.split(';').next())
+        .unwrap_or(ps)
+        .to_owned();
+    assert!(
+        reply.body.starts_with("splitway: ") && reply.body.ends_with('\n'),
+        "{}: {reply:?}",
+        c.name
+    );
     let close = if reply.header("connection") == Some("close") {
-        assert!(closed(&mut stream).await, "{}: `connection: close` but the connection stayed open", c.name);
+        assert!(
+            closed(&mut stream).await,
+            "{}: `connection: close` but the connection stayed open",
+            c.name
+        );
         true
     } else {
         // Kept alive: a second request on it is answered, unless the rest of the first
@@ -227,8 +440,17 @@ async fn hardening_bad_input_table() {
     let net = aws_net();
     let proxy = TestProxy::start(&(scenario_config(net, PrivateDns::On) + extra_routes())).await;
     let (p, own) = (net.port, proxy.addr.port());
-    let cases: Vec<Case> =
-        [malformed(p), bad_connect(p), refused(p, own), not_forwardable(), oversized(p), framing(p)].into_iter().flatten().collect();
+    let cases: Vec<Case> = [
+        malformed(p),
+        bad_connect(p),
+        refused(p, own),
+        not_forwardable(),
+        oversized(p),
+        framing(p),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     assert!(cases.len() >= 60, "{} cases", cases.len());
     let mut wrong = Vec::new();
     for c in &cases {
@@ -237,7 +459,13 @@ async fn hardening_bad_input_table() {
             wrong.push(format!("{}: want {:?}, got {seen}", c.name, c.want));
         }
     }
-    assert!(wrong.is_empty(), "{} of {} cases differ:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases differ:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
     assert!(m.contains("splitway_panics_total 0"), "{m}");
@@ -299,7 +527,11 @@ impl AsyncRead for Pipelined {
             }
             seen.push(one[0]);
             if seen.ends_with(b"\r\n\r\n") {
-                assert!(seen.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&seen));
+                assert!(
+                    seen.starts_with(b"HTTP/1.1 200"),
+                    "{:?}",
+                    String::from_utf8_lossy(&seen)
+                );
                 self.response_read = true;
             }
         }
@@ -316,10 +548,18 @@ async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upst
     let head = connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port));
     // The response head is read one byte per poll; the proxy's 200 is small, so this only
     // works if the 200 arrives before TLS needs the server's reply: which is the point.
-    let stream = Pipelined { inner, head: Some(head), pending: vec![], response_read: false };
+    let stream = Pipelined {
+        inner,
+        head: Some(head),
+        pending: vec![],
+        response_read: false,
+    };
     let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
     let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
-    let tls = TlsConnector::from(config).connect(name, stream).await.expect("handshake through a pipelined CONNECT");
+    let tls = TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .expect("handshake through a pipelined CONNECT");
     assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
     proxy.assert_no_leaks().await;
     proxy.stop().await;
@@ -329,7 +569,8 @@ async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upst
 async fn hardening_tls12_client_hello_without_sni_passes_a_pinned_tunnel() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let (status, _, _, stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+    let (status, _, _, stream) =
+        connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
     assert_eq!(status_of(&status), 200);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(net.ca_der.clone()).expect("CA");
@@ -341,7 +582,10 @@ async fn hardening_tls12_client_hello_without_sni_passes_a_pinned_tunnel() {
         .with_no_client_auth();
     config.enable_sni = false;
     let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
-    let tls = TlsConnector::from(Arc::new(config)).connect(name, stream).await.expect("SPEC: a hello with no SNI passes");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .expect("SPEC: a hello with no SNI passes");
     assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
     proxy.assert_no_leaks().await;
     proxy.stop().await;
@@ -352,7 +596,8 @@ async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     for announced in [20_000usize, 16 * 1024 + 1] {
-        let (status, _, _, mut stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+        let (status, _, _, mut stream) =
+            connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
         assert_eq!(status_of(&status), 200);
         // One handshake record whose ClientHello announces more than the 16 KiB cap.
         let len = announced.to_be_bytes();
@@ -362,7 +607,11 @@ async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
     }
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    let rejected = crate::support::metrics::metric(&m, "splitway_sni_rejections_total", &[("reason", "client_hello_too_large")]);
+    let rejected = crate::support::metrics::metric(
+        &m,
+        "splitway_sni_rejections_total",
+        &[("reason", "client_hello_too_large")],
+    );
     assert_eq!(rejected, 2.0, "{m}");
     proxy.stop().await;
 }

@@ -56,7 +56,12 @@ async fn hardening_concurrent_lookups_of_one_name_share_one_query() {
         let (answer, _) = tokio::time::timeout(HANG_GUARD, l).await.expect("hang guard");
         assert!(answer.is_ok(), "{answer:?}");
     }
-    assert_eq!(queries_for(&dns, CUSTOM_DOMAIN), 2, "one A and one AAAA: {:?}", dns.queries());
+    assert_eq!(
+        queries_for(&dns, CUSTOM_DOMAIN),
+        2,
+        "one A and one AAAA: {:?}",
+        dns.queries()
+    );
 }
 
 fn futures_poll_once<F: Future + ?Sized>(f: Pin<&mut F>) -> std::task::Poll<F::Output> {
@@ -72,7 +77,11 @@ async fn hardening_negative_answers_are_cached() {
     assert!(asked > 0);
     let (second, source) = r.resolve(name).await;
     assert!(second.is_err());
-    assert_eq!((queries_for(&dns, name), source), (asked, Source::Hit), "the NXDOMAIN came from the cache");
+    assert_eq!(
+        (queries_for(&dns, name), source),
+        (asked, Source::Hit),
+        "the NXDOMAIN came from the cache"
+    );
 }
 
 /// Resolves once, then lets the (1 ms) entry expire: time has to pass, nothing is awaited.
@@ -89,7 +98,9 @@ async fn hardening_a_slow_resolver_is_answered_from_stale_data() {
     // hang guard can only come from the client response timer (RFC 8767 §5).
     let (dns, r) = with_expired_entry("60s").await;
     dns.set_mode(DnsMode::Blackhole);
-    let (answer, source) = tokio::time::timeout(HANG_GUARD, r.resolve(CUSTOM_DOMAIN)).await.expect("stale answer in time");
+    let (answer, source) = tokio::time::timeout(HANG_GUARD, r.resolve(CUSTOM_DOMAIN))
+        .await
+        .expect("stale answer in time");
     assert_eq!(source, Source::Stale);
     assert_eq!(answer.expect("stale answer").addrs[0], PUBLIC_ENDPOINT_IP);
 }
@@ -117,7 +128,9 @@ async fn hardening_a_hit_near_expiry_refreshes_in_the_background() {
     // Into the last tenth of the TTL (time has to pass; nothing is awaited but the clock).
     tokio::time::sleep_until(r.refresh_at(CUSTOM_DOMAIN).expect("cached") + Duration::from_millis(1)).await;
     if let (Ok(_), Source::Hit) = r.resolve(CUSTOM_DOMAIN).await {
-        tokio::time::timeout(HANG_GUARD, dns.wait_queries_for(CUSTOM_DOMAIN, asked + 2)).await.expect("background refresh");
+        tokio::time::timeout(HANG_GUARD, dns.wait_queries_for(CUSTOM_DOMAIN, asked + 2))
+            .await
+            .expect("background refresh");
     }
     // (On a slow machine the entry may have expired already: then the lookup was a miss.)
     assert!(queries_for(&dns, CUSTOM_DOMAIN) >= asked + 2);
@@ -139,17 +152,35 @@ async fn hardening_resolver_down_serves_stale_for_a_route_host_and_504_for_an_un
     proxy.handle.wait_started().await;
     tokio::time::sleep(Duration::from_millis(20)).await; // let the start-up answer expire
     dns.set_mode(DnsMode::Blackhole);
-    let (status, _, body, stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+    let (status, _, body, stream) =
+        connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
     assert_eq!(status_of(&status), 200, "stale answer for the route host: {body}");
-    let tls = tls_over(stream, CUSTOM_DOMAIN, &net.ca_der).await.expect("TLS to the stale address");
+    let tls = tls_over(stream, CUSTOM_DOMAIN, &net.ca_der)
+        .await
+        .expect("TLS to the stale address");
     assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
-    let (status, headers, body, _) = connect_raw(proxy.addr, &connect_request(&format!("unknown.mydomain.com:{}", net.port))).await;
+    let (status, headers, body, _) = connect_raw(
+        proxy.addr,
+        &connect_request(&format!("unknown.mydomain.com:{}", net.port)),
+    )
+    .await;
     assert_eq!(status_of(&status), 504, "{body}");
-    assert!(header(&headers, "proxy-status").is_some_and(|p| p.starts_with("splitway; error=dns_timeout;")), "{headers:?}");
+    assert!(
+        header(&headers, "proxy-status").is_some_and(|p| p.starts_with("splitway; error=dns_timeout;")),
+        "{headers:?}"
+    );
     assert!(body.contains("200ms"), "{body}");
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    assert_eq!(metric(&m, "splitway_dns_lookups_total", &[("resolver", "public"), ("result", "stale")]), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_dns_lookups_total",
+            &[("resolver", "public"), ("result", "stale")]
+        ),
+        1.0,
+        "{m}"
+    );
     proxy.stop().await;
 }
 
@@ -161,6 +192,8 @@ async fn hardening_route_hosts_are_refreshed_before_they_expire() {
     let at_start = queries_for(&dns, CUSTOM_DOMAIN);
     assert!(at_start >= 2, "{:?}", dns.queries());
     // No request is made: only the refresher can ask again (twice: A and AAAA, twice over).
-    tokio::time::timeout(HANG_GUARD, dns.wait_queries_for(CUSTOM_DOMAIN, at_start + 4)).await.expect("refreshed");
+    tokio::time::timeout(HANG_GUARD, dns.wait_queries_for(CUSTOM_DOMAIN, at_start + 4))
+        .await
+        .expect("refreshed");
     proxy.stop().await;
 }

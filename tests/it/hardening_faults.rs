@@ -21,8 +21,12 @@ const VIA_RELAY: &str = CUSTOM_DOMAIN;
 /// `[proxy]` keys.
 fn config_to(upstream: SocketAddr, keys: &str) -> String {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On).replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"5s\"\n{keys}"));
-    let toml = toml.replace(&format!("hosts = [\"{CUSTOM_DOMAIN}\", \"{CUSTOM_DOMAIN_2}\"]\nresolver = \"public\""), &format!("hosts = [\"{CUSTOM_DOMAIN}\"]\naddresses = [\"{upstream}\"]"));
+    let toml = scenario_config(net, PrivateDns::On)
+        .replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"5s\"\n{keys}"));
+    let toml = toml.replace(
+        &format!("hosts = [\"{CUSTOM_DOMAIN}\", \"{CUSTOM_DOMAIN_2}\"]\nresolver = \"public\""),
+        &format!("hosts = [\"{CUSTOM_DOMAIN}\"]\naddresses = [\"{upstream}\"]"),
+    );
     assert!(toml.contains(&format!("addresses = [\"{upstream}\"]")), "{toml}");
     toml
 }
@@ -33,17 +37,25 @@ async fn relay(fault: Fault) -> Relay {
 }
 
 async fn connect_status(proxy: &TestProxy, host: &str) -> (u16, Vec<(String, String)>, String, TcpStream) {
-    let (status, headers, body, stream) = connect_raw(proxy.addr, &connect_request(&format!("{host}:{}", aws_net().port))).await;
+    let (status, headers, body, stream) =
+        connect_raw(proxy.addr, &connect_request(&format!("{host}:{}", aws_net().port))).await;
     (status_of(&status), headers, body, stream)
 }
 
 fn proxy_status(headers: &[(String, String)]) -> &str {
-    header(headers, "proxy-status").and_then(|p| p.strip_prefix("splitway; error=")).and_then(|p| p.split(';').next()).unwrap_or("")
+    header(headers, "proxy-status")
+        .and_then(|p| p.strip_prefix("splitway; error="))
+        .and_then(|p| p.split(';').next())
+        .unwrap_or("")
 }
 
 #[tokio::test]
 async fn hardening_an_upstream_that_refuses_is_502_connection_refused() {
-    let closed_port = TcpListener::bind((RELAY_IP, 0)).await.expect("bind").local_addr().expect("addr");
+    let closed_port = TcpListener::bind((RELAY_IP, 0))
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let proxy = TestProxy::start(&config_to(closed_port, "")).await;
     let (status, headers, body, _) = connect_status(&proxy, VIA_RELAY).await;
     assert_eq!((status, proxy_status(&headers)), (502, "connection_refused"), "{body}");
@@ -70,7 +82,8 @@ async fn syn_blackhole() -> (SocketAddr, Vec<TcpStream>, TcpListener) {
 #[tokio::test]
 async fn hardening_a_connect_that_never_completes_is_504_connection_timeout() {
     let (addr, _fillers, _listener) = syn_blackhole().await;
-    let proxy = TestProxy::start(&config_to(addr, "").replace("connect_timeout = \"5s\"", "connect_timeout = \"300ms\"")).await;
+    let proxy =
+        TestProxy::start(&config_to(addr, "").replace("connect_timeout = \"5s\"", "connect_timeout = \"300ms\"")).await;
     let (status, headers, body, _) = connect_status(&proxy, VIA_RELAY).await;
     assert_eq!((status, proxy_status(&headers)), (504, "connection_timeout"), "{body}");
     assert!(body.contains("300ms"), "{body}");
@@ -81,12 +94,18 @@ async fn hardening_a_connect_that_never_completes_is_504_connection_timeout() {
 #[tokio::test]
 async fn hardening_tls_passes_through_slow_and_sliced_paths() {
     let net = aws_net();
-    for fault in [Fault::Slice(1), Fault::Slice(7), Fault::Delay(Duration::from_millis(20))] {
+    for fault in [
+        Fault::Slice(1),
+        Fault::Slice(7),
+        Fault::Delay(Duration::from_millis(20)),
+    ] {
         let relay = relay(fault).await;
         let proxy = TestProxy::start(&config_to(relay.addr(), "")).await;
         let (status, _, _, stream) = connect_status(&proxy, VIA_RELAY).await;
         assert_eq!(status, 200, "{fault:?}");
-        let tls = tls_over(stream, VIA_RELAY, &net.ca_der).await.unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        let tls = tls_over(stream, VIA_RELAY, &net.ca_der)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
         assert_eq!(get_over_tls(tls, VIA_RELAY).await.0, 200, "{fault:?}");
         proxy.assert_no_leaks().await;
         proxy.stop().await;
@@ -103,11 +122,22 @@ async fn hardening_an_upstream_reset_mid_tunnel_closes_the_client_and_counts_an_
     let mut tls = tls_over(stream, VIA_RELAY, &net.ca_der).await.expect("TLS");
     relay.reset_all();
     let mut buf = [0u8; 64];
-    assert!(matches!(tls.read(&mut buf).await, Ok(0) | Err(_)), "the client must see the close");
+    assert!(
+        matches!(tls.read(&mut buf).await, Ok(0) | Err(_)),
+        "the client must see the close"
+    );
     drop(tls);
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    assert_eq!(metric(&m, "splitway_tunnels_total", &[("route", "custom-domains"), ("end", "error")]), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_tunnels_total",
+            &[("route", "custom-domains"), ("end", "error")]
+        ),
+        1.0,
+        "{m}"
+    );
     proxy.stop().await;
 }
 
@@ -118,10 +148,25 @@ async fn hardening_a_blackholed_upstream_ends_at_the_idle_timeout() {
     let proxy = TestProxy::start(&config_to(relay.addr(), "idle_timeout = \"200ms\"")).await;
     let (status, _, _, stream) = connect_status(&proxy, VIA_RELAY).await;
     assert_eq!(status, 200);
-    let err = tls_over(stream, VIA_RELAY, &net.ca_der).await.expect_err("nothing ever answers");
-    assert!(matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset), "{err:?}");
+    let err = tls_over(stream, VIA_RELAY, &net.ca_der)
+        .await
+        .expect_err("nothing ever answers");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ),
+        "{err:?}"
+    );
     proxy.assert_no_leaks().await;
-    assert_eq!(metric(&proxy.handle.metrics_text(), "splitway_tunnels_total", &[("end", "idle")]), 1.0);
+    assert_eq!(
+        metric(
+            &proxy.handle.metrics_text(),
+            "splitway_tunnels_total",
+            &[("end", "idle")]
+        ),
+        1.0
+    );
     proxy.stop().await;
 }
 
@@ -146,16 +191,24 @@ async fn hardening_half_closes_propagate_both_ways() {
     let (server, got) = banner_server().await;
     let relay = Relay::start(RELAY_IP, server, Fault::Pass).await;
     // An IP-literal CONNECT: routed by address, no SNI pinning, any bytes pass.
-    let toml = scenario_config(aws_net(), PrivateDns::On)
-        .replace(&format!("connect_ports = [{}]", aws_net().port), &format!("connect_ports = [{}]", relay.addr().port()));
+    let toml = scenario_config(aws_net(), PrivateDns::On).replace(
+        &format!("connect_ports = [{}]", aws_net().port),
+        &format!("connect_ports = [{}]", relay.addr().port()),
+    );
     let proxy = TestProxy::start(&toml).await;
     let (status, _, _, mut stream) = connect_raw(proxy.addr, &connect_request(&relay.addr().to_string())).await;
     assert_eq!(status_of(&status), 200);
     let mut banner = Vec::new();
-    stream.read_to_end(&mut banner).await.expect("read to the upstream's half-close");
+    stream
+        .read_to_end(&mut banner)
+        .await
+        .expect("read to the upstream's half-close");
     assert_eq!(banner, b"banner");
     // Our direction is still open after theirs closed.
-    stream.write_all(b"reply").await.expect("write after the upstream half-closed");
+    stream
+        .write_all(b"reply")
+        .await
+        .expect("write after the upstream half-closed");
     stream.shutdown().await.expect("half-close");
     assert_eq!(got.await.expect("server result"), b"reply");
     drop(stream);
@@ -178,6 +231,10 @@ async fn hardening_a_client_vanishing_mid_client_hello_leaves_nothing() {
     }
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    assert_eq!(metric(&m, "splitway_sni_rejections_total", &[("reason", "client_closed")]), 3.0, "{m}");
+    assert_eq!(
+        metric(&m, "splitway_sni_rejections_total", &[("reason", "client_closed")]),
+        3.0,
+        "{m}"
+    );
     proxy.stop().await;
 }

@@ -16,7 +16,9 @@ use crate::support::*;
 const BLOCKED: &str = "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example\"]\ndeny = true\n";
 
 fn with_proxy_keys(keys: &str) -> String {
-    scenario_config(aws_net(), PrivateDns::On).replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"5s\"\n{keys}")) + BLOCKED
+    scenario_config(aws_net(), PrivateDns::On)
+        .replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"5s\"\n{keys}"))
+        + BLOCKED
 }
 
 async fn tunnel(proxy: SocketAddr, host: &str) -> TcpStream {
@@ -28,30 +30,54 @@ async fn tunnel(proxy: SocketAddr, host: &str) -> TcpStream {
 #[tokio::test]
 async fn hardening_max_connections_refuses_with_503_and_retry_after() {
     let proxy = TestProxy::start(&with_proxy_keys("max_connections = 2")).await;
-    let (a, b) = (tunnel(proxy.addr, CUSTOM_DOMAIN).await, tunnel(proxy.addr, CUSTOM_DOMAIN).await);
-    let (reply, mut third) = exchange(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", aws_net().port))).await;
+    let (a, b) = (
+        tunnel(proxy.addr, CUSTOM_DOMAIN).await,
+        tunnel(proxy.addr, CUSTOM_DOMAIN).await,
+    );
+    let (reply, mut third) = exchange(
+        proxy.addr,
+        &connect_request(&format!("{CUSTOM_DOMAIN}:{}", aws_net().port)),
+    )
+    .await;
     assert_eq!(reply.status, Some(503), "{reply:?}");
     assert_eq!(reply.header("retry-after"), Some("1"));
-    assert!(reply.header("proxy-status").is_some_and(|p| p.starts_with("splitway; error=connection_limit_reached;")), "{reply:?}");
+    assert!(
+        reply
+            .header("proxy-status")
+            .is_some_and(|p| p.starts_with("splitway; error=connection_limit_reached;")),
+        "{reply:?}"
+    );
     assert!(closed(&mut third).await);
     drop((a, b));
     proxy.handle.wait_idle().await;
     // The permits came back: a new client is served.
     drop(tunnel(proxy.addr, CUSTOM_DOMAIN).await);
     proxy.assert_no_leaks().await;
-    assert_eq!(metric(&proxy.handle.metrics_text(), "splitway_connections_rejected_total", &[]), 1.0);
+    assert_eq!(
+        metric(&proxy.handle.metrics_text(), "splitway_connections_rejected_total", &[]),
+        1.0
+    );
     proxy.stop().await;
 }
 
 #[tokio::test]
 async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_served() {
-    let limits = Limits { header_read_timeout: Duration::from_millis(300), ..Limits::default() };
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
     let proxy = TestProxy::start_with(&with_proxy_keys(""), limits).await;
     let mut slow = TcpStream::connect(proxy.addr).await.expect("connect");
-    slow.write_all(b"CONNECT blocked.example:443 HTTP/1.1\r\nHost: bl").await.expect("half a head");
+    slow.write_all(b"CONNECT blocked.example:443 HTTP/1.1\r\nHost: bl")
+        .await
+        .expect("half a head");
     // Another client is served meanwhile, more than once.
     for _ in 0..3 {
-        let (reply, _) = exchange(proxy.addr, format!("CONNECT blocked.example:{} HTTP/1.1\r\n\r\n", aws_net().port).as_bytes()).await;
+        let (reply, _) = exchange(
+            proxy.addr,
+            format!("CONNECT blocked.example:{} HTTP/1.1\r\n\r\n", aws_net().port).as_bytes(),
+        )
+        .await;
         assert_eq!(reply.status, Some(403));
     }
     // hyper closes the slow client at its header timeout (408 first, or nothing).
@@ -70,11 +96,22 @@ async fn hardening_an_idle_tunnel_is_closed_and_counted() {
     let mut tls = tls_over(stream, CUSTOM_DOMAIN, &net.ca_der).await.expect("TLS");
     // Say nothing: the proxy closes the tunnel once it has been silent for idle_timeout.
     let mut buf = [0u8; 64];
-    assert!(matches!(tls.read(&mut buf).await, Ok(0) | Err(_)), "the tunnel must close");
+    assert!(
+        matches!(tls.read(&mut buf).await, Ok(0) | Err(_)),
+        "the tunnel must close"
+    );
     drop(tls);
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    assert_eq!(metric(&m, "splitway_tunnels_total", &[("route", "custom-domains"), ("end", "idle")]), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_tunnels_total",
+            &[("route", "custom-domains"), ("end", "idle")]
+        ),
+        1.0,
+        "{m}"
+    );
     proxy.stop().await;
 }
 
@@ -90,7 +127,10 @@ async fn echo_head_server() -> SocketAddr {
                     let Ok(b) = s.read_u8().await else { return };
                     head.push(b);
                 }
-                let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", head.len());
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
                 let _ = s.write_all(resp.as_bytes()).await;
                 let _ = s.write_all(&head).await;
             });
@@ -110,11 +150,24 @@ async fn hardening_proxy_auth_requires_basic_credentials_and_never_forwards_them
     // "app:s3cret" and "app:wrong".
     let (good, bad) = ("Basic YXBwOnMzY3JldA==", "Basic YXBwOndyb25n");
     for creds in [None, Some(bad)] {
-        let extra = creds.map(|c| format!("Proxy-Authorization: {c}\r\n")).unwrap_or_default();
-        let (reply, _) = exchange(proxy.addr, format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n").as_bytes()).await;
+        let extra = creds
+            .map(|c| format!("Proxy-Authorization: {c}\r\n"))
+            .unwrap_or_default();
+        let (reply, _) = exchange(
+            proxy.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n").as_bytes(),
+        )
+        .await;
         assert_eq!(reply.status, Some(407), "{reply:?}");
-        assert_eq!(reply.header("proxy-authenticate"), Some("Basic realm=\"splitway\", charset=\"UTF-8\""));
-        assert!(reply.header("proxy-status").is_some_and(|p| p.starts_with("splitway; error=http_request_denied;")));
+        assert_eq!(
+            reply.header("proxy-authenticate"),
+            Some("Basic realm=\"splitway\", charset=\"UTF-8\"")
+        );
+        assert!(
+            reply
+                .header("proxy-status")
+                .is_some_and(|p| p.starts_with("splitway; error=http_request_denied;"))
+        );
     }
     let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {good}\r\n\r\n");
     let (status, _, _, stream) = connect_raw(proxy.addr, request.as_bytes()).await;
@@ -125,7 +178,11 @@ async fn hardening_proxy_auth_requires_basic_credentials_and_never_forwards_them
     let (reply, _) = exchange(proxy.addr, forwarded.as_bytes()).await;
     assert_eq!(reply.status, Some(200), "{reply:?}");
     assert!(reply.body.starts_with("GET / HTTP/1.1"), "{}", reply.body);
-    assert!(!reply.body.to_ascii_lowercase().contains("proxy-authorization"), "credentials forwarded: {}", reply.body);
+    assert!(
+        !reply.body.to_ascii_lowercase().contains("proxy-authorization"),
+        "credentials forwarded: {}",
+        reply.body
+    );
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }
@@ -133,14 +190,31 @@ async fn hardening_proxy_auth_requires_basic_credentials_and_never_forwards_them
 #[tokio::test]
 async fn hardening_connect_to_the_proxy_itself_is_prohibited() {
     // The proxy's own port must be an allowed CONNECT port for this to be reachable at all.
-    let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let toml = with_proxy_keys("").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    let toml = toml.replace(&format!("connect_ports = [{}]", aws_net().port), &format!("connect_ports = [{port}]"));
+    let toml = toml.replace(
+        &format!("connect_ports = [{}]", aws_net().port),
+        &format!("connect_ports = [{port}]"),
+    );
     let proxy = TestProxy::start(&toml).await;
-    for target in [format!("127.0.0.1:{port}"), format!("[::ffff:127.0.0.1]:{port}"), format!("0.0.0.0:{port}")] {
+    for target in [
+        format!("127.0.0.1:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("0.0.0.0:{port}"),
+    ] {
         let (reply, _) = exchange(proxy.addr, &connect_request(&target)).await;
         assert_eq!(reply.status, Some(403), "{target}: {reply:?}");
-        assert!(reply.header("proxy-status").is_some_and(|p| p.starts_with("splitway; error=destination_ip_prohibited;")), "{reply:?}");
+        assert!(
+            reply
+                .header("proxy-status")
+                .is_some_and(|p| p.starts_with("splitway; error=destination_ip_prohibited;")),
+            "{reply:?}"
+        );
         assert!(reply.body.contains("own listener"), "{}", reply.body);
     }
     proxy.assert_no_leaks().await;

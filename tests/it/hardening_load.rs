@@ -74,17 +74,26 @@ async fn open_tunnel(proxy: SocketAddr, echo: SocketAddr) -> TcpStream {
 async fn hardening_load_thousands_of_tunnels_then_nothing_left() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (echo, echo_open) = echo_server().await;
-    let toml = scenario_config(aws_net(), PrivateDns::On)
-        .replace(&format!("connect_ports = [{}]", aws_net().port), &format!("connect_ports = [{}]", echo.port()));
+    let toml = scenario_config(aws_net(), PrivateDns::On).replace(
+        &format!("connect_ports = [{}]", aws_net().port),
+        &format!("connect_ports = [{}]", echo.port()),
+    );
     let proxy = TestProxy::start(&toml).await;
     // Start-up resolution holds resolver sockets for a moment: count after it.
     proxy.handle.wait_started().await;
     let fds_before = open_fds();
     let mut open = Vec::with_capacity(TUNNELS);
     while open.len() < TUNNELS {
-        let batch: Vec<_> = (0..BATCH.min(TUNNELS - open.len())).map(|_| tokio::spawn(open_tunnel(proxy.addr, echo))).collect();
+        let batch: Vec<_> = (0..BATCH.min(TUNNELS - open.len()))
+            .map(|_| tokio::spawn(open_tunnel(proxy.addr, echo)))
+            .collect();
         for t in batch {
-            open.push(tokio::time::timeout(Duration::from_secs(60), t).await.expect("hang guard").expect("tunnel"));
+            open.push(
+                tokio::time::timeout(Duration::from_secs(60), t)
+                    .await
+                    .expect("hang guard")
+                    .expect("tunnel"),
+            );
         }
     }
     assert_eq!(proxy.handle.open_connections(), TUNNELS, "every tunnel open at once");
@@ -126,7 +135,10 @@ fn load_upstream_process() {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         std::process::exit(0);
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind the upstream");
         println!("upstream-port={}", listener.local_addr().expect("addr").port());
@@ -140,14 +152,21 @@ fn load_upstream_process() {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd of a child").count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd of a child")
+        .count()
 }
 
 /// Starts the echo upstream in a child process; returns it and its address.
 async fn spawn_upstream() -> (Child, SocketAddr) {
     let module = module_path!().split_once("::").map_or(module_path!(), |(_, m)| m);
     let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args(["--exact", &format!("{module}::{UPSTREAM_FN}"), "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            &format!("{module}::{UPSTREAM_FN}"),
+            "--ignored",
+            "--nocapture",
+        ])
         .env(UPSTREAM_ENV, UPSTREAM_IP)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -164,7 +183,9 @@ async fn spawn_upstream() -> (Child, SocketAddr) {
         }
         panic!("the upstream process ended without printing its port");
     };
-    let port = tokio::time::timeout(START_GUARD, port).await.expect("hang guard: upstream start");
+    let port = tokio::time::timeout(START_GUARD, port)
+        .await
+        .expect("hang guard: upstream start");
     (child, SocketAddr::new(UPSTREAM_IP.parse().expect("ip"), port))
 }
 
@@ -195,7 +216,13 @@ async fn spawn_proxy(upstream: SocketAddr) -> (Child, SocketAddr, SocketAddr, Jo
     );
     std::fs::write(&path, config).expect("write the config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_splitway"))
-        .args(["run", "--config", path.to_str().expect("utf-8 path"), "--log-format", "json"])
+        .args([
+            "run",
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--log-format",
+            "json",
+        ])
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -209,8 +236,15 @@ async fn spawn_proxy(upstream: SocketAddr) -> (Child, SocketAddr, SocketAddr, Jo
         log_message(&mut lines, "ready").await;
         serving
     };
-    let serving = tokio::time::timeout(START_GUARD, started).await.expect("hang guard: proxy start");
-    let addr = |key: &str| serving[key].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{key} in {serving}"));
+    let serving = tokio::time::timeout(START_GUARD, started)
+        .await
+        .expect("hang guard: proxy start");
+    let addr = |key: &str| {
+        serving[key]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {serving}"))
+    };
     let (listen, admin) = (addr("listen"), addr("admin"));
     // Keep draining the log (one canonical line per tunnel) so the proxy never blocks on it.
     let complaints = tokio::spawn(async move {
@@ -239,7 +273,10 @@ async fn open_echoed_tunnel(proxy: SocketAddr, port: u16, i: usize) -> std::io::
         head.extend_from_slice(&buf[..n]);
     }
     if !head.starts_with(b"HTTP/1.1 200 ") {
-        return Err(std::io::Error::other(format!("tunnel {i}: {}", String::from_utf8_lossy(&head))));
+        return Err(std::io::Error::other(format!(
+            "tunnel {i}: {}",
+            String::from_utf8_lossy(&head)
+        )));
     }
     let line = format!("tunnel {i:05}\n");
     s.write_all(line.as_bytes()).await?;
@@ -275,8 +312,14 @@ async fn open_all(proxy: SocketAddr, port: u16) -> (Vec<TcpStream>, Vec<String>)
 
 /// Every series of `name` summed over its labels.
 fn total(text: &str, name: &str) -> f64 {
-    let of_name = |l: &&str| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '));
-    text.lines().filter(of_name).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
+    let of_name = |l: &&str| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    };
+    text.lines()
+        .filter(of_name)
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -288,15 +331,32 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
     let (pid, upstream_pid) = (proxy.id().expect("running"), upstream.id().expect("running"));
     let (fds_before, upstream_fds_before) = (fd_count(pid), fd_count(upstream_pid));
 
-    let (open, errors) = tokio::time::timeout(OPEN_GUARD, open_all(listen, upstream_addr.port())).await.expect("hang guard: opening");
-    assert!(errors.is_empty(), "{} of {PROCESS_TUNNELS} tunnels failed; first: {:?}", errors.len(), errors.first());
+    let (open, errors) = tokio::time::timeout(OPEN_GUARD, open_all(listen, upstream_addr.port()))
+        .await
+        .expect("hang guard: opening");
+    assert!(
+        errors.is_empty(),
+        "{} of {PROCESS_TUNNELS} tunnels failed; first: {:?}",
+        errors.len(),
+        errors.first()
+    );
     let m = admin_get(admin, "/metrics").await.1;
     let fds_peak = fd_count(pid);
     let n = PROCESS_TUNNELS as f64;
-    assert_eq!(metric(&m, "splitway_connections_open", &[]), n, "every tunnel open at once: {m}");
+    assert_eq!(
+        metric(&m, "splitway_connections_open", &[]),
+        n,
+        "every tunnel open at once: {m}"
+    );
     assert_eq!(metric(&m, "splitway_tunnels_open", &[("route", "load")]), n, "{m}");
-    assert!(fds_peak >= fds_before + 2 * PROCESS_TUNNELS, "proxy descriptors: {fds_before} before, {fds_peak} at peak");
-    assert!(fd_count(upstream_pid) >= upstream_fds_before + PROCESS_TUNNELS, "the upstream holds every tunnel's far end");
+    assert!(
+        fds_peak >= fds_before + 2 * PROCESS_TUNNELS,
+        "proxy descriptors: {fds_before} before, {fds_peak} at peak"
+    );
+    assert!(
+        fd_count(upstream_pid) >= upstream_fds_before + PROCESS_TUNNELS,
+        "the upstream holds every tunnel's far end"
+    );
 
     drop(open);
     // The proxy is another process: nothing signals us when it has closed everything, so poll
@@ -304,9 +364,14 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
     let mut last = (String::new(), 0, 0);
     let settle = async {
         loop {
-            last = (admin_get(admin, "/metrics").await.1, fd_count(pid), fd_count(upstream_pid));
+            last = (
+                admin_get(admin, "/metrics").await.1,
+                fd_count(pid),
+                fd_count(upstream_pid),
+            );
             let (m, fds, up) = &last;
-            let idle = metric(m, "splitway_connections_open", &[]) == 0.0 && metric(m, "splitway_tunnels_open", &[("route", "load")]) == 0.0;
+            let idle = metric(m, "splitway_connections_open", &[]) == 0.0
+                && metric(m, "splitway_tunnels_open", &[("route", "load")]) == 0.0;
             if idle && *fds == fds_before && *up == upstream_fds_before {
                 return;
             }
@@ -315,15 +380,37 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
     };
     let settled = tokio::time::timeout(SETTLE_GUARD, settle).await.is_ok();
     let (m, fds_after, upstream_fds_after) = last;
-    eprintln!("proxy descriptors: {fds_before} before, {fds_peak} at peak, {fds_after} after; upstream: {upstream_fds_before} -> {upstream_fds_after}");
-    assert!(settled, "not back to the start {SETTLE_GUARD:?} after closing: proxy {fds_after} fds (was {fds_before}), upstream {upstream_fds_after} (was {upstream_fds_before})\n{m}");
-    assert_eq!(metric(&m, "splitway_requests_total", &[("kind", "connect"), ("outcome", "ok")]), n, "{m}");
+    eprintln!(
+        "proxy descriptors: {fds_before} before, {fds_peak} at peak, {fds_after} after; upstream: {upstream_fds_before} -> {upstream_fds_after}"
+    );
+    assert!(
+        settled,
+        "not back to the start {SETTLE_GUARD:?} after closing: proxy {fds_after} fds (was {fds_before}), upstream {upstream_fds_after} (was {upstream_fds_before})\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "splitway_requests_total", &[("kind", "connect"), ("outcome", "ok")]),
+        n,
+        "{m}"
+    );
     assert_eq!(total(&m, "splitway_requests_total"), n, "zero errors: {m}");
-    assert_eq!(metric(&m, "splitway_tunnels_total", &[("route", "load"), ("end", "closed")]), n, "{m}");
-    assert_eq!(total(&m, "splitway_connections_rejected_total") + total(&m, "splitway_panics_total"), 0.0, "{m}");
+    assert_eq!(
+        metric(&m, "splitway_tunnels_total", &[("route", "load"), ("end", "closed")]),
+        n,
+        "{m}"
+    );
+    assert_eq!(
+        total(&m, "splitway_connections_rejected_total") + total(&m, "splitway_panics_total"),
+        0.0,
+        "{m}"
+    );
 
     proxy.kill().await.expect("stop the proxy");
     upstream.kill().await.expect("stop the upstream");
     let complaints = complaints.await.expect("log reader");
-    assert!(complaints.is_empty(), "{} WARN/ERROR log lines; first: {}", complaints.len(), complaints[0]);
+    assert!(
+        complaints.is_empty(),
+        "{} WARN/ERROR log lines; first: {}",
+        complaints.len(),
+        complaints[0]
+    );
 }

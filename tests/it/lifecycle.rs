@@ -7,20 +7,21 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::support::client::admin_get;
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
-use crate::support::client::admin_get;
 use crate::support::*;
 
 const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
-
 
 /// A tunnel with its TLS session up and no request sent yet.
 async fn open_tls(proxy: SocketAddr, host: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
     let net = aws_net();
     let (status, _, _, stream) = connect_raw(proxy, &connect_request(&format!("{host}:{}", net.port))).await;
     assert_eq!(status_of(&status), 200, "{status}");
-    tls_over(stream, host, &net.ca_der).await.expect("TLS through the tunnel")
+    tls_over(stream, host, &net.ca_der)
+        .await
+        .expect("TLS through the tunnel")
 }
 
 #[tokio::test]
@@ -40,7 +41,10 @@ async fn readiness_flips_at_start_and_at_drain_while_open_tunnels_finish() {
     assert!(body.contains("draining"), "{body}");
     // The application beside the proxy may still be calling out: new connections are served.
     let late = https_client(net, Via::Proxy(proxy.addr));
-    assert_eq!(get(&late, CUSTOM_DOMAIN).await.expect("served while draining").status, 200);
+    assert_eq!(
+        get(&late, CUSTOM_DOMAIN).await.expect("served while draining").status,
+        200
+    );
     drop(late);
     // The tunnel opened before the signal completes its request.
     let (code, _) = get_over_tls(open, &host).await;
@@ -52,7 +56,10 @@ async fn readiness_flips_at_start_and_at_drain_while_open_tunnels_finish() {
 #[tokio::test]
 async fn drain_timeout_cuts_what_remains() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On).replace("connect_timeout = \"5s\"", "connect_timeout = \"5s\"\ndrain_timeout = \"100ms\"");
+    let toml = scenario_config(net, PrivateDns::On).replace(
+        "connect_timeout = \"5s\"",
+        "connect_timeout = \"5s\"\ndrain_timeout = \"100ms\"",
+    );
     let mut proxy = TestProxy::start(&toml).await;
     let mut open = open_tls(proxy.addr, CUSTOM_DOMAIN).await;
     proxy.begin_stop().await;
@@ -60,9 +67,18 @@ async fn drain_timeout_cuts_what_remains() {
     proxy.stop().await;
     // The proxy cut the tunnel it still held when drain_timeout passed.
     let mut buf = [0u8; 16];
-    assert!(matches!(open.read(&mut buf).await, Ok(0) | Err(_)), "tunnel still open after the drain");
+    assert!(
+        matches!(open.read(&mut buf).await, Ok(0) | Err(_)),
+        "tunnel still open after the drain"
+    );
     assert_eq!(handle.open_connections(), 0);
-    assert!(metric(&handle.metrics_text(), "splitway_tunnels_total", &[("end", "cancelled")]) >= 1.0);
+    assert!(
+        metric(
+            &handle.metrics_text(),
+            "splitway_tunnels_total",
+            &[("end", "cancelled")]
+        ) >= 1.0
+    );
 }
 
 #[tokio::test]
@@ -74,31 +90,57 @@ async fn reload_adds_a_route_rejects_a_broken_file_and_keeps_open_tunnels() {
     let full = scenario_config(net, PrivateDns::On);
     // Start without the custom-domain route: with Private DNS on, that domain lands on the
     // VPC endpoint and its certificate does not match.
-    let without = full.replace(&format!("hosts = [\"{CUSTOM_DOMAIN}\", \"{CUSTOM_DOMAIN_2}\"]"), "hosts = [\"unused.example\"]");
+    let without = full.replace(
+        &format!("hosts = [\"{CUSTOM_DOMAIN}\", \"{CUSTOM_DOMAIN_2}\"]"),
+        "hosts = [\"unused.example\"]",
+    );
     std::fs::write(&path, &without).unwrap();
     let proxy = TestProxy::start(&without).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
-    let err = get(&client, CUSTOM_DOMAIN).await.expect_err("certificate mismatch before the reload");
-    assert!(crate::support::client::is_name_mismatch(&err), "{}", describe_chain(&err));
+    let err = get(&client, CUSTOM_DOMAIN)
+        .await
+        .expect_err("certificate mismatch before the reload");
+    assert!(
+        crate::support::client::is_name_mismatch(&err),
+        "{}",
+        describe_chain(&err)
+    );
     let private = execute_api_host(PRIVATE_API_ID, REGION);
     let open = open_tls(proxy.addr, &private).await;
 
     std::fs::write(&path, &full).unwrap();
     splitway::reload::reload_file(&proxy.handle, &path).expect("valid config reloads");
     let reloaded = https_client(net, Via::Proxy(proxy.addr));
-    assert_eq!(get(&reloaded, CUSTOM_DOMAIN).await.expect("route added by the reload").served_by, "public-us-east-1");
+    assert_eq!(
+        get(&reloaded, CUSTOM_DOMAIN)
+            .await
+            .expect("route added by the reload")
+            .served_by,
+        "public-us-east-1"
+    );
 
     std::fs::write(&path, "[[route]]\nhosts = [\"x.example\"]\nresolver = \"missing\"\n").unwrap();
     let err = splitway::reload::reload_file(&proxy.handle, &path).expect_err("broken config is rejected");
     assert!(err.contains("splitway.toml:3") && err.contains("missing"), "{err}");
     let fresh = https_client(net, Via::Proxy(proxy.addr));
-    assert_eq!(get(&fresh, CUSTOM_DOMAIN).await.expect("running config kept").status, 200);
+    assert_eq!(
+        get(&fresh, CUSTOM_DOMAIN).await.expect("running config kept").status,
+        200
+    );
 
     let (code, body) = get_over_tls(open, &private).await;
     assert_eq!(code, 200, "a tunnel opened before the reloads still works: {body}");
     let m = proxy.handle.metrics_text();
-    assert_eq!(metric(&m, "splitway_config_reloads_total", &[("result", "ok")]), 1.0, "{m}");
-    assert_eq!(metric(&m, "splitway_config_reloads_total", &[("result", "error")]), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "splitway_config_reloads_total", &[("result", "ok")]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "splitway_config_reloads_total", &[("result", "error")]),
+        1.0,
+        "{m}"
+    );
     drop((client, reloaded, fresh));
     proxy.assert_no_leaks().await;
     proxy.stop().await;
@@ -114,7 +156,9 @@ async fn next_line_with(lines: &mut mpsc::UnboundedReceiver<String>, needle: &st
         }
         panic!("the process ended before logging {needle:?}");
     };
-    tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap_or_else(|_| panic!("no {needle:?} in the log"))
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} in the log"))
 }
 
 #[tokio::test]
@@ -146,12 +190,19 @@ async fn sigterm_drains_an_open_tunnel_then_exits_zero() {
     let host = execute_api_host(PRIVATE_API_ID, REGION);
     let open = open_tls(listen, &host).await;
     let pid = child.id().expect("running").to_string();
-    let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
     assert!(killed.success());
     next_line_with(&mut lines, "draining").await;
     assert_eq!(admin_get(admin, "/readyz").await.0, 503);
     let (code, _) = get_over_tls(open, &host).await;
     assert_eq!(code, 200, "the open tunnel completes its request during the drain");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after the drain").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after the drain")
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

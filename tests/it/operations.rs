@@ -25,7 +25,8 @@ impl AsyncRead for Counting {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.received.fetch_add((buf.filled().len() - before) as u64, Ordering::SeqCst);
+        self.received
+            .fetch_add((buf.filled().len() - before) as u64, Ordering::SeqCst);
         poll
     }
 }
@@ -53,10 +54,17 @@ async fn one_tunnel(proxy: &TestProxy, host: &str) -> (u64, u64) {
     let (status, _, _, stream) = connect_raw(proxy.addr, &connect_request(&format!("{host}:{}", net.port))).await;
     assert_eq!(status_of(&status), 200);
     let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let counting = Counting { inner: stream, sent: sent.clone(), received: received.clone() };
+    let counting = Counting {
+        inner: stream,
+        sent: sent.clone(),
+        received: received.clone(),
+    };
     let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, counting).await.expect("handshake");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, counting)
+        .await
+        .expect("handshake");
     let (code, _) = get_over_tls(&mut tls, host).await;
     assert_eq!(code, 200);
     // Read to the server's close so every byte the upstream sent has been counted.
@@ -69,7 +77,8 @@ async fn one_tunnel(proxy: &TestProxy, host: &str) -> (u64, u64) {
 #[tokio::test]
 async fn metrics_count_exactly_the_traffic_sent() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On) + "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example\"]\ndeny = true\n";
+    let toml = scenario_config(net, PrivateDns::On)
+        + "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example\"]\ndeny = true\n";
     let proxy = TestProxy::start(&toml).await;
     let (mut up, mut down) = (0, 0);
     for _ in 0..2 {
@@ -82,12 +91,47 @@ async fn metrics_count_exactly_the_traffic_sent() {
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
     let route = ("route", "custom-domains");
-    assert_eq!(metric(&m, "splitway_requests_total", &[("kind", "connect"), route, ("outcome", "ok")]), 2.0, "{m}");
-    assert_eq!(metric(&m, "splitway_requests_total", &[("route", "blocked"), ("outcome", "http_request_denied")]), 1.0);
-    assert_eq!(metric(&m, "splitway_tunnels_total", &[route, ("end", "closed")]), 2.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_requests_total",
+            &[("kind", "connect"), route, ("outcome", "ok")]
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_requests_total",
+            &[("route", "blocked"), ("outcome", "http_request_denied")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "splitway_tunnels_total", &[route, ("end", "closed")]),
+        2.0,
+        "{m}"
+    );
     assert_eq!(metric(&m, "splitway_tunnels_open", &[route]), 0.0);
-    assert_eq!(metric(&m, "splitway_bytes_total", &[route, ("direction", "client_to_upstream")]), up as f64, "{m}");
-    assert_eq!(metric(&m, "splitway_bytes_total", &[route, ("direction", "upstream_to_client")]), down as f64, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_bytes_total",
+            &[route, ("direction", "client_to_upstream")]
+        ),
+        up as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_bytes_total",
+            &[route, ("direction", "upstream_to_client")]
+        ),
+        down as f64,
+        "{m}"
+    );
     assert_eq!(metric(&m, "splitway_connect_duration_seconds_count", &[route]), 2.0);
     assert_eq!(metric(&m, "splitway_connections_open", &[]), 0.0);
     // Metric labels never carry host names.
@@ -99,13 +143,28 @@ async fn metrics_count_exactly_the_traffic_sent() {
 async fn sni_rejections_are_counted() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let (status, _, _, stream) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+    let (status, _, _, stream) =
+        connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
     assert_eq!(status_of(&status), 200);
-    let _ = tls_over(stream, CUSTOM_DOMAIN_2, &net.ca_der).await.expect_err("mismatched SNI");
+    let _ = tls_over(stream, CUSTOM_DOMAIN_2, &net.ca_der)
+        .await
+        .expect_err("mismatched SNI");
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
     let route = ("route", "custom-domains");
-    assert_eq!(metric(&m, "splitway_sni_rejections_total", &[route, ("reason", "sni_mismatch")]), 1.0, "{m}");
-    assert_eq!(metric(&m, "splitway_tunnels_total", &[route, ("end", "sni_rejected")]), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "splitway_sni_rejections_total",
+            &[route, ("reason", "sni_mismatch")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "splitway_tunnels_total", &[route, ("end", "sni_rejected")]),
+        1.0,
+        "{m}"
+    );
     proxy.stop().await;
 }

@@ -34,9 +34,22 @@ async fn run_cases(toml: &str, cases: &[Case]) {
         let (status, headers, body, stream) = connect_raw(proxy.addr, c.request.as_bytes()).await;
         assert_eq!(status_of(&status), c.status, "{}: {status}\n{body}", c.name);
         let ps = header(&headers, "proxy-status").unwrap_or_else(|| panic!("{}: no Proxy-Status", c.name));
-        assert!(ps.starts_with(&format!("splitway; error={};", c.error)), "{}: Proxy-Status {ps}", c.name);
-        assert!(body.starts_with("splitway: ") && body.ends_with('\n') && body.lines().count() == 1, "{}: {body:?}", c.name);
-        assert!(body.contains(c.body_has), "{}: body {body:?} should name {:?}", c.name, c.body_has);
+        assert!(
+            ps.starts_with(&format!("splitway; error={};", c.error)),
+            "{}: Proxy-Status {ps}",
+            c.name
+        );
+        assert!(
+            body.starts_with("splitway: ") && body.ends_with('\n') && body.lines().count() == 1,
+            "{}: {body:?}",
+            c.name
+        );
+        assert!(
+            body.contains(c.body_has),
+            "{}: body {body:?} should name {:?}",
+            c.name,
+            c.body_has
+        );
         drop(stream);
     }
     proxy.assert_no_leaks().await;
@@ -123,7 +136,9 @@ async fn resolved_address_in_deny_destinations_is_prohibited() {
     // A route's explicit `addresses` are exempt.
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
-    let served = get(&client, CUSTOM_DOMAIN_2).await.expect("explicit addresses are exempt");
+    let served = get(&client, CUSTOM_DOMAIN_2)
+        .await
+        .expect("explicit addresses are exempt");
     assert_eq!((served.status, served.served_by.as_str()), (200, "public-us-east-1"));
     drop(client);
     proxy.assert_no_leaks().await;

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::client::handshake_and_get;
+use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::*;
 
 /// Writes at most one byte per call, so every byte of the ClientHello is its own TCP segment
@@ -36,7 +36,8 @@ impl AsyncWrite for OneByteWrites {
 }
 
 async fn open_tunnel(proxy: &TestProxy, host: &str) -> TcpStream {
-    let (status, _, body, stream) = connect_raw(proxy.addr, &connect_request(&format!("{host}:{}", aws_net().port))).await;
+    let (status, _, body, stream) =
+        connect_raw(proxy.addr, &connect_request(&format!("{host}:{}", aws_net().port))).await;
     assert_eq!(status_of(&status), 200, "{status} {body}");
     stream.set_nodelay(true).expect("nodelay");
     stream
@@ -58,7 +59,10 @@ async fn sni_naming_another_host_closes_the_tunnel() {
         .await
         .expect_err("a mismatched SNI must not get a handshake");
     assert!(
-        matches!(err.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset),
+        matches!(
+            err.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        ),
         "the proxy should close the tunnel, got {err:?}"
     );
     proxy.assert_no_leaks().await;
@@ -95,10 +99,18 @@ async fn non_tls_first_bytes_close_a_pinned_tunnel() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n").await.expect("write");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf).await.unwrap_or(0);
-    assert_eq!(n, 0, "the tunnel must close without relaying: got {:?}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(
+        n,
+        0,
+        "the tunnel must close without relaying: got {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     drop(stream);
     proxy.assert_no_leaks().await;
     proxy.stop().await;
@@ -107,15 +119,15 @@ async fn non_tls_first_bytes_close_a_pinned_tunnel() {
 #[tokio::test]
 async fn sni_any_route_lets_another_name_through() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On).replace(
-        "name = \"private-apis\"\n",
-        "name = \"private-apis\"\nsni = \"any\"\n",
-    );
+    let toml = scenario_config(net, PrivateDns::On)
+        .replace("name = \"private-apis\"\n", "name = \"private-apis\"\nsni = \"any\"\n");
     let proxy = TestProxy::start(&toml).await;
     // CONNECT names one private API; the TLS inside names another, served by the same endpoint.
     let stream = open_tunnel(&proxy, &execute_api_host("zzzzzzzzzz", REGION)).await;
     let host = execute_api_host(PRIVATE_API_ID, REGION);
-    let tls = tls_over(stream, &host, &net.ca_der).await.expect("sni = any does not pin");
+    let tls = tls_over(stream, &host, &net.ca_der)
+        .await
+        .expect("sni = any does not pin");
     let (status, _) = get_over_tls(tls, &host).await;
     assert_eq!(status, 200);
     proxy.assert_no_leaks().await;

@@ -17,10 +17,17 @@ async fn pair() -> (TcpStream, TcpStream) {
     (outer.expect("connect"), accepted.expect("accept").0)
 }
 
-fn spawn_pipe(mut client: TcpStream, mut upstream: TcpStream, idle: Duration) -> (Arc<Activity>, tokio::task::JoinHandle<PipeEnd>) {
+fn spawn_pipe(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    idle: Duration,
+) -> (Arc<Activity>, tokio::task::JoinHandle<PipeEnd>) {
     let activity = Arc::new(Activity::default());
     let a = activity.clone();
-    (activity, tokio::spawn(async move { run(&mut client, &mut upstream, idle, &a).await }))
+    (
+        activity,
+        tokio::spawn(async move { run(&mut client, &mut upstream, idle, &a).await }),
+    )
 }
 
 #[tokio::test]
@@ -43,8 +50,14 @@ async fn bytes_cross_both_ways_and_half_closes_propagate() {
     assert_eq!(back, b"world!");
 
     assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Closed);
-    assert_eq!(activity.client_to_upstream.load(std::sync::atomic::Ordering::Relaxed), 5);
-    assert_eq!(activity.upstream_to_client.load(std::sync::atomic::Ordering::Relaxed), 6);
+    assert_eq!(
+        activity.client_to_upstream.load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
+    assert_eq!(
+        activity.upstream_to_client.load(std::sync::atomic::Ordering::Relaxed),
+        6
+    );
 }
 
 #[tokio::test]
@@ -75,8 +88,14 @@ async fn a_slow_reader_gets_every_byte_in_order() {
     assert!(got == data, "bytes differ: {} received of {}", got.len(), data.len());
     drop(app);
     drop(writer.await.expect("writer"));
-    assert!(matches!(pipe.await.expect("pipe task"), PipeEnd::Closed | PipeEnd::Error(_)));
-    assert_eq!(activity.upstream_to_client.load(std::sync::atomic::Ordering::Relaxed), data.len() as u64);
+    assert!(matches!(
+        pipe.await.expect("pipe task"),
+        PipeEnd::Closed | PipeEnd::Error(_)
+    ));
+    assert_eq!(
+        activity.upstream_to_client.load(std::sync::atomic::Ordering::Relaxed),
+        data.len() as u64
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,19 +3,17 @@ use super::*;
 /// RFC 8448 §3 "Simple 1-RTT Handshake": the client's ClientHello handshake message,
 /// SNI "server", as the trace prints it (handshake header included, record header not).
 const RFC8448_CLIENT_HELLO: [u8; 196] = [
-    0x01, 0x00, 0x00, 0xc0, 0x03, 0x03, 0xcb, 0x34, 0xec, 0xb1, 0xe7, 0x81, 0x63, 0xba, 0x1c, 0x38,
-    0xc6, 0xda, 0xcb, 0x19, 0x6a, 0x6d, 0xff, 0xa2, 0x1a, 0x8d, 0x99, 0x12, 0xec, 0x18, 0xa2, 0xef,
-    0x62, 0x83, 0x02, 0x4d, 0xec, 0xe7, 0x00, 0x00, 0x06, 0x13, 0x01, 0x13, 0x03, 0x13, 0x02, 0x01,
-    0x00, 0x00, 0x91, 0x00, 0x00, 0x00, 0x0b, 0x00, 0x09, 0x00, 0x00, 0x06, 0x73, 0x65, 0x72, 0x76,
-    0x65, 0x72, 0xff, 0x01, 0x00, 0x01, 0x00, 0x00, 0x0a, 0x00, 0x14, 0x00, 0x12, 0x00, 0x1d, 0x00,
-    0x17, 0x00, 0x18, 0x00, 0x19, 0x01, 0x00, 0x01, 0x01, 0x01, 0x02, 0x01, 0x03, 0x01, 0x04, 0x00,
-    0x23, 0x00, 0x00, 0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20, 0x99, 0x38, 0x1d,
-    0xe5, 0x60, 0xe4, 0xbd, 0x43, 0xd2, 0x3d, 0x8e, 0x43, 0x5a, 0x7d, 0xba, 0xfe, 0xb3, 0xc0, 0x6e,
-    0x51, 0xc1, 0x3c, 0xae, 0x4d, 0x54, 0x13, 0x69, 0x1e, 0x52, 0x9a, 0xaf, 0x2c, 0x00, 0x2b, 0x00,
-    0x03, 0x02, 0x03, 0x04, 0x00, 0x0d, 0x00, 0x20, 0x00, 0x1e, 0x04, 0x03, 0x05, 0x03, 0x06, 0x03,
-    0x02, 0x03, 0x08, 0x04, 0x08, 0x05, 0x08, 0x06, 0x04, 0x01, 0x05, 0x01, 0x06, 0x01, 0x02, 0x01,
-    0x04, 0x02, 0x05, 0x02, 0x06, 0x02, 0x02, 0x02, 0x00, 0x2d, 0x00, 0x02, 0x01, 0x01, 0x00, 0x1c,
-    0x00, 0x02, 0x40, 0x01,
+    0x01, 0x00, 0x00, 0xc0, 0x03, 0x03, 0xcb, 0x34, 0xec, 0xb1, 0xe7, 0x81, 0x63, 0xba, 0x1c, 0x38, 0xc6, 0xda, 0xcb,
+    0x19, 0x6a, 0x6d, 0xff, 0xa2, 0x1a, 0x8d, 0x99, 0x12, 0xec, 0x18, 0xa2, 0xef, 0x62, 0x83, 0x02, 0x4d, 0xec, 0xe7,
+    0x00, 0x00, 0x06, 0x13, 0x01, 0x13, 0x03, 0x13, 0x02, 0x01, 0x00, 0x00, 0x91, 0x00, 0x00, 0x00, 0x0b, 0x00, 0x09,
+    0x00, 0x00, 0x06, 0x73, 0x65, 0x72, 0x76, 0x65, 0x72, 0xff, 0x01, 0x00, 0x01, 0x00, 0x00, 0x0a, 0x00, 0x14, 0x00,
+    0x12, 0x00, 0x1d, 0x00, 0x17, 0x00, 0x18, 0x00, 0x19, 0x01, 0x00, 0x01, 0x01, 0x01, 0x02, 0x01, 0x03, 0x01, 0x04,
+    0x00, 0x23, 0x00, 0x00, 0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20, 0x99, 0x38, 0x1d, 0xe5, 0x60,
+    0xe4, 0xbd, 0x43, 0xd2, 0x3d, 0x8e, 0x43, 0x5a, 0x7d, 0xba, 0xfe, 0xb3, 0xc0, 0x6e, 0x51, 0xc1, 0x3c, 0xae, 0x4d,
+    0x54, 0x13, 0x69, 0x1e, 0x52, 0x9a, 0xaf, 0x2c, 0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04, 0x00, 0x0d, 0x00, 0x20,
+    0x00, 0x1e, 0x04, 0x03, 0x05, 0x03, 0x06, 0x03, 0x02, 0x03, 0x08, 0x04, 0x08, 0x05, 0x08, 0x06, 0x04, 0x01, 0x05,
+    0x01, 0x06, 0x01, 0x02, 0x01, 0x04, 0x02, 0x05, 0x02, 0x06, 0x02, 0x02, 0x02, 0x00, 0x2d, 0x00, 0x02, 0x01, 0x01,
+    0x00, 0x1c, 0x00, 0x02, 0x40, 0x01,
 ];
 
 /// A TLS 1.2 ClientHello without SNI, as a client connecting to an IP address sends it.
@@ -63,9 +61,7 @@ fn sni(name: &str) -> Hello {
 }
 
 fn be16(n: usize) -> [u8; 2] {
-    u16::try_from(n)
-        .expect("test vector fits u16")
-        .to_be_bytes()
+    u16::try_from(n).expect("test vector fits u16").to_be_bytes()
 }
 
 fn record(content_type: u8, payload: &[u8]) -> Vec<u8> {
@@ -173,14 +169,8 @@ fn hello_without_extensions_block() {
 
 #[test]
 fn built_hellos() {
-    assert_eq!(
-        parse(&build_client_hello(Some("example.com"))),
-        sni("example.com")
-    );
-    assert_eq!(
-        parse(&build_client_hello(None)),
-        Hello::Complete { sni: None }
-    );
+    assert_eq!(parse(&build_client_hello(Some("example.com"))), sni("example.com"));
+    assert_eq!(parse(&build_client_hello(None)), Hello::Complete { sni: None });
 }
 
 #[test]
@@ -192,11 +182,7 @@ fn every_prefix_is_incomplete() {
         one_byte_records,
     ] {
         for end in 0..hello.len() {
-            assert_eq!(
-                parse(&hello[..end]),
-                Hello::Incomplete,
-                "prefix of {end} bytes"
-            );
+            assert_eq!(parse(&hello[..end]), Hello::Incomplete, "prefix of {end} bytes");
         }
         assert!(matches!(parse(&hello), Hello::Complete { .. }));
     }
@@ -225,10 +211,7 @@ fn sni_is_normalised() {
     let cases = [
         ("Example.COM", "example.com"),
         ("example.com.", "example.com"),
-        (
-            "_acme-challenge.Example.org.",
-            "_acme-challenge.example.org",
-        ),
+        ("_acme-challenge.Example.org.", "_acme-challenge.example.org"),
         ("-odd-.host-", "-odd-.host-"),
         ("localhost", "localhost"),
         ("192.0.2.1", "192.0.2.1"),
@@ -238,30 +221,15 @@ fn sni_is_normalised() {
     for (sent, seen) in cases {
         assert_eq!(parse(&build_client_hello(Some(sent))), sni(seen), "{sent}");
     }
-    let longest = [
-        "a".repeat(63),
-        "b".repeat(63),
-        "c".repeat(63),
-        "d".repeat(61),
-    ]
-    .join(".");
+    let longest = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
     assert_eq!(longest.len(), 253);
     assert_eq!(parse(&build_client_hello(Some(&longest))), sni(&longest));
-    assert_eq!(
-        parse(&build_client_hello(Some(&format!("{longest}.")))),
-        sni(&longest)
-    );
+    assert_eq!(parse(&build_client_hello(Some(&format!("{longest}.")))), sni(&longest));
 }
 
 #[test]
 fn invalid_sni_is_malformed() {
-    let too_long = [
-        "a".repeat(63),
-        "b".repeat(63),
-        "c".repeat(63),
-        "d".repeat(62),
-    ]
-    .join(".");
+    let too_long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".");
     let long_label = format!("{}.com", "a".repeat(64));
     let bad = [
         "",
@@ -281,21 +249,14 @@ fn invalid_sni_is_malformed() {
         &long_label,
     ];
     for name in bad {
-        assert_eq!(
-            parse(&build_client_hello(Some(name))),
-            Hello::Malformed,
-            "{name:?}"
-        );
+        assert_eq!(parse(&build_client_hello(Some(name))), Hello::Malformed, "{name:?}");
     }
 }
 
 #[test]
 fn server_name_list_rules() {
     let other_then_host = server_names(&[(1, b"opaque"), (0, b"Host.example")]);
-    assert_eq!(
-        parse(&hello_with_server_name(&other_then_host)),
-        sni("host.example")
-    );
+    assert_eq!(parse(&hello_with_server_name(&other_then_host)), sni("host.example"));
     let only_other = server_names(&[(7, b"opaque")]);
     assert_eq!(
         parse(&hello_with_server_name(&only_other)),
@@ -303,26 +264,15 @@ fn server_name_list_rules() {
     );
     let two_hosts = server_names(&[(0, b"a.example"), (0, b"b.example")]);
     assert_eq!(parse(&hello_with_server_name(&two_hosts)), Hello::Malformed);
-    for data in [
-        &[][..],
-        &[0x00, 0x00],
-        &[0x00, 0x05, 0x00, 0x00, 0x01, b'a'],
-    ] {
-        assert_eq!(
-            parse(&hello_with_server_name(data)),
-            Hello::Malformed,
-            "{data:?}"
-        );
+    for data in [&[][..], &[0x00, 0x00], &[0x00, 0x05, 0x00, 0x00, 0x01, b'a']] {
+        assert_eq!(parse(&hello_with_server_name(data)), Hello::Malformed, "{data:?}");
     }
 }
 
 #[test]
 fn duplicate_server_name_extension_is_malformed() {
     let ext = extension(0, &server_names(&[(0, b"a.example")]));
-    let hello = frame(
-        &client_hello_message(&[ext.clone(), ext].concat()),
-        MAX_RECORD_LEN,
-    );
+    let hello = frame(&client_hello_message(&[ext.clone(), ext].concat()), MAX_RECORD_LEN);
     assert_eq!(parse(&hello), Hello::Malformed);
 }
 
@@ -342,11 +292,7 @@ fn not_tls() {
     for bytes in cases {
         assert_eq!(parse(bytes), Hello::NotTls, "{bytes:?}");
     }
-    assert_eq!(
-        parse(&[0x80, 0x2e, 0x01]),
-        Hello::NotTls,
-        "SSLv2-compatible hello"
-    );
+    assert_eq!(parse(&[0x80, 0x2e, 0x01]), Hello::NotTls, "SSLv2-compatible hello");
 }
 
 #[test]
@@ -367,24 +313,14 @@ fn too_large() {
     // Framing overhead counts: a hello that fits only unframed fills the buffer and stops.
     let tiny_records = refragment(&hello, 1);
     assert_eq!(parse_client_hello(&tiny_records, 500), Hello::TooLarge);
-    assert_eq!(
-        parse_client_hello(&tiny_records[..499], 500),
-        Hello::Incomplete
-    );
-    assert_eq!(
-        parse_client_hello(&tiny_records[..500], 500),
-        Hello::TooLarge
-    );
+    assert_eq!(parse_client_hello(&tiny_records[..499], 500), Hello::Incomplete);
+    assert_eq!(parse_client_hello(&tiny_records[..500], 500), Hello::TooLarge);
 }
 
 #[test]
 fn broken_records_are_malformed() {
     let hello = frame(&RFC8448_CLIENT_HELLO, MAX_RECORD_LEN);
-    assert_eq!(
-        parse(&[0x16, 0x03, 0x01, 0x00, 0x00]),
-        Hello::Malformed,
-        "empty record"
-    );
+    assert_eq!(parse(&[0x16, 0x03, 0x01, 0x00, 0x00]), Hello::Malformed, "empty record");
     assert_eq!(
         parse(&[0x16, 0x03, 0x01, 0x40, 0x01]),
         Hello::Malformed,
@@ -393,11 +329,7 @@ fn broken_records_are_malformed() {
 
     let mut with_empty = frame(&RFC8448_CLIENT_HELLO[..10], 10);
     with_empty.extend([0x16, 0x03, 0x01, 0x00, 0x00]);
-    assert_eq!(
-        parse(&with_empty),
-        Hello::Malformed,
-        "empty record mid-hello"
-    );
+    assert_eq!(parse(&with_empty), Hello::Malformed, "empty record mid-hello");
 
     let mut interleaved = frame(&RFC8448_CLIENT_HELLO[..50], 50);
     interleaved.extend(record(20, &[1])); // change_cipher_spec
@@ -476,14 +408,7 @@ fn corruptions_never_panic() {
                     assert!(is_normalised(&name), "{name:?}");
                 }
             }
-            for value in [
-                0x00,
-                0x01,
-                0x7f,
-                0xff,
-                base[at] ^ 0x80,
-                base[at].wrapping_add(1),
-            ] {
+            for value in [0x00, 0x01, 0x7f, 0xff, base[at] ^ 0x80, base[at].wrapping_add(1)] {
                 let mut bytes = base.clone();
                 bytes[at] = value;
                 assert_prefix_stable(&bytes, MAX_CLIENT_HELLO, at);

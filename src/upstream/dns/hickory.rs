@@ -32,7 +32,10 @@ impl Upstream {
             }
             Some(list) => {
                 let servers = list.iter().map(name_server).collect();
-                (TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider), false)
+                (
+                    TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider),
+                    false,
+                )
             }
         };
         let opts: &mut ResolverOpts = builder.options_mut();
@@ -40,14 +43,22 @@ impl Upstream {
         opts.preserve_intermediates = true;
         opts.timeout = settings.timeout;
         opts.attempts = 1;
-        opts.use_hosts_file = if settings.hosts_file { ResolveHosts::Always } else { ResolveHosts::Never };
+        opts.use_hosts_file = if settings.hosts_file {
+            ResolveHosts::Always
+        } else {
+            ResolveHosts::Never
+        };
         let inner = builder.build().map_err(|e| format!("resolver `{name}`: {e}"))?;
         Ok(Self { inner, search })
     }
 
     /// Looks up A and AAAA at once; an answer needs one family to have addresses.
     pub(super) async fn query(&self, host: &str) -> Result<Answer, DnsError> {
-        let name = if self.search { host.to_owned() } else { format!("{host}.") };
+        let name = if self.search {
+            host.to_owned()
+        } else {
+            format!("{host}.")
+        };
         let (a, aaaa) = tokio::join!(
             self.inner.lookup(name.as_str(), RecordType::A),
             self.inner.lookup(name.as_str(), RecordType::AAAA)
@@ -70,7 +81,10 @@ impl Upstream {
         let worst = errors.iter().flatten().max_by_key(|e| severity(e));
         Err(match worst {
             Some(e) => convert(e),
-            None => DnsError::NotFound { reason: "no A or AAAA records".into(), negative_ttl: None },
+            None => DnsError::NotFound {
+                reason: "no A or AAAA records".into(),
+                negative_ttl: None,
+            },
         })
     }
 }
@@ -118,13 +132,25 @@ fn name_server(ns: &Nameserver) -> NameServerConfig {
         c
     };
     let (ip, conns) = match ns {
-        Nameserver::UdpTcp(a) => (a.ip(), vec![with_port(ConnectionConfig::udp(), a.port()), with_port(ConnectionConfig::tcp(), a.port())]),
+        Nameserver::UdpTcp(a) => (
+            a.ip(),
+            vec![
+                with_port(ConnectionConfig::udp(), a.port()),
+                with_port(ConnectionConfig::tcp(), a.port()),
+            ],
+        ),
         Nameserver::Udp(a) => (a.ip(), vec![with_port(ConnectionConfig::udp(), a.port())]),
         Nameserver::Tcp(a) => (a.ip(), vec![with_port(ConnectionConfig::tcp(), a.port())]),
-        Nameserver::Tls { addr, name } => (addr.ip(), vec![with_port(ConnectionConfig::tls(Arc::from(name.as_str())), addr.port())]),
+        Nameserver::Tls { addr, name } => (
+            addr.ip(),
+            vec![with_port(ConnectionConfig::tls(Arc::from(name.as_str())), addr.port())],
+        ),
         Nameserver::Https { addr, name, path } => (
             addr.ip(),
-            vec![with_port(ConnectionConfig::https(Arc::from(name.as_str()), Some(Arc::from(path.as_str()))), addr.port())],
+            vec![with_port(
+                ConnectionConfig::https(Arc::from(name.as_str()), Some(Arc::from(path.as_str()))),
+                addr.port(),
+            )],
         ),
     };
     NameServerConfig::new(ip, true, conns)

@@ -18,8 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::names::{
-    CUSTOM_DOMAIN, CUSTOM_DOMAIN_2, PRIVATE_API_ID, PUBLIC_API_ID, REGION, WEST_PRIVATE_API_ID,
-    WEST_REGION, execute_api_host,
+    CUSTOM_DOMAIN, CUSTOM_DOMAIN_2, PRIVATE_API_ID, PUBLIC_API_ID, REGION, WEST_PRIVATE_API_ID, WEST_REGION,
+    execute_api_host,
 };
 use super::pki::TestCa;
 
@@ -47,11 +47,7 @@ impl EndpointSpec {
         let public = execute_api_host(PUBLIC_API_ID, REGION);
         Self {
             name: "public-us-east-1",
-            sans: strings(&[
-                "*.execute-api.us-east-1.amazonaws.com",
-                CUSTOM_DOMAIN,
-                CUSTOM_DOMAIN_2,
-            ]),
+            sans: strings(&["*.execute-api.us-east-1.amazonaws.com", CUSTOM_DOMAIN, CUSTOM_DOMAIN_2]),
             serves: vec![
                 (CUSTOM_DOMAIN.into(), CUSTOM_DOMAIN.into()),
                 (CUSTOM_DOMAIN_2.into(), CUSTOM_DOMAIN_2.into()),
@@ -70,10 +66,7 @@ impl EndpointSpec {
                 "*.execute-api.us-east-1.amazonaws.com",
                 "*.execute-api.us-east-1.vpce.amazonaws.com",
             ]),
-            serves: vec![(
-                execute_api_host(PRIVATE_API_ID, REGION),
-                PRIVATE_API_ID.into(),
-            )],
+            serves: vec![(execute_api_host(PRIVATE_API_ID, REGION), PRIVATE_API_ID.into())],
             api_id_header_region: Some(REGION),
         }
     }
@@ -127,9 +120,7 @@ impl EndpointSpec {
     fn forbidden(&self) -> Response<Full<Bytes>> {
         self.response(StatusCode::FORBIDDEN)
             .header("x-amzn-ErrorType", "ForbiddenException")
-            .body(Full::from(Bytes::from_static(
-                br#"{"message":"Forbidden"}"#,
-            )))
+            .body(Full::from(Bytes::from_static(br#"{"message":"Forbidden"}"#)))
             .expect("response")
     }
 
@@ -168,20 +159,14 @@ pub(crate) struct ApiGw {
 
 impl ApiGw {
     /// Binds `addr` and serves `spec` with a certificate from `ca`.
-    pub(crate) async fn start(
-        addr: SocketAddr,
-        spec: EndpointSpec,
-        ca: &TestCa,
-    ) -> io::Result<Self> {
+    pub(crate) async fn start(addr: SocketAddr, spec: EndpointSpec, ca: &TestCa) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self::serve(listener, spec, ca))
     }
 
     /// Serves `spec` on an already bound listener (so a caller can reserve ports first).
     pub(crate) fn serve(listener: TcpListener, spec: EndpointSpec, ca: &TestCa) -> Self {
-        let addr = listener
-            .local_addr()
-            .expect("bound listener has an address");
+        let addr = listener.local_addr().expect("bound listener has an address");
         let sans: Vec<&str> = spec.sans.iter().map(String::as_str).collect();
         let acceptor = TlsAcceptor::from(ca.server_config(&sans));
         let spec = Arc::new(spec);
@@ -221,11 +206,7 @@ impl ApiGw {
     /// Stops listening and closes every connection; when this returns the port refuses.
     /// Stop only servers your test started: the shared ones serve every test.
     pub(crate) async fn stop(&self) {
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(task) = task {
             task.abort();
             // Awaiting the aborted task means its listener has been dropped.
@@ -236,12 +217,7 @@ impl ApiGw {
 
 impl Drop for ApiGw {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .task
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        if let Some(task) = self.task.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
             task.abort();
         }
     }

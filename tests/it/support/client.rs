@@ -53,13 +53,9 @@ pub(crate) fn https_client(net: &'static AwsNet, via: Via) -> reqwest::Client {
         // An explicit proxy turns off reqwest's reading of HTTPS_PROXY / NO_PROXY.
         Via::Proxy(addr) => {
             let proxy = reqwest::Proxy::https(format!("http://{addr}")).expect("proxy URL");
-            builder
-                .proxy(proxy.no_proxy(None))
-                .dns_resolver(Arc::new(NoResolver))
+            builder.proxy(proxy.no_proxy(None)).dns_resolver(Arc::new(NoResolver))
         }
-        Via::Direct(which) => builder
-            .no_proxy()
-            .dns_resolver(Arc::new(ZoneResolver { net, which })),
+        Via::Direct(which) => builder.no_proxy().dns_resolver(Arc::new(ZoneResolver { net, which })),
     };
     builder.build().expect("build reqwest client")
 }
@@ -105,12 +101,8 @@ impl Resolve for ZoneResolver {
         let found = self.net.lookup(self.which, name.as_str());
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let ip = found.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{host}: NXDOMAIN in emulated DNS"),
-                )
-            })?;
+            let ip = found
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: NXDOMAIN in emulated DNS")))?;
             Ok(Box::new(std::iter::once(SocketAddr::new(ip, 0))) as Addrs)
         })
     }
@@ -144,9 +136,7 @@ pub(crate) fn error_chain<'a>(err: &'a (dyn Error + 'static)) -> Vec<&'a (dyn Er
 
 /// The first error of type `T` in `err`'s chain.
 pub(crate) fn find_cause<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a T> {
-    error_chain(err)
-        .into_iter()
-        .find_map(|e| e.downcast_ref::<T>())
+    error_chain(err).into_iter().find_map(|e| e.downcast_ref::<T>())
 }
 
 /// The chain as one line, for assertion messages.
@@ -186,13 +176,8 @@ pub(crate) async fn connect_raw(
     proxy: SocketAddr,
     request: &[u8],
 ) -> (String, Vec<(String, String)>, String, TcpStream) {
-    let mut stream = TcpStream::connect(proxy)
-        .await
-        .expect("connect to the proxy");
-    stream
-        .write_all(request)
-        .await
-        .expect("send the request to the proxy");
+    let mut stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
+    stream.write_all(request).await.expect("send the request to the proxy");
     let (status_line, headers) = read_head(&mut stream).await;
     let body = read_body(&mut stream, status_of(&status_line), &headers).await;
     (status_line, headers, body, stream)
@@ -244,15 +229,10 @@ where
 async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> (String, Vec<(String, String)>) {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        assert!(
-            head.len() < MAX_HEAD,
-            "response head longer than {MAX_HEAD} bytes"
-        );
+        assert!(head.len() < MAX_HEAD, "response head longer than {MAX_HEAD} bytes");
         let byte = stream.read_u8().await;
         let partial = String::from_utf8_lossy(&head);
-        head.push(
-            byte.unwrap_or_else(|e| panic!("connection ended in the head ({e}): {partial:?}")),
-        );
+        head.push(byte.unwrap_or_else(|e| panic!("connection ended in the head ({e}): {partial:?}")));
     }
     let head = String::from_utf8(head).expect("response head is UTF-8");
     let mut lines = head.trim_end().split("\r\n");
@@ -305,10 +285,7 @@ async fn read_chunked<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
         }
         let start = body.len();
         body.resize(start + size, 0);
-        stream
-            .read_exact(&mut body[start..])
-            .await
-            .expect("read a chunk");
+        stream.read_exact(&mut body[start..]).await.expect("read a chunk");
         read_line(stream).await;
     }
 }
@@ -337,14 +314,7 @@ pub(crate) fn curl_available() -> bool {
 pub(crate) async fn curl(net: &AwsNet, via: Via, host: &str, extra: &[&str]) -> Output {
     let mut command = tokio::process::Command::new("curl");
     // -q first: no ~/.curlrc. An empty environment: no proxy variables.
-    command.args([
-        "-q",
-        "--silent",
-        "--show-error",
-        "--max-time",
-        "30",
-        "--cacert",
-    ]);
+    command.args(["-q", "--silent", "--show-error", "--max-time", "30", "--cacert"]);
     command.arg(ca_file(net)).env_clear();
     command.envs(std::env::var_os("PATH").map(|path| ("PATH", path)));
     match via {
@@ -365,8 +335,7 @@ pub(crate) async fn curl(net: &AwsNet, via: Via, host: &str, extra: &[&str]) -> 
 fn ca_file(net: &AwsNet) -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let path =
-            std::env::temp_dir().join(format!("splitway-test-ca-{}.pem", std::process::id()));
+        let path = std::env::temp_dir().join(format!("splitway-test-ca-{}.pem", std::process::id()));
         std::fs::write(&path, &net.ca_pem).expect("write the test CA for curl");
         path
     })
@@ -380,7 +349,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let name = ServerName::try_from(host.to_owned()).expect("a valid server name");
-    let tls = TlsConnector::from(Arc::new(config)).connect(name, stream).await.expect("handshake through the tunnel");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .expect("handshake through the tunnel");
     get_over_tls(tls, host).await
 }
 
@@ -388,7 +360,9 @@ where
 pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(admin).await.expect("admin listener");
     let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.expect("send to the admin listener");
+    s.write_all(request.as_bytes())
+        .await
+        .expect("send to the admin listener");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read the admin answer");
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

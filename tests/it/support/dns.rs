@@ -59,11 +59,7 @@ impl FakeDns {
             tokio::spawn(serve_udp(udp, shared.clone())).abort_handle(),
             tokio::spawn(serve_tcp(tcp, shared.clone())).abort_handle(),
         ];
-        Self {
-            addr,
-            shared,
-            tasks,
-        }
+        Self { addr, shared, tasks }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -97,7 +93,9 @@ impl FakeDns {
     /// Resolves once `host` has been asked about `n` times in all (any type).
     pub(crate) async fn wait_queries_for(&self, host: &str, n: usize) {
         let mut rx = self.shared.count.subscribe();
-        let _ = rx.wait_for(|_| self.queries().iter().filter(|(name, _)| name == host).count() >= n).await;
+        let _ = rx
+            .wait_for(|_| self.queries().iter().filter(|(name, _)| name == host).count() >= n)
+            .await;
     }
 
     pub(crate) fn clear_queries(&self) {
@@ -118,9 +116,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 async fn bind_udp_and_tcp(ip: IpAddr) -> (UdpSocket, TcpListener) {
     for _ in 0..32 {
-        let udp = UdpSocket::bind((ip, 0))
-            .await
-            .expect("bind fake DNS UDP socket");
+        let udp = UdpSocket::bind((ip, 0)).await.expect("bind fake DNS UDP socket");
         let port = udp.local_addr().expect("UDP socket address").port();
         match TcpListener::bind((ip, port)).await {
             Ok(tcp) => return (udp, tcp),
@@ -260,9 +256,7 @@ pub(crate) async fn udp_query(server: SocketAddr, name: &str, qtype: RecordType)
     let mut request = Message::query();
     request.metadata.recursion_desired = true;
     request.add_query(Query::query(fqdn(&normalize(name)), qtype));
-    let socket = UdpSocket::bind((server.ip(), 0))
-        .await
-        .expect("bind UDP client");
+    let socket = UdpSocket::bind((server.ip(), 0)).await.expect("bind UDP client");
     socket.connect(server).await.expect("connect UDP client");
     socket
         .send(&request.to_vec().expect("encode query"))

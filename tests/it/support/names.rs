@@ -23,13 +23,11 @@ pub(crate) const APIGW_DOMAIN: &str = "d-abc123.execute-api.us-east-1.amazonaws.
 pub(crate) const APIGW_DOMAIN_2: &str = "d-def456.execute-api.us-east-1.amazonaws.com";
 
 /// The us-east-1 VPC endpoint's regional and zonal DNS names.
-pub(crate) const VPCE: &str =
-    "vpce-0123456789abcdef0-abcd1234.execute-api.us-east-1.vpce.amazonaws.com";
+pub(crate) const VPCE: &str = "vpce-0123456789abcdef0-abcd1234.execute-api.us-east-1.vpce.amazonaws.com";
 pub(crate) const VPCE_ZONAL: &str =
     "vpce-0123456789abcdef0-abcd1234-us-east-1a.execute-api.us-east-1.vpce.amazonaws.com";
 /// The us-west-2 VPC endpoint, reached over VPC peering.
-pub(crate) const WEST_VPCE: &str =
-    "vpce-0fedcba9876543210-wxyz9876.execute-api.us-west-2.vpce.amazonaws.com";
+pub(crate) const WEST_VPCE: &str = "vpce-0fedcba9876543210-wxyz9876.execute-api.us-west-2.vpce.amazonaws.com";
 
 /// The public API Gateway endpoint of us-east-1.
 pub(crate) const PUBLIC_ENDPOINT_IP: IpAddr = v4(127, 10, 0, 10);

@@ -65,15 +65,13 @@ pub(crate) fn aws_net() -> &'static AwsNet {
                     .build()
                     .expect("aws-net runtime");
                 runtime.block_on(async {
-                    tx.send(AwsNet::start().await)
-                        .expect("aws_net() waits for the network");
+                    tx.send(AwsNet::start().await).expect("aws_net() waits for the network");
                     // The servers' tasks live as long as this runtime: the whole process.
                     std::future::pending::<()>().await;
                 });
             })
             .expect("spawn aws-net thread");
-        rx.recv()
-            .expect("aws-net thread panicked while starting the network")
+        rx.recv().expect("aws-net thread panicked while starting the network")
     })
 }
 
@@ -83,10 +81,7 @@ pub(crate) fn public_zone() -> Zone {
         .cname(CUSTOM_DOMAIN, APIGW_DOMAIN)
         .cname(CUSTOM_DOMAIN_2, APIGW_DOMAIN_2)
         .addr("*.execute-api.us-east-1.amazonaws.com", PUBLIC_ENDPOINT_IP)
-        .addr(
-            "*.execute-api.us-west-2.amazonaws.com",
-            WEST_PUBLIC_ENDPOINT_IP,
-        )
+        .addr("*.execute-api.us-west-2.amazonaws.com", WEST_PUBLIC_ENDPOINT_IP)
         // AWS publishes VPC endpoint names publicly, with their private IPs.
         .addr(VPCE, VPCE_IP)
         .addr(VPCE_ZONAL, VPCE_ZONAL_IP)
@@ -100,10 +95,7 @@ pub(crate) fn vpc_private_dns_on_zone() -> Zone {
         .cname(CUSTOM_DOMAIN, APIGW_DOMAIN)
         .cname(CUSTOM_DOMAIN_2, APIGW_DOMAIN_2)
         .addr("*.execute-api.us-east-1.amazonaws.com", VPCE_IP)
-        .addr(
-            "*.execute-api.us-west-2.amazonaws.com",
-            WEST_PUBLIC_ENDPOINT_IP,
-        )
+        .addr("*.execute-api.us-west-2.amazonaws.com", WEST_PUBLIC_ENDPOINT_IP)
         .addr(VPCE, VPCE_IP)
         .addr(VPCE_ZONAL, VPCE_ZONAL_IP)
         .addr(WEST_VPCE, WEST_VPCE_IP)
@@ -121,8 +113,7 @@ impl AwsNet {
     async fn start() -> Self {
         let ca = TestCa::new();
         let public_dns = FakeDns::start(PUBLIC_DNS_IP, public_zone()).await;
-        let vpc_dns_private_on =
-            FakeDns::start(VPC_DNS_PRIVATE_ON_IP, vpc_private_dns_on_zone()).await;
+        let vpc_dns_private_on = FakeDns::start(VPC_DNS_PRIVATE_ON_IP, vpc_private_dns_on_zone()).await;
         let vpc_dns_private_off = FakeDns::start(VPC_DNS_PRIVATE_OFF_IP, public_zone()).await;
         let ips = [PUBLIC_ENDPOINT_IP, VPCE_IP, VPCE_ZONAL_IP, WEST_VPCE_IP];
         let (port, [public, vpce, zonal, west]) = bind_same_port(ips).await;
@@ -164,12 +155,7 @@ impl AwsNet {
 
     /// The shared endpoints, for asserting on their counters.
     pub(crate) fn endpoints(&self) -> [&ApiGw; 4] {
-        [
-            &self.public_endpoint,
-            &self.vpce,
-            &self.vpce_zonal,
-            &self.west_vpce,
-        ]
+        [&self.public_endpoint, &self.vpce, &self.vpce_zonal, &self.west_vpce]
     }
 
     /// What `which` resolves `host` to (following CNAMEs), answered from the zone data
@@ -183,9 +169,7 @@ impl AwsNet {
 /// starting over when that port is taken on another address.
 async fn bind_same_port<const N: usize>(ips: [IpAddr; N]) -> (u16, [TcpListener; N]) {
     'attempt: for _ in 0..32 {
-        let first = TcpListener::bind((ips[0], 0))
-            .await
-            .expect("bind endpoint listener");
+        let first = TcpListener::bind((ips[0], 0)).await.expect("bind endpoint listener");
         let port = first.local_addr().expect("listener address").port();
         let mut listeners = vec![first];
         for &ip in &ips[1..] {

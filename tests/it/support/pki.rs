@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -22,9 +21,7 @@ pub(crate) struct TestCa {
 impl TestCa {
     pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "splitway test CA");
+        params.distinguished_name.push(DnType::CommonName, "splitway test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate().expect("CA key");
@@ -76,9 +73,7 @@ impl TestCa {
 /// A client config that trusts only `ca` (never the system or webpki roots).
 pub(crate) fn client_config(ca: &CertificateDer<'_>) -> ClientConfig {
     let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.clone().into_owned())
-        .expect("CA certificate parses");
+    roots.add(ca.clone().into_owned()).expect("CA certificate parses");
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")

@@ -36,7 +36,13 @@ impl TestProxy {
         let task = tokio::spawn(proxy.serve(async move {
             let _ = stopped.await;
         }));
-        TestProxy { addr, admin, handle, stop: Some(stop), task }
+        TestProxy {
+            addr,
+            admin,
+            handle,
+            stop: Some(stop),
+            task,
+        }
     }
 
     /// Waits until every client connection has closed and its task has finished, then checks

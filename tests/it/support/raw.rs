@@ -31,25 +31,50 @@ impl Reply {
 pub(crate) async fn read_reply(stream: &mut TcpStream) -> Reply {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(HANG_GUARD, stream.read_u8()).await.expect("hung reading a response head") {
+        match tokio::time::timeout(HANG_GUARD, stream.read_u8())
+            .await
+            .expect("hung reading a response head")
+        {
             Ok(b) => head.push(b),
             Err(_) => {
-                assert!(head.is_empty(), "connection ended inside a response head: {:?}", String::from_utf8_lossy(&head));
-                return Reply { status: None, headers: vec![], body: String::new() };
+                assert!(
+                    head.is_empty(),
+                    "connection ended inside a response head: {:?}",
+                    String::from_utf8_lossy(&head)
+                );
+                return Reply {
+                    status: None,
+                    headers: vec![],
+                    body: String::new(),
+                };
             }
         }
     }
     let head = String::from_utf8(head).expect("response head is UTF-8");
     let mut lines = head.trim_end().split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok());
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok());
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let len: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
-    tokio::time::timeout(HANG_GUARD, stream.read_exact(&mut body)).await.expect("hung reading a body").expect("body");
-    Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    tokio::time::timeout(HANG_GUARD, stream.read_exact(&mut body))
+        .await
+        .expect("hung reading a body")
+        .expect("body");
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// Sends `bytes` in one write and reads one reply.

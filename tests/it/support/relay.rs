@@ -41,8 +41,20 @@ impl Relay {
         let addr = listener.local_addr().expect("relay address");
         let (reset, _) = watch::channel(false);
         let accepted = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(accept_loop(listener, target, fault, reset.subscribe(), accepted.clone())).abort_handle();
-        Relay { addr, reset, accepted, task }
+        let task = tokio::spawn(accept_loop(
+            listener,
+            target,
+            fault,
+            reset.subscribe(),
+            accepted.clone(),
+        ))
+        .abort_handle();
+        Relay {
+            addr,
+            reset,
+            accepted,
+            task,
+        }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -66,11 +78,19 @@ impl Drop for Relay {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, fault: Fault, reset: watch::Receiver<bool>, accepted: Arc<AtomicUsize>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    fault: Fault,
+    reset: watch::Receiver<bool>,
+    accepted: Arc<AtomicUsize>,
+) {
     // Owned here so aborting this task drops every connection too.
     let mut connections = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         accepted.fetch_add(1, Ordering::SeqCst);
         while connections.try_join_next().is_some() {}
         connections.spawn(relay_one(stream, target, fault, reset.clone()));
@@ -92,7 +112,9 @@ async fn relay_one(mut down: TcpStream, target: SocketAddr, fault: Fault, mut re
         }
         Fault::Pass | Fault::Slice(_) | Fault::Delay(_) => {}
     }
-    let Ok(mut up) = TcpStream::connect(target).await else { return rst(down) };
+    let Ok(mut up) = TcpStream::connect(target).await else {
+        return rst(down);
+    };
     let _ = (down.set_nodelay(true), up.set_nodelay(true));
     let reset_now = {
         let (mut dr, mut dw) = down.split();

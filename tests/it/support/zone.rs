@@ -115,10 +115,7 @@ impl Zone {
 
     /// Sets the TTL of the record added last.
     pub(crate) fn ttl(mut self, secs: u32) -> Self {
-        self.records
-            .last_mut()
-            .expect("Zone::ttl after a record")
-            .ttl = secs;
+        self.records.last_mut().expect("Zone::ttl after a record").ttl = secs;
         self
     }
 
