@@ -278,7 +278,7 @@ fn names_are_interned_once() {
     let names = Names::default();
     let a = names.get("public");
     let b = names.get(&String::from("public"));
-    assert!(Arc::ptr_eq(&a, &b));
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
 }
 
 #[test]

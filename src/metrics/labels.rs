@@ -1,0 +1,184 @@
+//! The label sets of splitway's metrics: the closed enums of label values, one struct per
+//! label set (field names are label names), and the interned route and resolver names.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+
+/// What a client asked the proxy for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// `CONNECT host:port` (RFC 9110 §9.3.6): a tunnel.
+    Connect,
+    /// An absolute-form request (RFC 9112 §3.2.2) forwarded as plain HTTP.
+    Forward,
+}
+
+/// Why a tunnel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TunnelEnd {
+    /// One side closed and the other followed.
+    Closed,
+    /// No byte moved either way for the idle timeout.
+    Idle,
+    /// A read or write failed on either side.
+    Error,
+    /// The ClientHello named a server the route does not allow.
+    SniRejected,
+    /// Cut by the proxy: `drain_timeout` passed during shutdown.
+    Cancelled,
+}
+
+/// How a named resolver answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DnsResult {
+    /// Answered from the cache.
+    Hit,
+    /// Asked upstream and got an answer.
+    Miss,
+    /// Upstream failed; answered with an expired record (RFC 8767 serve-stale).
+    Stale,
+    /// No answer.
+    Error,
+}
+
+/// Which way bytes went through a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Direction {
+    ClientToUpstream,
+    UpstreamToClient,
+}
+
+impl RequestKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+impl TunnelEnd {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Idle => "idle",
+            Self::Error => "error",
+            Self::SniRejected => "sni_rejected",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl DnsResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Stale => "stale",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl Direction {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientToUpstream => "client_to_upstream",
+            Self::UpstreamToClient => "upstream_to_client",
+        }
+    }
+}
+
+// The crate's derive would print the variant names as written (`SniRejected`); Prometheus
+// convention is snake_case, so the enums encode through `as_str`.
+macro_rules! label_value_from_as_str {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value_from_as_str!(RequestKind, TunnelEnd, DnsResult, Direction);
+
+// Label sets. Field names are the label names, in this order in the output.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct RequestLabels {
+    pub(super) kind: RequestKind,
+    pub(super) route: Arc<str>,
+    pub(super) outcome: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct TunnelLabels {
+    pub(super) route: Arc<str>,
+    pub(super) end: TunnelEnd,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct RouteLabels {
+    pub(super) route: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct BytesLabels {
+    pub(super) route: Arc<str>,
+    pub(super) direction: Direction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct DnsLabels {
+    pub(super) resolver: Arc<str>,
+    pub(super) result: DnsResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ResolverLabels {
+    pub(super) resolver: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct SniLabels {
+    pub(super) route: Arc<str>,
+    pub(super) reason: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ReportLabels {
+    pub(super) route: Arc<str>,
+    pub(super) action: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ReloadLabels {
+    pub(super) result: &'static str,
+}
+
+/// Route and resolver names as shared strings. A label set is an owned key, and the hot path
+/// gets names as `&str`: interning makes building the key an `Arc` clone instead of a `String`
+/// allocation per request. The set only grows with the names the configs ever had.
+#[derive(Debug, Default)]
+pub(super) struct Names(RwLock<HashSet<Arc<str>>>);
+
+impl Names {
+    pub(super) fn get(&self, name: &str) -> Arc<str> {
+        // A panic elsewhere while holding the lock leaves the set valid: ignore the poison.
+        if let Some(n) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+            return n.clone();
+        }
+        let mut set = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = set.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        set.insert(n.clone());
+        n
+    }
+}
