@@ -93,26 +93,9 @@ async fn hardening_an_idle_tunnel_is_closed_and_counted() {
     let net = aws_net();
     let proxy = TestProxy::start(&with_proxy_keys("idle_timeout = \"200ms\"")).await;
     let stream = tunnel(proxy.addr, CUSTOM_DOMAIN).await;
-    let mut tls = tls_over(stream, CUSTOM_DOMAIN, &net.ca_der).await.expect("TLS");
+    let tls = tls_over(stream, CUSTOM_DOMAIN, &net.ca_der).await.expect("TLS");
     // Say nothing: the proxy closes the tunnel once it has been silent for idle_timeout.
-    let mut buf = [0u8; 64];
-    assert!(
-        matches!(tls.read(&mut buf).await, Ok(0) | Err(_)),
-        "the tunnel must close"
-    );
-    drop(tls);
-    proxy.assert_no_leaks().await;
-    let m = proxy.handle.metrics_text();
-    assert_eq!(
-        metric(
-            &m,
-            "splitway_tunnels_total",
-            &[("route", "custom-domains"), ("end", "idle")]
-        ),
-        1.0,
-        "{m}"
-    );
-    proxy.stop().await;
+    proxy.expect_tunnel_end(tls, "custom-domains", "idle").await;
 }
 
 /// A plain-HTTP origin that answers each request with the request head it received.

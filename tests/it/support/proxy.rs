@@ -134,3 +134,25 @@ addresses = ["{WEST_VPCE_IP}"]
         public_api = execute_api_host(PUBLIC_API_ID, REGION),
     )
 }
+
+impl TestProxy {
+    /// Reads from a tunnel's client side until the proxy closes it, checks that nothing leaked
+    /// and that exactly one tunnel of `route` ended as `end`, then stops the proxy.
+    pub(crate) async fn expect_tunnel_end<S>(self, mut client: S, route: &str, end: &str)
+    where
+        S: tokio::io::AsyncRead + Unpin,
+    {
+        let mut buf = [0u8; 64];
+        let read = tokio::io::AsyncReadExt::read(&mut client, &mut buf).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the proxy must close the tunnel, read {read:?}"
+        );
+        drop(client);
+        self.assert_no_leaks().await;
+        let m = self.handle.metrics_text();
+        let ended = super::metrics::metric(&m, "splitway_tunnels_total", &[("route", route), ("end", end)]);
+        assert_eq!(ended, 1.0, "{m}");
+        self.stop().await;
+    }
+}
