@@ -125,8 +125,19 @@ impl RouteTable {
         &self.catch_all
     }
 
-    /// The route for an IP literal.
+    /// The route for an IP literal. An IPv4-mapped IPv6 literal (`[::ffff:10.0.0.1]`) that no
+    /// IPv6 pattern claims routes as its IPv4 address, so IPv4 routes cannot be sidestepped.
     pub fn lookup_ip(&self, ip: IpAddr) -> &Arc<Route> {
+        let route = self.lookup_ip_as_written(ip);
+        match ip {
+            IpAddr::V6(v6) if Arc::ptr_eq(route, &self.catch_all) => v6
+                .to_ipv4_mapped()
+                .map_or(route, |v4| self.lookup_ip_as_written(IpAddr::V4(v4))),
+            _ => route,
+        }
+    }
+
+    fn lookup_ip_as_written(&self, ip: IpAddr) -> &Arc<Route> {
         if let Some(r) = self.ips.get(&ip) {
             return r;
         }

@@ -61,6 +61,9 @@ fn most_specific_route_wins() {
         ("2001:db8::1", "ip"),
         ("2001:db8::2", "cidr8"),
         ("2001:db9::1", "default"),
+        ("::ffff:10.1.2.3", "ip"),
+        ("::ffff:10.2.0.1", "cidr8"),
+        ("::ffff:11.0.0.1", "default"),
     ];
     for (ip, want) in ips {
         assert_eq!(&*t.lookup_ip(ip.parse().unwrap()).name, *want, "{ip}");
