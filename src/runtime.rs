@@ -84,34 +84,37 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Every exact route host and every `connect` name, with the resolver that looks it up.
-    fn warm_names(&self) -> Vec<(Arc<Resolver>, String)> {
-        let mut out = Vec::new();
+    /// Every exact route host and every `connect` name, keyed by (resolver, name), once each;
+    /// the value says whether it is a `connect` name (which must resolve, not just answer).
+    fn route_names(&self) -> BTreeMap<(String, String), bool> {
+        let mut names = BTreeMap::new();
         for spec in &self.config.routes {
-            let names: Vec<String> = match &spec.action {
-                Action::Resolve => spec
-                    .patterns
-                    .iter()
-                    .filter_map(|(p, _)| {
+            match &spec.action {
+                Action::Connect(list) => {
+                    for n in list.iter().filter_map(|c| c.host.as_name()) {
+                        names.insert((spec.resolver.clone(), n.to_owned()), true);
+                    }
+                }
+                Action::Resolve => {
+                    for (p, _) in &spec.patterns {
                         if let Pattern::Exact(n) = p {
-                            Some(n.clone())
-                        } else {
-                            None
+                            names.entry((spec.resolver.clone(), n.clone())).or_insert(false);
                         }
-                    })
-                    .collect(),
-                Action::Connect(list) => list
-                    .iter()
-                    .filter_map(|c| c.host.as_name().map(str::to_owned))
-                    .collect(),
-                Action::Addresses(_) | Action::Deny => vec![],
-            };
-            let Some(resolver) = self.connector.resolvers().get(&spec.resolver) else {
-                continue;
-            };
-            out.extend(names.into_iter().map(|n| (resolver.clone(), n)));
+                    }
+                }
+                Action::Addresses(_) | Action::Deny => {}
+            }
         }
-        out
+        names
+    }
+
+    /// [`Runtime::route_names`] with the resolver that looks each one up.
+    fn warm_names(&self) -> Vec<(Arc<Resolver>, String)> {
+        let resolvers = self.connector.resolvers();
+        self.route_names()
+            .into_keys()
+            .filter_map(|(resolver, name)| resolvers.get(&resolver).map(|r| (r.clone(), name)))
+            .collect()
     }
 
     /// Resolves every exact route host and every `connect` name, so the first requests find
@@ -190,24 +193,7 @@ impl Runtime {
     /// upstream servers directly: a resolver is reachable when it answers at all (a negative
     /// answer included); a `connect` name must resolve.
     pub async fn check_dependencies(&self) -> Vec<Check> {
-        let mut names: BTreeMap<(String, String), bool> = BTreeMap::new();
-        for spec in &self.config.routes {
-            match &spec.action {
-                Action::Connect(list) => {
-                    for n in list.iter().filter_map(|c| c.host.as_name()) {
-                        names.insert((spec.resolver.clone(), n.to_owned()), true);
-                    }
-                }
-                Action::Resolve => {
-                    for (p, _) in &spec.patterns {
-                        if let Pattern::Exact(n) = p {
-                            names.entry((spec.resolver.clone(), n.clone())).or_insert(false);
-                        }
-                    }
-                }
-                Action::Addresses(_) | Action::Deny => {}
-            }
-        }
+        let names = self.route_names();
         let mut lookups = tokio::task::JoinSet::new();
         for ((resolver, name), is_connect) in names {
             let Some(r) = self.connector.resolvers().get(&resolver).cloned() else {
