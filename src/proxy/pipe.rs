@@ -127,6 +127,15 @@ async fn one_way(
     loop {
         to.writable().await?;
         match std::future::poll_fn(|cx| step(cx, &mut from, &to)).await? {
+            #[cfg(target_os = "linux")]
+            Step::Moved(n) if n == SCRATCH_SIZE => {
+                // A full scratch buffer: bulk data. Splice it while it keeps coming.
+                activity.moved(from_client, n, started);
+                let moved = |n| activity.moved(from_client, n, started);
+                if let splice::Burst::Eof = splice::burst(from.as_ref(), to.as_ref(), moved).await? {
+                    return to.shutdown().await;
+                }
+            }
             Step::Moved(n) => activity.moved(from_client, n, started),
             Step::Partial { n, rest } => {
                 activity.moved(from_client, n, started);
@@ -228,5 +237,7 @@ where
     until_idle(copy, started, idle, &activity).await
 }
 
+#[cfg(target_os = "linux")]
+mod splice;
 #[cfg(test)]
 mod tests;

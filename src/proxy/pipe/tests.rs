@@ -116,3 +116,43 @@ async fn a_reset_ends_the_pipe_with_an_error() {
     drop(app);
     assert!(matches!(pipe.await.expect("pipe task"), PipeEnd::Error(_)));
 }
+
+#[tokio::test]
+async fn bulk_both_ways_at_once_crosses_intact() {
+    let (mut app, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let (activity, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
+    let up: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let down: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect();
+    let (app_r, mut app_w) = app.split();
+    let (origin_r, mut origin_w) = origin.split();
+    let (got_down, got_up, (), ()) = tokio::join!(
+        read_all(app_r),
+        read_all(origin_r),
+        async {
+            app_w.write_all(&up).await.expect("app writes");
+            app_w.shutdown().await.expect("app half-closes");
+        },
+        async {
+            origin_w.write_all(&down).await.expect("origin writes");
+            origin_w.shutdown().await.expect("origin half-closes");
+        }
+    );
+    assert!(got_up == up, "upload differs: {} of {}", got_up.len(), up.len());
+    assert!(
+        got_down == down,
+        "download differs: {} of {}",
+        got_down.len(),
+        down.len()
+    );
+    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Closed);
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(count(&activity.client_to_upstream), up.len() as u64);
+    assert_eq!(count(&activity.upstream_to_client), down.len() as u64);
+}
+
+async fn read_all(mut r: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.expect("read to EOF");
+    got
+}

@@ -1,0 +1,174 @@
+//! Zero-copy bursts with `splice(2)` (Linux): socket → pipe → socket, the bytes never
+//! crossing into user space.
+//!
+//! A direction turns to splice only while it is moving bulk data (a copy read filled the
+//! whole scratch buffer) and turns back to copying as soon as a read comes up short, so small
+//! request/response traffic keeps the one-`recv`-one-`send` path, which is cheaper for a few
+//! hundred bytes than two `splice` calls.
+//!
+//! Pipes cost two file descriptors each, and the open-file limit is shared with the tunnels'
+//! sockets, so a tunnel never owns one: a burst borrows a pipe from a small process-wide pool
+//! and gives it back once the pipe is empty again. At most [`MAX_PIPES`] exist at once (so at
+//! most 2 × [`MAX_PIPES`] descriptors); when all are in use, a burst simply copies instead.
+//! A pipe that still holds bytes when its burst ends abnormally (an error, the tunnel dropped)
+//! is closed, never pooled: the next user must start empty.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Most pipes alive at once, pooled or lent.
+const MAX_PIPES: usize = 64;
+/// Capacity asked of each pipe, and the most one `splice` into it moves: four times the
+/// default, so a bulk transfer takes a quarter of the calls. 64 such pipes stay well under
+/// the kernel's per-user pipe budget (`fs.pipe-user-pages-soft`, 64 MiB); a pipe the kernel
+/// will not grow keeps its default 64 KiB and the bursts are merely shorter.
+const CHUNK: usize = 256 * 1024;
+/// A splice read shorter than this ends the burst: the direction is back to small messages.
+const BULK_READ: usize = 16 * 1024;
+
+/// The process-wide pool every tunnel borrows from.
+static POOL: Pool = Pool::new(MAX_PIPES);
+
+/// Empty pipes waiting to be lent, and how many exist (pooled or lent), at most `max`.
+struct Pool {
+    idle: Mutex<Vec<(OwnedFd, OwnedFd)>>,
+    live: AtomicUsize,
+    max: usize,
+}
+
+impl Pool {
+    const fn new(max: usize) -> Pool {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A pooled pipe, a new one, or `None` when `max` are in use or the system refuses one
+    /// (then the caller copies).
+    fn take(&self) -> Option<Lent<'_>> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let ends = match pooled {
+            Some(ends) => ends,
+            None => {
+                if self.live.fetch_add(1, Ordering::Relaxed) >= self.max {
+                    self.live.fetch_sub(1, Ordering::Relaxed);
+                    return None;
+                }
+                match pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) {
+                    Ok(ends) => {
+                        let _ = fcntl_setpipe_size(&ends.1, CHUNK);
+                        ends
+                    }
+                    Err(_) => {
+                        self.live.fetch_sub(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Lent {
+            pool: self,
+            ends: Some(ends),
+            pending: Cell::new(0),
+        })
+    }
+
+    fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A pipe lent from a pool; `pending` bytes sit in it. Dropped, it goes back to the pool if
+/// empty, and is closed otherwise.
+struct Lent<'p> {
+    pool: &'p Pool,
+    ends: Option<(OwnedFd, OwnedFd)>,
+    pending: Cell<usize>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(ends) = self.ends.take() {
+            if self.pending.get() == 0 {
+                self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(ends);
+            } else {
+                drop(ends);
+                self.pool.live.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// How a burst ended.
+pub(super) enum Burst {
+    /// Reads came up short again (or no pipe was free): back to copying.
+    Done,
+    /// The source reached end of stream.
+    Eof,
+}
+
+/// Moves bytes from `from` to `to` through a pooled pipe until a read comes up short or the
+/// source ends, reporting each chunk read to `moved`. With no pipe to be had it returns
+/// [`Burst::Done`] at once, having moved nothing.
+pub(super) async fn burst(from: &TcpStream, to: &TcpStream, mut moved: impl FnMut(usize)) -> io::Result<Burst> {
+    let Some(pipe) = POOL.take() else {
+        return Ok(Burst::Done);
+    };
+    let Some((pipe_r, pipe_w)) = pipe.ends.as_ref() else {
+        return Ok(Burst::Done);
+    };
+    loop {
+        from.readable().await?;
+        let n = match from.try_io(Interest::READABLE, || {
+            splice(
+                from,
+                None,
+                pipe_w,
+                None,
+                CHUNK,
+                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+            )
+            .map_err(io::Error::from)
+        }) {
+            Ok(0) => return Ok(Burst::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        pipe.pending.set(n);
+        moved(n);
+        while pipe.pending.get() > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(
+                    pipe_r,
+                    None,
+                    to,
+                    None,
+                    pipe.pending.get(),
+                    SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+                )
+                .map_err(io::Error::from)
+            }) {
+                Ok(m) => pipe.pending.set(pipe.pending.get() - m),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n < BULK_READ {
+            return Ok(Burst::Done);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

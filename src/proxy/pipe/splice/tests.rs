@@ -1,0 +1,64 @@
+//! The pipe pool's accounting, and a burst moving bytes intact through a real pipe.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Burst, Pool, burst};
+
+#[test]
+fn the_pool_lends_at_most_its_max_and_reuses_empty_pipes() {
+    let pool = Pool::new(2);
+    let a = pool.take().expect("first pipe");
+    let b = pool.take().expect("second pipe");
+    assert!(pool.take().is_none(), "a third pipe beyond max");
+    drop(a);
+    assert_eq!(pool.idle_count(), 1, "an empty pipe goes back to the pool");
+    let c = pool.take().expect("the pooled pipe again");
+    assert_eq!(pool.idle_count(), 0);
+    assert_eq!(pool.live.load(std::sync::atomic::Ordering::Relaxed), 2);
+    drop((b, c));
+    assert_eq!(pool.idle_count(), 2);
+}
+
+#[test]
+fn a_pipe_dropped_with_bytes_in_it_is_closed_not_pooled() {
+    let pool = Pool::new(1);
+    let dirty = pool.take().expect("pipe");
+    dirty.pending.set(100);
+    drop(dirty);
+    assert_eq!(pool.idle_count(), 0, "a pipe holding bytes must never be lent again");
+    assert_eq!(pool.live.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(pool.take().is_some(), "its place is free for a new pipe");
+}
+
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (outer.expect("connect"), accepted.expect("accept").0)
+}
+
+#[tokio::test]
+async fn a_burst_splices_every_byte_in_order_until_end_of_stream() {
+    let (mut source, from) = pair().await;
+    let (to, mut sink) = pair().await;
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        source.write_all(&sent).await.expect("source writes");
+        source.shutdown().await.expect("close");
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        sink.read_to_end(&mut got).await.expect("sink reads");
+        got
+    });
+    let mut moved = 0;
+    let end = burst(&from, &to, |n| moved += n).await.expect("burst");
+    assert!(matches!(end, Burst::Eof), "the burst runs to the source's end");
+    assert_eq!(moved, data.len(), "every byte counted");
+    writer.await.expect("writer");
+    drop(to);
+    let got = reader.await.expect("reader");
+    assert!(got == data, "bytes differ: {} received of {}", got.len(), data.len());
+}
