@@ -82,6 +82,7 @@ impl Pool {
         })
     }
 
+    #[cfg(test)]
     fn idle_count(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
