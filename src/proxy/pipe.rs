@@ -69,23 +69,24 @@ pub async fn run(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duratio
     let started = Instant::now();
     let (client_r, client_w) = client.split();
     let (upstream_r, upstream_w) = upstream.split();
-    let both = async {
+    // Pinned where it is built: moved into `until_idle`, the future's space would be
+    // reserved twice in the task (the argument and the pinned copy).
+    let copy = std::pin::pin!(async {
         tokio::try_join!(
             one_way(client_r, upstream_w, true, activity, started),
             one_way(upstream_r, client_w, false, activity, started),
         )
-    };
-    until_idle(both, started, idle, activity).await
+    });
+    until_idle(copy, started, idle, activity).await
 }
 
 /// Drives `copy` until it ends or `idle` passes with no read.
 async fn until_idle<T>(
-    copy: impl Future<Output = io::Result<T>>,
+    mut copy: Pin<&mut impl Future<Output = io::Result<T>>>,
     started: Instant,
     idle: Duration,
     activity: &Activity,
 ) -> PipeEnd {
-    tokio::pin!(copy);
     loop {
         let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
         tokio::select! {
@@ -132,7 +133,8 @@ async fn one_way(
                 // A full scratch buffer: bulk data. Splice it while it keeps coming.
                 activity.moved(from_client, n, started);
                 let moved = |n| activity.moved(from_client, n, started);
-                if let splice::Burst::Eof = splice::burst(from.as_ref(), to.as_ref(), moved).await? {
+                // Boxed: an idle tunnel's task then holds no room for a burst's state.
+                if let splice::Burst::Eof = Box::pin(splice::burst(from.as_ref(), to.as_ref(), moved)).await? {
                     return to.shutdown().await;
                 }
             }
@@ -233,7 +235,12 @@ where
         started,
         from_client: false,
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, GENERIC_BUF_SIZE, GENERIC_BUF_SIZE);
+    let copy = std::pin::pin!(tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        GENERIC_BUF_SIZE,
+        GENERIC_BUF_SIZE
+    ));
     until_idle(copy, started, idle, &activity).await
 }
 
