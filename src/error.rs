@@ -14,6 +14,8 @@ use crate::upstream::target::TargetError;
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("request head too large: {0}")]
+    HeadTooLarge(String),
     #[error("bad CONNECT target: {0}")]
     BadTarget(#[from] TargetError),
     #[error("method {0} is not allowed through the proxy")]
@@ -76,6 +78,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::BadTarget(_) => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Denied { .. }
             | Self::PortNotAllowed { .. }
@@ -91,7 +94,9 @@ impl ProxyError {
     /// The RFC 9209 §2.3 error type carried in `Proxy-Status`; also the `error` metric label.
     pub fn proxy_status(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) | Self::BadTarget(_) | Self::MethodNotAllowed(_) => "http_request_error",
+            Self::BadRequest(_) | Self::BadTarget(_) | Self::HeadTooLarge(_) | Self::MethodNotAllowed(_) => {
+                "http_request_error"
+            }
             Self::Denied { .. } | Self::PortNotAllowed { .. } | Self::AuthRequired => "http_request_denied",
             Self::DestinationProhibited { .. } | Self::LoopToSelf { .. } => "destination_ip_prohibited",
             Self::Dns { .. } => "dns_error",

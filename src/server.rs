@@ -2,6 +2,7 @@
 //! connection and tunnel for the drain on shutdown, panic containment per task.
 
 mod contain;
+pub mod head;
 
 pub use contain::contain;
 
@@ -187,8 +188,9 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         let max = shared.runtime().config.proxy.max_connections;
         shared.metrics.connection_rejected();
+        tracing::warn!(max, "connection refused: max_connections reached");
         shared.tracker.spawn(contain(
-            refuse_over_limit(stream, max),
+            async move { refuse(stream, &ProxyError::ConnectionLimit(max)).await },
             "refusal",
             shared.metrics.clone(),
         ));
@@ -215,8 +217,28 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     true
 }
 
-async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {
+async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
     let guard = ctx.guard.clone();
+    let first = tokio::select! {
+        first = head::read_first(&mut stream, limits.header_read_timeout) => first,
+        () = guard.cancelled() => return,
+    };
+    let prefix = match first {
+        head::First::Head(prefix) => prefix,
+        head::First::Refuse(e) => {
+            tracing::info!(
+                target: "splitway::access",
+                client = %ctx.client,
+                status = e.status().as_u16(),
+                error = e.proxy_status(),
+                detail = %e,
+                "refused"
+            );
+            refuse(stream, &e).await;
+            return;
+        }
+        head::First::Close => return,
+    };
     // hyper answers a head over these limits itself (431, then closes) and a malformed one
     // with 400. `max_header_size` is the exact cap on a complete head; `max_buf_size` alone
     // only stops a head still incomplete at the limit. The header timer needs `timer` set.
@@ -227,7 +249,7 @@ async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(head::Prefixed::new(prefix, stream)),
             service_fn(move |req| proxy::serve(ctx.clone(), req)),
         )
         .with_upgrades();
@@ -239,15 +261,23 @@ async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {
     }
 }
 
-async fn refuse_over_limit(mut stream: TcpStream, max: usize) {
-    let e = ProxyError::ConnectionLimit(max);
+/// Answers `e` on a connection hyper never saw (over `max_connections`, or a first head
+/// splitway refused), then closes it; bounded, so a client that does not read cannot hold it.
+async fn refuse(mut stream: TcpStream, e: &ProxyError) {
     let body = format!("splitway: {e}\n");
+    let status = e.status();
+    let retry = if status == http::StatusCode::SERVICE_UNAVAILABLE {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nproxy-status: {}\r\nretry-after: 1\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\nproxy-status: {}\r\n{retry}content-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         e.proxy_status_header(),
         body.len()
     );
-    tracing::warn!(max, "connection refused: max_connections reached");
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(head.as_bytes()).await?;
         stream.shutdown().await

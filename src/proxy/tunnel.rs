@@ -18,6 +18,7 @@ use crate::config::SniMode;
 use crate::metrics::TunnelEnd;
 use crate::routes::Route;
 use crate::server::ConnGuard;
+use crate::server::head::Prefixed;
 use crate::upstream::connect::Upstream;
 use crate::upstream::target::{Host, Target};
 
@@ -113,10 +114,17 @@ impl Tunnel {
     /// `TcpStream` (and any bytes it read past the CONNECT head), so the pipe can wait on
     /// readiness without holding a buffer; any other I/O type takes the generic copy.
     async fn relay(&mut self, upgraded: Upgraded, activity: &Arc<Activity>) -> Result<TunnelEnd, Rejection> {
-        let end = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        let end = match upgraded.downcast::<TokioIo<Prefixed>>() {
             Ok(parts) => {
-                let mut client = parts.io.into_inner();
-                let early = parts.read_buf;
+                let (unread, mut client) = parts.io.into_inner().into_parts();
+                // hyper's read-ahead came first; any of the first head's read that hyper left.
+                // Even empty, `unread` keeps the whole first-head buffer alive: let it go now.
+                let early = if unread.is_empty() {
+                    parts.read_buf
+                } else {
+                    [&parts.read_buf[..], &unread[..]].concat().into()
+                };
+                drop(unread);
                 if let Some(end) = self.preamble(&mut client, &early, activity).await? {
                     return Ok(end);
                 }

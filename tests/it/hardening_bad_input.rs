@@ -1,6 +1,6 @@
 //! Bad input on the proxy listener, table-driven: raw bytes in, the exact status out, the
-//! `Proxy-Status` error type where splitway answers, hyper's status where hyper answers a
-//! head it cannot parse, and the connection closed exactly where it must be. Then the first
+//! `Proxy-Status` error type (a head hyper could not parse included: splitway checks the first
+//! head itself), and the connection closed exactly where it must be. Then the first
 //! flight of a tunnel: pipelined with the CONNECT, without SNI, over the cap. (A hello in
 //! 1-byte segments or tiny records and non-TLS bytes are in sni_pinning.rs.)
 
@@ -24,8 +24,9 @@ enum Want {
     /// splitway's own refusal (status, Proxy-Status type); `close` says whether the
     /// connection must then end, else it must serve a second request.
     Refused(u16, &'static str, bool),
-    /// hyper's automatic answer to an unparsable head (no Proxy-Status), then a close.
-    Hyper(u16),
+    /// An error status without `Proxy-Status` (what hyper answers on its own to a head it
+    /// cannot parse), then a close. No case wants it: splitway checks the first head itself.
+    Bare(u16),
     /// No response at all, then a close.
     Dropped,
     /// `200`: a tunnel opened.
@@ -61,79 +62,115 @@ fn headers(n: usize) -> String {
 
 const BAD_REQUEST: u16 = 400;
 
-/// Request lines and heads hyper cannot parse.
+/// Request lines and heads that do not parse: splitway's 400, not hyper's bare one.
 fn malformed(p: u16) -> Vec<Case> {
     vec![
-        case("garbage line", "GARBAGE\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("method only", "GET\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("unknown version", "GET / HTTP/9.9\r\n\r\n", Hyper(BAD_REQUEST)),
+        case(
+            "garbage line",
+            "GARBAGE\r\n\r\n",
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
+        case(
+            "method only",
+            "GET\r\n\r\n",
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
+        case(
+            "unknown version",
+            "GET / HTTP/9.9\r\n\r\n",
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
         case(
             "HTTP/2.0 CONNECT",
             format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/2.0\r\n\r\n"),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
-        case("trailing token", "GET / HTTP/1.1 extra\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("binary", b"\x00\x01\x02\x03\r\n\r\n".to_vec(), Hyper(BAD_REQUEST)),
-        case("double space", "GET  / HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
-        case("bad method token", "G@T / HTTP/1.1\r\n\r\n", Hyper(BAD_REQUEST)),
+        case(
+            "trailing token",
+            "GET / HTTP/1.1 extra\r\n\r\n",
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
+        case(
+            "binary",
+            b"\x00\x01\x02\x03\r\n\r\n".to_vec(),
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
+        case(
+            "double space",
+            "GET  / HTTP/1.1\r\n\r\n",
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
+        case(
+            "bad method token",
+            "G@T / HTTP/1.1\r\n\r\n",
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
         case(
             "header without colon",
             "GET / HTTP/1.1\r\nHost example.com\r\n\r\n",
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
-        case("empty header name", "GET / HTTP/1.1\r\n: v\r\n\r\n", Hyper(BAD_REQUEST)),
+        case(
+            "empty header name",
+            "GET / HTTP/1.1\r\n: v\r\n\r\n",
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
         case(
             "space in header name",
             "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "NUL in header value",
             b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "obs-fold",
             "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "NUL in target",
             b"GET http://a\x00b/ HTTP/1.1\r\n\r\n".to_vec(),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "bad content-length",
             get("http://x/", "Content-Length: abc\r\n"),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "two content-lengths",
             get("http://x/", "Content-Length: 1\r\nContent-Length: 2\r\n"),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "transfer-encoding not ending in chunked",
             get("http://x/", "Transfer-Encoding: gzip\r\n"),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "TLS ClientHello to the proxy port",
             tls_record_prefix(),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Dropped),
         case(
             "CONNECT with an unclosed bracket",
             connect(&format!("[::1:{p}"), ""),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "absolute URL with a bad IPv6 host",
             "GET http://[::1/ HTTP/1.1\r\n\r\n",
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
-        case("unbracketed IPv6", connect(&format!("::1:{p}"), ""), Hyper(BAD_REQUEST)),
+        case(
+            "unbracketed IPv6",
+            connect(&format!("::1:{p}"), ""),
+            Refused(BAD_REQUEST, "http_request_error", true),
+        ),
     ]
 }
 
@@ -165,7 +202,7 @@ fn bad_connect(p: u16) -> Vec<Case> {
         case(
             "path after the port",
             connect(&format!("{CUSTOM_DOMAIN}:{p}/path"), ""),
-            Hyper(BAD_REQUEST),
+            Refused(BAD_REQUEST, "http_request_error", true),
         ),
         case(
             "absolute URL as CONNECT target",
@@ -296,18 +333,18 @@ fn not_forwardable() -> Vec<Case> {
     ]
 }
 
-/// Limits on the head: hyper answers 431 itself.
+/// Limits on the head: 431 with Proxy-Status.
 fn oversized(p: u16) -> Vec<Case> {
     vec![
         case(
             "101 header fields",
             connect(&format!("blocked.example:{p}"), &headers(100)),
-            Hyper(431),
+            Refused(431, "http_request_error", true),
         ),
         case(
             "1000 header fields",
             connect(&format!("blocked.example:{p}"), &headers(1000)),
-            Hyper(431),
+            Refused(431, "http_request_error", true),
         ),
         case(
             "a 70 KiB header",
@@ -315,12 +352,12 @@ fn oversized(p: u16) -> Vec<Case> {
                 &format!("blocked.example:{p}"),
                 &format!("X-Big: {}\r\n", "a".repeat(70 * 1024)),
             ),
-            Hyper(431),
+            Refused(431, "http_request_error", true),
         ),
         case(
             "a 70 KiB URL",
             format!("GET http://x/{} HTTP/1.1\r\n\r\n", "a".repeat(70 * 1024)),
-            Hyper(431),
+            Refused(431, "http_request_error", true),
         ),
     ]
 }
@@ -395,9 +432,9 @@ async fn observe(proxy: &TestProxy, c: &Case) -> String {
         }
         let close = closed(&mut stream).await;
         return if close {
-            format!("{:?}", Hyper(status))
+            format!("{:?}", Bare(status))
         } else {
-            format!("hyper {status}, still open")
+            format!("bare {status}, still open")
         };
     };
     let kind = ps
