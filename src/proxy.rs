@@ -120,7 +120,7 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Res
 }
 
 /// The `route` label of refusals made before a route was chosen.
-const NO_ROUTE: &str = "none";
+pub const NO_ROUTE: &str = "none";
 
 type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
 

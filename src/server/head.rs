@@ -19,14 +19,16 @@ use tokio::net::TcpStream;
 
 use super::{MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::error::ProxyError;
+use crate::metrics::RequestKind;
 
 /// What the first head came to.
 #[derive(Debug)]
 pub enum First {
     /// A head hyper will accept: every byte read so far, to be replayed to hyper.
     Head(Bytes),
-    /// A head splitway refuses; the connection is answered and closed.
-    Refuse(ProxyError),
+    /// A head splitway refuses (counted as a CONNECT when it starts like one); the connection
+    /// is answered and closed.
+    Refuse(RequestKind, ProxyError),
     /// Nothing to answer: the client left, stayed silent past the header timeout, or sent the
     /// HTTP/2 preface to an HTTP/1.1 proxy (hyper closes those without a response too).
     Close,
@@ -46,10 +48,15 @@ pub async fn read_first(stream: &mut TcpStream, timeout: Duration) -> First {
         if buf.starts_with(H2_PREFACE) {
             return First::Close;
         }
+        let kind = if buf.starts_with(b"CONNECT ") {
+            RequestKind::Connect
+        } else {
+            RequestKind::Forward
+        };
         match check(&buf) {
             Some(Ok(())) => return First::Head(buf.freeze()),
-            Some(Err(e)) => return First::Refuse(e),
-            None if buf.len() >= MAX_HEAD_BYTES => return First::Refuse(too_large()),
+            Some(Err(e)) => return First::Refuse(kind, e),
+            None if buf.len() >= MAX_HEAD_BYTES => return First::Refuse(kind, too_large()),
             None => {
                 if buf.capacity() == buf.len() {
                     buf.reserve(buf.len().min(MAX_HEAD_BYTES));

@@ -13,6 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsConnector;
 
+use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::raw::{closed, exchange, read_reply};
 use crate::support::*;
@@ -506,6 +507,19 @@ async fn hardening_bad_input_table() {
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
     assert!(m.contains("splitway_panics_total 0"), "{m}");
+    // Every http_request_error refusal is counted once, those of heads hyper never saw too.
+    let wanted = cases
+        .iter()
+        .filter(|c| matches!(c.want, Refused(_, "http_request_error", _)))
+        .count();
+    let counted: f64 = ["connect", "forward"]
+        .iter()
+        .map(|kind| {
+            let labels = [("kind", *kind), ("route", "none"), ("outcome", "http_request_error")];
+            metric(&m, "splitway_requests_total", &labels)
+        })
+        .sum();
+    assert_eq!(counted, wanted as f64, "{m}");
     proxy.stop().await;
 }
 
