@@ -78,7 +78,7 @@ fn bad(what: impl Into<String>) -> ProxyError {
 }
 
 /// `None` while the head is incomplete; else whether hyper would take it.
-fn check(buf: &[u8]) -> Option<Result<(), ProxyError>> {
+pub fn check(buf: &[u8]) -> Option<Result<(), ProxyError>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let parsed = match req.parse(buf) {
