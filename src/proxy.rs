@@ -198,7 +198,7 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
 
 /// The one place a `ProxyError` becomes an HTTP response.
 pub fn error_response(e: &ProxyError) -> Response<Body> {
-    let body = format!("splitway: {e}\n");
+    let body = error_body(e);
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *resp.status_mut() = e.status();
     let h = resp.headers_mut();
@@ -219,6 +219,11 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// The one-line plain-text body of every error splitway answers.
+pub fn error_body(e: &ProxyError) -> String {
+    format!("splitway: {e}\n")
 }
 
 fn empty() -> Body {

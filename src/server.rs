@@ -240,9 +240,10 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
         }
         head::First::Close => return,
     };
-    // hyper answers a head over these limits itself (431, then closes) and a malformed one
-    // with 400. `max_header_size` is the exact cap on a complete head; `max_buf_size` alone
-    // only stops a head still incomplete at the limit. The header timer needs `timer` set.
+    // The first head passed head.rs with these same limits; on a kept-alive connection hyper
+    // judges the later heads and answers one over them itself (431, then closes), a malformed
+    // one with 400. `max_header_size` is the exact cap on a complete head; `max_buf_size`
+    // alone only stops a head still incomplete at the limit. The header timer needs `timer`.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Some(limits.header_read_timeout))
@@ -264,21 +265,23 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
 
 /// Answers `e` on a connection hyper never saw (over `max_connections`, or a first head
 /// splitway refused), then closes it; bounded, so a client that does not read cannot hold it.
+/// The status, headers and body are [`proxy::error_response`]'s, written out by hand.
 async fn refuse(mut stream: TcpStream, e: &ProxyError) {
-    let body = format!("splitway: {e}\n");
-    let status = e.status();
-    let retry = if status == http::StatusCode::SERVICE_UNAVAILABLE {
-        "retry-after: 1\r\n"
-    } else {
-        ""
-    };
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nproxy-status: {}\r\n{retry}content-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    let resp = proxy::error_response(e);
+    let body = proxy::error_body(e);
+    let status = resp.status();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
         status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        e.proxy_status_header(),
-        body.len()
+        status.canonical_reason().unwrap_or("")
     );
+    for (name, value) in resp.headers().iter().filter(|(n, _)| *n != http::header::CONNECTION) {
+        head.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes())));
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(head.as_bytes()).await?;
         stream.shutdown().await
