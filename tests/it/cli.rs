@@ -155,6 +155,21 @@ async fn explain_a_denied_host_and_an_unknown_name() {
     assert!(e["error"].as_str().is_some_and(|s| s.contains("no address")), "{e}");
 }
 
+/// `splitway explain TARGET --config CONFIG --probe --ca-file CA [extra…]`.
+async fn explain_probe(target: &str, config: &std::path::Path, ca: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "explain",
+        target,
+        "--config",
+        config.to_str().unwrap(),
+        "--probe",
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    splitway(&args).await
+}
+
 #[tokio::test]
 async fn explain_probe_diagnoses_the_system_path_and_confirms_splitways() {
     let net = aws_net();
@@ -164,17 +179,7 @@ async fn explain_probe_diagnoses_the_system_path_and_confirms_splitways() {
         let (path, ca) = (path.clone(), ca.clone());
         async move {
             let target = format!("{host}:{}", aws_net().port);
-            let args = [
-                "explain",
-                &target,
-                "--config",
-                path.to_str().unwrap(),
-                "--probe",
-                "--ca-file",
-                ca.to_str().unwrap(),
-                "--json",
-            ];
-            let out = splitway(&args).await;
+            let out = explain_probe(&target, &path, &ca, &["--json"]).await;
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
             let by_path = |p: &str| {
@@ -228,16 +233,7 @@ async fn explain_probe_text_names_the_failure() {
     let path = write_config("probe-text.toml", &scenario_config(net, PrivateDns::On));
     let ca = write_config("probe-text-ca.pem", &net.ca_pem);
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
-    let out = splitway(&[
-        "explain",
-        &target,
-        "--config",
-        path.to_str().unwrap(),
-        "--probe",
-        "--ca-file",
-        ca.to_str().unwrap(),
-    ])
-    .await;
+    let out = explain_probe(&target, &path, &ca, &[]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("probe:      splitway") && text.contains("covers the host, GET / -> HTTP 200"),
