@@ -131,8 +131,8 @@ async fn one_way(
             #[cfg(target_os = "linux")]
             Step::Moved(n) if n == SCRATCH_SIZE => {
                 // A full scratch buffer: bulk data. Splice it while it keeps coming.
-                activity.moved(from_client, n, started);
                 let moved = |n| activity.moved(from_client, n, started);
+                moved(n);
                 // Boxed: an idle tunnel's task then holds no room for a burst's state.
                 if let splice::Burst::Eof = Box::pin(splice::burst(from.as_ref(), to.as_ref(), moved)).await? {
                     return to.shutdown().await;

@@ -48,15 +48,17 @@ pub async fn read_first(stream: &mut TcpStream, timeout: Duration) -> First {
         if buf.starts_with(H2_PREFACE) {
             return First::Close;
         }
-        let kind = if buf.starts_with(b"CONNECT ") {
-            RequestKind::Connect
-        } else {
-            RequestKind::Forward
+        let kind = || {
+            if buf.starts_with(b"CONNECT ") {
+                RequestKind::Connect
+            } else {
+                RequestKind::Forward
+            }
         };
         match check(&buf) {
             Some(Ok(())) => return First::Head(buf.freeze()),
-            Some(Err(e)) => return First::Refuse(kind, e),
-            None if buf.len() >= MAX_HEAD_BYTES => return First::Refuse(kind, too_large()),
+            Some(Err(e)) => return First::Refuse(kind(), e),
+            None if buf.len() >= MAX_HEAD_BYTES => return First::Refuse(kind(), too_large()),
             None => {
                 if buf.capacity() == buf.len() {
                     buf.reserve(buf.len().min(MAX_HEAD_BYTES));
