@@ -150,6 +150,10 @@ impl Default for ProxySettings {
 pub struct AdminSettings {
     /// `/healthz`, `/readyz`, `/metrics`; the embedded default uses [`DEFAULT_ADMIN_LISTEN`].
     pub listen: SocketAddr,
+    /// Serve `GET /debug/route` (`explain --probe` over HTTP); off by default, because whoever
+    /// reaches the admin port could make the proxy open connections (within its own rules).
+    #[serde(default)]
+    pub debug: bool,
 }
 
 #[derive(Deserialize)]

@@ -91,6 +91,13 @@ impl Proxy {
             ),
             None => None,
         };
+        if let Some(a) = config
+            .admin
+            .as_ref()
+            .filter(|a| a.debug && !a.listen.ip().is_loopback())
+        {
+            tracing::warn!(addr = %a.listen, "[admin] debug is on beyond loopback: anyone who can reach this address can make the proxy probe hosts (within its own rules)");
+        }
         if !addr.ip().is_loopback() {
             if config.proxy.auth.is_some() {
                 tracing::warn!(%addr, "listening beyond loopback: clients need the [proxy] auth credentials");
@@ -173,29 +180,36 @@ impl Proxy {
 /// How often `/readyz` re-checks resolvers and `connect` names.
 pub const DEPENDENCY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `/debug/route?host=`: `explain --probe` on the running config, as JSON.
+/// `/debug/route?host=`: `explain --probe` on the running config, as JSON, while the running
+/// config has `[admin] debug = true` (a reload turns it on or off). The probe obeys the
+/// proxy's own rules: `connect_ports`, `deny_destinations`, the own-listener check.
 fn debug_route(shared: Arc<server::Shared>) -> admin::DebugRoute {
-    Arc::new(move |host: String| {
+    Arc::new(move |host: Option<String>| {
         let runtime = shared.runtime();
         Box::pin(async move {
+            if !runtime.config.admin.as_ref().is_some_and(|a| a.debug) {
+                return None;
+            }
+            let usage = || {
+                (
+                    http::StatusCode::BAD_REQUEST,
+                    "usage: /debug/route?host=HOST[:PORT]\n".to_owned(),
+                )
+            };
+            let Some(host) = host else { return Some(usage()) };
             let target = match upstream::target::Target::parse_host_port(&host, 443) {
                 Ok(t) => t,
-                Err(e) => return (http::StatusCode::BAD_REQUEST, format!("{{\"error\": \"{e}\"}}\n")),
+                Err(e) => return Some((http::StatusCode::BAD_REQUEST, format!("bad host `{host}`: {e}\n"))),
             };
             let roots = match probe::roots(None) {
                 Ok(r) => r,
-                Err(e) => {
-                    return (
-                        http::StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("{{\"error\": \"{e}\"}}\n"),
-                    );
-                }
+                Err(e) => return Some((http::StatusCode::INTERNAL_SERVER_ERROR, format!("trust roots: {e}\n"))),
             };
-            let e = explain::explain_and_probe(&runtime, &target, &roots).await;
-            (
+            let e = explain::explain_and_probe(&runtime, &target, &roots, explain::ProbeFrom::Admin).await;
+            Some((
                 http::StatusCode::OK,
                 serde_json::to_string_pretty(&e).unwrap_or_default() + "\n",
-            )
+            ))
         })
     })
 }

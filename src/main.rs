@@ -174,7 +174,7 @@ async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option
                 None => None,
             };
             let roots = splitway::probe::roots(pem.as_deref()).map_err(anyhow::Error::msg)?;
-            splitway::explain::explain_and_probe(&runtime, &target, &roots).await
+            splitway::explain::explain_and_probe(&runtime, &target, &roots, splitway::explain::ProbeFrom::Cli).await
         }
     };
     if json {

@@ -146,21 +146,8 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
     };
     let rt = &ctx.runtime;
     let settings = &rt.config.proxy;
-    if !settings.connect_ports.contains(&target.port) {
-        let allowed = settings
-            .connect_ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err((
-            Some(target.clone()),
-            None,
-            ProxyError::PortNotAllowed {
-                port: target.port,
-                allowed,
-            },
-        ));
+    if let Err(e) = rt.check_connect_port(&target) {
+        return Err((Some(target), None, e));
     }
     let mut route = rt.routes.lookup(&target.host).clone();
     let connected = if settings.mode == Mode::Report {

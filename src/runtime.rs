@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Check;
-use crate::config::{Action, Config, Mode, Pattern, SniMode};
+use crate::config::{Config, Mode};
+use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::proxy::auth::Basic;
 use crate::proxy::forward::{self, ForwardClient};
@@ -19,6 +20,7 @@ use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::DnsError;
 use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers};
+use crate::upstream::target::Target;
 
 /// The route name of report mode's actual path.
 pub const SYSTEM_PATH: &str = "system-path";
@@ -64,12 +66,7 @@ impl Runtime {
             Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|e| e.to_string())?),
         };
         let client = forward::client(forward_routes, connector.clone());
-        let system_route = Arc::new(Route {
-            name: SYSTEM_PATH.into(),
-            action: Action::Resolve,
-            resolver: "system".into(),
-            sni: SniMode::Match,
-        });
+        let system_route = Arc::new(Route::resolving(SYSTEM_PATH, "system"));
         let auth = config.proxy.auth.as_ref().map(Basic::new);
         Ok(Self {
             config,
@@ -84,25 +81,26 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Every exact route host and every `connect` name, keyed by (resolver, name), once each;
-    /// the value says whether it is a `connect` name (which must resolve, not just answer).
+    /// A CONNECT (or an admin-side probe) may reach only `[proxy] connect_ports`.
+    pub fn check_connect_port(&self, target: &Target) -> Result<(), ProxyError> {
+        let ports = &self.config.proxy.connect_ports;
+        if ports.contains(&target.port) {
+            return Ok(());
+        }
+        let allowed = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        Err(ProxyError::PortNotAllowed {
+            port: target.port,
+            allowed,
+        })
+    }
+
+    /// Every route's [`Route::warm_names`], keyed by (resolver, name), once each; the value
+    /// says whether some route needs it to resolve (a `connect` name), not just to answer.
     fn route_names(&self) -> BTreeMap<(String, String), bool> {
         let mut names = BTreeMap::new();
-        for spec in &self.config.routes {
-            match &spec.action {
-                Action::Connect(list) => {
-                    for n in list.iter().filter_map(|c| c.host.as_name()) {
-                        names.insert((spec.resolver.clone(), n.to_owned()), true);
-                    }
-                }
-                Action::Resolve => {
-                    for (p, _) in &spec.patterns {
-                        if let Pattern::Exact(n) = p {
-                            names.entry((spec.resolver.clone(), n.clone())).or_insert(false);
-                        }
-                    }
-                }
-                Action::Addresses(_) | Action::Deny => {}
+        for route in self.routes.routes() {
+            for (name, must_resolve) in route.warm_names() {
+                *names.entry((route.resolver.to_string(), name)).or_insert(false) |= must_resolve;
             }
         }
         names

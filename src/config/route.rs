@@ -71,6 +71,37 @@ pub enum Action {
     Deny,
 }
 
+impl Action {
+    /// Whether the route's `resolver` is asked (it resolves the target or `connect` names).
+    pub fn uses_resolver(&self) -> bool {
+        matches!(self, Action::Resolve | Action::Connect(_))
+    }
+}
+
+/// What `splitway check` shows of an action.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Resolve => f.write_str("resolve"),
+            Action::Deny => f.write_str("deny 403"),
+            Action::Addresses(list) => {
+                let a = list.iter().map(|a| match a.port {
+                    Some(p) => SocketAddr::new(a.ip, p).to_string(),
+                    None => a.ip.to_string(),
+                });
+                write!(f, "addresses {}", a.collect::<Vec<_>>().join(", "))
+            }
+            Action::Connect(list) => {
+                let c = list.iter().map(|c| match c.port {
+                    Some(p) => format!("{}:{p}", c.host),
+                    None => c.host.to_string(),
+                });
+                write!(f, "connect {}", c.collect::<Vec<_>>().join(" then "))
+            }
+        }
+    }
+}
+
 /// A validated `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
@@ -125,7 +156,7 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
         .collect::<Result<Vec<_>, _>>()?;
     let action = parse_action(&rc)?;
     let resolver: Option<String> = rc.field("resolver")?;
-    if resolver.is_some() && matches!(action, Action::Addresses(_) | Action::Deny) {
+    if resolver.is_some() && !action.uses_resolver() {
         return Err(rc.err(
             "resolver",
             "has no effect on a route with `addresses` or `deny`; remove it",

@@ -15,8 +15,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::deny::DenyList;
 use super::dns::{Answer, DnsError, Resolvers, Source};
+use super::plan::Plan;
 use super::target::{Host, Target};
-use crate::config::{Action, ConnectName};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::Route;
@@ -33,6 +33,19 @@ pub struct Upstream {
     pub dns_source: Option<Source>,
     pub dns_time: Duration,
     pub connect_time: Duration,
+}
+
+impl Upstream {
+    /// A connection to one of a route's fixed addresses: nothing was resolved.
+    fn fixed(addr: SocketAddr, connect_time: Duration) -> Self {
+        Self {
+            addr,
+            resolver: None,
+            dns_source: None,
+            dns_time: Duration::ZERO,
+            connect_time,
+        }
+    }
 }
 
 /// The addresses one name resolved to, after the deny filter.
@@ -79,58 +92,52 @@ impl Connector {
         &self.resolvers
     }
 
-    /// Connects for `target` along `route` within `connect_timeout`.
+    /// Connects for `target` along `route` within `connect_timeout`, following the route's
+    /// [`Plan`].
     pub async fn connect(&self, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
         let deadline = Instant::now() + self.timeout;
-        let names: Vec<ConnectName> = match &route.action {
-            Action::Deny => return Err(denied(route, target)),
-            Action::Addresses(list) => {
-                let addrs: Vec<SocketAddr> = list
-                    .iter()
-                    .map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)))
-                    .collect();
+        match route.plan(target) {
+            Plan::Deny => Err(denied(route, target)),
+            Plan::Fixed(addrs) => {
                 let started = Instant::now();
                 let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
-                return Ok((
-                    stream,
-                    Upstream {
-                        addr,
-                        resolver: None,
-                        dns_source: None,
-                        dns_time: Duration::ZERO,
-                        connect_time: started.elapsed(),
-                    },
-                ));
+                Ok((stream, Upstream::fixed(addr, started.elapsed())))
             }
-            Action::Connect(names) => names.clone(),
-            Action::Resolve => vec![ConnectName {
-                host: target.host.clone(),
-                port: None,
-            }],
-        };
-        // `connect` names are tried in order of preference: the first that resolves and
-        // accepts the connection wins; the last failure is the one reported.
+            Plan::Resolve { resolver, names, .. } => {
+                self.resolve_and_connect(route, target, &resolver, &names, deadline)
+                    .await
+            }
+        }
+    }
+
+    /// `connect` names are tried in order of preference: the first that resolves and accepts
+    /// the connection wins; the last failure is the one reported.
+    async fn resolve_and_connect(
+        &self,
+        route: &Route,
+        target: &Target,
+        resolver: &Arc<str>,
+        names: &[(Host, u16)],
+        deadline: Instant,
+    ) -> Result<(TcpStream, Upstream), ProxyError> {
         let mut last = None;
-        for name in &names {
-            let port = name.port.unwrap_or(target.port);
+        for (host, port) in names {
             let started = Instant::now();
-            let result = match self.candidates(route, &name.host, port, deadline).await {
+            let result = match self.candidates(route, resolver, host, *port, deadline).await {
                 Ok(c) => {
                     let dns_time = started.elapsed();
                     let connecting = Instant::now();
                     self.attempt(route, target, &c.addrs, deadline)
                         .await
                         .map(|(stream, addr)| {
-                            (
-                                stream,
-                                Upstream {
-                                    addr,
-                                    resolver: c.answer.as_ref().map(|_| route.resolver.clone()),
-                                    dns_source: c.source,
-                                    dns_time,
-                                    connect_time: connecting.elapsed(),
-                                },
-                            )
+                            let upstream = Upstream {
+                                addr,
+                                resolver: c.answer.as_ref().map(|_| resolver.clone()),
+                                dns_source: c.source,
+                                dns_time,
+                                connect_time: connecting.elapsed(),
+                            };
+                            (stream, upstream)
                         })
                 }
                 Err(e) => Err(e),
@@ -148,6 +155,7 @@ impl Connector {
     pub async fn candidates(
         &self,
         route: &Route,
+        resolver: &str,
         host: &Host,
         port: u16,
         deadline: Instant,
@@ -155,23 +163,23 @@ impl Connector {
         let (resolved, answer, source) = match host {
             Host::Ip(ip) => (vec![*ip], None, None),
             Host::Name(name) => {
-                let resolver = self
-                    .resolvers
-                    .get(&route.resolver)
-                    .expect("config validation checks route resolvers");
                 let dns_err = |reason: String| ProxyError::Dns {
                     route: route.name.to_string(),
                     host: name.clone(),
-                    resolver: route.resolver.to_string(),
+                    resolver: resolver.to_owned(),
                     reason,
+                };
+                // Config validation checks that every resolver a route names exists.
+                let Some(upstream) = self.resolvers.get(resolver) else {
+                    return Err(dns_err("no such resolver".into()));
                 };
                 let timed_out = || ProxyError::DnsTimeout {
                     route: route.name.to_string(),
                     host: name.clone(),
-                    resolver: route.resolver.to_string(),
-                    after: resolver.timeout().min(self.timeout),
+                    resolver: resolver.to_owned(),
+                    after: upstream.timeout().min(self.timeout),
                 };
-                let (result, source) = timeout_at(deadline, resolver.resolve(name))
+                let (result, source) = timeout_at(deadline, upstream.resolve(name))
                     .await
                     .map_err(|_| timed_out())?;
                 let answer = match result {

@@ -17,4 +17,5 @@ mod operations;
 mod refusals;
 mod scenarios;
 mod sni_pinning;
+mod source_rules;
 mod support;
