@@ -75,10 +75,8 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
             }
         }
     }
-    if let Host::Name(name) = &target.host {
-        if !plan.is_system_path() {
-            out.system = Some(system_lookup(rt, name).await);
-        }
+    if let (Host::Name(name), false) = (&target.host, plan.is_system_path()) {
+        out.system = Some(system_lookup(rt, name).await);
     }
     if let (Some(sys), Some(to)) = (&out.system, out.connect_to) {
         out.differs = !sys.addresses.contains(&to.ip());
@@ -129,12 +127,10 @@ pub async fn explain_and_probe(
     roots: &rustls::RootCertStore,
     from: ProbeFrom,
 ) -> Explanation {
-    if from == ProbeFrom::Admin {
-        if let Err(e) = rt.check_connect_port(target) {
-            let (mut out, _, _) = decision(rt, target);
-            out.error = Some(e.to_string());
-            return out;
-        }
+    if let (ProbeFrom::Admin, Err(e)) = (from, rt.check_connect_port(target)) {
+        let (mut out, _, _) = decision(rt, target);
+        out.error = Some(e.to_string());
+        return out;
     }
     let mut out = explain(rt, target).await;
     let Host::Name(host) = &target.host else {
