@@ -91,6 +91,7 @@ fn sni_parse(c: &mut Criterion) {
     let hello = client_hello("bmf11pk5je.execute-api.us-east-1.amazonaws.com");
     let expected = Hello::Complete {
         sni: Some("bmf11pk5je.execute-api.us-east-1.amazonaws.com".into()),
+        ech: false,
     };
     assert_eq!(sni::parse_client_hello(&hello, sni::MAX_CLIENT_HELLO), expected);
     let half = &hello[..hello.len() / 2];
