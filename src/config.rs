@@ -23,7 +23,7 @@ pub use error::ConfigError;
 pub use resolver::{
     DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver, ResolverSettings,
 };
-pub use route::{Action, AddrSpec, ConnectName, Pattern, RouteSpec, SniMode};
+pub use route::{Action, AddrSpec, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
 
 /// Default for `[proxy] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
@@ -268,6 +268,25 @@ impl Config {
             }
         }
         for route in &self.routes {
+            if let Some(rule) = route
+                .on_cname
+                .iter()
+                .find(|r| !self.resolvers.contains_key(&r.resolver))
+            {
+                let known: Vec<_> = self.resolvers.keys().map(String::as_str).collect();
+                return Err(err(
+                    route.on_cname_line.or(Some(route.line)),
+                    Some(&route.name),
+                    "on_cname",
+                    format!(
+                        "unknown resolver `{}` for match `{}`; define [resolver.{}] or use one of: {}",
+                        rule.resolver,
+                        rule.pattern,
+                        rule.resolver,
+                        known.join(", ")
+                    ),
+                ));
+            }
             if !self.resolvers.contains_key(&route.resolver) {
                 let known: Vec<_> = self.resolvers.keys().map(String::as_str).collect();
                 return Err(err(

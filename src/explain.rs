@@ -42,6 +42,9 @@ pub struct Explanation {
     pub system: Option<Lookup>,
     /// The system resolver would send the connection somewhere else.
     pub differs: bool,
+    /// An `on_cname` rule re-planned the lookup: which CNAME, which resolver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected: Option<String>,
     /// With `--probe`: what the server presents along splitway's route and the system path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
@@ -53,12 +56,26 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
     match &plan {
         Plan::Deny => out.error = Some(format!("route `{}` denies {}", route.name, target.host)),
         Plan::Fixed(addrs) => out.connect_to = addrs.first().copied(),
-        Plan::Resolve { resolver, names, .. } => {
+        Plan::Resolve {
+            resolver,
+            names,
+            on_cname,
+            ..
+        } => {
             let deadline = Instant::now() + rt.config.proxy.connect_timeout;
             for (host, port) in names {
                 let mut lookup = Lookup::new(host, resolver);
-                match rt.connector.candidates(&route, resolver, host, *port, deadline).await {
+                match rt
+                    .connector
+                    .candidates(&route, resolver, on_cname, host, *port, deadline)
+                    .await
+                {
                     Ok(c) => {
+                        if let Some(d) = &c.detected {
+                            lookup.resolver = d.resolver.to_string();
+                            out.detected =
+                                Some(format!("custom domain (CNAME {}) -> resolver {}", d.cname, d.resolver));
+                        }
                         lookup.fill(
                             c.answer.as_ref(),
                             &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
@@ -102,6 +119,7 @@ fn decision(rt: &Runtime, target: &Target) -> (Explanation, Arc<Route>, Plan) {
         error: None,
         system: None,
         differs: false,
+        detected: None,
         probes: vec![],
     };
     (out, route, plan)
@@ -234,6 +252,9 @@ impl fmt::Display for Explanation {
         writeln!(f, "route:      {}", self.route)?;
         writeln!(f, "action:     {}", self.action)?;
         writeln!(f, "sni:        {}", self.sni)?;
+        if let Some(d) = &self.detected {
+            writeln!(f, "detected:   {d}")?;
+        }
         for l in &self.lookups {
             writeln!(
                 f,

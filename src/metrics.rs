@@ -53,6 +53,7 @@ pub struct Metrics {
     dns_duration: HistogramFamily<ResolverLabels>,
     sni_rejections: Family<SniLabels, Counter>,
     report: Family<ReportLabels, Counter>,
+    custom_domains: Family<RouteLabels, Counter>,
     connections_open: Gauge,
     connections_rejected: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
@@ -80,6 +81,7 @@ impl Metrics {
             dns_duration: Family::new_with_constructor(latency_histogram),
             sni_rejections: Family::default(),
             report: Family::default(),
+            custom_domains: Family::default(),
             connections_open: Gauge::default(),
             connections_rejected: Counter::default(),
             config_reloads: Family::default(),
@@ -139,6 +141,11 @@ impl Metrics {
             "report_differences",
             "Report mode: requests splitway would have handled differently (action: reroute or deny), by route",
             self.report.clone(),
+        );
+        r.register(
+            "custom_domains_detected",
+            "Connections re-planned by on_cname: the host's CNAME chain reached an API Gateway domain name (or another pattern), by route",
+            self.custom_domains.clone(),
         );
         r.register(
             "connections_open",
@@ -243,6 +250,15 @@ impl Metrics {
             .get_or_create(&ReportLabels {
                 route: self.names.get(route),
                 action,
+            })
+            .inc();
+    }
+
+    /// A connection of `route` was re-planned by an `on_cname` rule (custom domain detection).
+    pub fn custom_domain_detected(&self, route: &str) {
+        self.custom_domains
+            .get_or_create(&RouteLabels {
+                route: self.names.get(route),
             })
             .inc();
     }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+pub mod glob;
+
 use crate::config::{Action, Pattern, RouteSpec, SniMode};
 use crate::upstream::target::Host;
 
@@ -25,6 +27,15 @@ pub struct Route {
     pub sni: SniMode,
     /// The route's exact host patterns (the names start-up resolution keeps warm).
     pub exact: Vec<String>,
+    /// Re-plan through another resolver when the CNAME chain reaches a pattern (`on_cname`).
+    pub on_cname: Arc<[CnameRule]>,
+}
+
+/// A route's `on_cname` rule as the connector uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnameRule {
+    pub pattern: glob::NameGlob,
+    pub resolver: Arc<str>,
 }
 
 impl Route {
@@ -37,6 +48,7 @@ impl Route {
             resolver: resolver.into(),
             sni: SniMode::Match,
             exact: vec![],
+            on_cname: Arc::new([]),
         }
     }
 }
@@ -88,6 +100,14 @@ impl RouteTable {
                     .filter_map(|(p, _)| match p {
                         Pattern::Exact(n) => Some(n.clone()),
                         _ => None,
+                    })
+                    .collect(),
+                on_cname: spec
+                    .on_cname
+                    .iter()
+                    .map(|r| CnameRule {
+                        pattern: r.pattern.clone(),
+                        resolver: r.resolver.as_str().into(),
                     })
                     .collect(),
             });

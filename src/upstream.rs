@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod deny;
+pub mod detect;
 pub mod dns;
 pub mod plan;
 pub mod target;

@@ -51,6 +51,13 @@ pub fn describe(config: &Config) -> String {
         };
         let sni = if route.sni == SniMode::Any { ", sni any" } else { "" };
         let _ = writeln!(out, "  {:<24} [{hosts}] -> {action}{sni}", route.name);
+        for rule in &route.on_cname {
+            let _ = writeln!(
+                out,
+                "  {:<24}   on CNAME {} -> resolve via `{}`",
+                "", rule.pattern, rule.resolver
+            );
+        }
     }
     for note in &config.notes {
         let _ = writeln!(out, "note: {note}");

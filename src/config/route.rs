@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
+use crate::routes::glob::NameGlob;
 use crate::upstream::target::{Host, Target};
 
 /// One host pattern of a route (SPEC: exact names, `*.suffix`, `*`, IP literals, CIDR blocks).
@@ -102,6 +103,14 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// One `on_cname` rule: a host whose CNAME chain (from the route's resolver) reaches a name
+/// matching `pattern` is resolved through `resolver` instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnameRule {
+    pub pattern: NameGlob,
+    pub resolver: String,
+}
+
 /// A validated `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
@@ -112,11 +121,32 @@ pub struct RouteSpec {
     pub resolver: String,
     pub resolver_line: Option<usize>,
     pub sni: SniMode,
+    /// `on_cname` rules, in order: the first whose pattern the chain reaches wins.
+    pub on_cname: Vec<CnameRule>,
+    /// The line of the `on_cname` key, for errors about its resolvers.
+    pub on_cname_line: Option<usize>,
     /// The line of the `[[route]]` header.
     pub line: usize,
 }
 
-const KEYS: &[&str] = &["name", "hosts", "addresses", "connect", "deny", "resolver", "sni"];
+const KEYS: &[&str] = &[
+    "name",
+    "hosts",
+    "addresses",
+    "connect",
+    "deny",
+    "resolver",
+    "sni",
+    "on_cname",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCnameRule {
+    #[serde(rename = "match")]
+    pattern: String,
+    resolver: String,
+}
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -162,7 +192,10 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
             "has no effect on a route with `addresses` or `deny`; remove it",
         ));
     }
+    let on_cname = parse_on_cname(&rc, &action)?;
     Ok(RouteSpec {
+        on_cname_line: (!on_cname.is_empty()).then(|| ctx.key_line(&table.span(), "on_cname")),
+        on_cname,
         resolver_line: resolver.as_ref().map(|_| ctx.key_line(&table.span(), "resolver")),
         resolver: resolver.unwrap_or_else(|| "system".to_owned()),
         sni: rc.field("sni")?.unwrap_or_default(),
@@ -171,6 +204,27 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
         action,
         name: rc.route.unwrap_or_default(),
     })
+}
+
+fn parse_on_cname(rc: &TableCtx<'_>, action: &Action) -> Result<Vec<CnameRule>, ConfigError> {
+    let Some(raw) = rc.field::<Vec<RawCnameRule>>("on_cname")? else {
+        return Ok(vec![]);
+    };
+    if *action != Action::Resolve {
+        return Err(rc.err(
+            "on_cname",
+            "needs a route that resolves the requested host (no `addresses`, `connect` or `deny`)",
+        ));
+    }
+    raw.into_iter()
+        .map(|r| {
+            let pattern = NameGlob::parse(&r.pattern).map_err(|m| rc.err("on_cname", format!("match {m}")))?;
+            Ok(CnameRule {
+                pattern,
+                resolver: r.resolver,
+            })
+        })
+        .collect()
 }
 
 fn parse_action(rc: &TableCtx<'_>) -> Result<Action, ConfigError> {

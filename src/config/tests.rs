@@ -130,6 +130,33 @@ fn errors_name_file_line_route_and_key() {
             "[resolver.public]\nnameservers = [\"tls://1.1.1.1\"]\n",
             &["bad.toml:2", "#NAME"],
         ),
+        (
+            "[[route]]\nname = \"r8\"\nhosts = [\"*\"]\non_cname = [{ match = \"d-*.example.com\", resolver = \"pub\" }]\n",
+            &[
+                "bad.toml:4",
+                "route `r8`",
+                "key `on_cname`",
+                "unknown resolver `pub`",
+                "d-*.example.com",
+            ],
+        ),
+        (
+            "[[route]]\nname = \"r9\"\nhosts = [\"*\"]\ndeny = true\non_cname = [{ match = \"d-*.example.com\", resolver = \"system\" }]\n",
+            &[
+                "bad.toml:5",
+                "route `r9`",
+                "key `on_cname`",
+                "resolves the requested host",
+            ],
+        ),
+        (
+            "[[route]]\nname = \"r10\"\nhosts = [\"*\"]\non_cname = [{ match = \"d-**.example.com\", resolver = \"system\" }]\n",
+            &["bad.toml:4", "key `on_cname`", "at most one `*`"],
+        ),
+        (
+            "[[route]]\nname = \"r11\"\nhosts = [\"*\"]\non_cname = [{ pattern = \"d-*.example.com\", resolver = \"system\" }]\n",
+            &["route `r11`", "on_cname", "pattern"],
+        ),
         ("[proxy]\nmax_connections = 0\n", &["proxy.max_connections"]),
         ("[proxy]\ndeny_destinations = [\"10.0.0.0/33\"]\n", &["bad.toml:2"]),
     ];

@@ -67,15 +67,24 @@ impl std::fmt::Display for Would {
 
 async fn would_connect(rt: &Runtime, route: &Route, target: &Target) -> Would {
     let deadline = Instant::now() + rt.config.proxy.connect_timeout;
-    let (resolver, names) = match route.plan(target) {
+    let (resolver, names, on_cname) = match route.plan(target) {
         plan if &*route.name == DEFAULT_ROUTE && plan.is_system_path() => return Would::Same,
         Plan::Deny => return Would::Deny,
         Plan::Fixed(addrs) => return Would::Connect(addrs.iter().map(SocketAddr::ip).collect()),
-        Plan::Resolve { resolver, names, .. } => (resolver, names),
+        Plan::Resolve {
+            resolver,
+            names,
+            on_cname,
+            ..
+        } => (resolver, names, on_cname),
     };
     let mut last = String::new();
     for (host, port) in names {
-        match rt.connector.candidates(route, &resolver, &host, port, deadline).await {
+        match rt
+            .connector
+            .candidates(route, &resolver, &on_cname, &host, port, deadline)
+            .await
+        {
             Ok(c) => return Would::Connect(c.addrs.iter().map(SocketAddr::ip).collect()),
             Err(e) => last = e.to_string(),
         }

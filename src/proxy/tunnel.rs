@@ -194,6 +194,7 @@ impl Tunnel {
             upstream = %self.upstream.addr,
             status = 200,
             sni = self.sni.as_deref().unwrap_or(""),
+            detected = self.upstream.detected.as_deref().unwrap_or(""),
             bytes_up = up,
             bytes_down = down,
             dns_ms = self.upstream.dns_time.as_millis() as u64,

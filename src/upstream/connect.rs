@@ -14,12 +14,13 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use super::deny::DenyList;
-use super::dns::{Answer, DnsError, Resolvers, Source};
+use super::detect::Detection;
+use super::dns::{Answer, Resolvers, Source};
 use super::plan::Plan;
 use super::target::{Host, Target};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::routes::Route;
+use crate::routes::{CnameRule, Route};
 
 /// RFC 8305 §5 "Connection Attempt Delay": the recommended 250 ms.
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -33,6 +34,8 @@ pub struct Upstream {
     pub dns_source: Option<Source>,
     pub dns_time: Duration,
     pub connect_time: Duration,
+    /// The CNAME that re-planned the lookup (`on_cname`), if one did.
+    pub detected: Option<Arc<str>>,
 }
 
 impl Upstream {
@@ -44,6 +47,7 @@ impl Upstream {
             dns_source: None,
             dns_time: Duration::ZERO,
             connect_time,
+            detected: None,
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct Candidates {
     pub source: Option<Source>,
     /// Resolved addresses dropped by `deny_destinations`.
     pub denied: Vec<IpAddr>,
+    /// The CNAME chain reached an `on_cname` pattern: the addresses are the rule resolver's.
+    pub detected: Option<Detection>,
 }
 
 /// Resolves and connects for every route.
@@ -88,6 +94,11 @@ impl Connector {
         }
     }
 
+    /// `connect_timeout`: the budget for resolving and connecting.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn resolvers(&self) -> &Arc<Resolvers> {
         &self.resolvers
     }
@@ -103,8 +114,13 @@ impl Connector {
                 let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
                 Ok((stream, Upstream::fixed(addr, started.elapsed())))
             }
-            Plan::Resolve { resolver, names, .. } => {
-                self.resolve_and_connect(route, target, &resolver, &names, deadline)
+            Plan::Resolve {
+                resolver,
+                names,
+                on_cname,
+                ..
+            } => {
+                self.resolve_and_connect(route, target, &resolver, &on_cname, &names, deadline)
                     .await
             }
         }
@@ -117,25 +133,34 @@ impl Connector {
         route: &Route,
         target: &Target,
         resolver: &Arc<str>,
+        on_cname: &[CnameRule],
         names: &[(Host, u16)],
         deadline: Instant,
     ) -> Result<(TcpStream, Upstream), ProxyError> {
         let mut last = None;
         for (host, port) in names {
             let started = Instant::now();
-            let result = match self.candidates(route, resolver, host, *port, deadline).await {
+            let result = match self.candidates(route, resolver, on_cname, host, *port, deadline).await {
                 Ok(c) => {
                     let dns_time = started.elapsed();
                     let connecting = Instant::now();
+                    if c.detected.is_some() {
+                        self.metrics.custom_domain_detected(&route.name);
+                    }
                     self.attempt(route, target, &c.addrs, deadline)
                         .await
                         .map(|(stream, addr)| {
+                            let (resolver, detected) = match c.detected {
+                                Some(d) => (d.resolver, Some(d.cname)),
+                                None => (resolver.clone(), None),
+                            };
                             let upstream = Upstream {
                                 addr,
-                                resolver: c.answer.as_ref().map(|_| resolver.clone()),
+                                resolver: c.answer.as_ref().map(|_| resolver),
                                 dns_source: c.source,
                                 dns_time,
                                 connect_time: connecting.elapsed(),
+                                detected,
                             };
                             (stream, upstream)
                         })
@@ -155,39 +180,17 @@ impl Connector {
     pub async fn candidates(
         &self,
         route: &Route,
-        resolver: &str,
+        resolver: &Arc<str>,
+        on_cname: &[CnameRule],
         host: &Host,
         port: u16,
         deadline: Instant,
     ) -> Result<Candidates, ProxyError> {
-        let (resolved, answer, source) = match host {
-            Host::Ip(ip) => (vec![*ip], None, None),
+        let (resolved, answer, source, detected) = match host {
+            Host::Ip(ip) => (vec![*ip], None, None, None),
             Host::Name(name) => {
-                let dns_err = |reason: String| ProxyError::Dns {
-                    route: route.name.to_string(),
-                    host: name.clone(),
-                    resolver: resolver.to_owned(),
-                    reason,
-                };
-                // Config validation checks that every resolver a route names exists.
-                let Some(upstream) = self.resolvers.get(resolver) else {
-                    return Err(dns_err("no such resolver".into()));
-                };
-                let timed_out = || ProxyError::DnsTimeout {
-                    route: route.name.to_string(),
-                    host: name.clone(),
-                    resolver: resolver.to_owned(),
-                    after: upstream.timeout().min(self.timeout),
-                };
-                let (result, source) = timeout_at(deadline, upstream.resolve(name))
-                    .await
-                    .map_err(|_| timed_out())?;
-                let answer = match result {
-                    Ok(a) => a,
-                    Err(DnsError::Timeout) => return Err(timed_out()),
-                    Err(e) => return Err(dns_err(e.to_string())),
-                };
-                (answer.addrs.to_vec(), Some(answer), Some(source))
+                let r = self.resolve_name(route, resolver, on_cname, name, deadline).await?;
+                (r.answer.addrs.to_vec(), Some(r.answer), Some(r.source), r.detected)
             }
         };
         let (denied, allowed): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(|ip| self.is_denied(*ip));
@@ -204,6 +207,7 @@ impl Connector {
             answer,
             source,
             denied,
+            detected,
         })
     }
 

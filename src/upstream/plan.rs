@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::Action;
-use crate::routes::Route;
+use crate::routes::{CnameRule, Route};
 use crate::upstream::target::{Host, Target};
 
 /// Where a connection for one target goes.
@@ -25,6 +25,9 @@ pub enum Plan {
         names: Vec<(Host, u16)>,
         /// The names are the route's `connect` names, resolved instead of the target.
         instead: bool,
+        /// `on_cname`: a name whose CNAME chain reaches one of these patterns is resolved
+        /// again through the rule's resolver (custom domain detection).
+        on_cname: Arc<[CnameRule]>,
     },
 }
 
@@ -45,11 +48,13 @@ impl Route {
                     .map(|c| (c.host.clone(), c.port.unwrap_or(target.port)))
                     .collect(),
                 instead: true,
+                on_cname: Arc::new([]),
             },
             Action::Resolve => Plan::Resolve {
                 resolver: self.resolver.clone(),
                 names: vec![(target.host.clone(), target.port)],
                 instead: false,
+                on_cname: self.on_cname.clone(),
             },
         }
     }
@@ -75,7 +80,8 @@ impl Plan {
     /// Whether this plan is what a plain forward proxy does: resolve the target through the
     /// system resolver (then there is no other path to compare with).
     pub fn is_system_path(&self) -> bool {
-        matches!(self, Plan::Resolve { resolver, instead: false, .. } if &**resolver == "system")
+        matches!(self, Plan::Resolve { resolver, instead: false, on_cname, .. }
+            if &**resolver == "system" && on_cname.is_empty())
     }
 
     /// The resolver this plan asks, if any.
@@ -101,6 +107,7 @@ impl fmt::Display for Plan {
                 resolver,
                 names,
                 instead: true,
+                ..
             } => write!(
                 f,
                 "connect to {} via resolver `{resolver}`",
@@ -126,6 +133,7 @@ mod tests {
             resolver: resolver.into(),
             sni: SniMode::Match,
             exact: vec!["a.example".into(), "b.example".into()],
+            on_cname: Arc::new([]),
         }
     }
 

@@ -6,7 +6,7 @@ use std::process::Output;
 use crate::support::proxy::{PrivateDns, scenario_config};
 use crate::support::*;
 
-fn write_config(name: &str, toml: &str) -> PathBuf {
+pub(crate) fn write_config(name: &str, toml: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("splitway-it-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
@@ -14,7 +14,7 @@ fn write_config(name: &str, toml: &str) -> PathBuf {
     path
 }
 
-async fn splitway(args: &[&str]) -> Output {
+pub(crate) async fn splitway(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_splitway"))
         .args(args)
         .env_clear()

@@ -4,6 +4,7 @@
 mod aws_failures;
 mod aws_preset;
 mod cli;
+mod custom_domains;
 mod deploy;
 mod diagnostics;
 mod forward;
