@@ -1,17 +1,25 @@
 //! The only file that touches hickory: building a resolver from settings, and one A + AAAA
 //! query turned into splitway's own [`Answer`] or [`DnsError`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts, ServerOrderingStrategy,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HDnsError, NetError};
-use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{TokioResolver, lookup::Lookup};
 
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use super::{Answer, DnsError};
+use crate::config::resolv_conf::{self, RESOLV_CONF, ResolvConf, ResolvConfError};
 use crate::config::{Nameserver, ResolverSettings};
 
 /// A hickory resolver with its own cache turned off: splitway's cache sits above it.
@@ -19,25 +27,33 @@ pub(super) struct Upstream {
     inner: TokioResolver,
     /// Names are passed as FQDNs unless this resolver applies resolv.conf search domains.
     search: bool,
+    /// Off when resolv.conf says `options no-aaaa`.
+    aaaa: bool,
 }
 
 impl Upstream {
     pub(super) fn new(name: &str, settings: &ResolverSettings) -> Result<Self, String> {
         let provider = TokioRuntimeProvider::default();
-        let (mut builder, search) = match &settings.nameservers {
+        let (mut builder, system) = match &settings.nameservers {
             None => {
-                let b = TokioResolver::builder(provider)
-                    .map_err(|e| format!("resolver `{name}`: cannot read /etc/resolv.conf: {e}"))?;
-                (b, true)
+                let conf = resolv_conf::load(Path::new(RESOLV_CONF)).map_err(|e| system_error(name, &e))?;
+                for note in &conf.ignored {
+                    tracing::warn!(resolver = name, file = RESOLV_CONF, "{note}: ignored, as glibc does");
+                }
+                let config = system_config(&conf).map_err(|e| format!("resolver `{name}`: {RESOLV_CONF}: {e}"))?;
+                (TokioResolver::builder_with_config(config, provider), Some(conf))
             }
             Some(list) => {
                 let servers = list.iter().map(name_server).collect();
                 (
                     TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider),
-                    false,
+                    None,
                 )
             }
         };
+        if let Some(path) = &settings.ca_file {
+            builder = builder.with_tls_config(tls_config(path).map_err(|e| format!("resolver `{name}`: {e}"))?);
+        }
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.cache_size = 0;
         opts.preserve_intermediates = true;
@@ -48,8 +64,15 @@ impl Upstream {
         } else {
             ResolveHosts::Never
         };
+        if let Some(conf) = &system {
+            system_options(opts, conf, settings.timeout);
+        }
         let inner = builder.build().map_err(|e| format!("resolver `{name}`: {e}"))?;
-        Ok(Self { inner, search })
+        Ok(Self {
+            inner,
+            search: system.is_some(),
+            aaaa: !system.is_some_and(|c| c.no_aaaa),
+        })
     }
 
     /// Looks up A and AAAA at once; an answer needs one family to have addresses.
@@ -59,14 +82,18 @@ impl Upstream {
         } else {
             format!("{host}.")
         };
-        let (a, aaaa) = tokio::join!(
-            self.inner.lookup(name.as_str(), RecordType::A),
-            self.inner.lookup(name.as_str(), RecordType::AAAA)
-        );
+        let aaaa = async {
+            match self.aaaa {
+                true => Some(self.inner.lookup(name.as_str(), RecordType::AAAA).await),
+                false => None,
+            }
+        };
+        let (a, aaaa) = tokio::join!(self.inner.lookup(name.as_str(), RecordType::A), aaaa);
+        let results: Vec<&Result<Lookup, NetError>> = std::iter::once(&a).chain(aaaa.as_ref()).collect();
         let mut addrs = Vec::new();
         let mut cnames: Vec<String> = Vec::new();
         let mut ttl = u32::MAX;
-        for lookup in [&a, &aaaa].into_iter().flatten() {
+        for lookup in results.iter().copied().flatten() {
             collect(lookup, &mut addrs, &mut cnames, &mut ttl);
         }
         if !addrs.is_empty() {
@@ -77,8 +104,10 @@ impl Upstream {
             });
         }
         // Prefer the most telling failure: a timeout or server failure over "no records".
-        let errors = [a.err(), aaaa.err()];
-        let worst = errors.iter().flatten().max_by_key(|e| severity(e));
+        let worst = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .max_by_key(|e| severity(e));
         Err(match worst {
             Some(e) => convert(e),
             None => DnsError::NotFound {
@@ -126,6 +155,75 @@ fn convert(e: &NetError) -> DnsError {
     }
 }
 
+/// The `system` resolver's servers and search list from resolv.conf (port 53, UDP with TCP
+/// fallback, or TCP only under `options use-vc`).
+fn system_config(conf: &ResolvConf) -> Result<ResolverConfig, String> {
+    let servers = conf
+        .nameservers
+        .iter()
+        .map(|&ip| {
+            let addr = SocketAddr::new(ip, 53);
+            name_server(&match conf.tcp_only {
+                true => Nameserver::Tcp(addr),
+                false => Nameserver::UdpTcp(addr),
+            })
+        })
+        .collect();
+    let search = conf
+        .search
+        .iter()
+        .map(|d| Name::from_str_relaxed(d).map_err(|e| format!("search domain `{d}`: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ResolverConfig::from_parts(None, search, servers))
+}
+
+/// What resolv.conf's `options` change; `budget` (the resolver's `timeout`) still bounds a
+/// whole lookup, so one try never waits longer than it.
+fn system_options(opts: &mut ResolverOpts, conf: &ResolvConf, budget: Duration) {
+    opts.ndots = usize::from(conf.ndots);
+    opts.timeout = conf.timeout.min(budget);
+    opts.attempts = usize::from(conf.attempts);
+    opts.edns0 = conf.edns0;
+    if conf.rotate {
+        opts.server_ordering_strategy = ServerOrderingStrategy::RoundRobin;
+    }
+}
+
+/// A resolv.conf error as the user sees it: what is wrong, then how to get going again.
+fn system_error(name: &str, e: &ResolvConfError) -> String {
+    let cause = std::error::Error::source(e)
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    format!("resolver `{name}`: {e}{cause}; fix the file or set [resolver.{name}] nameservers")
+}
+
+/// The webpki roots plus every certificate in the PEM bundle at `path` (`ca_file`), for
+/// `tls://` and `https://` servers.
+fn tls_config(path: &Path) -> Result<rustls::ClientConfig, String> {
+    let at = |why: String| format!("ca_file `{}`: {why}", path.display());
+    let pem = std::fs::read(path).map_err(|e| at(format!("cannot read it: {e}")))?;
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut added = 0;
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| at(format!("certificate {}: not PEM: {e}", i + 1)))?;
+        roots
+            .add(cert)
+            .map_err(|e| at(format!("certificate {}: not a CA certificate: {e}", i + 1)))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(at("no PEM certificate in it (want -----BEGIN CERTIFICATE-----)".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| at(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
 fn name_server(ns: &Nameserver) -> NameServerConfig {
     let with_port = |mut c: ConnectionConfig, port: u16| {
         c.port = port;
@@ -154,4 +252,75 @@ fn name_server(ns: &Nameserver) -> NameServerConfig {
         ),
     };
     NameServerConfig::new(ip, true, conns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::config::ProtocolConfig;
+
+    const POD: &str = "search default.svc.cluster.local ec2.internal\nnameserver 172.20.0.10\nnameserver 172.20.0.11\noptions ndots:5 timeout:5 attempts:3 use-vc rotate edns0\n";
+
+    #[test]
+    fn resolv_conf_becomes_hickory_config_and_options() {
+        let conf = resolv_conf::parse(POD, RESOLV_CONF).expect("parses");
+        let config = system_config(&conf).expect("converts");
+        let search: Vec<String> = config.search().iter().map(|n| n.to_ascii()).collect();
+        assert_eq!(search, ["default.svc.cluster.local", "ec2.internal"]);
+        let servers: Vec<IpAddr> = config.name_servers().iter().map(|s| s.ip).collect();
+        assert_eq!(
+            servers,
+            ["172.20.0.10".parse::<IpAddr>().unwrap(), "172.20.0.11".parse().unwrap()]
+        );
+        for server in config.name_servers() {
+            // use-vc: TCP only, on port 53.
+            assert_eq!(server.connections.len(), 1);
+            assert!(matches!(server.connections[0].protocol, ProtocolConfig::Tcp));
+            assert_eq!(server.connections[0].port, 53);
+        }
+        let mut opts = ResolverOpts::default();
+        system_options(&mut opts, &conf, Duration::from_secs(2));
+        assert_eq!((opts.ndots, opts.attempts, opts.edns0), (5, 3, true));
+        // One try never outlasts the resolver's own budget.
+        assert_eq!(opts.timeout, Duration::from_secs(2));
+        assert_eq!(opts.server_ordering_strategy, ServerOrderingStrategy::RoundRobin);
+    }
+
+    #[test]
+    fn a_bad_resolv_conf_says_what_to_do() {
+        let e = resolv_conf::parse("nameserver 10.0.0.x\n", RESOLV_CONF).expect_err("bad IP");
+        assert_eq!(
+            system_error("system", &e),
+            "resolver `system`: /etc/resolv.conf line 1: `nameserver 10.0.0.x`: not an IP address; fix the file or set [resolver.system] nameservers"
+        );
+        let e = resolv_conf::load(Path::new("/nonexistent/resolv.conf")).expect_err("missing");
+        assert!(
+            system_error("system", &e).starts_with("resolver `system`: cannot read /nonexistent/resolv.conf: "),
+            "{}",
+            system_error("system", &e)
+        );
+    }
+
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("splitway-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let e = tls_config(&empty).expect_err("no certificate");
+        assert_eq!(
+            e,
+            format!(
+                "ca_file `{}`: no PEM certificate in it (want -----BEGIN CERTIFICATE-----)",
+                empty.display()
+            )
+        );
+        let missing = dir.join("missing.pem");
+        let e = tls_config(&missing).expect_err("missing");
+        assert!(
+            e.starts_with(&format!("ca_file `{}`: cannot read it: ", missing.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }
