@@ -6,6 +6,7 @@ mod aws_preset;
 mod cli;
 mod deploy;
 mod diagnostics;
+mod encrypted_dns;
 mod forward;
 mod hardening_bad_input;
 mod hardening_dns;

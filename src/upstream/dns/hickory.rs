@@ -14,10 +14,9 @@ use hickory_resolver::net::{DnsError as HDnsError, NetError};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{TokioResolver, lookup::Lookup};
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+mod tls;
 
+use self::tls::Probe;
 use super::{Answer, DnsError};
 use crate::config::resolv_conf::{self, RESOLV_CONF, ResolvConf, ResolvConfError};
 use crate::config::{Nameserver, ResolverSettings};
@@ -29,31 +28,31 @@ pub(super) struct Upstream {
     search: bool,
     /// Off when resolv.conf says `options no-aaaa`.
     aaaa: bool,
+    /// Says why, when hickory can only say "no connections available".
+    probe: Option<Probe>,
 }
 
 impl Upstream {
     pub(super) fn new(name: &str, settings: &ResolverSettings) -> Result<Self, String> {
-        let provider = TokioRuntimeProvider::default();
-        let (mut builder, system) = match &settings.nameservers {
+        let (servers, system) = match &settings.nameservers {
+            Some(list) => (list.clone(), None),
             None => {
                 let conf = resolv_conf::load(Path::new(RESOLV_CONF)).map_err(|e| system_error(name, &e))?;
                 for note in &conf.ignored {
                     tracing::warn!(resolver = name, file = RESOLV_CONF, "{note}: ignored, as glibc does");
                 }
-                let config = system_config(&conf).map_err(|e| format!("resolver `{name}`: {RESOLV_CONF}: {e}"))?;
-                (TokioResolver::builder_with_config(config, provider), Some(conf))
-            }
-            Some(list) => {
-                let servers = list.iter().map(name_server).collect();
-                (
-                    TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider),
-                    None,
-                )
+                (system_servers(&conf), Some(conf))
             }
         };
-        if let Some(path) = &settings.ca_file {
-            builder = builder.with_tls_config(tls_config(path).map_err(|e| format!("resolver `{name}`: {e}"))?);
-        }
+        let search = match &system {
+            Some(conf) => search_names(conf).map_err(|e| format!("resolver `{name}`: {RESOLV_CONF}: {e}"))?,
+            None => Vec::new(),
+        };
+        let config = ResolverConfig::from_parts(None, search, servers.iter().map(name_server).collect());
+        let tls = tls::client_config(settings.ca_file.as_deref()).map_err(|e| format!("resolver `{name}`: {e}"))?;
+        let probe = Probe::new(&servers, &tls);
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_tls_config(tls);
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.cache_size = 0;
         opts.preserve_intermediates = true;
@@ -72,6 +71,7 @@ impl Upstream {
             inner,
             search: system.is_some(),
             aaaa: !system.is_some_and(|c| c.no_aaaa),
+            probe,
         })
     }
 
@@ -109,12 +109,23 @@ impl Upstream {
             .filter_map(|r| r.as_ref().err())
             .max_by_key(|e| severity(e));
         Err(match worst {
+            Some(NetError::NoConnections) => DnsError::Failed(self.why_no_connections().await),
             Some(e) => convert(e),
             None => DnsError::NotFound {
                 reason: "no A or AAAA records".into(),
                 negative_ttl: None,
             },
         })
+    }
+}
+
+impl Upstream {
+    async fn why_no_connections(&self) -> String {
+        let why = match &self.probe {
+            Some(probe) => probe.why_unreachable().await,
+            None => None,
+        };
+        why.unwrap_or_else(|| NetError::NoConnections.to_string())
     }
 }
 
@@ -155,26 +166,22 @@ fn convert(e: &NetError) -> DnsError {
     }
 }
 
-/// The `system` resolver's servers and search list from resolv.conf (port 53, UDP with TCP
-/// fallback, or TCP only under `options use-vc`).
-fn system_config(conf: &ResolvConf) -> Result<ResolverConfig, String> {
-    let servers = conf
-        .nameservers
-        .iter()
-        .map(|&ip| {
-            let addr = SocketAddr::new(ip, 53);
-            name_server(&match conf.tcp_only {
-                true => Nameserver::Tcp(addr),
-                false => Nameserver::UdpTcp(addr),
-            })
-        })
-        .collect();
-    let search = conf
-        .search
-        .iter()
-        .map(|d| Name::from_str_relaxed(d).map_err(|e| format!("search domain `{d}`: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ResolverConfig::from_parts(None, search, servers))
+/// The `system` resolver's servers from resolv.conf: port 53, UDP with TCP fallback, or TCP
+/// only under `options use-vc`.
+fn system_servers(conf: &ResolvConf) -> Vec<Nameserver> {
+    let server = |ip: &IpAddr| {
+        let addr = SocketAddr::new(*ip, 53);
+        match conf.tcp_only {
+            true => Nameserver::Tcp(addr),
+            false => Nameserver::UdpTcp(addr),
+        }
+    };
+    conf.nameservers.iter().map(server).collect()
+}
+
+fn search_names(conf: &ResolvConf) -> Result<Vec<Name>, String> {
+    let name = |d: &String| Name::from_str_relaxed(d).map_err(|e| format!("search domain `{d}`: {e}"));
+    conf.search.iter().map(name).collect()
 }
 
 /// What resolv.conf's `options` change; `budget` (the resolver's `timeout`) still bounds a
@@ -195,33 +202,6 @@ fn system_error(name: &str, e: &ResolvConfError) -> String {
         .map(|c| format!(": {c}"))
         .unwrap_or_default();
     format!("resolver `{name}`: {e}{cause}; fix the file or set [resolver.{name}] nameservers")
-}
-
-/// The webpki roots plus every certificate in the PEM bundle at `path` (`ca_file`), for
-/// `tls://` and `https://` servers.
-fn tls_config(path: &Path) -> Result<rustls::ClientConfig, String> {
-    let at = |why: String| format!("ca_file `{}`: {why}", path.display());
-    let pem = std::fs::read(path).map_err(|e| at(format!("cannot read it: {e}")))?;
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut added = 0;
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|e| at(format!("certificate {}: not PEM: {e}", i + 1)))?;
-        roots
-            .add(cert)
-            .map_err(|e| at(format!("certificate {}: not a CA certificate: {e}", i + 1)))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err(at("no PEM certificate in it (want -----BEGIN CERTIFICATE-----)".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| at(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
 }
 
 fn name_server(ns: &Nameserver) -> NameServerConfig {
@@ -264,7 +244,8 @@ mod tests {
     #[test]
     fn resolv_conf_becomes_hickory_config_and_options() {
         let conf = resolv_conf::parse(POD, RESOLV_CONF).expect("parses");
-        let config = system_config(&conf).expect("converts");
+        let servers: Vec<NameServerConfig> = system_servers(&conf).iter().map(name_server).collect();
+        let config = ResolverConfig::from_parts(None, search_names(&conf).expect("DNS names"), servers);
         let search: Vec<String> = config.search().iter().map(|n| n.to_ascii()).collect();
         assert_eq!(search, ["default.svc.cluster.local", "ec2.internal"]);
         let servers: Vec<IpAddr> = config.name_servers().iter().map(|s| s.ip).collect();
@@ -299,28 +280,5 @@ mod tests {
             "{}",
             system_error("system", &e)
         );
-    }
-
-    #[test]
-    fn ca_file_errors_name_the_file() {
-        let dir = std::env::temp_dir().join(format!("splitway-ca-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "not a certificate\n").expect("write");
-        let e = tls_config(&empty).expect_err("no certificate");
-        assert_eq!(
-            e,
-            format!(
-                "ca_file `{}`: no PEM certificate in it (want -----BEGIN CERTIFICATE-----)",
-                empty.display()
-            )
-        );
-        let missing = dir.join("missing.pem");
-        let e = tls_config(&missing).expect_err("missing");
-        assert!(
-            e.starts_with(&format!("ca_file `{}`: cannot read it: ", missing.display())),
-            "{e}"
-        );
-        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }
