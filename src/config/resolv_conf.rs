@@ -60,11 +60,12 @@ pub enum ResolvConfError {
     NoNameserver { origin: String },
 }
 
-/// Reads and parses `path` (I/O here only; [`parse`] is pure).
+/// Reads and parses `path` (I/O here only; [`parse`] is pure). Bytes that are not UTF-8 are
+/// read as U+FFFD: harmless in a comment (glibc ignores them), an error where a value is.
 pub fn load(path: &Path) -> Result<ResolvConf, ResolvConfError> {
     let origin = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &origin),
+    match std::fs::read(path) {
+        Ok(bytes) => parse(&String::from_utf8_lossy(&bytes), &origin),
         Err(source) => Err(ResolvConfError::Read { origin, source }),
     }
 }

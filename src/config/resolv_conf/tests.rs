@@ -174,11 +174,25 @@ fn unusable_files_are_errors_naming_the_line() {
             "nameserver 10.0.0.2\nsearch bad..example\n",
             "/etc/resolv.conf line 2: search domain `bad..example` is not a DNS name",
         ),
+        (
+            // What `load` makes of a byte that is not UTF-8 inside a value.
+            "nameserver 10.0.0.2\nnameserver 10.0.0.\u{fffd}\n",
+            "/etc/resolv.conf line 2: `nameserver 10.0.0.\u{fffd}`: not an IP address",
+        ),
     ];
     for (text, want) in bad {
         let err = parse(text, "/etc/resolv.conf").expect_err(text);
         assert_eq!(err.to_string(), *want, "{text:?}");
     }
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_fine_in_a_comment() {
+    let path = std::env::temp_dir().join(format!("splitway-resolv-conf-{}", std::process::id()));
+    std::fs::write(&path, b"# caf\xe9 au lait\nnameserver 10.0.0.2\n").expect("write");
+    let conf = super::load(&path);
+    std::fs::remove_file(&path).expect("clean up");
+    assert_eq!(conf.expect("parses").nameservers, ips(&["10.0.0.2"]));
 }
 
 #[test]
