@@ -6,6 +6,7 @@
 mod aws;
 mod describe;
 mod error;
+pub mod resolv_conf;
 mod resolver;
 mod route;
 

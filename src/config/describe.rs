@@ -25,12 +25,16 @@ pub fn describe(config: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "  {name:<12} {servers}  timeout {:?}, ttl {:?}..{:?}, serve_stale {:?}{}",
+            "  {name:<12} {servers}  timeout {:?}, ttl {:?}..{:?}, serve_stale {:?}{}{}",
             r.timeout,
             r.min_ttl,
             r.max_ttl,
             r.serve_stale,
-            if r.hosts_file { ", /etc/hosts" } else { "" }
+            if r.hosts_file { ", /etc/hosts" } else { "" },
+            r.ca_file
+                .as_ref()
+                .map(|p| format!(", ca_file {}", p.display()))
+                .unwrap_or_default()
         );
     }
     let _ = writeln!(

@@ -1,6 +1,8 @@
-//! `[resolver.NAME]` tables: nameservers (udp/tcp, `tls://`, `https://`) and cache bounds.
+//! `[resolver.NAME]` tables: nameservers (udp/tcp, `tls://`, `https://`), their trust roots
+//! (`ca_file`) and cache bounds.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -51,6 +53,9 @@ pub struct ResolverSettings {
     pub serve_stale: Duration,
     /// Answer from `/etc/hosts` first; default on for `system`, off for the others.
     pub hosts_file: bool,
+    /// `ca_file`: a PEM bundle trusted for `tls://` and `https://` servers, on top of the
+    /// webpki roots (read when the resolver is built).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ResolverSettings {
@@ -62,6 +67,7 @@ impl ResolverSettings {
             max_ttl: DEFAULT_MAX_TTL,
             serve_stale: DEFAULT_SERVE_STALE,
             hosts_file: true,
+            ca_file: None,
         }
     }
 }
@@ -73,6 +79,7 @@ const KEYS: &[&str] = &[
     "max_ttl",
     "serve_stale",
     "hosts_file",
+    "ca_file",
 ];
 
 pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> Result<ResolverSettings, ConfigError> {
@@ -112,7 +119,22 @@ pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> 
         max_ttl: duration("max_ttl", DEFAULT_MAX_TTL)?,
         serve_stale: duration("serve_stale", DEFAULT_SERVE_STALE)?,
         hosts_file: tc.field("hosts_file")?.unwrap_or(system),
+        ca_file: match tc.field::<String>("ca_file")? {
+            Some(s) if s.is_empty() => return Err(tc.err("ca_file", "is empty: name a PEM file")),
+            other => other.map(PathBuf::from),
+        },
     };
+    let encrypted = settings
+        .nameservers
+        .iter()
+        .flatten()
+        .any(|ns| matches!(ns, Nameserver::Tls { .. } | Nameserver::Https { .. }));
+    if settings.ca_file.is_some() && !encrypted {
+        return Err(tc.err(
+            "ca_file",
+            "does nothing: no tls:// or https:// nameserver in this resolver",
+        ));
+    }
     if settings.timeout.is_zero() {
         return Err(tc.err("timeout", "must be above zero"));
     }

@@ -47,6 +47,7 @@ addresses = ["10.1.5.20", "[fd00::1]:443"]
     assert_eq!(c.proxy.idle_timeout, Duration::from_secs(120));
     let public = &c.resolvers["public"];
     let ns = public.nameservers.as_ref().unwrap();
+    assert_eq!(public.ca_file, None);
     assert_eq!(ns[1], Nameserver::UdpTcp("8.8.8.8:5353".parse().unwrap()));
     assert_eq!(
         ns[3],
@@ -156,6 +157,22 @@ fn errors_name_file_line_route_and_key() {
         (
             "[[route]]\nname = \"r11\"\nhosts = [\"*\"]\non_cname = [{ pattern = \"d-*.example.com\", resolver = \"system\" }]\n",
             &["route `r11`", "on_cname", "pattern"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"1.1.1.1\"]\nca_file = \"/etc/corp-ca.pem\"\n",
+            &[
+                "bad.toml:3",
+                "resolver.public.ca_file",
+                "does nothing: no tls:// or https://",
+            ],
+        ),
+        (
+            "[resolver.system]\nca_file = \"/etc/corp-ca.pem\"\n",
+            &["bad.toml:2", "resolver.system.ca_file", "does nothing"],
+        ),
+        (
+            "[resolver.corp]\nnameservers = [\"tls://10.0.0.2#dns.corp\"]\nca_file = \"\"\n",
+            &["bad.toml:3", "resolver.corp.ca_file", "is empty"],
         ),
         ("[proxy]\nmax_connections = 0\n", &["proxy.max_connections"]),
         ("[proxy]\ndeny_destinations = [\"10.0.0.0/33\"]\n", &["bad.toml:2"]),

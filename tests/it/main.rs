@@ -7,6 +7,7 @@ mod cli;
 mod custom_domains;
 mod deploy;
 mod diagnostics;
+mod encrypted_dns;
 mod forward;
 mod hardening_bad_input;
 mod hardening_dns;

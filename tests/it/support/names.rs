@@ -55,6 +55,12 @@ pub(crate) const PUBLIC_DNS_IP: IpAddr = v4(127, 53, 0, 1);
 /// The VPC's resolver (.2) with the execute-api endpoint's Private DNS on, and off.
 pub(crate) const VPC_DNS_PRIVATE_ON_IP: IpAddr = v4(127, 53, 0, 2);
 pub(crate) const VPC_DNS_PRIVATE_OFF_IP: IpAddr = v4(127, 53, 0, 3);
+/// The public resolver's DNS-over-TLS and DNS-over-HTTPS front ends (tests start their own,
+/// on ephemeral ports) and the names their certificates carry (say `cloudflare-dns.com`).
+pub(crate) const PUBLIC_DOT_IP: IpAddr = v4(127, 53, 0, 10);
+pub(crate) const PUBLIC_DOH_IP: IpAddr = v4(127, 53, 0, 11);
+pub(crate) const PUBLIC_DOT_NAME: &str = "dot.public-dns.test";
+pub(crate) const PUBLIC_DOH_NAME: &str = "doh.public-dns.test";
 
 /// The default URL host of an API: `{id}.execute-api.{region}.amazonaws.com`.
 pub(crate) fn execute_api_host(id: &str, region: &str) -> String {
