@@ -265,14 +265,27 @@ pub struct Resolvers {
 }
 
 impl Resolvers {
-    pub fn new(settings: &BTreeMap<String, ResolverSettings>, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// Builds every resolver of a config. A resolver of `previous` (the runtime a reload
+    /// replaces) whose definition is unchanged is kept, cache and queries in flight included,
+    /// so a reload during a DNS outage still answers from its stale entries; a changed or new
+    /// one starts with an empty cache.
+    pub fn new(
+        settings: &BTreeMap<String, ResolverSettings>,
+        metrics: Arc<Metrics>,
+        previous: Option<&Resolvers>,
+    ) -> Result<Self, String> {
         let map = settings
             .iter()
             .map(|(name, s)| {
-                Ok((
-                    Arc::from(name.as_str()),
-                    Arc::new(Resolver::new(name, s, metrics.clone())?),
-                ))
+                let kept = previous
+                    .and_then(|p| p.get(name))
+                    .filter(|r| r.inner.settings == *s)
+                    .cloned();
+                let resolver = match kept {
+                    Some(r) => r,
+                    None => Arc::new(Resolver::new(name, s, metrics.clone())?),
+                };
+                Ok((Arc::from(name.as_str()), resolver))
             })
             .collect::<Result<_, String>>()?;
         Ok(Self { map })
