@@ -103,7 +103,8 @@ impl Proxy {
             .flatten()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let runtime = runtime::Runtime::new_bound(config, metrics.clone(), own.clone(), None).map_err(StartError::Setup)?;
+        let runtime =
+            runtime::Runtime::new_bound(config, metrics.clone(), own.clone(), None).map_err(StartError::Setup)?;
         Ok(Proxy {
             listener,
             admin,

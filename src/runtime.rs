@@ -77,7 +77,7 @@ impl Runtime {
             sni: SniMode::Match,
         });
         let auth = config.proxy.auth.as_ref().map(Basic::new);
-        Ok(Self {
+        let runtime = Self {
             config,
             routes,
             connector,
@@ -85,7 +85,14 @@ impl Runtime {
             system_route,
             auth,
             refresher_stop: CancellationToken::new(),
-        })
+        };
+        // The names this runtime keeps warm are never evicted by other traffic.
+        let names = runtime.route_names();
+        runtime
+            .connector
+            .resolvers()
+            .pin(names.keys().map(|(r, n)| (r.as_str(), n.as_str())));
+        Ok(runtime)
     }
 }
 

@@ -16,6 +16,10 @@ pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 /// Default for `serve_stale` (RFC 8767 §5 suggests 1–3 days; an hour suits API endpoints).
 pub const DEFAULT_SERVE_STALE: Duration = Duration::from_secs(3600);
+/// Default for `cache_size`: entries (answers and negative answers) a resolver keeps beside
+/// its route hosts and `connect` names, which are kept apart and never evicted. About
+/// 0.5 KiB each, so at most ~5 MiB per resolver.
+pub const DEFAULT_CACHE_SIZE: usize = 10_000;
 
 /// One upstream DNS server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub struct ResolverSettings {
     pub serve_stale: Duration,
     /// Answer from `/etc/hosts` first; default on for `system`, off for the others.
     pub hosts_file: bool,
+    /// [`DEFAULT_CACHE_SIZE`]; at least 1.
+    pub cache_size: usize,
 }
 
 impl ResolverSettings {
@@ -62,6 +68,7 @@ impl ResolverSettings {
             max_ttl: DEFAULT_MAX_TTL,
             serve_stale: DEFAULT_SERVE_STALE,
             hosts_file: true,
+            cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 }
@@ -73,6 +80,7 @@ const KEYS: &[&str] = &[
     "max_ttl",
     "serve_stale",
     "hosts_file",
+    "cache_size",
 ];
 
 pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> Result<ResolverSettings, ConfigError> {
@@ -112,6 +120,14 @@ pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> 
         max_ttl: duration("max_ttl", DEFAULT_MAX_TTL)?,
         serve_stale: duration("serve_stale", DEFAULT_SERVE_STALE)?,
         hosts_file: tc.field("hosts_file")?.unwrap_or(system),
+        cache_size: tc.field::<i64>("cache_size")?.map_or(Ok(DEFAULT_CACHE_SIZE), |n| {
+            usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                tc.err(
+                    "cache_size",
+                    format!("`{n}` must be a whole number of entries, at least 1"),
+                )
+            })
+        })?,
     };
     if settings.timeout.is_zero() {
         return Err(tc.err("timeout", "must be above zero"));

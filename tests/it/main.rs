@@ -6,6 +6,7 @@ mod aws_preset;
 mod cli;
 mod deploy;
 mod diagnostics;
+mod dns_cache_bounds;
 mod dns_cache_reload;
 mod forward;
 mod hardening_bad_input;
