@@ -9,6 +9,7 @@ mod diagnostics;
 mod dns_cache_bounds;
 mod dns_cache_reload;
 mod forward;
+mod forward_pool;
 mod hardening_bad_input;
 mod hardening_dns;
 mod hardening_faults;
