@@ -185,17 +185,6 @@ impl Resolver {
         self.inner.cache.pin(names.into_iter().map(Box::from).collect());
     }
 
-    /// Entries cached now (pinned ones included).
-    pub fn cache_len(&self) -> usize {
-        self.inner.cache.len()
-    }
-
-    /// The most entries the bounded part of the cache holds (`cache_size`, or a little less
-    /// so it splits evenly into shards).
-    pub fn cache_capacity(&self) -> u64 {
-        self.inner.cache.capacity()
-    }
-
     /// Asks the upstream for `host` now (joining a query in flight) and caches the answer.
     pub async fn refresh(&self, host: &str) -> Outcome {
         wait_result(&mut self.inner.query(host)).await

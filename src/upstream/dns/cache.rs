@@ -107,6 +107,7 @@ impl Cache {
     }
 
     /// Most entries the bounded part holds (at most the configured size).
+    #[cfg(test)]
     pub(super) fn capacity(&self) -> u64 {
         self.bounded.capacity()
     }
