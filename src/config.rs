@@ -22,7 +22,8 @@ use toml::Spanned;
 pub use describe::describe;
 pub use error::ConfigError;
 pub use resolver::{
-    DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver, ResolverSettings,
+    DEFAULT_CACHE_SIZE, DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver,
+    ResolverSettings,
 };
 pub use route::{Action, AddrSpec, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
 

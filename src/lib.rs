@@ -110,7 +110,8 @@ impl Proxy {
             .flatten()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let runtime = runtime::Runtime::new_bound(config, metrics.clone(), own.clone()).map_err(StartError::Setup)?;
+        let runtime =
+            runtime::Runtime::new_bound(config, metrics.clone(), own.clone(), None).map_err(StartError::Setup)?;
         Ok(Proxy {
             listener,
             admin,
@@ -274,7 +275,8 @@ impl ProxyHandle {
         self.shared.ready.started().await;
     }
 
-    /// Replaces routes and resolvers for new connections; open ones keep theirs. The
+    /// Replaces routes and resolvers for new connections; open ones keep theirs. A resolver
+    /// whose definition did not change is kept, cache included (SPEC: reload). The
     /// listen addresses are bound once: changing them takes a restart (logged).
     pub fn reload(&self, config: Config) -> Result<(), String> {
         let current = self.shared.runtime();
@@ -287,6 +289,7 @@ impl ProxyHandle {
             config,
             self.shared.metrics.clone(),
             self.shared.own.clone(),
+            Some(current.connector.resolvers()),
         )?);
         *self.shared.runtime.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         // Open connections keep the old runtime, but its names are no longer kept fresh.

@@ -51,6 +51,8 @@ pub struct Metrics {
     connect_duration: HistogramFamily<RouteLabels>,
     dns_lookups: Family<DnsLabels, Counter>,
     dns_duration: HistogramFamily<ResolverLabels>,
+    dns_cache_entries: Family<ResolverLabels, Gauge>,
+    dns_cache_evictions: Family<ResolverLabels, Counter>,
     sni_rejections: Family<SniLabels, Counter>,
     report: Family<ReportLabels, Counter>,
     custom_domains: Family<RouteLabels, Counter>,
@@ -79,6 +81,8 @@ impl Metrics {
             connect_duration: Family::new_with_constructor(latency_histogram),
             dns_lookups: Family::default(),
             dns_duration: Family::new_with_constructor(latency_histogram),
+            dns_cache_entries: Family::default(),
+            dns_cache_evictions: Family::default(),
             sni_rejections: Family::default(),
             report: Family::default(),
             custom_domains: Family::default(),
@@ -131,6 +135,16 @@ impl Metrics {
             "DNS lookup time by resolver, cache hits included",
             Unit::Seconds,
             self.dns_duration.clone(),
+        );
+        r.register(
+            "dns_cache_entries",
+            "Entries in each resolver's cache (route hosts and connect names included)",
+            self.dns_cache_entries.clone(),
+        );
+        r.register(
+            "dns_cache_evictions",
+            "Entries each resolver's cache evicted to stay within cache_size",
+            self.dns_cache_evictions.clone(),
         );
         r.register(
             "sni_rejections",
@@ -232,6 +246,26 @@ impl Metrics {
         self.dns_duration
             .get_or_create(&ResolverLabels { resolver })
             .observe(seconds);
+    }
+
+    /// The cache of `resolver` holds `entries` now.
+    pub fn dns_cache_entries(&self, resolver: &str, entries: usize) {
+        let labels = ResolverLabels {
+            resolver: self.names.get(resolver),
+        };
+        let entries = i64::try_from(entries).unwrap_or(i64::MAX);
+        self.dns_cache_entries.get_or_create(&labels).set(entries);
+        // Exported from the start, at 0, like the gauge.
+        let _ = self.dns_cache_evictions.get_or_create(&labels);
+    }
+
+    /// The cache of `resolver` evicted one entry to stay within its size.
+    pub fn dns_cache_evicted(&self, resolver: &str) {
+        self.dns_cache_evictions
+            .get_or_create(&ResolverLabels {
+                resolver: self.names.get(resolver),
+            })
+            .inc();
     }
 
     /// A tunnel on `route` was closed by the SNI check, for `reason` (a fixed string).

@@ -46,15 +46,21 @@ impl Runtime {
         let own = std::iter::once(config.proxy.listen)
             .chain(config.admin.as_ref().map(|a| a.listen))
             .collect();
-        Self::new_bound(config, metrics, own)
+        Self::new_bound(config, metrics, own, None)
     }
 
     /// A runtime for a proxy bound at `own` (the listeners' real addresses, port 0 resolved),
     /// which the connector refuses to connect to: a request through the proxy to itself
-    /// would loop.
-    pub fn new_bound(config: Config, metrics: Arc<Metrics>, own: Vec<SocketAddr>) -> Result<Self, String> {
+    /// would loop. `previous`: the resolvers of the runtime this one replaces, whose
+    /// unchanged ones are kept with their caches (see [`Resolvers::new`]).
+    pub fn new_bound(
+        config: Config,
+        metrics: Arc<Metrics>,
+        own: Vec<SocketAddr>,
+        previous: Option<&Resolvers>,
+    ) -> Result<Self, String> {
         let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
-        let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone())?);
+        let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone(), previous)?);
         let p = &config.proxy;
         let connector =
             Arc::new(Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout).with_own(own));
@@ -68,7 +74,7 @@ impl Runtime {
         let client = forward::client(forward_routes, connector.clone());
         let system_route = Arc::new(Route::resolving(SYSTEM_PATH, "system"));
         let auth = config.proxy.auth.as_ref().map(Basic::new);
-        Ok(Self {
+        let runtime = Self {
             config,
             routes,
             connector,
@@ -76,7 +82,14 @@ impl Runtime {
             system_route,
             auth,
             refresher_stop: CancellationToken::new(),
-        })
+        };
+        // The names this runtime keeps warm are never evicted by other traffic.
+        let names = runtime.route_names();
+        runtime
+            .connector
+            .resolvers()
+            .pin(names.keys().map(|(r, n)| (r.as_str(), n.as_str())));
+        Ok(runtime)
     }
 }
 

@@ -25,11 +25,12 @@ pub fn describe(config: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "  {name:<12} {servers}  timeout {:?}, ttl {:?}..{:?}, serve_stale {:?}{}{}",
+            "  {name:<12} {servers}  timeout {:?}, ttl {:?}..{:?}, serve_stale {:?}, cache_size {}{}{}",
             r.timeout,
             r.min_ttl,
             r.max_ttl,
             r.serve_stale,
+            r.cache_size,
             if r.hosts_file { ", /etc/hosts" } else { "" },
             r.ca_file
                 .as_ref()

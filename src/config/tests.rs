@@ -32,6 +32,8 @@ connect_ports = [443, 8443]
 [resolver.public]
 nameservers = ["1.1.1.1", "8.8.8.8:5353", "tcp://9.9.9.9", "tls://1.1.1.1#cloudflare-dns.com", "https://8.8.8.8/dns-query#dns.google"]
 min_ttl = "1s"
+[resolver.system]
+cache_size = 50
 [[route]]
 hosts = ["*.execute-api.us-east-1.amazonaws.com"]
 connect = ["zonal.example:8443", "regional.example"]
@@ -57,6 +59,8 @@ addresses = ["10.1.5.20", "[fd00::1]:443"]
         }
     );
     assert!(!public.hosts_file);
+    assert_eq!(public.cache_size, DEFAULT_CACHE_SIZE);
+    assert_eq!(c.resolvers["system"].cache_size, 50);
     assert_eq!(
         c.routes[0].name, "*.execute-api.us-east-1.amazonaws.com",
         "name defaults to the first host"
@@ -175,6 +179,18 @@ fn errors_name_file_line_route_and_key() {
             &["bad.toml:3", "resolver.corp.ca_file", "is empty"],
         ),
         ("[proxy]\nmax_connections = 0\n", &["proxy.max_connections"]),
+        (
+            "[resolver.system]\ncache_size = 0\n",
+            &["bad.toml:2", "resolver.system.cache_size", "at least 1"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"1.1.1.1\"]\ncache_size = -5\n",
+            &["bad.toml:3", "resolver.public.cache_size", "at least 1"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"1.1.1.1\"]\ncache_size = \"big\"\n",
+            &["bad.toml:3", "resolver.public.cache_size"],
+        ),
         ("[proxy]\ndeny_destinations = [\"10.0.0.0/33\"]\n", &["bad.toml:2"]),
     ];
     for (toml, wants) in cases {

@@ -35,6 +35,7 @@ async fn check_prints_the_route_table() {
         "resolve via `public`",
         "connect vpce-",
         "default",
+        "cache_size 10000",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
