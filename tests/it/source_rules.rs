@@ -51,7 +51,11 @@ fn only_the_connector_opens_outbound_connections() {
     // why it failed: the resolver's own transport, like hickory's sockets, not an upstream.
     assert_eq!(
         found,
-        ["src/admin.rs", "src/upstream/connect.rs", "src/upstream/dns/hickory/tls.rs"],
+        [
+            "src/admin.rs",
+            "src/upstream/connect.rs",
+            "src/upstream/dns/hickory/tls.rs"
+        ],
         "outbound connections go through upstream::connect::Connector"
     );
 }
