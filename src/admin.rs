@@ -282,7 +282,7 @@ fn response(status: StatusCode, content_type: &'static str, body: impl Into<Byte
 /// Why `splitway health` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("admin listener {addr}: {source}; is splitway running with [admin] listen = \"{addr}\"?")]
+    #[error("admin listener {addr} is not answering (is splitway running with [admin] listen = \"{addr}\"?)")]
     Io {
         addr: SocketAddr,
         #[source]

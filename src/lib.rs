@@ -48,9 +48,9 @@ pub use config::{Config, ConfigError};
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
-    Setup(String),
-    #[error("cannot listen on {addr} ([proxy] listen): {source}")]
+    #[error(transparent)]
+    Setup(#[from] runtime::RuntimeError),
+    #[error("cannot listen on {addr} ([proxy] listen)")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -278,7 +278,7 @@ impl ProxyHandle {
     /// Replaces routes and resolvers for new connections; open ones keep theirs. A resolver
     /// whose definition did not change is kept, cache included (SPEC: reload). The
     /// listen addresses are bound once: changing them takes a restart (logged).
-    pub fn reload(&self, config: Config) -> Result<(), String> {
+    pub fn reload(&self, config: Config) -> Result<(), runtime::RuntimeError> {
         let current = self.shared.runtime();
         if config.proxy.listen != current.config.proxy.listen
             || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen)

@@ -210,7 +210,7 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
 
 /// The one-line plain-text body of every error splitway answers.
 pub fn error_body(e: &ProxyError) -> String {
-    format!("splitway: {e}\n")
+    format!("splitway: {}\n", e.describe())
 }
 
 fn empty() -> Body {
@@ -234,7 +234,7 @@ fn log_refusal(
         resolver = route.map(|r| &*r.resolver).unwrap_or(""),
         status = e.status().as_u16(),
         error = e.proxy_status(),
-        detail = %e,
+        detail = %e.describe(),
         duration_ms = took.as_millis() as u64,
         "refused"
     );

@@ -19,11 +19,24 @@ use crate::routes::Route;
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::DnsError;
-use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers};
+use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers, SetupError};
 use crate::upstream::target::Target;
 
 /// The route name of report mode's actual path.
 pub const SYSTEM_PATH: &str = "system-path";
+
+/// Why a config could not be turned into a runtime (validation catches most of this first).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{origin}: the route table cannot be built")]
+    Routes {
+        origin: String,
+        #[source]
+        source: crate::routes::Clash,
+    },
+    #[error(transparent)]
+    Resolver(#[from] SetupError),
+}
 
 /// The state derived from one config.
 pub struct Runtime {
@@ -42,7 +55,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime whose own addresses (never connected to) are the config's listen addresses.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, RuntimeError> {
         let own = std::iter::once(config.proxy.listen)
             .chain(config.admin.as_ref().map(|a| a.listen))
             .collect();
@@ -58,8 +71,11 @@ impl Runtime {
         metrics: Arc<Metrics>,
         own: Vec<SocketAddr>,
         previous: Option<&Resolvers>,
-    ) -> Result<Self, String> {
-        let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
+    ) -> Result<Self, RuntimeError> {
+        let routes = RouteTable::new(&config.routes).map_err(|source| RuntimeError::Routes {
+            origin: config.origin.clone(),
+            source,
+        })?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone(), previous)?);
         let p = &config.proxy;
         let connector =
@@ -69,7 +85,10 @@ impl Runtime {
         // everything through the implicit default route).
         let forward_routes = match config.proxy.mode {
             Mode::Enforce => routes.clone(),
-            Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|e| e.to_string())?),
+            Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|source| RuntimeError::Routes {
+                origin: config.origin.clone(),
+                source,
+            })?),
         };
         let client = forward::client(forward_routes, connector.clone());
         let system_route = Arc::new(Route::resolving(SYSTEM_PATH, "system"));

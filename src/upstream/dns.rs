@@ -52,6 +52,12 @@ pub enum DnsError {
     Failed(String),
 }
 
+/// A resolver that cannot be built from its settings (an unusable /etc/resolv.conf, a bad
+/// `ca_file`). The message is hickory-free, names the resolver and says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub(crate) String);
+
 /// RFC 8767 §5 "client response timer": how long a lookup with stale data at hand waits for
 /// the upstream before answering from the stale data (the query goes on in the background).
 pub const STALE_ANSWER_AFTER: Duration = Duration::from_millis(1800);
@@ -82,11 +88,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Resolver {
-    pub fn new(name: &str, settings: &ResolverSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(name: &str, settings: &ResolverSettings, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         let name: Arc<str> = name.into();
         let inner = Inner {
             cache: Cache::new(&name, settings.cache_size, settings.serve_stale, metrics.clone()),
-            upstream: hickory::Upstream::new(&name, settings)?,
+            upstream: hickory::Upstream::new(&name, settings).map_err(SetupError)?,
             name,
             settings: settings.clone(),
             inflight: Mutex::new(HashMap::new()),
@@ -266,7 +272,7 @@ impl Resolvers {
         settings: &BTreeMap<String, ResolverSettings>,
         metrics: Arc<Metrics>,
         previous: Option<&Resolvers>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let map = settings
             .iter()
             .map(|(name, s)| {
@@ -280,7 +286,7 @@ impl Resolvers {
                 };
                 Ok((Arc::from(name.as_str()), resolver))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SetupError>>()?;
         Ok(Self { map })
     }
 
