@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::{Action, Pattern, RouteSpec, SniMode};
+use crate::config::{Action, Pattern, RouteSpec, SniMode, Via};
 use crate::upstream::target::Host;
 
 /// Name of the implicit catch-all route.
@@ -23,6 +23,8 @@ pub struct Route {
     pub action: Action,
     pub resolver: Arc<str>,
     pub sni: SniMode,
+    /// `via`: the parent proxies its connections go through.
+    pub via: Option<Arc<Via>>,
     /// The route's exact host patterns (the names start-up resolution keeps warm).
     pub exact: Vec<String>,
 }
@@ -36,6 +38,7 @@ impl Route {
             action: Action::Resolve,
             resolver: resolver.into(),
             sni: SniMode::Match,
+            via: None,
             exact: vec![],
         }
     }
@@ -82,6 +85,7 @@ impl RouteTable {
                 action: spec.action.clone(),
                 resolver: spec.resolver.as_str().into(),
                 sni: spec.sni,
+                via: spec.via.clone(),
                 exact: spec
                     .patterns
                     .iter()

@@ -3,5 +3,6 @@
 pub mod connect;
 pub mod deny;
 pub mod dns;
+pub mod parent;
 pub mod plan;
 pub mod target;

@@ -18,6 +18,10 @@ const KEYS: &[&str] = &[
     "public_api_ids",
     "public_domains",
     "public_resolver",
+    "public_via",
+    "public_via_target",
+    "public_via_password_env",
+    "public_via_password_file",
     "peered",
 ];
 
@@ -63,6 +67,7 @@ pub(super) fn expand(
     let domains: Vec<String> = tc.field("public_domains")?.unwrap_or_default();
     let public: Option<String> = tc.field("public_resolver")?;
     let peers: Vec<Peer> = tc.field("peered")?.unwrap_or_default();
+    let public_via = super::via::parse(&tc, "public_")?;
     let line = ctx.line(table.span().start);
     let route = |name: String, hosts: Vec<String>, action: Action, resolver: &str| -> Result<RouteSpec, ConfigError> {
         let patterns = hosts
@@ -80,6 +85,7 @@ pub(super) fn expand(
             resolver: resolver.to_owned(),
             resolver_line: Some(line),
             sni: SniMode::Match,
+            via: None,
             line,
         })
     };
@@ -100,6 +106,10 @@ pub(super) fn expand(
                 .map(|id| format!("{id}.execute-api.{region}.amazonaws.com"))
                 .collect();
             routes.push(route("aws-public-api-ids".into(), hosts, Action::Resolve, resolver)?);
+        }
+        // The public routes leave the VPC; only they take the egress proxy.
+        for r in &mut routes {
+            r.via.clone_from(&public_via);
         }
     }
     let mut names = Vec::new();

@@ -1,12 +1,14 @@
 //! `[[route]]` tables: host patterns, where to connect, which resolver, SNI policy.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::ConfigError;
+use super::via::Via;
 use super::error::{Ctx, TableCtx};
 use crate::upstream::target::{Host, Target};
 
@@ -112,11 +114,25 @@ pub struct RouteSpec {
     pub resolver: String,
     pub resolver_line: Option<usize>,
     pub sni: SniMode,
+    /// `via`: the parent proxies the route's connections go through.
+    pub via: Option<Arc<Via>>,
     /// The line of the `[[route]]` header.
     pub line: usize,
 }
 
-const KEYS: &[&str] = &["name", "hosts", "addresses", "connect", "deny", "resolver", "sni"];
+const KEYS: &[&str] = &[
+    "name",
+    "hosts",
+    "addresses",
+    "connect",
+    "deny",
+    "resolver",
+    "sni",
+    "via",
+    "via_target",
+    "via_password_env",
+    "via_password_file",
+];
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -162,7 +178,12 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
             "has no effect on a route with `addresses` or `deny`; remove it",
         ));
     }
+    let via = super::via::parse(&rc, "")?;
+    if via.is_some() && action == Action::Deny {
+        return Err(rc.err("via", "has no effect on a route with `deny = true`; remove it"));
+    }
     Ok(RouteSpec {
+        via,
         resolver_line: resolver.as_ref().map(|_| ctx.key_line(&table.span(), "resolver")),
         resolver: resolver.unwrap_or_else(|| "system".to_owned()),
         sni: rc.field("sni")?.unwrap_or_default(),

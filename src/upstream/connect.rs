@@ -33,6 +33,11 @@ pub struct Upstream {
     pub dns_source: Option<Source>,
     pub dns_time: Duration,
     pub connect_time: Duration,
+    /// The parent proxy (`via`, its `host:port`) that carried the connection; `addr` is then
+    /// the parent's address.
+    pub parent: Option<Arc<str>>,
+    /// What the parent was asked for in its CONNECT.
+    pub asked: Option<String>,
 }
 
 impl Upstream {
@@ -44,7 +49,14 @@ impl Upstream {
             dns_source: None,
             dns_time: Duration::ZERO,
             connect_time,
+            parent: None,
+            asked: None,
         }
+    }
+
+    /// Nothing resolved or connected yet (a parent in name mode resolves the target).
+    pub(super) fn unresolved() -> Self {
+        Self::fixed(SocketAddr::from(([0, 0, 0, 0], 0)), Duration::ZERO)
     }
 }
 
@@ -107,6 +119,63 @@ impl Connector {
                 self.resolve_and_connect(route, target, &resolver, &names, deadline)
                     .await
             }
+            Plan::Parent { via, ask } => super::parent::connect(self, route, target, &via, &ask, deadline).await,
+        }
+    }
+
+    /// `connect_timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The address a parent is asked for (`via_target = "address"`): the first fixed address,
+    /// or the first allowed address of the first name that resolves; never the proxy's own
+    /// listener.
+    pub(super) async fn locate(
+        &self,
+        route: &Route,
+        target: &Target,
+        plan: &Plan,
+        deadline: Instant,
+    ) -> Result<(SocketAddr, Upstream), ProxyError> {
+        let own = |addr: SocketAddr| ProxyError::LoopToSelf {
+            route: route.name.to_string(),
+            host: target.to_string(),
+            addr,
+        };
+        match plan {
+            Plan::Fixed(addrs) => {
+                let first = addrs.iter().find(|a| !self.deny.is_own(**a));
+                match (first, addrs.first()) {
+                    (Some(a), _) => Ok((*a, Upstream::fixed(*a, Duration::ZERO))),
+                    (None, Some(a)) => Err(own(*a)),
+                    (None, None) => Err(denied(route, target)),
+                }
+            }
+            Plan::Resolve { resolver, names, .. } => {
+                let mut last = None;
+                for (host, port) in names {
+                    let started = Instant::now();
+                    match self.candidates(route, resolver, host, *port, deadline).await {
+                        Ok(c) => match c.addrs.iter().find(|a| !self.deny.is_own(**a)) {
+                            Some(addr) => {
+                                let upstream = Upstream {
+                                    resolver: c.answer.as_ref().map(|_| resolver.clone()),
+                                    dns_source: c.source,
+                                    dns_time: started.elapsed(),
+                                    ..Upstream::fixed(*addr, Duration::ZERO)
+                                };
+                                return Ok((*addr, upstream));
+                            }
+                            None => last = Some(own(c.addrs[0])),
+                        },
+                        Err(e @ ProxyError::DnsTimeout { .. }) => return Err(e),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| denied(route, target)))
+            }
+            Plan::Deny | Plan::Parent { .. } => Err(denied(route, target)),
         }
     }
 
@@ -136,6 +205,8 @@ impl Connector {
                                 dns_source: c.source,
                                 dns_time,
                                 connect_time: connecting.elapsed(),
+                                parent: None,
+                                asked: None,
                             };
                             (stream, upstream)
                         })
@@ -213,7 +284,7 @@ impl Connector {
         self.deny.covers(ip)
     }
 
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         route: &Route,
         target: &Target,
