@@ -14,6 +14,7 @@ mod hardening_limits;
 mod hardening_load;
 mod lifecycle;
 mod operations;
+mod parent;
 mod refusals;
 mod scenarios;
 mod sni_pinning;
