@@ -13,8 +13,11 @@ use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+mod conn;
+
+use conn::UpstreamConn;
 
 use super::Body;
 use crate::error::ProxyError;
@@ -47,7 +50,7 @@ pub struct RouteConnector {
 }
 
 impl tower::Service<Uri> for RouteConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = UpstreamConn;
     type Error = ProxyError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
 
@@ -60,8 +63,8 @@ impl tower::Service<Uri> for RouteConnector {
         Box::pin(async move {
             let target = target_of(&uri)?;
             let route = this.routes.lookup(&target.host).clone();
-            let (stream, _) = this.connector.connect(&route, &target).await?;
-            Ok(TokioIo::new(stream))
+            let (stream, _, via) = this.connector.connect_http(&route, &target).await?;
+            Ok(UpstreamConn::new(stream, via.is_some()))
         })
     }
 }
@@ -133,6 +136,12 @@ pub async fn forward(
     let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
     req.headers_mut().insert(header::HOST, host);
     req.headers_mut().append(header::VIA, VIA);
+    // A parent gets the route's credentials; the client's own were stripped above.
+    if let Some(auth) = route.via.as_ref().and_then(|v| v.authorization()) {
+        let mut value = HeaderValue::from_str(&auth).map_err(|_| ProxyError::BadRequest("invalid parent credentials".into()))?;
+        value.set_sensitive(true);
+        req.headers_mut().insert(header::PROXY_AUTHORIZATION, value);
+    }
     let sent = tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, client.request(req)).await;
     let mut resp = match sent {
         Ok(Ok(resp)) => resp,

@@ -17,6 +17,7 @@ use super::deny::DenyList;
 use super::dns::{Answer, DnsError, Resolvers, Source};
 use super::plan::Plan;
 use super::target::{Host, Target};
+use crate::config::Via;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::Route;
@@ -120,6 +121,23 @@ impl Connector {
                     .await
             }
             Plan::Parent { via, ask } => super::parent::connect(self, route, target, &via, &ask, deadline).await,
+        }
+    }
+
+    /// Connects for a plain-HTTP request: like [`Connector::connect`], except that on a
+    /// route with `via` the connection is to the parent itself (the request then goes to it
+    /// in absolute-form). Returns the route's parents when it is such a connection.
+    pub async fn connect_http(
+        &self,
+        route: &Route,
+        target: &Target,
+    ) -> Result<(TcpStream, Upstream, Option<Arc<Via>>), ProxyError> {
+        match route.plan(target) {
+            Plan::Parent { via, .. } => {
+                let (stream, upstream) = super::parent::dial_first(self, route, &via).await?;
+                Ok((stream, upstream, Some(via)))
+            }
+            _ => self.connect(route, target).await.map(|(s, u)| (s, u, None)),
         }
     }
 

@@ -133,6 +133,40 @@ async fn open(
     }
 }
 
+/// A TCP connection to the first parent that accepts one, for plain HTTP: the request goes
+/// to it in absolute-form (RFC 9112 §3.2.2), so no CONNECT. Parents are tried as for tunnels.
+pub(super) async fn dial_first(
+    c: &Connector,
+    route: &Route,
+    via: &Via,
+) -> Result<(TcpStream, Upstream), ProxyError> {
+    let mut last = None;
+    for parent in &via.parents {
+        let started = Instant::now();
+        let deadline = started + c.timeout();
+        match dial(c, route, parent, deadline).await {
+            Ok((stream, addr)) => {
+                let mut upstream = Upstream::unresolved();
+                upstream.addr = addr;
+                upstream.connect_time = started.elapsed();
+                upstream.parent = Some(parent.authority().into());
+                return Ok((stream, upstream));
+            }
+            Err(fault) => {
+                last = Some(ProxyError::Parent {
+                    route: route.name.to_string(),
+                    parent: parent.authority(),
+                    fault,
+                });
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ProxyError::Denied {
+        route: route.name.to_string(),
+        host: String::new(),
+    }))
+}
+
 /// Whether `parent` accepts a TCP connection within `connect_timeout` (`/readyz?verbose`).
 pub async fn reachable(c: &Connector, route: &Route, parent: &Parent) -> Result<SocketAddr, ParentFault> {
     let deadline = Instant::now() + c.timeout();

@@ -303,3 +303,31 @@ async fn the_parent_is_asked_for_the_address_or_the_name_and_only_it_gets_creden
         proxy.stop().await;
     }
 }
+
+#[tokio::test]
+async fn plain_http_goes_to_the_parent_in_absolute_form_with_its_credentials() {
+    let net = aws_net();
+    let dir = std::env::temp_dir().join(format!("splitway-pw3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("pw");
+    std::fs::write(&file, "open sesame\n").expect("password file");
+    let parent = TestParent::start(ip(50), net, Behaviour::Relay { auth: None }).await;
+    let extra = format!("via_password_file = \"{}\"\n", file.display());
+    let toml = route_via(net, &format!("\"http://Aladdin@{}\"", parent.addr), &extra, "5s");
+    let proxy = TestProxy::start(&toml).await;
+    let request = format!(
+        "GET http://{CUSTOM_DOMAIN}/path?q=1 HTTP/1.1\r\nHost: {CUSTOM_DOMAIN}\r\n\
+         Proxy-Authorization: Basic Y2xpZW50OnNlY3JldA==\r\nConnection: close\r\n\r\n"
+    );
+    let (reply, _s) = tokio::time::timeout(GUARD, raw::exchange(proxy.addr, request.as_bytes()))
+        .await
+        .expect("a reply in time");
+    assert_eq!(reply.status, Some(200), "{reply:?}");
+    assert_eq!(reply.body, format!("parent got GET http://{CUSTOM_DOMAIN}/path?q=1 HTTP/1.1"));
+    let got = parent.received().pop().expect("the parent got the request");
+    assert_eq!(got.header("proxy-authorization"), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+    assert_eq!(got.header("host"), Some(CUSTOM_DOMAIN));
+    drop(_s);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}

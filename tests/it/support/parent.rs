@@ -99,6 +99,12 @@ async fn serve(
         return Ok(());
     };
     log.lock().expect("parent log").push(req.clone());
+    if !req.line.starts_with("CONNECT ") {
+        // Plain HTTP in absolute-form: answered by the parent itself, saying what it got.
+        let body = format!("parent got {}", req.line);
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        return stream.write_all(reply.as_bytes()).await;
+    }
     match behaviour {
         Behaviour::Relay { auth } => {
             if auth.is_some() && req.header("proxy-authorization") != auth.as_deref() {
