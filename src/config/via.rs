@@ -143,6 +143,7 @@ pub(super) fn parse(tc: &TableCtx<'_>, prefix: &str) -> Result<Option<Arc<Via>>,
             "every parent of a route carries the same user (the password is the route's); split the route otherwise",
         ));
     }
+    let password_key = if file.is_some() { &file_key } else { &env_key };
     let password = match (env, file) {
         (Some(_), Some(_)) => {
             return Err(tc.err(&file_key, format!("set one of `{env_key}` and `{file_key}`, not both")));
@@ -171,7 +172,7 @@ pub(super) fn parse(tc: &TableCtx<'_>, prefix: &str) -> Result<Option<Arc<Via>>,
     if let Some(p) = &password
         && p.chars().any(char::is_control)
     {
-        return Err(tc.err(&env_key, "the password must not contain control characters"));
+        return Err(tc.err(password_key, "the password must not contain control characters"));
     }
     Ok(Some(Arc::new(Via {
         parents,
@@ -219,10 +220,12 @@ pub(super) fn parse_parent(s: &str) -> Result<Parent, String> {
 
 /// A parent URL fit for an error message: any `user:password@` becomes `user:***@`.
 fn redact(s: &str) -> String {
-    match s.rsplit_once('@') {
-        Some((userinfo, rest)) => {
+    let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{user}:***@{rest}")
+            format!("{scheme}{user}:***@{host}")
         }
         None => s.to_owned(),
     }

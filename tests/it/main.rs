@@ -15,6 +15,7 @@ mod hardening_load;
 mod lifecycle;
 mod operations;
 mod parent;
+mod parent_diagnostics;
 mod refusals;
 mod scenarios;
 mod sni_pinning;
