@@ -287,7 +287,10 @@ impl Config {
         }
         for route in &self.routes {
             let Some(via) = &route.via else { continue };
-            if let Some(ip) = via.literal_ips().find(|ip| p.deny_destinations.iter().any(|n| n.contains(ip))) {
+            if let Some(ip) = via
+                .literal_ips()
+                .find(|ip| p.deny_destinations.iter().any(|n| n.contains(ip)))
+            {
                 return Err(err(
                     Some(route.line),
                     Some(&route.name),

@@ -101,7 +101,9 @@ pub enum ParentFault {
          `via_password_env` or `via_password_file`"
     )]
     WantsCredentials,
-    #[error("answered 407: it rejected the credentials of user `{0}`; check the route's via_password_env or via_password_file")]
+    #[error(
+        "answered 407: it rejected the credentials of user `{0}`; check the route's via_password_env or via_password_file"
+    )]
     RejectedCredentials(String),
     #[error("answered something that is not an HTTP response: {0}")]
     Malformed(String),

@@ -18,8 +18,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use labels::{
-    ParentLabels,     BytesLabels, Direction, DnsLabels, Names, ReloadLabels, ReportLabels, RequestLabels, ResolverLabels, RouteLabels,
-    SniLabels, TunnelLabels,
+    BytesLabels, Direction, DnsLabels, Names, ParentLabels, ReloadLabels, ReportLabels, RequestLabels, ResolverLabels,
+    RouteLabels, SniLabels, TunnelLabels,
 };
 pub use labels::{DnsResult, ParentResult, RequestKind, TunnelEnd};
 

@@ -18,9 +18,9 @@ use crate::proxy::forward::{self, ForwardClient};
 use crate::routes::Route;
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
-use crate::upstream::parent;
 use crate::upstream::dns::DnsError;
 use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers};
+use crate::upstream::parent;
 use crate::upstream::target::Target;
 
 /// The route name of report mode's actual path.

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::ConfigError;
-use super::via::Via;
 use super::error::{Ctx, TableCtx};
+use super::via::Via;
 use crate::upstream::target::{Host, Target};
 
 /// One host pattern of a route (SPEC: exact names, `*.suffix`, `*`, IP literals, CIDR blocks).

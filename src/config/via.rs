@@ -113,14 +113,26 @@ enum OneOrMany {
 /// Reads `{prefix}via` and its companion keys from a table; `None` without `{prefix}via`.
 pub(super) fn parse(tc: &TableCtx<'_>, prefix: &str) -> Result<Option<Arc<Via>>, ConfigError> {
     let key = |k: &str| format!("{prefix}{k}");
-    let (via_key, target_key, env_key, file_key) = (key("via"), key("via_target"), key("via_password_env"), key("via_password_file"));
+    let (via_key, target_key, env_key, file_key) = (
+        key("via"),
+        key("via_target"),
+        key("via_password_env"),
+        key("via_password_file"),
+    );
     let env: Option<String> = tc.field(&env_key)?;
     let file: Option<String> = tc.field(&file_key)?;
     let target: Option<ViaTarget> = tc.field(&target_key)?;
     let Some(list) = tc.field::<OneOrMany>(&via_key)? else {
-        for (k, set) in [(&target_key, target.is_some()), (&env_key, env.is_some()), (&file_key, file.is_some())] {
+        for (k, set) in [
+            (&target_key, target.is_some()),
+            (&env_key, env.is_some()),
+            (&file_key, file.is_some()),
+        ] {
             if set {
-                return Err(tc.err(k, format!("has no effect without `{via_key}`; add it or remove this key")));
+                return Err(tc.err(
+                    k,
+                    format!("has no effect without `{via_key}`; add it or remove this key"),
+                ));
             }
         }
         return Ok(None);
@@ -149,7 +161,10 @@ pub(super) fn parse(tc: &TableCtx<'_>, prefix: &str) -> Result<Option<Arc<Via>>,
             return Err(tc.err(&file_key, format!("set one of `{env_key}` and `{file_key}`, not both")));
         }
         (Some(var), None) => Some(std::env::var(&var).map_err(|_| {
-            tc.err(&env_key, format!("environment variable `{var}` is not set (or not UTF-8)"))
+            tc.err(
+                &env_key,
+                format!("environment variable `{var}` is not set (or not UTF-8)"),
+            )
         })?),
         (None, Some(path)) => Some(read_password_file(&path).map_err(|m| tc.err(&file_key, m))?),
         (None, None) => None,
@@ -221,7 +236,11 @@ pub(super) fn parse_parent(s: &str) -> Result<Parent, String> {
 /// A parent URL fit for an error message: any `user:password@` becomes `user:***@`.
 fn redact(s: &str) -> String {
     let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
-    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
     match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
@@ -257,7 +276,10 @@ mod tests {
             password: Some(Secret("open sesame".into())),
         };
         // RFC 7617 §2's example.
-        assert_eq!(via.authorization().as_deref(), Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="));
+        assert_eq!(
+            via.authorization().as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
         assert_eq!(format!("{:?}", via.password), "Some(<redacted>)");
     }
 }

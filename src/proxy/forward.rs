@@ -138,7 +138,8 @@ pub async fn forward(
     req.headers_mut().append(header::VIA, VIA);
     // A parent gets the route's credentials; the client's own were stripped above.
     if let Some(auth) = route.via.as_ref().and_then(|v| v.authorization()) {
-        let mut value = HeaderValue::from_str(&auth).map_err(|_| ProxyError::BadRequest("invalid parent credentials".into()))?;
+        let mut value =
+            HeaderValue::from_str(&auth).map_err(|_| ProxyError::BadRequest("invalid parent credentials".into()))?;
         value.set_sensitive(true);
         req.headers_mut().insert(header::PROXY_AUTHORIZATION, value);
     }

@@ -43,7 +43,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// A connection to one of a route's fixed addresses: nothing was resolved.
-    fn fixed(addr: SocketAddr, connect_time: Duration) -> Self {
+    pub(super) fn fixed_at(addr: SocketAddr, connect_time: Duration) -> Self {
         Self {
             addr,
             resolver: None,
@@ -57,7 +57,7 @@ impl Upstream {
 
     /// Nothing resolved or connected yet (a parent in name mode resolves the target).
     pub(super) fn unresolved() -> Self {
-        Self::fixed(SocketAddr::from(([0, 0, 0, 0], 0)), Duration::ZERO)
+        Self::fixed_at(SocketAddr::from(([0, 0, 0, 0], 0)), Duration::ZERO)
     }
 }
 
@@ -114,7 +114,7 @@ impl Connector {
             Plan::Fixed(addrs) => {
                 let started = Instant::now();
                 let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
-                Ok((stream, Upstream::fixed(addr, started.elapsed())))
+                Ok((stream, Upstream::fixed_at(addr, started.elapsed())))
             }
             Plan::Resolve { resolver, names, .. } => {
                 self.resolve_and_connect(route, target, &resolver, &names, deadline)
@@ -144,57 +144,6 @@ impl Connector {
     /// `connect_timeout`.
     pub fn timeout(&self) -> Duration {
         self.timeout
-    }
-
-    /// The address a parent is asked for (`via_target = "address"`): the first fixed address,
-    /// or the first allowed address of the first name that resolves; never the proxy's own
-    /// listener.
-    pub(super) async fn locate(
-        &self,
-        route: &Route,
-        target: &Target,
-        plan: &Plan,
-        deadline: Instant,
-    ) -> Result<(SocketAddr, Upstream), ProxyError> {
-        let own = |addr: SocketAddr| ProxyError::LoopToSelf {
-            route: route.name.to_string(),
-            host: target.to_string(),
-            addr,
-        };
-        match plan {
-            Plan::Fixed(addrs) => {
-                let first = addrs.iter().find(|a| !self.deny.is_own(**a));
-                match (first, addrs.first()) {
-                    (Some(a), _) => Ok((*a, Upstream::fixed(*a, Duration::ZERO))),
-                    (None, Some(a)) => Err(own(*a)),
-                    (None, None) => Err(denied(route, target)),
-                }
-            }
-            Plan::Resolve { resolver, names, .. } => {
-                let mut last = None;
-                for (host, port) in names {
-                    let started = Instant::now();
-                    match self.candidates(route, resolver, host, *port, deadline).await {
-                        Ok(c) => match c.addrs.iter().find(|a| !self.deny.is_own(**a)) {
-                            Some(addr) => {
-                                let upstream = Upstream {
-                                    resolver: c.answer.as_ref().map(|_| resolver.clone()),
-                                    dns_source: c.source,
-                                    dns_time: started.elapsed(),
-                                    ..Upstream::fixed(*addr, Duration::ZERO)
-                                };
-                                return Ok((*addr, upstream));
-                            }
-                            None => last = Some(own(c.addrs[0])),
-                        },
-                        Err(e @ ProxyError::DnsTimeout { .. }) => return Err(e),
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(last.unwrap_or_else(|| denied(route, target)))
-            }
-            Plan::Deny | Plan::Parent { .. } => Err(denied(route, target)),
-        }
     }
 
     /// `connect` names are tried in order of preference: the first that resolves and accepts
@@ -296,6 +245,11 @@ impl Connector {
         })
     }
 
+    /// Whether `addr` is one of the proxy's own listeners.
+    pub(super) fn is_own(&self, addr: SocketAddr) -> bool {
+        self.deny.is_own(addr)
+    }
+
     /// Whether `deny_destinations` covers `ip`, or the IPv4 address it embeds (see
     /// [`DenyList::covers`]).
     pub fn is_denied(&self, ip: IpAddr) -> bool {
@@ -351,7 +305,7 @@ impl Connector {
     }
 }
 
-fn denied(route: &Route, target: &Target) -> ProxyError {
+pub(super) fn denied(route: &Route, target: &Target) -> ProxyError {
     ProxyError::Denied {
         route: route.name.to_string(),
         host: target.host.to_string(),

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,8 +44,14 @@ pub(super) async fn connect(
 ) -> Result<(TcpStream, Upstream), ProxyError> {
     let (asked, mut upstream) = match via.target {
         ViaTarget::Address => {
-            let (addr, upstream) = c.locate(route, target, ask, deadline).await?;
-            (Target { host: Host::Ip(addr.ip()), port: addr.port() }, upstream)
+            let (addr, upstream) = locate(c, route, target, ask, deadline).await?;
+            (
+                Target {
+                    host: Host::Ip(addr.ip()),
+                    port: addr.port(),
+                },
+                upstream,
+            )
         }
         ViaTarget::Name => {
             let asked = ask.first_name().unwrap_or_else(|| target.clone());
@@ -92,6 +99,57 @@ pub(super) async fn connect(
     }))
 }
 
+/// The address a parent is asked for (`via_target = "address"`): the first fixed address,
+/// or the first allowed address of the first name that resolves; never the proxy's own
+/// listener.
+async fn locate(
+    c: &Connector,
+    route: &Route,
+    target: &Target,
+    plan: &Plan,
+    deadline: Instant,
+) -> Result<(SocketAddr, Upstream), ProxyError> {
+    let own = |addr: SocketAddr| ProxyError::LoopToSelf {
+        route: route.name.to_string(),
+        host: target.to_string(),
+        addr,
+    };
+    match plan {
+        Plan::Fixed(addrs) => {
+            let first = addrs.iter().find(|a| !c.is_own(**a));
+            match (first, addrs.first()) {
+                (Some(a), _) => Ok((*a, Upstream::fixed_at(*a, Duration::ZERO))),
+                (None, Some(a)) => Err(own(*a)),
+                (None, None) => Err(super::connect::denied(route, target)),
+            }
+        }
+        Plan::Resolve { resolver, names, .. } => {
+            let mut last = None;
+            for (host, port) in names {
+                let started = Instant::now();
+                match c.candidates(route, resolver, host, *port, deadline).await {
+                    Ok(found) => match found.addrs.iter().find(|a| !c.is_own(**a)) {
+                        Some(addr) => {
+                            let upstream = Upstream {
+                                resolver: found.answer.as_ref().map(|_| resolver.clone()),
+                                dns_source: found.source,
+                                dns_time: started.elapsed(),
+                                ..Upstream::fixed_at(*addr, Duration::ZERO)
+                            };
+                            return Ok((*addr, upstream));
+                        }
+                        None => last = found.addrs.first().map(|a| own(*a)),
+                    },
+                    Err(e @ ProxyError::DnsTimeout { .. }) => return Err(e),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| super::connect::denied(route, target)))
+        }
+        Plan::Deny | Plan::Parent { .. } => Err(super::connect::denied(route, target)),
+    }
+}
+
 /// TCP to one parent, then the CONNECT exchange, within one `connect_timeout`.
 async fn open(
     c: &Connector,
@@ -135,11 +193,7 @@ async fn open(
 
 /// A TCP connection to the first parent that accepts one, for plain HTTP: the request goes
 /// to it in absolute-form (RFC 9112 §3.2.2), so no CONNECT. Parents are tried as for tunnels.
-pub(super) async fn dial_first(
-    c: &Connector,
-    route: &Route,
-    via: &Via,
-) -> Result<(TcpStream, Upstream), ProxyError> {
+pub(super) async fn dial_first(c: &Connector, route: &Route, via: &Via) -> Result<(TcpStream, Upstream), ProxyError> {
     let mut last = None;
     for parent in &via.parents {
         let started = Instant::now();
@@ -184,11 +238,12 @@ async fn dial(
 ) -> Result<(TcpStream, SocketAddr), ParentFault> {
     let addrs = match &parent.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, parent.port)],
-        host @ Host::Name(_) => c
-            .candidates(route, PARENT_RESOLVER, host, parent.port, deadline)
-            .await
-            .map_err(|e| ParentFault::Unreachable(e.to_string()))?
-            .addrs,
+        host @ Host::Name(_) => {
+            c.candidates(route, PARENT_RESOLVER, host, parent.port, deadline)
+                .await
+                .map_err(|e| ParentFault::Unreachable(e.to_string()))?
+                .addrs
+        }
     };
     let target = Target {
         host: parent.host.clone(),
@@ -218,13 +273,13 @@ async fn read_reply(stream: &mut TcpStream) -> Result<u16, ParentFault> {
         head.extend_from_slice(&buf[..n]);
         let mut headers = [httparse::EMPTY_HEADER; MAX_REPLY_HEADERS];
         let mut reply = httparse::Response::new(&mut headers);
-        let parsed = reply
-            .parse(&head)
-            .map_err(|e| ParentFault::Malformed(e.to_string()))?;
+        let parsed = reply.parse(&head).map_err(|e| ParentFault::Malformed(e.to_string()))?;
         let take = match parsed {
             httparse::Status::Complete(len) => len - consumed,
             httparse::Status::Partial if head.len() > MAX_REPLY_HEAD => {
-                return Err(ParentFault::Malformed(format!("reply head over {MAX_REPLY_HEAD} bytes")));
+                return Err(ParentFault::Malformed(format!(
+                    "reply head over {MAX_REPLY_HEAD} bytes"
+                )));
             }
             httparse::Status::Partial => n,
         };

@@ -16,6 +16,7 @@ mod lifecycle;
 mod operations;
 mod parent;
 mod parent_diagnostics;
+mod parent_faults;
 mod refusals;
 mod scenarios;
 mod sni_pinning;

@@ -21,7 +21,11 @@ fn ip(d: u8) -> IpAddr {
 }
 
 fn config(net: &AwsNet, parents: &str, admin: bool) -> String {
-    let admin = if admin { "[admin]\nlisten = \"127.0.0.1:0\"\n" } else { "" };
+    let admin = if admin {
+        "[admin]\nlisten = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
     format!(
         r#"{proxy}{admin}{resolvers}
 [[route]]
@@ -58,11 +62,17 @@ async fn splitway(args: &[&str]) -> std::process::Output {
 async fn check_and_explain_show_the_chain_with_user_stars_never_the_password() {
     let net = aws_net();
     let parent = TestParent::start(ip(1), net, Behaviour::Relay { auth: None }).await;
-    let path = write("check.toml", &config(net, &format!("\"http://alice@{}\"", parent.addr), false));
+    let path = write(
+        "check.toml",
+        &config(net, &format!("\"http://alice@{}\"", parent.addr), false),
+    );
     let out = splitway(&["check", "--config", path.to_str().unwrap()]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let shown = format!("through http://alice:***@{} (CONNECT the resolved address)", parent.addr);
+    let shown = format!(
+        "through http://alice:***@{} (CONNECT the resolved address)",
+        parent.addr
+    );
     assert!(stdout.contains(&shown), "{stdout}");
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
     let out = splitway(&["explain", &target, "--config", path.to_str().unwrap()]).await;
@@ -88,18 +98,36 @@ async fn readyz_verbose_checks_each_parent() {
     proxy.handle.wait_started().await;
     let failing = proxy.handle.check_dependencies().await;
     assert_eq!(failing.len(), 1, "{failing:?}");
-    assert_eq!((failing[0].kind, failing[0].name.as_str()), ("parent", down.to_string().as_str()));
+    assert_eq!(
+        (failing[0].kind, failing[0].name.as_str()),
+        ("parent", down.to_string().as_str())
+    );
     let (status, body) = admin_get(proxy.admin.expect("admin"), "/readyz?verbose").await;
     assert_eq!(status, 503, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let check = |name: String| {
-        v["checks"].as_array().expect("checks").iter().find(|c| c["name"] == name.as_str()).cloned()
+        v["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .cloned()
     };
     let ok = check(up.addr.to_string()).expect("the live parent is checked");
-    assert_eq!((ok["kind"].as_str(), ok["ok"].as_bool()), (Some("parent"), Some(true)), "{body}");
+    assert_eq!(
+        (ok["kind"].as_str(), ok["ok"].as_bool()),
+        (Some("parent"), Some(true)),
+        "{body}"
+    );
     let bad = check(down.to_string()).expect("the dead parent is checked");
     assert_eq!(bad["ok"], false, "{body}");
-    assert!(bad["reason"].as_str().unwrap_or_default().contains("refused the connection"), "{body}");
+    assert!(
+        bad["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused the connection"),
+        "{body}"
+    );
     proxy.stop().await;
 }
 
@@ -109,8 +137,18 @@ async fn readyz_verbose_checks_each_parent() {
 async fn the_password_is_in_no_log_line_and_no_error_body() {
     let net = aws_net();
     let good_auth = format!("Basic {}", base64_of(&format!("alice:{PASSWORD}")));
-    let strict = TestParent::start(ip(4), net, Behaviour::Relay { auth: Some(good_auth.clone()) }).await;
-    let path = write("run.toml", &config(net, &format!("\"http://alice@{}\"", strict.addr), false));
+    let strict = TestParent::start(
+        ip(4),
+        net,
+        Behaviour::Relay {
+            auth: Some(good_auth.clone()),
+        },
+    )
+    .await;
+    let path = write(
+        "run.toml",
+        &config(net, &format!("\"http://alice@{}\"", strict.addr), false),
+    );
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_splitway"))
         .args(["run", "--config", path.to_str().unwrap(), "--log-format", "json"])
         .env_clear()
@@ -132,25 +170,41 @@ async fn the_password_is_in_no_log_line_and_no_error_body() {
         log.push_str(&line);
         if line.contains("splitway serving") {
             let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-            break v["listen"].as_str().expect("listen").parse::<SocketAddr>().expect("address");
+            break v["listen"]
+                .as_str()
+                .expect("listen")
+                .parse::<SocketAddr>()
+                .expect("address");
         }
     };
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
     let (status, _, _, s) = connect_raw(listen, &connect_request(&target)).await;
     assert_eq!(status_of(&status), 200, "{status}");
-    let tls = tls_over(s, CUSTOM_DOMAIN, &net.ca_der).await.expect("TLS through the parent");
+    let tls = tls_over(s, CUSTOM_DOMAIN, &net.ca_der)
+        .await
+        .expect("TLS through the parent");
     let (code, _) = get_over_tls(tls, CUSTOM_DOMAIN).await;
     assert_eq!(code, 200);
-    assert_eq!(strict.received()[0].header("proxy-authorization"), Some(good_auth.as_str()));
+    assert_eq!(
+        strict.received()[0].header("proxy-authorization"),
+        Some(good_auth.as_str())
+    );
 
     let pid = child.id().expect("running").to_string();
-    let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
     assert!(killed.success());
     tokio::time::timeout(Duration::from_secs(30), stderr.read_to_string(&mut log))
         .await
         .expect("splitway exits and closes stderr")
         .expect("read stderr");
-    assert!(log.contains("tunnel closed") && log.contains(&strict.addr.to_string()), "{log}");
+    assert!(
+        log.contains("tunnel closed") && log.contains(&strict.addr.to_string()),
+        "{log}"
+    );
     assert!(!log.contains(PASSWORD), "the password leaked into the log:\n{log}");
     assert!(!log.contains(&good_auth), "the credentials leaked into the log:\n{log}");
 }
@@ -158,7 +212,14 @@ async fn the_password_is_in_no_log_line_and_no_error_body() {
 #[tokio::test]
 async fn a_rejected_password_is_not_in_the_error_body() {
     let net = aws_net();
-    let rejecting = TestParent::start(ip(6), net, Behaviour::Relay { auth: Some("Basic other".into()) }).await;
+    let rejecting = TestParent::start(
+        ip(6),
+        net,
+        Behaviour::Relay {
+            auth: Some("Basic other".into()),
+        },
+    )
+    .await;
     let dir = std::env::temp_dir().join(format!("splitway-parent-diag-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("pw");
@@ -168,11 +229,18 @@ async fn a_rejected_password_is_not_in_the_error_body() {
         &format!("via_password_file = \"{}\"", file.display()),
     );
     let proxy = TestProxy::start(&toml).await;
-    let (status, headers, body, s) = connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
+    let (status, headers, body, s) =
+        connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
     assert_eq!(status_of(&status), 502, "{status}");
     let ps = header(&headers, "proxy-status").expect("Proxy-Status");
-    assert!(ps.starts_with("splitway; error=http_request_denied; received-status=407;"), "{ps}");
-    assert!(body.contains("route `corp-egress`") && body.contains("user `alice`"), "{body}");
+    assert!(
+        ps.starts_with("splitway; error=http_request_denied; received-status=407;"),
+        "{ps}"
+    );
+    assert!(
+        body.contains("route `corp-egress`") && body.contains("user `alice`"),
+        "{body}"
+    );
     let everything = format!("{status}{headers:?}{body}");
     assert!(!everything.contains(PASSWORD) && !everything.contains(&base64_of(&format!("alice:{PASSWORD}"))));
     drop(s);

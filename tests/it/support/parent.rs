@@ -113,10 +113,14 @@ async fn serve(
             }
             let asked = req.line.split(' ').nth(1).unwrap_or_default().to_owned();
             let Some(upstream) = resolve(net, &asked) else {
-                return stream.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n").await;
+                return stream
+                    .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                    .await;
             };
             let Ok(mut up) = TcpStream::connect(upstream).await else {
-                return stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await;
+                return stream
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                    .await;
             };
             stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
             tokio::io::copy_bidirectional(&mut stream, &mut up).await.map(|_| ())
