@@ -216,3 +216,41 @@ impl ProxyError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parents_answer_is_its_received_status_in_proxy_status() {
+        let e = ProxyError::Parent {
+            route: "corp".into(),
+            parent: "10.0.0.5:3128".into(),
+            fault: ParentFault::WantsCredentials,
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        let h = e.proxy_status_header();
+        assert!(
+            h.starts_with("splitway; error=http_request_denied; received-status=407; details=\"route `corp`: parent proxy 10.0.0.5:3128 answered 407"),
+            "{h}"
+        );
+        let timeout = ProxyError::Parent {
+            route: "corp".into(),
+            parent: "p:1".into(),
+            fault: ParentFault::ReplyTimeout(Duration::from_secs(5)),
+        };
+        assert_eq!(
+            (timeout.status(), timeout.proxy_status()),
+            (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout")
+        );
+        assert!(!timeout.proxy_status_header().contains("received-status"));
+        assert!(ParentFault::ReplyTimeout(Duration::ZERO).tries_next());
+        assert!(
+            !ParentFault::Status {
+                status: 403,
+                asked: String::new()
+            }
+            .tries_next()
+        );
+    }
+}

@@ -232,6 +232,44 @@ mod tests {
     }
 
     #[test]
+    fn a_via_route_plans_its_parents_around_the_direct_plan() {
+        use crate::config::{Parent, Via};
+        let t = target("api.example.com:443");
+        let via = |target| {
+            Arc::new(Via {
+                parents: vec![Parent {
+                    host: Host::Ip("10.0.0.5".parse().unwrap()),
+                    port: 3128,
+                    user: Some("svc".into()),
+                }],
+                target,
+                password: None,
+            })
+        };
+        let mut r = route(Action::Resolve, "public");
+        r.via = Some(via(ViaTarget::Address));
+        let plan = r.plan(&t);
+        assert_eq!(
+            plan.to_string(),
+            "resolve api.example.com via resolver `public`, then connect to http://svc:***@10.0.0.5:3128, \
+             then CONNECT that address"
+        );
+        assert_eq!(plan.resolver().map(|r| &**r), Some("public"));
+        assert!(matches!(plan.local(), Some(Plan::Resolve { .. })));
+        r.via = Some(via(ViaTarget::Name));
+        let plan = r.plan(&t);
+        assert_eq!(
+            plan.to_string(),
+            "connect to http://svc:***@10.0.0.5:3128, then CONNECT api.example.com:443 (the parent resolves it)"
+        );
+        assert!(plan.local().is_none() && plan.resolver().is_none());
+        assert!(r.warm_names().is_empty(), "in name mode the parent resolves");
+        let mut deny = route(Action::Deny, "system");
+        deny.via = Some(via(ViaTarget::Address));
+        assert_eq!(deny.plan(&t), Plan::Deny);
+    }
+
+    #[test]
     fn warm_names_are_connect_names_or_exact_hosts() {
         let connect = Action::Connect(vec![ConnectName {
             host: Host::Name("vpce.example".into()),
