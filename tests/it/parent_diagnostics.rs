@@ -85,6 +85,41 @@ async fn check_and_explain_show_the_chain_with_user_stars_never_the_password() {
     for text in [&stdout, &explained, &String::from_utf8_lossy(&out.stderr)] {
         assert!(!text.contains(PASSWORD), "{text}");
     }
+    // `--probe` opens TLS along splitway's route: through the parent, to the public endpoint.
+    let ca = write("ca.pem", &net.ca_pem);
+    let args = [
+        "explain",
+        &target,
+        "--config",
+        path.to_str().unwrap(),
+        "--probe",
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--json",
+    ];
+    let out = splitway(&args).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ours = e["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["path"] == "splitway")
+        .cloned();
+    let ours = ours.unwrap_or_else(|| panic!("no splitway probe: {e}"));
+    assert_eq!(ours["address"], parent.addr.to_string(), "{e}");
+    assert_eq!(
+        (ours["covers_host"].as_bool(), ours["http_status"].as_u64()),
+        (Some(true), Some(200)),
+        "{e}"
+    );
+    let asked = format!("CONNECT {PUBLIC_ENDPOINT_IP}:{} HTTP/1.1", net.port);
+    assert!(
+        parent.received().iter().any(|r| r.line == asked),
+        "{:?}",
+        parent.received()
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
 }
 
 #[tokio::test]

@@ -180,6 +180,11 @@ async fn the_parent_is_asked_for_the_address_or_the_name_and_only_it_gets_creden
         assert_eq!(got.line, format!("CONNECT {asked} HTTP/1.1"), "{mode}");
         assert_eq!(got.header("host"), Some(asked.as_str()));
         assert_eq!(got.header("proxy-authorization"), Some(expected), "{mode}");
+        let auths = got.headers.iter().filter(|(n, _)| n == "proxy-authorization").count();
+        assert_eq!(
+            auths, 1,
+            "{mode}: the client's own Proxy-Authorization is not passed on: {got:?}"
+        );
         // Asked for the address, the parent reaches the public endpoint; asked for the name,
         // it resolves like the VPC and reaches the endpoint, whose certificate does not fit.
         let tls = tls_over(s, CUSTOM_DOMAIN, &net.ca_der).await;
