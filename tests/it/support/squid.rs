@@ -17,6 +17,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Squid {
     pub(crate) addr: SocketAddr,
+    service: String,
     dir: PathBuf,
     child: Child,
     _dns: FakeDns,
@@ -90,7 +91,19 @@ shutdown_lifetime 0 seconds
         let conf_path = dir.join("squid.conf");
         std::fs::write(&conf_path, conf).expect("write squid.conf");
         let stderr = std::fs::File::create(dir.join("stderr.log")).expect("squid stderr");
+        // Squid names its shared-memory segments after the service name: one per instance, so
+        // Squids of tests running side by side do not collide.
+        let service = format!(
+            "splitway{}x{}",
+            std::process::id(),
+            u32::from(match ip {
+                IpAddr::V4(v4) => v4,
+                IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+            })
+        );
         let child = Command::new("squid")
+            .arg("-n")
+            .arg(&service)
             .arg("-N")
             .arg("-f")
             .arg(&conf_path)
@@ -101,6 +114,7 @@ shutdown_lifetime 0 seconds
             .ok()?;
         let mut squid = Squid {
             addr,
+            service,
             dir,
             child,
             _dns: dns,
@@ -158,9 +172,26 @@ shutdown_lifetime 0 seconds
 }
 
 impl Drop for Squid {
+    /// SIGTERM (with `shutdown_lifetime 0` Squid exits at once and removes its segments),
+    /// SIGKILL if it has not exited within a few seconds; then its files.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.service) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 }
