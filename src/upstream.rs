@@ -4,5 +4,6 @@ pub mod connect;
 pub mod deny;
 pub mod detect;
 pub mod dns;
+pub mod parent;
 pub mod plan;
 pub mod target;
