@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::{self, Metrics};
+pub use crate::runtime::Check;
 
 /// How long an admin client may take to send a request head (slowloris guard); probes and
 /// scrapers send theirs in one write.
@@ -43,17 +44,6 @@ pub struct Readiness {
     state: watch::Sender<u8>,
     /// Results of the latest dependency checks (resolvers, `connect` names).
     checks: std::sync::Mutex<Vec<Check>>,
-}
-
-/// One dependency check shown by `/readyz?verbose`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Check {
-    /// `resolver`, `connect` or `parent`.
-    pub kind: &'static str,
-    pub name: String,
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 /// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON; `None` while

@@ -26,7 +26,9 @@
 //! - a connection keeps the [`runtime::Runtime`] (routes, resolvers) it started with.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod explain;
 pub mod metrics;

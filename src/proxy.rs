@@ -4,7 +4,6 @@
 //! A CONNECT gets `200` only after the upstream connection succeeded (RFC 9110 §9.3.6), so a
 //! failure reaches the client as a status with `Proxy-Status` (RFC 9209).
 
-pub mod auth;
 pub mod forward;
 pub mod pipe;
 pub mod report;
@@ -22,11 +21,11 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::Mode;
+use crate::conn::ConnGuard;
 use crate::error::ProxyError;
 use crate::metrics::RequestKind;
 use crate::routes::Route;
 use crate::runtime::Runtime;
-use crate::server::ConnGuard;
 use crate::upstream::target::Target;
 
 /// Response body type of the proxy service.
@@ -200,7 +199,10 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if e.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-        h.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE));
+        h.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static(crate::auth::CHALLENGE),
+        );
     } else if e.status().is_client_error() && e.status() != StatusCode::FORBIDDEN {
         // A malformed request leaves the connection in an unknown state.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -9,17 +9,16 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Check;
+use crate::auth::Basic;
 use crate::config::{Config, Mode};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::proxy::auth::Basic;
-use crate::proxy::forward::{self, ForwardClient};
 use crate::routes::Route;
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::DnsError;
 use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers, SetupError};
+use crate::upstream::http::{self as forward, ForwardClient};
 use crate::upstream::parent;
 use crate::upstream::target::Target;
 
@@ -37,6 +36,17 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Resolver(#[from] SetupError),
+}
+
+/// One dependency check shown by `/readyz?verbose`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// `resolver`, `connect` or `parent`.
+    pub kind: &'static str,
+    pub name: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The state derived from one config.

@@ -1,10 +1,7 @@
 //! The accept loop: connection limit, HTTP/1.1 with upgrades and head limits, tracking of every
 //! connection and tunnel for the drain on shutdown, panic containment per task.
 
-mod contain;
 pub mod head;
-
-pub use contain::contain;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -12,14 +9,15 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Readiness;
+use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnCtx};
@@ -49,43 +47,6 @@ impl Default for Limits {
             header_read_timeout: HEADER_READ_TIMEOUT,
             client_hello_timeout: crate::proxy::tunnel::CLIENT_HELLO_TIMEOUT,
         }
-    }
-}
-
-/// Held by a client connection and by its tunnel: the connection-limit permit, the tracker
-/// the drain waits on, and the token that cuts everything at `drain_timeout`.
-pub struct ConnGuard {
-    _permit: OwnedSemaphorePermit,
-    tracker: TaskTracker,
-    cancel: CancellationToken,
-    open: Arc<watch::Sender<usize>>,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.open.send_modify(|n| *n -= 1);
-        self.metrics.connections_open(*self.open.borrow() as i64);
-    }
-}
-
-impl ConnGuard {
-    pub fn tracker(&self) -> &TaskTracker {
-        &self.tracker
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
-    }
-
-    /// Runs `task` tracked for the drain, with a panic in it contained and counted.
-    pub fn spawn(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
-        let metrics = self.metrics.clone();
-        self.tracker.spawn(contain(task, what, metrics));
     }
 }
 
@@ -196,15 +157,13 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         ));
         return true;
     };
-    shared.open.send_modify(|n| *n += 1);
-    let guard = Arc::new(ConnGuard {
-        _permit: permit,
-        tracker: shared.tracker.clone(),
-        cancel: shared.cancel.clone(),
-        open: shared.open.clone(),
-        metrics: shared.metrics.clone(),
-    });
-    shared.metrics.connections_open(*shared.open.borrow() as i64);
+    let guard = Arc::new(ConnGuard::new(
+        permit,
+        shared.tracker.clone(),
+        shared.cancel.clone(),
+        shared.open.clone(),
+        shared.metrics.clone(),
+    ));
     let limits = shared.limits;
     let ctx = ConnCtx {
         client,
@@ -251,7 +210,7 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .serve_connection(
-            TokioIo::new(head::Prefixed::new(prefix, stream)),
+            ClientIo::new(Prefixed::new(prefix, stream)),
             service_fn(move |req| proxy::serve(ctx.clone(), req)),
         )
         .with_upgrades();

@@ -4,6 +4,7 @@ pub mod connect;
 pub mod deny;
 pub mod detect;
 pub mod dns;
+pub mod http;
 pub mod parent;
 pub mod plan;
 pub mod target;

@@ -83,7 +83,7 @@ impl Via {
     pub fn authorization(&self) -> Option<String> {
         let user = self.parents.iter().find_map(|p| p.user.as_deref())?;
         let password = self.password.as_ref()?;
-        let token = crate::proxy::auth::base64(format!("{user}:{}", password.expose()).as_bytes());
+        let token = crate::auth::base64(format!("{user}:{}", password.expose()).as_bytes());
         Some(format!("Basic {token}"))
     }
 

@@ -2,97 +2,23 @@
 //! through hyper-util's pooled client, whose connector is splitway's own: the same routes and
 //! the same resolve-check-connect path as tunnels, so nothing resolves behind our back.
 
-mod pool;
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use self::pool::Budget;
-pub use self::pool::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo};
 use super::Body;
 use crate::error::ProxyError;
-use crate::routes::{Route, RouteTable};
-use crate::upstream::connect::Connector;
+use crate::routes::Route;
+pub use crate::upstream::http::{
+    ForwardClient, POOL_IDLE_TIMEOUT, POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo, client, target_of,
+};
 use crate::upstream::target::Target;
 
 /// How long an upstream may take to send its response head.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle pooled upstream connections are closed after this.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The pooled HTTP/1.1 client for forwarded requests.
-pub type ForwardClient = Client<RouteConnector, Incoming>;
-
-/// Builds the client of one runtime (routes and connector of one config).
-pub fn client(routes: Arc<RouteTable>, connector: Arc<Connector>) -> ForwardClient {
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .set_host(false)
-        .build(RouteConnector {
-            routes,
-            connector,
-            budget: Budget::new(POOL_MAX_CONNECTIONS),
-        })
-}
-
-/// hyper-util connector that routes and connects like a tunnel does.
-#[derive(Clone)]
-pub struct RouteConnector {
-    routes: Arc<RouteTable>,
-    connector: Arc<Connector>,
-    budget: Budget,
-}
-
-impl tower::Service<Uri> for RouteConnector {
-    type Response = UpstreamIo;
-    type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let target = target_of(&uri)?;
-            let route = this.routes.lookup(&target.host).clone();
-            let (stream, _, via) = this.connector.connect_http(&route, &target).await?;
-            Ok(this.budget.wrap(stream, via.is_some()))
-        })
-    }
-}
-
-/// The target of an absolute-form `http://` URI; port 80 by default.
-pub fn target_of(uri: &Uri) -> Result<Target, ProxyError> {
-    if uri.scheme_str() != Some("http") {
-        let scheme = uri.scheme_str().unwrap_or("none");
-        return Err(ProxyError::BadRequest(format!(
-            "scheme `{scheme}` cannot be forwarded: send http:// URLs, and https through CONNECT (HTTPS_PROXY)"
-        )));
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| ProxyError::BadRequest(format!("`{uri}` has no host")))?;
-    if authority.as_str().contains('@') {
-        return Err(ProxyError::BadRequest(
-            "userinfo is not allowed in a request target".into(),
-        ));
-    }
-    Ok(Target::parse_host_port(authority.as_str(), 80)?)
-}
 
 /// RFC 9110 §7.6.1: hop-by-hop fields, plus those `Connection` names, never cross the proxy.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -15,10 +15,10 @@ use tokio::time::Instant;
 use super::pipe::{self, Activity, PipeEnd};
 use super::sni::{self, Hello};
 use crate::config::SniMode;
+use crate::conn::ClientIo;
+use crate::conn::ConnGuard;
 use crate::metrics::TunnelEnd;
 use crate::routes::Route;
-use crate::server::ConnGuard;
-use crate::server::head::Prefixed;
 use crate::upstream::connect::Upstream;
 use crate::upstream::target::{Host, Target};
 
@@ -118,7 +118,7 @@ impl Tunnel {
     /// `TcpStream` (and any bytes it read past the CONNECT head), so the pipe can wait on
     /// readiness without holding a buffer; any other I/O type takes the generic copy.
     async fn relay(&mut self, upgraded: Upgraded, activity: &Arc<Activity>) -> Result<TunnelEnd, Rejection> {
-        let end = match upgraded.downcast::<TokioIo<Prefixed>>() {
+        let end = match upgraded.downcast::<ClientIo>() {
             Ok(parts) => {
                 let (unread, mut client) = parts.io.into_inner().into_parts();
                 // hyper's read-ahead came first; any of the first head's read that hyper left.
@@ -137,6 +137,11 @@ impl Tunnel {
                 pipe::run(&mut client, &mut self.stream, self.idle_timeout, activity).await
             }
             Err(upgraded) => {
+                // Only if the server stopped handing hyper `ClientIo`: every tunnel would then
+                // hold a copy buffer and take the slow path. Loud in logs, fatal in debug
+                // builds, so every tunnel test fails on it.
+                tracing::error!("tunnel: hyper's upgrade is not conn::ClientIo; relaying on the generic path");
+                debug_assert!(false, "the tunnel's fast-path downcast to conn::ClientIo failed");
                 let mut client = TokioIo::new(upgraded);
                 if let Some(end) = self.preamble(&mut client, &[], activity).await? {
                     return Ok(end);

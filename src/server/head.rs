@@ -5,16 +5,13 @@
 //! forward proxy carries one request (a `CONNECT`), so splitway reads that first head itself,
 //! with the same parser (httparse) and limits hyper applies, refuses a bad one with its own
 //! status, `Proxy-Status` and a body that says what was wrong, and hands a good one, bytes
-//! unchanged, to hyper through [`Prefixed`]. Later heads on a kept-alive connection are still
+//! unchanged, to hyper through [`crate::conn::Prefixed`]. Later heads on a kept-alive connection are still
 //! hyper's to judge.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::{MAX_HEAD_BYTES, MAX_HEADERS};
@@ -124,62 +121,6 @@ fn semantics(req: &httparse::Request<'_, '_>) -> Result<(), ProxyError> {
         return Err(bad("Transfer-Encoding does not end in chunked"));
     }
     Ok(())
-}
-
-/// The client's socket with the bytes [`read_first`] took from it put back in front.
-#[derive(Debug)]
-pub struct Prefixed {
-    prefix: Bytes,
-    io: TcpStream,
-}
-
-impl Prefixed {
-    pub fn new(prefix: Bytes, io: TcpStream) -> Self {
-        Self { prefix, io }
-    }
-
-    /// The socket, and whatever of the prefix was not read yet.
-    pub fn into_parts(self) -> (Bytes, TcpStream) {
-        (self.prefix, self.io)
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
-        }
-        let n = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix[..n]);
-        self.prefix.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The first-head check against hyper's rules, byte for byte.
 
 use super::*;
+use crate::conn::Prefixed;
 
 fn verdict(head: &[u8]) -> Option<Result<(), u16>> {
     check(head).map(|r| r.map_err(|e| e.status().as_u16()))

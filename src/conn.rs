@@ -1,0 +1,80 @@
+//! What the server and the proxy share about one client connection, below both of them: its
+//! guard (connection-limit permit, drain tracker, the token that cuts it), panic containment
+//! of its tasks, and the IO type hyper is handed ([`ClientIo`]), which a tunnel takes back.
+
+mod contain;
+mod prefixed;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use contain::contain;
+pub use prefixed::Prefixed;
+
+use crate::metrics::Metrics;
+
+/// The IO type the server hands hyper for a client connection. A tunnel downcasts hyper's
+/// upgrade to exactly this type to get the client's own `TcpStream` back (the fast path); both
+/// sides name it here, so they cannot drift apart.
+pub type ClientIo = TokioIo<Prefixed>;
+
+/// Held by a client connection and by its tunnel: the connection-limit permit, the tracker
+/// the drain waits on, and the token that cuts everything at `drain_timeout`.
+pub struct ConnGuard {
+    _permit: OwnedSemaphorePermit,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    open: Arc<watch::Sender<usize>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.open.send_modify(|n| *n -= 1);
+        self.metrics.connections_open(*self.open.borrow() as i64);
+    }
+}
+
+impl ConnGuard {
+    /// A guard for a client connection that holds `permit`; `open` counts it until dropped.
+    pub fn new(
+        permit: OwnedSemaphorePermit,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+        open: Arc<watch::Sender<usize>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        open.send_modify(|n| *n += 1);
+        metrics.connections_open(*open.borrow() as i64);
+        Self {
+            _permit: permit,
+            tracker,
+            cancel,
+            open,
+            metrics,
+        }
+    }
+
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// Runs `task` tracked for the drain, with a panic in it contained and counted.
+    pub fn spawn(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let metrics = self.metrics.clone();
+        self.tracker.spawn(contain(task, what, metrics));
+    }
+}
