@@ -8,6 +8,7 @@ mod describe;
 mod error;
 mod resolver;
 mod route;
+mod transparent;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub use resolver::{
     DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver, ResolverSettings,
 };
 pub use route::{Action, AddrSpec, ConnectName, Pattern, RouteSpec, SniMode};
+pub use transparent::{DEFAULT_TRANSPARENT_LISTEN, NoSni, TransparentSettings};
 
 /// Default for `[proxy] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
@@ -62,6 +64,8 @@ pub struct Config {
     pub origin: String,
     pub proxy: ProxySettings,
     pub admin: Option<AdminSettings>,
+    /// `[transparent]`; `None` when the table is absent (transparent mode off).
+    pub transparent: Option<TransparentSettings>,
     /// Named resolvers; always holds `system`.
     pub resolvers: BTreeMap<String, ResolverSettings>,
     /// Routes in file order (order never affects matching), then those `[aws]` generated.
@@ -158,6 +162,7 @@ struct RawConfig {
     #[serde(default)]
     proxy: ProxySettings,
     admin: Option<AdminSettings>,
+    transparent: Option<TransparentSettings>,
     #[serde(default)]
     resolver: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
@@ -192,6 +197,7 @@ impl Config {
             origin: origin.to_owned(),
             proxy: raw.proxy,
             admin: raw.admin,
+            transparent: raw.transparent,
             resolvers,
             routes,
             notes,
@@ -262,6 +268,10 @@ impl Config {
                     "must not contain control characters".into(),
                 ));
             }
+        }
+        if let Some(t) = &self.transparent {
+            t.check(p.listen)
+                .map_err(|(key, message)| err(None, None, key, message))?;
         }
         for route in &self.routes {
             if !self.resolvers.contains_key(&route.resolver) {

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod explain;
+pub mod iptables;
 pub mod metrics;
 pub mod probe;
 pub mod proxy;
@@ -35,6 +36,7 @@ pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod transparent;
 pub mod upstream;
 
 use std::future::Future;
@@ -50,9 +52,10 @@ pub use config::{Config, ConfigError};
 pub enum StartError {
     #[error("{0}")]
     Setup(String),
-    #[error("cannot listen on {addr} ([proxy] listen): {source}")]
+    #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         addr: SocketAddr,
+        key: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -62,6 +65,8 @@ pub enum StartError {
 pub struct Proxy {
     listener: TcpListener,
     admin: Option<TcpListener>,
+    /// `[transparent]` listeners (its `listen`, and `[::1]` beside `127.0.0.1`).
+    transparent: Vec<TcpListener>,
     shared: Arc<server::Shared>,
 }
 
@@ -80,17 +85,20 @@ impl Proxy {
         // Fail on a bad config before taking the ports; the real runtime is built after binding,
         // when port 0 has become a real port the connector can refuse to loop back to.
         drop(runtime::Runtime::new(config.clone(), metrics.clone()).map_err(StartError::Setup)?);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            key: "[proxy] listen",
+            source,
+        })?;
         let admin = match admin_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?,
-            ),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+                addr,
+                key: "[admin] listen",
+                source,
+            })?),
             None => None,
         };
+        let transparent = bind_transparent(&config).await?;
         if !addr.ip().is_loopback() {
             if config.proxy.auth.is_some() {
                 tracing::warn!(%addr, "listening beyond loopback: clients need the [proxy] auth credentials");
@@ -101,12 +109,14 @@ impl Proxy {
         let own: Vec<SocketAddr> = [Some(&listener), admin.as_ref()]
             .into_iter()
             .flatten()
+            .chain(&transparent)
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let runtime = runtime::Runtime::new_bound(config, metrics.clone(), own.clone()).map_err(StartError::Setup)?;
         Ok(Proxy {
             listener,
             admin,
+            transparent,
             shared: Arc::new(server::Shared::new(runtime, metrics, limits, own)),
         })
     }
@@ -119,6 +129,11 @@ impl Proxy {
     /// The admin listener's address, when `[admin]` is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The `[transparent]` listeners' addresses (empty when transparent mode is off).
+    pub fn transparent_addrs(&self) -> Vec<SocketAddr> {
+        self.transparent.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 
     /// A handle for watching and reloading the proxy while it serves.
@@ -160,7 +175,10 @@ impl Proxy {
             tokio::join!(refresher, checks);
         });
         let shared = self.shared.clone();
+        // Aborted when the drain is over; until then redirected connections are served too.
+        let transparent = transparent::serve(self.transparent, shared.clone());
         server::serve(self.listener, self.shared, shutdown).await;
+        drop(transparent);
         warm.abort();
         shared.runtime().stop_refresher();
         stop_admin.cancel();
@@ -168,6 +186,28 @@ impl Proxy {
             let _ = admin.await;
         }
     }
+}
+
+/// Binds `[transparent] listen` (when set), after checking that `mark` can be set: without
+/// `CAP_NET_ADMIN` every marked connection would fail, so that is a start-up error.
+async fn bind_transparent(config: &Config) -> Result<Vec<TcpListener>, StartError> {
+    let Some(t) = &config.transparent else {
+        return Ok(Vec::new());
+    };
+    if let Some(mark) = t.mark {
+        upstream::socket::check_mark(mark).map_err(|e| {
+            StartError::Setup(format!(
+                "{}: [transparent] mark = {mark:#x}: cannot set SO_MARK ({e}); it needs CAP_NET_ADMIN, \
+                 or drop `mark` and exclude splitway's user with `exclude_uid`",
+                config.origin
+            ))
+        })?;
+    }
+    transparent::bind(t.listen).await.map_err(|source| StartError::Bind {
+        addr: t.listen,
+        key: "[transparent] listen",
+        source,
+    })
 }
 
 /// How often `/readyz` re-checks resolvers and `connect` names.

@@ -54,8 +54,12 @@ impl Runtime {
         let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone())?);
         let p = &config.proxy;
-        let connector =
-            Arc::new(Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout).with_own(own));
+        let mark = config.transparent.as_ref().and_then(|t| t.mark);
+        let connector = Arc::new(
+            Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout)
+                .with_own(own)
+                .with_mark(mark),
+        );
         let routes = Arc::new(routes);
         // Report mode: forwarded requests follow the system path too (an empty table routes
         // everything through the implicit default route).

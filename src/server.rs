@@ -185,10 +185,8 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         }
     };
     let _ = stream.set_nodelay(true);
-    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+    let Some(guard) = admit(shared) else {
         let max = shared.runtime().config.proxy.max_connections;
-        shared.metrics.connection_rejected();
-        tracing::warn!(max, "connection refused: max_connections reached");
         shared.tracker.spawn(contain(
             async move { refuse(stream, &ProxyError::ConnectionLimit(max)).await },
             "refusal",
@@ -196,15 +194,6 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         ));
         return true;
     };
-    shared.open.send_modify(|n| *n += 1);
-    let guard = Arc::new(ConnGuard {
-        _permit: permit,
-        tracker: shared.tracker.clone(),
-        cancel: shared.cancel.clone(),
-        open: shared.open.clone(),
-        metrics: shared.metrics.clone(),
-    });
-    shared.metrics.connections_open(*shared.open.borrow() as i64);
     let limits = shared.limits;
     let ctx = ConnCtx {
         client,
@@ -215,6 +204,27 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     };
     guard.spawn("connection", serve_connection(stream, ctx, limits));
     true
+}
+
+/// Counts a new client connection in (permit, open count, tracker); `None` over
+/// `max_connections` (counted and logged; the caller answers or closes).
+pub fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
+    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+        let max = shared.runtime().config.proxy.max_connections;
+        shared.metrics.connection_rejected();
+        tracing::warn!(max, "connection refused: max_connections reached");
+        return None;
+    };
+    shared.open.send_modify(|n| *n += 1);
+    let guard = Arc::new(ConnGuard {
+        _permit: permit,
+        tracker: shared.tracker.clone(),
+        cancel: shared.cancel.clone(),
+        open: shared.open.clone(),
+        metrics: shared.metrics.clone(),
+    });
+    shared.metrics.connections_open(*shared.open.borrow() as i64);
+    Some(guard)
 }
 
 async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {

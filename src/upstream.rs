@@ -3,4 +3,5 @@
 pub mod connect;
 pub mod deny;
 pub mod dns;
+pub mod socket;
 pub mod target;
