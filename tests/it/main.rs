@@ -18,3 +18,4 @@ mod refusals;
 mod scenarios;
 mod sni_pinning;
 mod support;
+mod transparent;

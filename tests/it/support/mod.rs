@@ -10,6 +10,7 @@ pub(crate) mod dns;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod net;
+pub(crate) mod netns;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod raw;

@@ -1,0 +1,351 @@
+//! Transparent mode end to end, in a network namespace the test creates: the emulated AWS
+//! network runs inside it, `splitway iptables --apply` installs the capture rules there, the
+//! real binary serves, and clients with no proxy settings at all (reqwest, curl) resolve
+//! through the VPC resolver (Private DNS on) as an application in the VPC would.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Child;
+
+use crate::scenarios::expectations;
+use crate::support::client::{admin_get, get_url, is_connection_refused, is_name_mismatch};
+use crate::support::metrics::metric;
+use crate::support::netns::{NetNs, NsNet};
+use crate::support::proxy::{PrivateDns, scenario_config};
+use crate::support::*;
+
+/// Not a synchronisation device: only turns a hung test into a failed one.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+const ADMIN: &str = "127.0.0.1:9901";
+/// Where the no-SNI and non-TLS connections are sent, and the plain-HTTP origin listens.
+const SINK_IP: &str = "127.12.0.9";
+/// Nothing listens here: a plain-HTTP request to it arrives only by its `Host` route.
+const NOWHERE_IP: &str = "127.12.0.8";
+const PLAIN_HOST: &str = "plain.example";
+
+fn config(net: &AwsNet) -> String {
+    format!(
+        r#"{scenario}
+[[route]]
+name = "plain-http"
+hosts = ["{PLAIN_HOST}"]
+addresses = ["{SINK_IP}"]
+
+[admin]
+listen = "{ADMIN}"
+
+[transparent]
+listen = "127.0.0.1:15001"
+mark = 0x539
+capture = ["127.10.0.0/16", "127.11.0.0/16", "127.12.0.0/16"]
+http_ports = [80]
+"#,
+        scenario = scenario_config(net, PrivateDns::On),
+    )
+}
+
+/// The splitway binary serving inside the namespace; its log kept for assertion messages.
+struct Splitway {
+    _child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Splitway {
+    async fn start(ns: &NetNs, config: &Path) -> Splitway {
+        let mut child = ns
+            .command(env!("CARGO_BIN_EXE_splitway"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn splitway in the namespace");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready, is_ready) = tokio::sync::oneshot::channel();
+        let kept = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut ready = Some(ready);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains(" ready ") {
+                    ready.take().map(|r| r.send(()));
+                }
+                let mut log = kept.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let started = tokio::time::timeout(HANG_GUARD, is_ready).await;
+        let splitway = Splitway { _child: child, log };
+        assert!(
+            matches!(started, Ok(Ok(()))),
+            "splitway did not turn ready:\n{}",
+            splitway.log()
+        );
+        splitway
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// `splitway iptables --config FILE ARGS` inside the namespace.
+fn iptables(ns: &NetNs, config: &Path, args: &[&str]) -> String {
+    let path = config.to_str().expect("UTF-8 temp path");
+    let mut all = vec!["iptables", "--config", path];
+    all.extend(args);
+    ns.run(env!("CARGO_BIN_EXE_splitway"), &all)
+        .unwrap_or_else(|e| panic!("splitway iptables {args:?}: {e}"))
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("splitway-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).expect("write a temp file");
+    path
+}
+
+/// `GET https://host/` from inside the namespace with a client that has no proxy settings
+/// and resolves through the VPC resolver with Private DNS on.
+async fn direct_get(ns_net: &NsNet, host: &str) -> Result<Served, String> {
+    let client = https_client(ns_net.net, Via::Direct(Resolver::VpcPrivateDnsOn));
+    let url = format!("https://{host}/");
+    let what = format!("GET {url}");
+    ns_net
+        .run(&what, async move {
+            get_url(&client, &url).await.map_err(|e| {
+                let kind = if is_name_mismatch(&e) {
+                    "name mismatch"
+                } else if is_connection_refused(&e) {
+                    "connection refused"
+                } else {
+                    "other"
+                };
+                format!("{kind}: {}", describe_chain(&e))
+            })
+        })
+        .await
+}
+
+/// `curl https://host/` in the namespace, `--resolve`d to what the VPC resolver answers.
+async fn curl_in(ns: &NetNs, net: &AwsNet, ca: &Path, host: &str) -> (bool, String) {
+    let ip = net
+        .lookup(Resolver::VpcPrivateDnsOn, host)
+        .expect("host in the VPC zone");
+    let out = ns
+        .command("curl")
+        .args(["-q", "-sS", "-D", "-", "--max-time", "20", "--noproxy", "*", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:443:{ip}"), &format!("https://{host}/")])
+        .output();
+    let out = tokio::time::timeout(HANG_GUARD, out)
+        .await
+        .expect("curl hung")
+        .expect("run curl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn transparent_mode_routes_unproxied_clients() {
+    let Some(ns) = NetNs::for_test("transparent_mode_routes_unproxied_clients") else {
+        return;
+    };
+    let ns_net = NsNet::start(&ns);
+    let net = ns_net.net;
+    let config = write_temp("transparent.toml", &config(net));
+    let ca = write_temp("transparent-ca.pem", &net.ca_pem);
+    let printed = iptables(&ns, &config, &["--apply"]);
+    assert!(printed.contains("-m mark --mark 0x539 -j RETURN"), "{printed}");
+    // Applying twice changes nothing (idempotent).
+    assert_eq!(iptables(&ns, &config, &["--apply"]), printed);
+    let splitway = Splitway::start(&ns, &config).await;
+    let curl = curl_available();
+
+    for (host, endpoint) in expectations() {
+        let served = direct_get(&ns_net, &host)
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}\n{}", splitway.log()));
+        assert_eq!((served.status, served.served_by.as_str()), (200, endpoint), "{host}");
+        if curl {
+            let (ok, out) = curl_in(&ns, net, &ca, &host).await;
+            assert!(ok && out.contains(" 200"), "curl {host}: {out}");
+            assert!(out.contains(&format!("x-served-by: {endpoint}")), "curl {host}: {out}");
+        }
+    }
+    let m = ns_net
+        .run("metrics", admin_get(ADMIN.parse().unwrap(), "/metrics"))
+        .await
+        .1;
+    let calls = if curl { 2.0 } else { 1.0 };
+    for (route, hosts) in [("custom-domains", 2.0), ("public-api-ids", 1.0), ("private-apis", 1.0)] {
+        let ok = metric(
+            &m,
+            "splitway_requests_total",
+            &[("kind", "transparent"), ("route", route), ("outcome", "ok")],
+        );
+        // One per call: splitway's own (marked) connections are not captured again.
+        assert_eq!(ok, hosts * calls, "{route}\n{m}");
+    }
+
+    no_sni_and_not_tls_go_to_the_original_address(&ns_net).await;
+    plain_http_is_routed_by_host(&ns_net).await;
+    direct_connection_to_the_listener_is_refused(&ns_net).await;
+
+    let removed = iptables(&ns, &config, &["--remove"]);
+    assert!(removed.contains("removed"), "{removed}");
+    iptables(&ns, &config, &["--remove"]);
+    the_problem_returns_without_the_rules(&ns, &ns_net, &ca, curl).await;
+    drop(splitway);
+}
+
+/// Accepts one connection on `SINK_IP:port` (inside the namespace) and returns what arrived.
+async fn sink_once(ns_net: &NsNet, port: u16, send: Vec<u8>, until: usize) -> Vec<u8> {
+    let listener = ns_net
+        .run("bind sink", async move { TcpListener::bind((SINK_IP, port)).await })
+        .await
+        .expect("bind the sink");
+    let client_target: SocketAddr = format!("{SINK_IP}:{port}").parse().unwrap();
+    ns_net
+        .run("sink exchange", async move {
+            let mut client = TcpStream::connect(client_target).await.expect("connect (redirected)");
+            client.write_all(&send).await.expect("send the first flight");
+            let (mut accepted, _) = listener
+                .accept()
+                .await
+                .expect("splitway connects to the original address");
+            let mut got = vec![0; until];
+            accepted
+                .read_exact(&mut got)
+                .await
+                .expect("the first flight arrives whole");
+            got
+        })
+        .await
+}
+
+/// A ClientHello without SNI and a first flight that is not TLS reach the original
+/// destination untouched (`no_sni = "original"`, the default).
+async fn no_sni_and_not_tls_go_to_the_original_address(ns_net: &NsNet) {
+    let hello = client_hello_without_sni();
+    let got = sink_once(ns_net, 443, hello.clone(), hello.len()).await;
+    assert_eq!(got, hello, "the ClientHello without SNI arrives byte for byte");
+    let banner = b"SSH-2.0-OpenSSH_9.6\r\n".to_vec();
+    let got = sink_once(ns_net, 443, banner.clone(), banner.len()).await;
+    assert_eq!(got, banner, "a non-TLS first flight arrives byte for byte");
+}
+
+/// A TLS 1.2-style ClientHello with no extensions at all, hence no SNI (RFC 8446 §4.1.2).
+fn client_hello_without_sni() -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]); // random
+    body.push(0); // empty session id
+    body.extend([0, 2, 0x13, 0x01]); // one cipher suite
+    body.extend([1, 0]); // null compression
+    let mut hs = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
+    hs.extend(body);
+    let mut record = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
+    record.extend(hs);
+    record
+}
+
+/// Plain HTTP to an address where nothing listens reaches the route of its `Host`.
+async fn plain_http_is_routed_by_host(ns_net: &NsNet) {
+    let origin = ns_net
+        .run("bind origin", async { TcpListener::bind((SINK_IP, 80)).await })
+        .await
+        .expect("bind the plain-HTTP origin");
+    let (status, head) = ns_net
+        .run("plain HTTP", async move {
+            let serve = async {
+                let (mut s, _) = origin.accept().await.expect("origin accepts");
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(s.read_u8().await.expect("request head"));
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .await
+                    .expect("answer");
+                String::from_utf8_lossy(&head).into_owned()
+            };
+            let call = async {
+                let mut c = TcpStream::connect((NOWHERE_IP, 80))
+                    .await
+                    .expect("connect (redirected)");
+                let req = format!("GET /x HTTP/1.1\r\nHost: {PLAIN_HOST}\r\nConnection: close\r\n\r\n");
+                c.write_all(req.as_bytes()).await.expect("send");
+                let mut out = String::new();
+                c.read_to_string(&mut out).await.expect("read the answer");
+                out
+            };
+            let (head, out) = tokio::join!(serve, call);
+            (out, head)
+        })
+        .await;
+    assert!(status.starts_with("HTTP/1.1 200") && status.ends_with("ok"), "{status}");
+    assert!(head.starts_with("GET /x HTTP/1.1\r\n"), "origin-form upstream: {head}");
+    assert!(
+        head.to_ascii_lowercase().contains(&format!("host: {PLAIN_HOST}\r\n")),
+        "{head}"
+    );
+}
+
+/// A connection straight to the transparent listener (not redirected) has no other
+/// destination than the listener itself: refused, so it cannot loop.
+async fn direct_connection_to_the_listener_is_refused(ns_net: &NsNet) {
+    let admin: SocketAddr = ADMIN.parse().unwrap();
+    let before = ns_net.run("metrics", admin_get(admin, "/metrics")).await.1;
+    let refused = |m: &str| {
+        metric(
+            m,
+            "splitway_requests_total",
+            &[
+                ("kind", "transparent"),
+                ("route", "none"),
+                ("outcome", "destination_ip_prohibited"),
+            ],
+        )
+    };
+    let read = ns_net
+        .run("direct to the listener", async {
+            let mut c = TcpStream::connect("127.0.0.1:15001")
+                .await
+                .expect("connect to the listener");
+            c.write_all(&client_hello_without_sni()).await.expect("send");
+            let mut buf = [0u8; 16];
+            c.read(&mut buf).await
+        })
+        .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed without an answer: {read:?}");
+    let after = ns_net.run("metrics", admin_get(admin, "/metrics")).await.1;
+    assert_eq!(refused(&after) - refused(&before), 1.0, "{after}");
+}
+
+/// With the rules removed, the same calls fail as the problem statement says.
+async fn the_problem_returns_without_the_rules(ns: &NetNs, ns_net: &NsNet, ca: &Path, curl: bool) {
+    let custom = direct_get(ns_net, CUSTOM_DOMAIN).await;
+    assert!(
+        custom.as_ref().is_err_and(|e| e.starts_with("name mismatch")),
+        "{custom:?}"
+    );
+    let public = execute_api_host(PUBLIC_API_ID, REGION);
+    let served = direct_get(ns_net, &public).await.expect("the VPC endpoint answers");
+    assert_eq!((served.status, served.served_by.as_str()), (403, "vpce-us-east-1"));
+    if curl {
+        let (ok, out) = curl_in(ns, ns_net.net, ca, CUSTOM_DOMAIN).await;
+        assert!(!ok && out.contains("SSL"), "curl {CUSTOM_DOMAIN}: {out}");
+        let (ok, out) = curl_in(ns, ns_net.net, ca, &public).await;
+        assert!(ok && out.contains(" 403"), "curl {public}: {out}");
+    }
+}
