@@ -28,8 +28,15 @@ const SINK_IP: &str = "127.12.0.9";
 /// Nothing listens here: a plain-HTTP request to it arrives only by its `Host` route.
 const NOWHERE_IP: &str = "127.12.0.8";
 const PLAIN_HOST: &str = "plain.example";
+/// The UID splitway runs as in the UID-exclusion test.
+const NOBODY: u32 = 65534;
 
-fn config(net: &AwsNet) -> String {
+/// An IPv6 address added to the namespace's `lo`, where an IPv6 sink listens.
+const SINK_IP6: &str = "fd00:5::9";
+
+/// The scenario routes, a plain-HTTP route, and `[transparent]` with `exclusion` (how
+/// splitway's own connections are let through) and `extra` keys.
+fn config(net: &AwsNet, exclusion: &str, extra: &str) -> String {
     format!(
         r#"{scenario}
 [[route]]
@@ -42,9 +49,10 @@ listen = "{ADMIN}"
 
 [transparent]
 listen = "127.0.0.1:15001"
-mark = 0x539
-capture = ["127.10.0.0/16", "127.11.0.0/16", "127.12.0.0/16"]
+{exclusion}
+capture = ["127.10.0.0/16", "127.11.0.0/16", "127.12.0.0/16", "fd00:5::/64"]
 http_ports = [80]
+{extra}
 "#,
         scenario = scenario_config(net, PrivateDns::On),
     )
@@ -54,12 +62,26 @@ http_ports = [80]
 struct Splitway {
     _child: Child,
     log: Arc<Mutex<String>>,
+    logged: Arc<tokio::sync::Notify>,
 }
 
 impl Splitway {
-    async fn start(ns: &NetNs, config: &Path) -> Splitway {
-        let mut child = ns
-            .command(env!("CARGO_BIN_EXE_splitway"))
+    /// Runs the binary in `ns`, as user `uid` when given (through util-linux `setpriv`).
+    async fn start(ns: &NetNs, config: &Path, uid: Option<u32>) -> Splitway {
+        let mut command = match uid {
+            None => ns.command(env!("CARGO_BIN_EXE_splitway")),
+            Some(uid) => {
+                let mut c = ns.command("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                ]);
+                c.arg(env!("CARGO_BIN_EXE_splitway"));
+                c
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(config)
             .stdout(Stdio::null())
@@ -69,7 +91,8 @@ impl Splitway {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (ready, is_ready) = tokio::sync::oneshot::channel();
-        let kept = log.clone();
+        let (kept, logged) = (log.clone(), Arc::new(tokio::sync::Notify::new()));
+        let notify = logged.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut ready = Some(ready);
@@ -80,16 +103,37 @@ impl Splitway {
                 let mut log = kept.lock().unwrap_or_else(|p| p.into_inner());
                 log.push_str(&line);
                 log.push('\n');
+                notify.notify_waiters();
             }
         });
         let started = tokio::time::timeout(HANG_GUARD, is_ready).await;
-        let splitway = Splitway { _child: child, log };
+        let splitway = Splitway {
+            _child: child,
+            log,
+            logged,
+        };
         assert!(
             matches!(started, Ok(Ok(()))),
             "splitway did not turn ready:\n{}",
             splitway.log()
         );
         splitway
+    }
+
+    /// Waits until the log holds `needle` (bounded).
+    async fn wait_logged(&self, needle: &str) {
+        let wait = async {
+            loop {
+                let next = self.logged.notified();
+                if self.log().contains(needle) {
+                    return;
+                }
+                next.await;
+            }
+        };
+        if tokio::time::timeout(HANG_GUARD, wait).await.is_err() {
+            panic!("splitway never logged {needle:?}:\n{}", self.log());
+        }
     }
 
     fn log(&self) -> String {
@@ -164,13 +208,13 @@ async fn transparent_mode_routes_unproxied_clients() {
     };
     let ns_net = NsNet::start(&ns);
     let net = ns_net.net;
-    let config = write_temp("transparent.toml", &config(net));
+    let config = write_temp("transparent.toml", &config(net, "mark = 0x539", ""));
     let ca = write_temp("transparent-ca.pem", &net.ca_pem);
     let printed = iptables(&ns, &config, &["--apply"]);
     assert!(printed.contains("-m mark --mark 0x539 -j RETURN"), "{printed}");
     // Applying twice changes nothing (idempotent).
     assert_eq!(iptables(&ns, &config, &["--apply"]), printed);
-    let splitway = Splitway::start(&ns, &config).await;
+    let splitway = Splitway::start(&ns, &config, None).await;
     let curl = curl_available();
 
     for (host, endpoint) in expectations() {
@@ -200,6 +244,18 @@ async fn transparent_mode_routes_unproxied_clients() {
     }
 
     no_sni_and_not_tls_go_to_the_original_address(&ns_net).await;
+    if ns.has_ipv6() {
+        ns.run("ip", &["-6", "addr", "add", &format!("{SINK_IP6}/128"), "dev", "lo"])
+            .expect("add an IPv6 address");
+        let hello = client_hello_without_sni();
+        let got = sink_once(&ns_net, SINK_IP6.parse().unwrap(), hello.clone(), hello.len()).await;
+        assert_eq!(
+            got, hello,
+            "IPv6: the original destination comes from IP6T_SO_ORIGINAL_DST"
+        );
+    } else {
+        eprintln!("no IPv6 loopback in the namespace: IPv6 capture not checked");
+    }
     plain_http_is_routed_by_host(&ns_net).await;
     direct_connection_to_the_listener_is_refused(&ns_net).await;
 
@@ -211,12 +267,12 @@ async fn transparent_mode_routes_unproxied_clients() {
 }
 
 /// Accepts one connection on `SINK_IP:port` (inside the namespace) and returns what arrived.
-async fn sink_once(ns_net: &NsNet, port: u16, send: Vec<u8>, until: usize) -> Vec<u8> {
+async fn sink_once(ns_net: &NsNet, ip: std::net::IpAddr, send: Vec<u8>, until: usize) -> Vec<u8> {
+    let client_target = SocketAddr::new(ip, 443);
     let listener = ns_net
-        .run("bind sink", async move { TcpListener::bind((SINK_IP, port)).await })
+        .run("bind sink", async move { TcpListener::bind(client_target).await })
         .await
         .expect("bind the sink");
-    let client_target: SocketAddr = format!("{SINK_IP}:{port}").parse().unwrap();
     ns_net
         .run("sink exchange", async move {
             let mut client = TcpStream::connect(client_target).await.expect("connect (redirected)");
@@ -239,10 +295,11 @@ async fn sink_once(ns_net: &NsNet, port: u16, send: Vec<u8>, until: usize) -> Ve
 /// destination untouched (`no_sni = "original"`, the default).
 async fn no_sni_and_not_tls_go_to_the_original_address(ns_net: &NsNet) {
     let hello = client_hello_without_sni();
-    let got = sink_once(ns_net, 443, hello.clone(), hello.len()).await;
+    let sink = SINK_IP.parse().unwrap();
+    let got = sink_once(ns_net, sink, hello.clone(), hello.len()).await;
     assert_eq!(got, hello, "the ClientHello without SNI arrives byte for byte");
     let banner = b"SSH-2.0-OpenSSH_9.6\r\n".to_vec();
-    let got = sink_once(ns_net, 443, banner.clone(), banner.len()).await;
+    let got = sink_once(ns_net, sink, banner.clone(), banner.len()).await;
     assert_eq!(got, banner, "a non-TLS first flight arrives byte for byte");
 }
 
@@ -348,4 +405,55 @@ async fn the_problem_returns_without_the_rules(ns: &NetNs, ns_net: &NsNet, ca: &
         let (ok, out) = curl_in(ns, ns_net.net, ca, &public).await;
         assert!(ok && out.contains(" 403"), "curl {public}: {out}");
     }
+}
+
+/// `exclude_uid` instead of `mark` (splitway runs as `nobody`, without any capability;
+/// the clients run as root, so they are captured), and `no_sni =
+/// "refuse"`: captured calls still work without looping, and a connection without a name
+/// is closed, logged and counted.
+#[tokio::test]
+async fn uid_exclusion_and_no_sni_refuse() {
+    let Some(ns) = NetNs::for_test("uid_exclusion_and_no_sni_refuse") else {
+        return;
+    };
+    let ns_net = NsNet::start(&ns);
+    let config = write_temp(
+        "transparent-uid.toml",
+        &config(ns_net.net, &format!("exclude_uid = {NOBODY}"), "no_sni = \"refuse\""),
+    );
+    let printed = iptables(&ns, &config, &["--apply"]);
+    assert!(
+        printed.contains(&format!("-m owner --uid-owner {NOBODY} -j RETURN")),
+        "{printed}"
+    );
+    let splitway = Splitway::start(&ns, &config, Some(NOBODY)).await;
+    let served = direct_get(&ns_net, CUSTOM_DOMAIN)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", splitway.log()));
+    assert_eq!((served.status, served.served_by.as_str()), (200, "public-us-east-1"));
+
+    let admin: SocketAddr = ADMIN.parse().unwrap();
+    let sink: SocketAddr = format!("{SINK_IP}:443").parse().unwrap();
+    for first in [client_hello_without_sni(), b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()] {
+        let read = ns_net
+            .run("refused first flight", async move {
+                let mut c = TcpStream::connect(sink).await.expect("connect (redirected)");
+                c.write_all(&first).await.expect("send");
+                let mut buf = [0u8; 16];
+                c.read(&mut buf).await
+            })
+            .await;
+        assert!(matches!(read, Ok(0) | Err(_)), "closed without an answer: {read:?}");
+    }
+    let m = ns_net.run("metrics", admin_get(admin, "/metrics")).await.1;
+    let refused = metric(
+        &m,
+        "splitway_requests_total",
+        &[("kind", "transparent"), ("route", "none"), ("outcome", "no_sni")],
+    );
+    assert_eq!(refused, 2.0, "{m}");
+    splitway
+        .wait_logged("error=\"no_sni\" detail=no SNI or not TLS, and [transparent] no_sni = \"refuse\"")
+        .await;
+    iptables(&ns, &config, &["--remove"]);
 }
