@@ -43,6 +43,9 @@ pub struct Explanation {
     /// With `--probe`: what the server presents along splitway's route and the system path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
+    /// `[transparent]`, when on: redirected connections naming this host route the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transparent: Option<String>,
 }
 
 /// Explains where a connection to `target` would go, without connecting.
@@ -91,6 +94,7 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
         system: None,
         differs: false,
         probes: vec![],
+        transparent: rt.config.transparent.as_ref().map(|t| t.describe()),
     };
     if let Action::Addresses(list) = &route.action {
         out.connect_to = list
@@ -257,6 +261,9 @@ impl fmt::Display for Explanation {
         }
         for p in &self.probes {
             writeln!(f, "probe:      {p}")?;
+        }
+        if let Some(t) = &self.transparent {
+            writeln!(f, "also:       {t} (SNI or Host {} routes the same)", self.target)?;
         }
         if let Some(sys) = &self.system {
             writeln!(f, "system:     {sys}")?;

@@ -113,11 +113,15 @@ impl Proxy {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let runtime = runtime::Runtime::new_bound(config, metrics.clone(), own.clone()).map_err(StartError::Setup)?;
+        let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
+        shared
+            .ready
+            .set_transparent(transparent.iter().filter_map(|l| l.local_addr().ok()).collect());
         Ok(Proxy {
             listener,
             admin,
             transparent,
-            shared: Arc::new(server::Shared::new(runtime, metrics, limits, own)),
+            shared,
         })
     }
 

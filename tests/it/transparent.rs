@@ -243,6 +243,7 @@ async fn transparent_mode_routes_unproxied_clients() {
         assert_eq!(ok, hosts * calls, "{route}\n{m}");
     }
 
+    reported_by_readyz_and_explain(&ns, &ns_net, &config).await;
     no_sni_and_not_tls_go_to_the_original_address(&ns_net).await;
     if ns.has_ipv6() {
         ns.run("ip", &["-6", "addr", "add", &format!("{SINK_IP6}/128"), "dev", "lo"])
@@ -456,4 +457,28 @@ async fn uid_exclusion_and_no_sni_refuse() {
         .wait_logged("error=\"no_sni\" detail=no SNI or not TLS, and [transparent] no_sni = \"refuse\"")
         .await;
     iptables(&ns, &config, &["--remove"]);
+}
+
+/// `/readyz?verbose` lists the transparent listeners; `explain` says redirected connections
+/// route the same.
+async fn reported_by_readyz_and_explain(ns: &NetNs, ns_net: &NsNet, config: &Path) {
+    let (status, body) = ns_net
+        .run("readyz", admin_get(ADMIN.parse().unwrap(), "/readyz?verbose"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let listen = v["transparent"]["listen"].as_array().expect("transparent.listen");
+    assert!(listen.iter().any(|a| a == "127.0.0.1:15001"), "{body}");
+    let path = config.to_str().expect("UTF-8 temp path");
+    let out = ns
+        .run(
+            env!("CARGO_BIN_EXE_splitway"),
+            &["explain", CUSTOM_DOMAIN, "--config", path],
+        )
+        .expect("splitway explain");
+    assert!(out.contains("route:      custom-domains"), "{out}");
+    assert!(
+        out.contains("also:       transparent listen 127.0.0.1:15001 (mark 0x539"),
+        "{out}"
+    );
 }
