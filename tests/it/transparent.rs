@@ -482,3 +482,40 @@ async fn reported_by_readyz_and_explain(ns: &NetNs, ns_net: &NsNet, config: &Pat
         "{out}"
     );
 }
+
+/// `mark` without `CAP_NET_ADMIN` would fail every connection: splitway refuses to start and
+/// says what to do instead. Run as `nobody` when the tests run as root.
+#[tokio::test]
+async fn mark_without_cap_net_admin_is_a_start_up_error() {
+    let config = write_temp(
+        "transparent-mark.toml",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[transparent]\nlisten = \"127.0.0.1:15999\"\nmark = 0x539\n",
+    );
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    let mut command = if root {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ]);
+        c.arg(env!("CARGO_BIN_EXE_splitway"));
+        c
+    } else {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_splitway"))
+    };
+    command.arg("--config").arg(&config).env_clear().kill_on_drop(true);
+    let out = tokio::time::timeout(HANG_GUARD, command.output())
+        .await
+        .expect("splitway exits at once")
+        .expect("run splitway");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[transparent] mark = 0x539: cannot set SO_MARK") && stderr.contains("exclude_uid"),
+        "{stderr}"
+    );
+}
