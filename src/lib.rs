@@ -312,6 +312,7 @@ impl ProxyHandle {
         let current = self.shared.runtime();
         if config.proxy.listen != current.config.proxy.listen
             || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen)
+            || config.transparent.as_ref().map(|t| t.listen) != current.config.transparent.as_ref().map(|t| t.listen)
         {
             tracing::warn!("listen addresses changed in the config: they apply at the next restart");
         }

@@ -33,6 +33,9 @@ use crate::upstream::connect::Upstream;
 use crate::upstream::deny::DenyList;
 use crate::upstream::target::{Host, Target};
 
+/// How long an accept loop pauses after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 /// Binds `listen`; on `127.0.0.1`, also `[::1]` on the same port (where ip6tables `REDIRECT`
 /// sends IPv6), when the host has IPv6 loopback.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
@@ -58,8 +61,9 @@ pub fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> JoinSet<()> {
                 match listener.accept().await {
                     Ok((stream, client)) => accept(&shared, stream, client),
                     Err(e) => {
+                        // EMFILE leaves the connection in the backlog: do not spin on it.
                         tracing::warn!(error = %e, "transparent accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     }
                 }
             }
@@ -80,6 +84,7 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, client: SocketAddr) {
         own: DenyList::new(vec![], shared.own.clone()),
         hello_timeout: shared.limits.client_hello_timeout,
         header_timeout: shared.limits.header_read_timeout,
+        draining: shared.draining.clone(),
         started: Instant::now(),
     };
     guard.spawn("transparent", async move {
@@ -99,15 +104,17 @@ struct Conn {
     own: DenyList,
     hello_timeout: Duration,
     header_timeout: Duration,
+    /// Cancelled when the proxy starts draining (plain-HTTP answers then close the connection).
+    draining: tokio_util::sync::CancellationToken,
     started: Instant,
 }
 
 /// Why a redirected connection was closed before it was routed.
 #[derive(Debug, thiserror::Error)]
 enum Refused {
-    #[error("no original destination (SO_ORIGINAL_DST): {0}; only iptables REDIRECT should reach this listener")]
+    #[error("no original destination (SO_ORIGINAL_DST); only iptables REDIRECT should reach this listener")]
     NoOriginalDst(#[source] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Proxy(ProxyError),
     #[error("first flight: {}", .0.as_str())]
     FirstFlight(Rejection),
@@ -285,6 +292,7 @@ impl Conn {
             resolver = route.map(|r| &*r.resolver).unwrap_or(""),
             error = r.outcome(),
             detail = %r,
+            cause = std::error::Error::source(r).map(ToString::to_string).unwrap_or_default(),
             duration_ms = self.started.elapsed().as_millis() as u64,
             "refused"
         );

@@ -65,7 +65,15 @@ pub(super) async fn serve(conn: Conn, stream: TcpStream, first: Vec<u8>, origina
     let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(request(&conn, original, req).await) }
+        async move {
+            let mut resp = request(&conn, original, req).await;
+            if conn.draining.is_cancelled() {
+                // Draining: let keep-alive clients go, as the proxy listener does.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -83,6 +91,11 @@ pub(super) async fn serve(conn: Conn, stream: TcpStream, first: Vec<u8>, origina
 async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let rt = &conn.runtime;
+    if req.method() == http::Method::TRACE {
+        let e = ProxyError::MethodNotAllowed("TRACE".into());
+        conn.refused(Some(original), None, None, &Refused::Proxy(e.clone()));
+        return proxy::error_response(&e);
+    }
     let target = match target_of(conn, &req, original) {
         Ok(t) => t,
         Err(r) => {

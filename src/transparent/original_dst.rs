@@ -11,9 +11,10 @@ use tokio::net::TcpStream;
 #[cfg(target_os = "linux")]
 pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
     use rustix::net::sockopt;
+    // A dual-stack listener on `::` sees IPv4 clients as IPv4-mapped: their NAT entry is IPv4.
     Ok(match stream.local_addr()? {
-        SocketAddr::V4(_) => SocketAddr::V4(sockopt::ip_original_dst(stream)?),
-        SocketAddr::V6(_) => SocketAddr::V6(sockopt::ipv6_original_dst(stream)?),
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none() => SocketAddr::V6(sockopt::ipv6_original_dst(stream)?),
+        _ => SocketAddr::V4(sockopt::ip_original_dst(stream)?),
     })
 }
 
