@@ -166,19 +166,20 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return self.refused(Some(original), Some(&target), Some(&route), &Refused::Proxy(e)),
         };
-        self.relay(
-            stream,
-            upstream_stream,
-            first,
-            Relayed {
-                original,
-                target,
-                route,
-                upstream,
-                sni,
-            },
-        )
-        .await;
+        let method = if first.first() == Some(&TLS_HANDSHAKE) {
+            "TLS"
+        } else {
+            "TCP"
+        };
+        let r = Relayed {
+            original,
+            target,
+            route,
+            upstream,
+            sni,
+            method,
+        };
+        self.relay(stream, upstream_stream, first, r).await;
     }
 
     /// The SNI name at the original port, or (without one) what `no_sni` says; a port
@@ -257,7 +258,7 @@ impl Conn {
             target: "splitway::access",
             kind = "transparent",
             client = %self.client,
-            method = "TLS",
+            method = r.method,
             original = %r.original,
             host = %r.target,
             route = &*r.route.name,
@@ -285,7 +286,7 @@ impl Conn {
             target: "splitway::access",
             kind = "transparent",
             client = %self.client,
-            method = "TLS",
+            method = "-",
             original = original.map(|a| a.to_string()).unwrap_or_default(),
             host = target.map(ToString::to_string).unwrap_or_default(),
             route = route.map(|r| &*r.name).unwrap_or(""),
@@ -306,4 +307,9 @@ struct Relayed {
     route: Arc<Route>,
     upstream: Upstream,
     sni: Option<String>,
+    /// `TLS`, or `TCP` for a first flight that is not TLS (routed by its address).
+    method: &'static str,
 }
+
+/// TLSPlaintext.type `handshake` (RFC 8446 §5.1): the first byte of a TLS first flight.
+const TLS_HANDSHAKE: u8 = 22;

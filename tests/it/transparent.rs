@@ -142,11 +142,12 @@ impl Splitway {
 }
 
 /// `splitway iptables --config FILE ARGS` inside the namespace.
-fn iptables(ns: &NetNs, config: &Path, args: &[&str]) -> String {
+async fn iptables(ns: &NetNs, config: &Path, args: &[&str]) -> String {
     let path = config.to_str().expect("UTF-8 temp path");
     let mut all = vec!["iptables", "--config", path];
     all.extend(args);
-    ns.run(env!("CARGO_BIN_EXE_splitway"), &all)
+    ns.run_async(env!("CARGO_BIN_EXE_splitway"), &all)
+        .await
         .unwrap_or_else(|e| panic!("splitway iptables {args:?}: {e}"))
 }
 
@@ -210,10 +211,10 @@ async fn transparent_mode_routes_unproxied_clients() {
     let net = ns_net.net;
     let config = write_temp("transparent.toml", &config(net, "mark = 0x539", ""));
     let ca = write_temp("transparent-ca.pem", &net.ca_pem);
-    let printed = iptables(&ns, &config, &["--apply"]);
+    let printed = iptables(&ns, &config, &["--apply"]).await;
     assert!(printed.contains("-m mark --mark 0x539 -j RETURN"), "{printed}");
     // Applying twice changes nothing (idempotent).
-    assert_eq!(iptables(&ns, &config, &["--apply"]), printed);
+    assert_eq!(iptables(&ns, &config, &["--apply"]).await, printed);
     let splitway = Splitway::start(&ns, &config, None).await;
     let curl = curl_available();
 
@@ -245,6 +246,13 @@ async fn transparent_mode_routes_unproxied_clients() {
 
     reported_by_readyz_and_explain(&ns, &ns_net, &config).await;
     no_sni_and_not_tls_go_to_the_original_address(&ns_net).await;
+    // The canonical line of each: by address, with the address the client dialled.
+    splitway
+        .wait_logged("method=\"TLS\" original=127.12.0.9:443 host=127.12.0.9:443 route=\"default\"")
+        .await;
+    splitway
+        .wait_logged("method=\"TCP\" original=127.12.0.9:443 host=127.12.0.9:443 route=\"default\"")
+        .await;
     if ns.has_ipv6() {
         ns.run("ip", &["-6", "addr", "add", &format!("{SINK_IP6}/128"), "dev", "lo"])
             .expect("add an IPv6 address");
@@ -260,9 +268,9 @@ async fn transparent_mode_routes_unproxied_clients() {
     plain_http_is_routed_by_host(&ns_net).await;
     direct_connection_to_the_listener_is_refused(&ns_net).await;
 
-    let removed = iptables(&ns, &config, &["--remove"]);
+    let removed = iptables(&ns, &config, &["--remove"]).await;
     assert!(removed.contains("removed"), "{removed}");
-    iptables(&ns, &config, &["--remove"]);
+    iptables(&ns, &config, &["--remove"]).await;
     the_problem_returns_without_the_rules(&ns, &ns_net, &ca, curl).await;
     drop(splitway);
 }
@@ -422,7 +430,7 @@ async fn uid_exclusion_and_no_sni_refuse() {
         "transparent-uid.toml",
         &config(ns_net.net, &format!("exclude_uid = {NOBODY}"), "no_sni = \"refuse\""),
     );
-    let printed = iptables(&ns, &config, &["--apply"]);
+    let printed = iptables(&ns, &config, &["--apply"]).await;
     assert!(
         printed.contains(&format!("-m owner --uid-owner {NOBODY} -j RETURN")),
         "{printed}"
@@ -456,7 +464,7 @@ async fn uid_exclusion_and_no_sni_refuse() {
     splitway
         .wait_logged("error=\"no_sni\" detail=no SNI or not TLS, and [transparent] no_sni = \"refuse\"")
         .await;
-    iptables(&ns, &config, &["--remove"]);
+    iptables(&ns, &config, &["--remove"]).await;
 }
 
 /// `/readyz?verbose` lists the transparent listeners; `explain` says redirected connections
@@ -471,10 +479,11 @@ async fn reported_by_readyz_and_explain(ns: &NetNs, ns_net: &NsNet, config: &Pat
     assert!(listen.iter().any(|a| a == "127.0.0.1:15001"), "{body}");
     let path = config.to_str().expect("UTF-8 temp path");
     let out = ns
-        .run(
+        .run_async(
             env!("CARGO_BIN_EXE_splitway"),
             &["explain", CUSTOM_DOMAIN, "--config", path],
         )
+        .await
         .expect("splitway explain");
     assert!(out.contains("route:      custom-domains"), "{out}");
     assert!(

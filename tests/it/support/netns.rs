@@ -57,6 +57,24 @@ impl NetNs {
         run("ip", &all)
     }
 
+    /// [`NetNs::run`] without blocking the test's runtime, bounded.
+    pub(crate) async fn run_async(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let out = tokio::time::timeout(HANG_GUARD, self.command(program).args(args).output())
+            .await
+            .map_err(|_| format!("`{program} {}` did not finish within {HANG_GUARD:?}", args.join(" ")))?
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "`{program} {}` failed: {}{text}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
     /// `ip netns exec NAME program`, for the caller to add arguments and spawn (async).
     pub(crate) fn command(&self, program: &str) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("ip");
