@@ -15,6 +15,7 @@ pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod raw;
 pub(crate) mod relay;
+pub(crate) mod transparent;
 pub(crate) mod zone;
 
 // Shortcuts for `use crate::support::*`; no one test module uses all of them.
