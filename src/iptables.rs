@@ -27,6 +27,8 @@ pub enum IptablesError {
          connections would be captured too and loop; set one"
     )]
     NoExclusion(String),
+    #[error("{0}: [transparent] listen has port 0; the rules redirect to a fixed port, e.g. 127.0.0.1:15001")]
+    NoPort(String),
     #[error(
         "cannot run `{command}`: {source}; install iptables (with the nat table) or apply the printed rules by hand"
     )]
@@ -69,6 +71,9 @@ pub fn plan(config: &Config, exclude_uid: Option<u32>) -> Result<Plan, IptablesE
         .transparent
         .as_ref()
         .ok_or_else(|| IptablesError::NotEnabled(config.origin.clone()))?;
+    if t.listen.port() == 0 {
+        return Err(IptablesError::NoPort(config.origin.clone()));
+    }
     let uid = exclude_uid.or(t.exclude_uid);
     if t.mark.is_none() && uid.is_none() {
         return Err(IptablesError::NoExclusion(config.origin.clone()));
@@ -267,6 +272,8 @@ mod tests {
     fn refuses_without_exclusion_or_table() {
         let e = plan(&config(""), None).unwrap_err();
         assert!(e.to_string().contains("neither `mark` nor `exclude_uid`"), "{e}");
+        let e = plan(&config("listen = \"127.0.0.1:0\"\nmark = 1"), None).unwrap_err();
+        assert!(e.to_string().contains("port 0"), "{e}");
         let e = plan(&Config::embedded(), Some(1)).unwrap_err();
         assert!(e.to_string().contains("no [transparent] table"), "{e}");
     }

@@ -316,6 +316,14 @@ impl ProxyHandle {
         {
             tracing::warn!("listen addresses changed in the config: they apply at the next restart");
         }
+        if let Some(mark) = config.transparent.as_ref().and_then(|t| t.mark) {
+            upstream::socket::check_mark(mark).map_err(|e| {
+                format!(
+                    "{}: [transparent] mark = {mark:#x}: cannot set SO_MARK ({e}); it needs CAP_NET_ADMIN",
+                    config.origin
+                )
+            })?;
+        }
         let next = Arc::new(runtime::Runtime::new_bound(
             config,
             self.shared.metrics.clone(),

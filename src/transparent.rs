@@ -41,7 +41,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 pub async fn bind(listen: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = vec![TcpListener::bind(listen).await?];
     if listen.ip() == std::net::Ipv4Addr::LOCALHOST {
-        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()));
+        // The port bound above: the same as `listen`'s unless that was 0.
+        let port = listeners[0].local_addr()?.port();
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
         match TcpListener::bind(v6).await {
             Ok(l) => listeners.push(l),
             Err(e) => tracing::debug!(addr = %v6, error = %e, "no IPv6 transparent listener"),

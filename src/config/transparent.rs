@@ -14,7 +14,8 @@ pub const DEFAULT_TRANSPARENT_LISTEN: &str = "127.0.0.1:15001";
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransparentSettings {
-    /// Where redirected connections arrive; [`DEFAULT_TRANSPARENT_LISTEN`]. On a loopback
+    /// Where redirected connections arrive; [`DEFAULT_TRANSPARENT_LISTEN`]. Port 0 (tests)
+    /// binds any free port, which `splitway iptables` refuses: its rules need the port. On a loopback
     /// IPv4 address, the same port on `[::1]` is bound too (where ip6tables sends IPv6).
     pub listen: SocketAddr,
     /// `SO_MARK` on every outbound socket, so the capture rules let splitway's own
@@ -72,13 +73,7 @@ impl Default for TransparentSettings {
 impl TransparentSettings {
     /// Cross-field checks; the message names the key.
     pub(super) fn check(&self, proxy_listen: SocketAddr) -> Result<(), (&'static str, String)> {
-        if self.listen.port() == 0 {
-            return Err((
-                "transparent.listen",
-                "needs a fixed port: the capture rules redirect to it".into(),
-            ));
-        }
-        if self.listen == proxy_listen {
+        if self.listen == proxy_listen && self.listen.port() != 0 {
             return Err((
                 "transparent.listen",
                 format!(

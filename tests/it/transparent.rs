@@ -13,6 +13,7 @@ use crate::scenarios::expectations;
 use crate::support::client::admin_get;
 use crate::support::metrics::metric;
 use crate::support::netns::{NetNs, NsNet};
+use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::transparent::*;
 use crate::support::*;
 
@@ -347,4 +348,45 @@ async fn mark_without_cap_net_admin_is_a_start_up_error() {
         stderr.contains("[transparent] mark = 0x539: cannot set SO_MARK") && stderr.contains("exclude_uid"),
         "{stderr}"
     );
+}
+
+/// Straight to the transparent listener, without a redirect (here: outside any namespace with
+/// capture rules), a connection has no original destination to go to: it is closed, counted
+/// and logged, and nothing leaks.
+#[tokio::test]
+async fn unredirected_connection_is_closed_and_counted() {
+    let net = aws_net();
+    let toml = format!(
+        "{}\n[transparent]\nlisten = \"127.0.0.1:0\"\n",
+        scenario_config(net, PrivateDns::On)
+    );
+    let proxy = TestProxy::start(&toml).await;
+    assert!(!proxy.transparent.is_empty(), "the transparent listener is bound");
+    for addr in proxy.transparent.clone() {
+        let read = tokio::time::timeout(HANG_GUARD, async {
+            let mut c = TcpStream::connect(addr)
+                .await
+                .expect("connect to the transparent listener");
+            c.write_all(&client_hello_without_sni()).await.expect("send");
+            let mut buf = [0u8; 16];
+            c.read(&mut buf).await
+        })
+        .await
+        .expect("the listener closes the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "closed without an answer: {read:?}");
+    }
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let outcome = |o: &str| {
+        metric(
+            &m,
+            "splitway_requests_total",
+            &[("kind", "transparent"), ("route", "none"), ("outcome", o)],
+        )
+    };
+    // Without conntrack in this namespace there is no NAT entry (`no_original_dst`); where
+    // the host tracks connections, the entry's destination is the listener itself (a loop).
+    let refused = outcome("no_original_dst") + outcome("destination_ip_prohibited");
+    assert_eq!(refused, proxy.transparent.len() as f64, "{m}");
+    proxy.stop().await;
 }
