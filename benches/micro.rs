@@ -3,7 +3,8 @@
 //! - route lookup in a table of 10,000 routes (exact, wildcard, miss);
 //! - SNI extraction from a real ClientHello (made by rustls);
 //! - CONNECT target parsing;
-//! - a DNS answer served from a resolver's cache (filled once from a fake UDP server).
+//! - a DNS answer served from a resolver's cache (filled once from a fake UDP server): a
+//!   pinned route host, and one name of a full bounded cache of 10,000.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -91,6 +92,7 @@ fn sni_parse(c: &mut Criterion) {
     let hello = client_hello("bmf11pk5je.execute-api.us-east-1.amazonaws.com");
     let expected = Hello::Complete {
         sni: Some("bmf11pk5je.execute-api.us-east-1.amazonaws.com".into()),
+        ech: false,
     };
     assert_eq!(sni::parse_client_hello(&hello, sni::MAX_CLIENT_HELLO), expected);
     let half = &hello[..hello.len() / 2];
@@ -160,20 +162,49 @@ fn now<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Names in the full cache under `cargo bench` (the default `cache_size`); fewer in a test run.
+fn cached_names() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        10_000
+    } else {
+        100
+    }
+}
+
+/// The hit path on every connection: a pinned route host, and one name among a full
+/// bounded cache (`cache_size` names, each resolved once from the fake server).
 fn dns_cache_hit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let server = rt.block_on(fake_dns());
-    let toml = format!("[resolver.fake]\nnameservers = [\"udp://{server}\"]\nmin_ttl = \"1h\"\nmax_ttl = \"1h\"\n");
+    let n = cached_names();
+    let toml = format!(
+        "[resolver.fake]\nnameservers = [\"udp://{server}\"]\nmin_ttl = \"1h\"\nmax_ttl = \"1h\"\ncache_size = {n}\n"
+    );
     let config = Config::from_toml(&toml, "bench.toml").expect("valid resolver config");
     let resolver = Resolver::new("fake", &config.resolvers["fake"], Arc::new(Metrics::new())).expect("resolver");
     let host = "api.bench.test";
+    resolver.pin([host]);
     let (first, _) = rt.block_on(resolver.resolve(host));
     assert!(first.is_ok(), "the fake server answers: {first:?}");
+    let names: Vec<String> = (0..n).map(|i| format!("n{i}.bench.test")).collect();
+    for name in &names {
+        assert!(rt.block_on(resolver.resolve(name)).0.is_ok());
+    }
+    let kept = names
+        .iter()
+        .rev()
+        .find(|n| now(resolver.resolve(n)).1 == splitway::upstream::dns::Source::Hit);
+    let kept = kept.expect("the full cache holds names").clone();
     let _guard = rt.enter();
-    c.bench_function("dns_cache_hit", |b| b.iter(|| now(resolver.resolve(black_box(host)))));
+    let mut g = c.benchmark_group("dns_cache_hit");
+    g.bench_function("pinned", |b| b.iter(|| now(resolver.resolve(black_box(host)))));
+    g.bench_function(format!("bounded_full_{n}"), |b| {
+        b.iter(|| now(resolver.resolve(black_box(&kept))))
+    });
+    g.finish();
 }
 
 criterion_group!(benches, route_lookup, sni_parse, target_parse, dns_cache_hit);

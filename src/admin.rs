@@ -58,9 +58,12 @@ pub struct Check {
     pub reason: Option<String>,
 }
 
-/// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON.
+/// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON; `None` while
+/// `[admin] debug` is off (then the path is 404). It gets the `host=` value, if any.
 pub type DebugRoute = Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, String)> + Send>> + Send + Sync,
+    dyn Fn(Option<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(StatusCode, String)>> + Send>>
+        + Send
+        + Sync,
 >;
 
 impl Default for Readiness {
@@ -256,14 +259,21 @@ impl Admin {
                 TEXT,
                 format!("{}\n", self.ready.state()),
             ),
-            "/debug/route" => match (&self.debug, query.split('&').find_map(|kv| kv.strip_prefix("host="))) {
-                (Some(debug), Some(host)) if !host.is_empty() => {
-                    let (status, body) = debug(host.to_owned()).await;
-                    response(status, JSON, body)
+            "/debug/route" => {
+                let host = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("host="))
+                    .filter(|h| !h.is_empty());
+                let answer = match &self.debug {
+                    Some(debug) => debug(host.map(str::to_owned)).await,
+                    None => None,
+                };
+                match answer {
+                    Some((status, body)) if status.is_success() => response(status, JSON, body),
+                    Some((status, body)) => response(status, TEXT, body),
+                    None => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
                 }
-                (Some(_), _) => response(StatusCode::BAD_REQUEST, TEXT, "usage: /debug/route?host=HOST[:PORT]\n"),
-                (None, _) => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
-            },
+            }
             "/metrics" => response(StatusCode::OK, metrics::CONTENT_TYPE, self.metrics.encode()),
             _ => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
         };
@@ -287,7 +297,7 @@ fn response(status: StatusCode, content_type: &'static str, body: impl Into<Byte
 /// Why `splitway health` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("admin listener {addr}: {source}; is splitway running with [admin] listen = \"{addr}\"?")]
+    #[error("admin listener {addr} is not answering (is splitway running with [admin] listen = \"{addr}\"?)")]
     Io {
         addr: SocketAddr,
         #[source]

@@ -6,6 +6,7 @@
 mod aws;
 mod describe;
 mod error;
+pub mod resolv_conf;
 mod resolver;
 mod route;
 mod transparent;
@@ -22,9 +23,10 @@ use toml::Spanned;
 pub use describe::describe;
 pub use error::ConfigError;
 pub use resolver::{
-    DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver, ResolverSettings,
+    DEFAULT_CACHE_SIZE, DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver,
+    ResolverSettings,
 };
-pub use route::{Action, AddrSpec, ConnectName, Pattern, RouteSpec, SniMode};
+pub use route::{Action, AddrSpec, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
 pub use transparent::{DEFAULT_TRANSPARENT_LISTEN, NoSni, TransparentSettings};
 
 /// Default for `[proxy] listen`.
@@ -154,6 +156,10 @@ impl Default for ProxySettings {
 pub struct AdminSettings {
     /// `/healthz`, `/readyz`, `/metrics`; the embedded default uses [`DEFAULT_ADMIN_LISTEN`].
     pub listen: SocketAddr,
+    /// Serve `GET /debug/route` (`explain --probe` over HTTP); off by default, because whoever
+    /// reaches the admin port could make the proxy open connections (within its own rules).
+    #[serde(default)]
+    pub debug: bool,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +280,25 @@ impl Config {
                 .map_err(|(key, message)| err(None, None, key, message))?;
         }
         for route in &self.routes {
+            if let Some(rule) = route
+                .on_cname
+                .iter()
+                .find(|r| !self.resolvers.contains_key(&r.resolver))
+            {
+                let known: Vec<_> = self.resolvers.keys().map(String::as_str).collect();
+                return Err(err(
+                    route.on_cname_line.or(Some(route.line)),
+                    Some(&route.name),
+                    "on_cname",
+                    format!(
+                        "unknown resolver `{}` for match `{}`; define [resolver.{}] or use one of: {}",
+                        rule.resolver,
+                        rule.pattern,
+                        rule.resolver,
+                        known.join(", ")
+                    ),
+                ));
+            }
             if !self.resolvers.contains_key(&route.resolver) {
                 let known: Vec<_> = self.resolvers.keys().map(String::as_str).collect();
                 return Err(err(

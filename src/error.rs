@@ -16,7 +16,7 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("request head too large: {0}")]
     HeadTooLarge(String),
-    #[error("bad CONNECT target: {0}")]
+    #[error("bad CONNECT target")]
     BadTarget(#[from] TargetError),
     #[error("method {0} is not allowed through the proxy")]
     MethodNotAllowed(String),
@@ -108,10 +108,15 @@ impl ProxyError {
         }
     }
 
+    /// What the error says with its causes, `outer: inner: …` (the body and `details`).
+    pub fn describe(&self) -> String {
+        chain(self)
+    }
+
     /// The `Proxy-Status` header value: `splitway; error=<type>; details="<display>"`.
     pub fn proxy_status_header(&self) -> String {
         let details: String = self
-            .to_string()
+            .describe()
             .chars()
             .map(|c| {
                 if c == '"' || c == '\\' || c.is_control() {
@@ -123,4 +128,17 @@ impl ProxyError {
             .collect();
         format!("splitway; error={}; details=\"{details}\"", self.proxy_status())
     }
+}
+
+/// An error and its causes as one line, `outer: inner: …`: each `Display` says only its own
+/// level, so logs and bodies print the chain once.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

@@ -4,13 +4,15 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::config::Action;
 use crate::probe::{self, Probe};
+use crate::routes::Route;
 use crate::runtime::Runtime;
+use crate::upstream::plan::Plan;
 use crate::upstream::target::{Host, Target};
 
 /// One name looked up through one resolver.
@@ -40,6 +42,9 @@ pub struct Explanation {
     pub system: Option<Lookup>,
     /// The system resolver would send the connection somewhere else.
     pub differs: bool,
+    /// An `on_cname` rule re-planned the lookup: which CNAME, which resolver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected: Option<String>,
     /// With `--probe`: what the server presents along splitway's route and the system path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
@@ -50,39 +55,63 @@ pub struct Explanation {
 
 /// Explains where a connection to `target` would go, without connecting.
 pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
+    let (mut out, route, plan) = decision(rt, target);
+    match &plan {
+        Plan::Deny => out.error = Some(format!("route `{}` denies {}", route.name, target.host)),
+        Plan::Fixed(addrs) => out.connect_to = addrs.first().copied(),
+        Plan::Resolve {
+            resolver,
+            names,
+            on_cname,
+            ..
+        } => {
+            let deadline = Instant::now() + rt.config.proxy.connect_timeout;
+            for (host, port) in names {
+                let mut lookup = Lookup::new(host, resolver);
+                match rt
+                    .connector
+                    .candidates(&route, resolver, on_cname, host, *port, deadline)
+                    .await
+                {
+                    Ok(c) => {
+                        if let Some(d) = &c.detected {
+                            lookup.resolver = d.resolver.to_string();
+                            out.detected =
+                                Some(format!("custom domain (CNAME {}) -> resolver {}", d.cname, d.resolver));
+                        }
+                        lookup.fill(
+                            c.answer.as_ref(),
+                            &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
+                        );
+                        lookup.denied = c.denied;
+                        out.connect_to = out.connect_to.or(c.addrs.first().copied());
+                    }
+                    Err(e) => lookup.error = Some(e.to_string()),
+                }
+                out.lookups.push(lookup);
+            }
+            if out.connect_to.is_none() {
+                out.error = out.lookups.iter().rev().find_map(|l| l.error.clone());
+            }
+        }
+    }
+    if let (Host::Name(name), false) = (&target.host, plan.is_system_path()) {
+        out.system = Some(system_lookup(rt, name).await);
+    }
+    if let (Some(sys), Some(to)) = (&out.system, out.connect_to) {
+        out.differs = !sys.addresses.contains(&to.ip());
+    }
+    out
+}
+
+/// The route and plan for `target`, before anything is looked up.
+fn decision(rt: &Runtime, target: &Target) -> (Explanation, Arc<Route>, Plan) {
     let route = rt.routes.lookup(&target.host).clone();
-    let (action, names): (String, Vec<(Host, u16)>) = match &route.action {
-        Action::Deny => ("deny (403)".into(), vec![]),
-        Action::Addresses(list) => {
-            let a = list
-                .iter()
-                .map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)).to_string());
-            (
-                format!("connect to fixed addresses {}", a.collect::<Vec<_>>().join(", ")),
-                vec![],
-            )
-        }
-        Action::Connect(list) => {
-            let names = list
-                .iter()
-                .map(|c| (c.host.clone(), c.port.unwrap_or(target.port)))
-                .collect::<Vec<_>>();
-            let shown = names
-                .iter()
-                .map(|(h, p)| format!("{h}:{p}"))
-                .collect::<Vec<_>>()
-                .join(", then ");
-            (format!("connect to {shown} via resolver `{}`", route.resolver), names)
-        }
-        Action::Resolve => (
-            format!("resolve {} via resolver `{}`", target.host, route.resolver),
-            vec![(target.host.clone(), target.port)],
-        ),
-    };
-    let mut out = Explanation {
+    let plan = route.plan(target);
+    let out = Explanation {
         target: target.to_string(),
         route: route.name.to_string(),
-        action,
+        action: plan.to_string(),
         sni: if crate::proxy::tunnel::expected_sni(&route, target).is_some() {
             "match"
         } else {
@@ -93,52 +122,38 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
         error: None,
         system: None,
         differs: false,
+        detected: None,
         probes: vec![],
         transparent: rt.config.transparent.as_ref().map(|t| t.describe()),
     };
-    if let Action::Addresses(list) = &route.action {
-        out.connect_to = list
-            .first()
-            .map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)));
-    }
-    if matches!(route.action, Action::Deny) {
-        out.error = Some(format!("route `{}` denies {}", route.name, target.host));
-    }
-    let deadline = Instant::now() + rt.config.proxy.connect_timeout;
-    for (host, port) in names {
-        let mut lookup = Lookup::new(&host, &route.resolver);
-        match rt.connector.candidates(&route, &host, port, deadline).await {
-            Ok(c) => {
-                lookup.fill(
-                    c.answer.as_ref(),
-                    &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
-                );
-                lookup.denied = c.denied;
-                if out.connect_to.is_none() {
-                    out.connect_to = c.addrs.first().copied();
-                }
-            }
-            Err(e) => lookup.error = Some(e.to_string()),
-        }
-        out.lookups.push(lookup);
-    }
-    if out.connect_to.is_none() && out.error.is_none() {
-        out.error = out.lookups.iter().rev().find_map(|l| l.error.clone());
-    }
-    if let Host::Name(name) = &target.host {
-        let uses_system = matches!(route.action, Action::Resolve) && &*route.resolver == "system";
-        if !uses_system {
-            out.system = Some(system_lookup(rt, name).await);
-        }
-    }
-    if let (Some(sys), Some(to)) = (&out.system, out.connect_to) {
-        out.differs = !sys.addresses.contains(&to.ip());
-    }
-    out
+    (out, route, plan)
+}
+
+/// Who asked for a probe. The admin side (`/debug/route`) is reachable by whoever reaches
+/// the admin port, so it obeys the proxy's own rules in full, `connect_ports` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeFrom {
+    /// `splitway explain --probe`, run by the operator.
+    Cli,
+    /// `GET /debug/route` on the admin listener.
+    Admin,
 }
 
 /// [`explain`], then a TLS probe along splitway's route and along the system resolver's path.
-pub async fn explain_and_probe(rt: &Runtime, target: &Target, roots: &rustls::RootCertStore) -> Explanation {
+/// Both connections go through the one connector: `deny_destinations` and the own-listener
+/// check apply to each, and from the admin side a port outside `connect_ports` is refused
+/// before anything is resolved or connected.
+pub async fn explain_and_probe(
+    rt: &Runtime,
+    target: &Target,
+    roots: &rustls::RootCertStore,
+    from: ProbeFrom,
+) -> Explanation {
+    if let (ProbeFrom::Admin, Err(e)) = (from, rt.check_connect_port(target)) {
+        let (mut out, _, _) = decision(rt, target);
+        out.error = Some(e.to_string());
+        return out;
+    }
     let mut out = explain(rt, target).await;
     let Host::Name(host) = &target.host else {
         out.error
@@ -146,39 +161,33 @@ pub async fn explain_and_probe(rt: &Runtime, target: &Target, roots: &rustls::Ro
         return out;
     };
     let route = rt.routes.lookup(&target.host).clone();
-    out.probes.push(match rt.connector.connect(&route, target).await {
-        Ok((stream, up)) => probe::probe("splitway", stream, up.addr, host, roots).await,
+    out.probes
+        .push(probe_along(rt, "splitway", &route, target, host, roots).await);
+    if out.system.is_some() {
+        let system = rt.system_route.clone();
+        out.probes
+            .push(probe_along(rt, "system", &system, target, host, roots).await);
+    }
+    out
+}
+
+/// Connects along `route` through the connector and probes what the server presents.
+async fn probe_along(
+    rt: &Runtime,
+    path: &str,
+    route: &Route,
+    target: &Target,
+    host: &str,
+    roots: &rustls::RootCertStore,
+) -> Probe {
+    match rt.connector.connect(route, target).await {
+        Ok((stream, up)) => probe::probe(path, stream, up.addr, host, roots).await,
         Err(e) => Probe {
-            path: "splitway".into(),
+            path: path.into(),
             error: Some(e.to_string()),
             ..Probe::default()
         },
-    });
-    let system_addr = out
-        .system
-        .as_ref()
-        .and_then(|s| s.addresses.first())
-        .map(|ip| SocketAddr::new(*ip, target.port));
-    if let Some(addr) = system_addr {
-        let connected =
-            tokio::time::timeout(rt.config.proxy.connect_timeout, tokio::net::TcpStream::connect(addr)).await;
-        out.probes.push(match connected {
-            Ok(Ok(stream)) => probe::probe("system", stream, addr, host, roots).await,
-            Ok(Err(e)) => Probe {
-                path: "system".into(),
-                address: Some(addr),
-                error: Some(format!("connect: {e}")),
-                ..Probe::default()
-            },
-            Err(_) => Probe {
-                path: "system".into(),
-                address: Some(addr),
-                error: Some("connect: timed out".into()),
-                ..Probe::default()
-            },
-        });
     }
-    out
 }
 
 async fn system_lookup(rt: &Runtime, name: &str) -> Lookup {
@@ -247,6 +256,9 @@ impl fmt::Display for Explanation {
         writeln!(f, "route:      {}", self.route)?;
         writeln!(f, "action:     {}", self.action)?;
         writeln!(f, "sni:        {}", self.sni)?;
+        if let Some(d) = &self.detected {
+            writeln!(f, "detected:   {d}")?;
+        }
         for l in &self.lookups {
             writeln!(
                 f,

@@ -52,9 +52,9 @@ pub use config::{Config, ConfigError};
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
-    Setup(String),
-    #[error("cannot listen on {addr} ({key}): {source}")]
+    #[error(transparent)]
+    Setup(#[from] runtime::RuntimeError),
+    #[error("cannot listen on {addr} ({key})")]
     Bind {
         addr: SocketAddr,
         key: &'static str,
@@ -101,6 +101,13 @@ impl Proxy {
             None => None,
         };
         let transparent = bind_transparent(&config).await?;
+        if let Some(a) = config
+            .admin
+            .as_ref()
+            .filter(|a| a.debug && !a.listen.ip().is_loopback())
+        {
+            tracing::warn!(addr = %a.listen, "[admin] debug is on beyond loopback: anyone who can reach this address can make the proxy probe hosts (within its own rules)");
+        }
         if !addr.ip().is_loopback() {
             if config.proxy.auth.is_some() {
                 tracing::warn!(%addr, "listening beyond loopback: clients need the [proxy] auth credentials");
@@ -114,7 +121,8 @@ impl Proxy {
             .chain(&transparent)
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let runtime = runtime::Runtime::new_bound(config, metrics.clone(), own.clone()).map_err(StartError::Setup)?;
+        let runtime =
+            runtime::Runtime::new_bound(config, metrics.clone(), own.clone(), None).map_err(StartError::Setup)?;
         let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
         shared
             .ready
@@ -200,15 +208,7 @@ async fn bind_transparent(config: &Config) -> Result<Vec<TcpListener>, StartErro
     let Some(t) = &config.transparent else {
         return Ok(Vec::new());
     };
-    if let Some(mark) = t.mark {
-        upstream::socket::check_mark(mark).map_err(|e| {
-            StartError::Setup(format!(
-                "{}: [transparent] mark = {mark:#x}: cannot set SO_MARK ({e}); it needs CAP_NET_ADMIN, \
-                 or drop `mark` and exclude splitway's user with `exclude_uid`",
-                config.origin
-            ))
-        })?;
-    }
+    runtime::check_mark(config)?;
     transparent::bind(t.listen).await.map_err(|source| StartError::Bind {
         addr: t.listen,
         key: "[transparent] listen",
@@ -219,29 +219,36 @@ async fn bind_transparent(config: &Config) -> Result<Vec<TcpListener>, StartErro
 /// How often `/readyz` re-checks resolvers and `connect` names.
 pub const DEPENDENCY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `/debug/route?host=`: `explain --probe` on the running config, as JSON.
+/// `/debug/route?host=`: `explain --probe` on the running config, as JSON, while the running
+/// config has `[admin] debug = true` (a reload turns it on or off). The probe obeys the
+/// proxy's own rules: `connect_ports`, `deny_destinations`, the own-listener check.
 fn debug_route(shared: Arc<server::Shared>) -> admin::DebugRoute {
-    Arc::new(move |host: String| {
+    Arc::new(move |host: Option<String>| {
         let runtime = shared.runtime();
         Box::pin(async move {
+            if !runtime.config.admin.as_ref().is_some_and(|a| a.debug) {
+                return None;
+            }
+            let usage = || {
+                (
+                    http::StatusCode::BAD_REQUEST,
+                    "usage: /debug/route?host=HOST[:PORT]\n".to_owned(),
+                )
+            };
+            let Some(host) = host else { return Some(usage()) };
             let target = match upstream::target::Target::parse_host_port(&host, 443) {
                 Ok(t) => t,
-                Err(e) => return (http::StatusCode::BAD_REQUEST, format!("{{\"error\": \"{e}\"}}\n")),
+                Err(e) => return Some((http::StatusCode::BAD_REQUEST, format!("bad host `{host}`: {e}\n"))),
             };
             let roots = match probe::roots(None) {
                 Ok(r) => r,
-                Err(e) => {
-                    return (
-                        http::StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("{{\"error\": \"{e}\"}}\n"),
-                    );
-                }
+                Err(e) => return Some((http::StatusCode::INTERNAL_SERVER_ERROR, format!("trust roots: {e}\n"))),
             };
-            let e = explain::explain_and_probe(&runtime, &target, &roots).await;
-            (
+            let e = explain::explain_and_probe(&runtime, &target, &roots, explain::ProbeFrom::Admin).await;
+            Some((
                 http::StatusCode::OK,
                 serde_json::to_string_pretty(&e).unwrap_or_default() + "\n",
-            )
+            ))
         })
     })
 }
@@ -306,9 +313,10 @@ impl ProxyHandle {
         self.shared.ready.started().await;
     }
 
-    /// Replaces routes and resolvers for new connections; open ones keep theirs. The
+    /// Replaces routes and resolvers for new connections; open ones keep theirs. A resolver
+    /// whose definition did not change is kept, cache included (SPEC: reload). The
     /// listen addresses are bound once: changing them takes a restart (logged).
-    pub fn reload(&self, config: Config) -> Result<(), String> {
+    pub fn reload(&self, config: Config) -> Result<(), runtime::RuntimeError> {
         let current = self.shared.runtime();
         if config.proxy.listen != current.config.proxy.listen
             || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen)
@@ -316,18 +324,12 @@ impl ProxyHandle {
         {
             tracing::warn!("listen addresses changed in the config: they apply at the next restart");
         }
-        if let Some(mark) = config.transparent.as_ref().and_then(|t| t.mark) {
-            upstream::socket::check_mark(mark).map_err(|e| {
-                format!(
-                    "{}: [transparent] mark = {mark:#x}: cannot set SO_MARK ({e}); it needs CAP_NET_ADMIN",
-                    config.origin
-                )
-            })?;
-        }
+        runtime::check_mark(&config)?;
         let next = Arc::new(runtime::Runtime::new_bound(
             config,
             self.shared.metrics.clone(),
             self.shared.own.clone(),
+            Some(current.connector.resolvers()),
         )?);
         *self.shared.runtime.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         // Open connections keep the old runtime, but its names are no longer kept fresh.

@@ -204,7 +204,7 @@ async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option
     let target = splitway::upstream::target::Target::parse_host_port(target, 443)
         .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
     splitway::install_crypto_provider();
-    let runtime = splitway::runtime::Runtime::new(config, Default::default()).map_err(anyhow::Error::msg)?;
+    let runtime = splitway::runtime::Runtime::new(config, Default::default())?;
     let e = match probe {
         None => splitway::explain::explain(&runtime, &target).await,
         Some(ca_file) => {
@@ -213,7 +213,7 @@ async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option
                 None => None,
             };
             let roots = splitway::probe::roots(pem.as_deref()).map_err(anyhow::Error::msg)?;
-            splitway::explain::explain_and_probe(&runtime, &target, &roots).await
+            splitway::explain::explain_and_probe(&runtime, &target, &roots, splitway::explain::ProbeFrom::Cli).await
         }
     };
     if json {

@@ -51,8 +51,11 @@ pub struct Metrics {
     connect_duration: HistogramFamily<RouteLabels>,
     dns_lookups: Family<DnsLabels, Counter>,
     dns_duration: HistogramFamily<ResolverLabels>,
+    dns_cache_entries: Family<ResolverLabels, Gauge>,
+    dns_cache_evictions: Family<ResolverLabels, Counter>,
     sni_rejections: Family<SniLabels, Counter>,
     report: Family<ReportLabels, Counter>,
+    custom_domains: Family<RouteLabels, Counter>,
     connections_open: Gauge,
     connections_rejected: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
@@ -78,8 +81,11 @@ impl Metrics {
             connect_duration: Family::new_with_constructor(latency_histogram),
             dns_lookups: Family::default(),
             dns_duration: Family::new_with_constructor(latency_histogram),
+            dns_cache_entries: Family::default(),
+            dns_cache_evictions: Family::default(),
             sni_rejections: Family::default(),
             report: Family::default(),
+            custom_domains: Family::default(),
             connections_open: Gauge::default(),
             connections_rejected: Counter::default(),
             config_reloads: Family::default(),
@@ -131,6 +137,16 @@ impl Metrics {
             self.dns_duration.clone(),
         );
         r.register(
+            "dns_cache_entries",
+            "Entries in each resolver's cache (route hosts and connect names included)",
+            self.dns_cache_entries.clone(),
+        );
+        r.register(
+            "dns_cache_evictions",
+            "Entries each resolver's cache evicted to stay within cache_size",
+            self.dns_cache_evictions.clone(),
+        );
+        r.register(
             "sni_rejections",
             "Tunnels closed because the TLS ClientHello named a server the route does not allow",
             self.sni_rejections.clone(),
@@ -139,6 +155,11 @@ impl Metrics {
             "report_differences",
             "Report mode: requests splitway would have handled differently (action: reroute or deny), by route",
             self.report.clone(),
+        );
+        r.register(
+            "custom_domains_detected",
+            "Connections re-planned by on_cname: the host's CNAME chain reached an API Gateway domain name (or another pattern), by route",
+            self.custom_domains.clone(),
         );
         r.register(
             "connections_open",
@@ -227,6 +248,26 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// The cache of `resolver` holds `entries` now.
+    pub fn dns_cache_entries(&self, resolver: &str, entries: usize) {
+        let labels = ResolverLabels {
+            resolver: self.names.get(resolver),
+        };
+        let entries = i64::try_from(entries).unwrap_or(i64::MAX);
+        self.dns_cache_entries.get_or_create(&labels).set(entries);
+        // Exported from the start, at 0, like the gauge.
+        let _ = self.dns_cache_evictions.get_or_create(&labels);
+    }
+
+    /// The cache of `resolver` evicted one entry to stay within its size.
+    pub fn dns_cache_evicted(&self, resolver: &str) {
+        self.dns_cache_evictions
+            .get_or_create(&ResolverLabels {
+                resolver: self.names.get(resolver),
+            })
+            .inc();
+    }
+
     /// A tunnel on `route` was closed by the SNI check, for `reason` (a fixed string).
     pub fn sni_rejected(&self, route: &str, reason: &'static str) {
         self.sni_rejections
@@ -243,6 +284,15 @@ impl Metrics {
             .get_or_create(&ReportLabels {
                 route: self.names.get(route),
                 action,
+            })
+            .inc();
+    }
+
+    /// A connection of `route` was re-planned by an `on_cname` rule (custom domain detection).
+    pub fn custom_domain_detected(&self, route: &str) {
+        self.custom_domains
+            .get_or_create(&RouteLabels {
+                route: self.names.get(route),
             })
             .inc();
     }

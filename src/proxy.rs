@@ -146,21 +146,8 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
     };
     let rt = &ctx.runtime;
     let settings = &rt.config.proxy;
-    if !settings.connect_ports.contains(&target.port) {
-        let allowed = settings
-            .connect_ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err((
-            Some(target.clone()),
-            None,
-            ProxyError::PortNotAllowed {
-                port: target.port,
-                allowed,
-            },
-        ));
+    if let Err(e) = rt.check_connect_port(&target) {
+        return Err((Some(target), None, e));
     }
     let (route, connected) = connect_for(rt, &target).await;
     let (stream, upstream) = match connected {
@@ -235,7 +222,7 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
 
 /// The one-line plain-text body of every error splitway answers.
 pub fn error_body(e: &ProxyError) -> String {
-    format!("splitway: {e}\n")
+    format!("splitway: {}\n", e.describe())
 }
 
 fn empty() -> Body {
@@ -259,7 +246,7 @@ fn log_refusal(
         resolver = route.map(|r| &*r.resolver).unwrap_or(""),
         status = e.status().as_u16(),
         error = e.proxy_status(),
-        detail = %e,
+        detail = %e.describe(),
         duration_ms = took.as_millis() as u64,
         "refused"
     );

@@ -11,15 +11,25 @@ use crate::{Config, ProxyHandle};
 /// which file-event APIs report unreliably; a small read every few seconds always works).
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Why a reload was rejected (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+}
+
 /// Loads `path` and applies it; on error the running config stays and the error is returned.
-pub fn reload_file(handle: &ProxyHandle, path: &Path) -> Result<(), String> {
+pub fn reload_file(handle: &ProxyHandle, path: &Path) -> Result<(), ReloadError> {
     let result = Config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|config| handle.reload(config));
+        .map_err(ReloadError::from)
+        .and_then(|config| Ok(handle.reload(config)?));
     match &result {
         Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
         Err(e) => {
-            tracing::error!(config = %path.display(), error = %e, "config reload rejected; keeping the running config")
+            let error = crate::error::chain(e);
+            tracing::error!(config = %path.display(), error, "config reload rejected; keeping the running config")
         }
     }
     handle.count_reload(result.is_ok());

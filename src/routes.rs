@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+pub mod glob;
+
 use crate::config::{Action, Pattern, RouteSpec, SniMode};
 use crate::upstream::target::Host;
 
@@ -23,6 +25,32 @@ pub struct Route {
     pub action: Action,
     pub resolver: Arc<str>,
     pub sni: SniMode,
+    /// The route's exact host patterns (the names start-up resolution keeps warm).
+    pub exact: Vec<String>,
+    /// Re-plan through another resolver when the CNAME chain reaches a pattern (`on_cname`).
+    pub on_cname: Arc<[CnameRule]>,
+}
+
+/// A route's `on_cname` rule as the connector uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnameRule {
+    pub pattern: glob::NameGlob,
+    pub resolver: Arc<str>,
+}
+
+impl Route {
+    /// A route that resolves the requested host through `resolver`, as a plain forward proxy
+    /// does with `system` (the implicit catch-all, report mode's actual path).
+    pub fn resolving(name: &str, resolver: &str) -> Route {
+        Route {
+            name: name.into(),
+            action: Action::Resolve,
+            resolver: resolver.into(),
+            sni: SniMode::Match,
+            exact: vec![],
+            on_cname: Arc::new([]),
+        }
+    }
 }
 
 /// Two routes claimed the same pattern.
@@ -49,12 +77,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn new(specs: &[RouteSpec]) -> Result<Self, Clash> {
-        let default = Arc::new(Route {
-            name: DEFAULT_ROUTE.into(),
-            action: Action::Resolve,
-            resolver: "system".into(),
-            sni: SniMode::Match,
-        });
+        let default = Arc::new(Route::resolving(DEFAULT_ROUTE, "system"));
         let mut table = RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
@@ -71,6 +94,22 @@ impl RouteTable {
                 action: spec.action.clone(),
                 resolver: spec.resolver.as_str().into(),
                 sni: spec.sni,
+                exact: spec
+                    .patterns
+                    .iter()
+                    .filter_map(|(p, _)| match p {
+                        Pattern::Exact(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                on_cname: spec
+                    .on_cname
+                    .iter()
+                    .map(|r| CnameRule {
+                        pattern: r.pattern.clone(),
+                        resolver: r.resolver.as_str().into(),
+                    })
+                    .collect(),
             });
             for (pattern, line) in &spec.patterns {
                 if let Some(first) = claimed.insert(pattern, &spec.name) {

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Check;
-use crate::config::{Action, Config, Mode, Pattern, SniMode};
+use crate::config::{Config, Mode};
+use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::proxy::auth::Basic;
 use crate::proxy::forward::{self, ForwardClient};
@@ -18,10 +19,47 @@ use crate::routes::Route;
 use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::DnsError;
-use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers};
+use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers, SetupError};
+use crate::upstream::target::Target;
 
 /// The route name of report mode's actual path.
 pub const SYSTEM_PATH: &str = "system-path";
+
+/// Why a config could not be turned into a runtime (validation catches most of this first).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{origin}: the route table cannot be built")]
+    Routes {
+        origin: String,
+        #[source]
+        source: crate::routes::Clash,
+    },
+    #[error(transparent)]
+    Resolver(#[from] SetupError),
+    #[error(
+        "{origin}: [transparent] mark = {mark:#x}: cannot set SO_MARK; it needs CAP_NET_ADMIN, \
+         or drop `mark` and exclude splitway's user with `exclude_uid`"
+    )]
+    Mark {
+        origin: String,
+        mark: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whether `[transparent] mark` can be set by this process: checked before serving with it
+/// (start-up, reload), since without `CAP_NET_ADMIN` every marked connection would fail.
+pub fn check_mark(config: &Config) -> Result<(), RuntimeError> {
+    match config.transparent.as_ref().and_then(|t| t.mark) {
+        Some(mark) => crate::upstream::socket::check_mark(mark).map_err(|source| RuntimeError::Mark {
+            origin: config.origin.clone(),
+            mark,
+            source,
+        }),
+        None => Ok(()),
+    }
+}
 
 /// The state derived from one config.
 pub struct Runtime {
@@ -40,19 +78,28 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime whose own addresses (never connected to) are the config's listen addresses.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, RuntimeError> {
         let own = std::iter::once(config.proxy.listen)
             .chain(config.admin.as_ref().map(|a| a.listen))
             .collect();
-        Self::new_bound(config, metrics, own)
+        Self::new_bound(config, metrics, own, None)
     }
 
     /// A runtime for a proxy bound at `own` (the listeners' real addresses, port 0 resolved),
     /// which the connector refuses to connect to: a request through the proxy to itself
-    /// would loop.
-    pub fn new_bound(config: Config, metrics: Arc<Metrics>, own: Vec<SocketAddr>) -> Result<Self, String> {
-        let routes = RouteTable::new(&config.routes).map_err(|e| format!("{}: {e}", config.origin))?;
-        let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone())?);
+    /// would loop. `previous`: the resolvers of the runtime this one replaces, whose
+    /// unchanged ones are kept with their caches (see [`Resolvers::new`]).
+    pub fn new_bound(
+        config: Config,
+        metrics: Arc<Metrics>,
+        own: Vec<SocketAddr>,
+        previous: Option<&Resolvers>,
+    ) -> Result<Self, RuntimeError> {
+        let routes = RouteTable::new(&config.routes).map_err(|source| RuntimeError::Routes {
+            origin: config.origin.clone(),
+            source,
+        })?;
+        let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone(), previous)?);
         let p = &config.proxy;
         let mark = config.transparent.as_ref().and_then(|t| t.mark);
         let connector = Arc::new(
@@ -65,17 +112,15 @@ impl Runtime {
         // everything through the implicit default route).
         let forward_routes = match config.proxy.mode {
             Mode::Enforce => routes.clone(),
-            Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|e| e.to_string())?),
+            Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|source| RuntimeError::Routes {
+                origin: config.origin.clone(),
+                source,
+            })?),
         };
         let client = forward::client(forward_routes, connector.clone());
-        let system_route = Arc::new(Route {
-            name: SYSTEM_PATH.into(),
-            action: Action::Resolve,
-            resolver: "system".into(),
-            sni: SniMode::Match,
-        });
+        let system_route = Arc::new(Route::resolving(SYSTEM_PATH, "system"));
         let auth = config.proxy.auth.as_ref().map(Basic::new);
-        Ok(Self {
+        let runtime = Self {
             config,
             routes,
             connector,
@@ -83,30 +128,38 @@ impl Runtime {
             system_route,
             auth,
             refresher_stop: CancellationToken::new(),
-        })
+        };
+        // The names this runtime keeps warm are never evicted by other traffic.
+        let names = runtime.route_names();
+        runtime
+            .connector
+            .resolvers()
+            .pin(names.keys().map(|(r, n)| (r.as_str(), n.as_str())));
+        Ok(runtime)
     }
 }
 
 impl Runtime {
-    /// Every exact route host and every `connect` name, keyed by (resolver, name), once each;
-    /// the value says whether it is a `connect` name (which must resolve, not just answer).
+    /// A CONNECT (or an admin-side probe) may reach only `[proxy] connect_ports`.
+    pub fn check_connect_port(&self, target: &Target) -> Result<(), ProxyError> {
+        let ports = &self.config.proxy.connect_ports;
+        if ports.contains(&target.port) {
+            return Ok(());
+        }
+        let allowed = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        Err(ProxyError::PortNotAllowed {
+            port: target.port,
+            allowed,
+        })
+    }
+
+    /// Every route's [`Route::warm_names`], keyed by (resolver, name), once each; the value
+    /// says whether some route needs it to resolve (a `connect` name), not just to answer.
     fn route_names(&self) -> BTreeMap<(String, String), bool> {
         let mut names = BTreeMap::new();
-        for spec in &self.config.routes {
-            match &spec.action {
-                Action::Connect(list) => {
-                    for n in list.iter().filter_map(|c| c.host.as_name()) {
-                        names.insert((spec.resolver.clone(), n.to_owned()), true);
-                    }
-                }
-                Action::Resolve => {
-                    for (p, _) in &spec.patterns {
-                        if let Pattern::Exact(n) = p {
-                            names.entry((spec.resolver.clone(), n.clone())).or_insert(false);
-                        }
-                    }
-                }
-                Action::Addresses(_) | Action::Deny => {}
+        for route in self.routes.routes() {
+            for (name, must_resolve) in route.warm_names() {
+                *names.entry((route.resolver.to_string(), name)).or_insert(false) |= must_resolve;
             }
         }
         names

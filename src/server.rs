@@ -242,7 +242,7 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
                 client = %ctx.client,
                 status = e.status().as_u16(),
                 error = e.proxy_status(),
-                detail = %e,
+                detail = %e.describe(),
                 "refused"
             );
             refuse(stream, &e).await;

@@ -152,7 +152,10 @@ impl Conn {
         }
         let mut first = Vec::new();
         let sni = match read_client_hello(&mut stream, &mut first, self.hello_timeout).await {
-            Ok(sni) => sni,
+            // ECH (an encrypted ClientHello): the outer SNI is the provider's public name, not
+            // the server's, so there is no usable name.
+            Ok((_, true)) => None,
+            Ok((sni, false)) => sni,
             Err(Rejection::NotTls) if http::sniff(&mut stream, &mut first, self.header_timeout).await => {
                 return http::serve(self, stream, first, original).await;
             }
@@ -187,26 +190,13 @@ impl Conn {
     /// The SNI name at the original port, or (without one) what `no_sni` says; a port
     /// `[proxy] connect_ports` does not list is refused, as a CONNECT to it would be.
     fn target(&self, sni: Option<&str>, original: SocketAddr) -> Result<Target, Refused> {
-        let t = &self.runtime.config;
         let target = match sni {
             Some(name) => {
                 Target::parse_host_port(name, original.port()).map_err(|e| Refused::Proxy(ProxyError::BadTarget(e)))?
             }
             None => self.by_address(original)?,
         };
-        if !t.proxy.connect_ports.contains(&target.port) {
-            let allowed = t
-                .proxy
-                .connect_ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Refused::Proxy(ProxyError::PortNotAllowed {
-                port: target.port,
-                allowed,
-            }));
-        }
+        self.runtime.check_connect_port(&target).map_err(Refused::Proxy)?;
         Ok(target)
     }
 

@@ -2,6 +2,8 @@
 
 pub mod connect;
 pub mod deny;
+pub mod detect;
 pub mod dns;
+pub mod plan;
 pub mod socket;
 pub mod target;

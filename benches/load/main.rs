@@ -11,9 +11,11 @@
 //! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
 //! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results); for A/B runs
 //! while optimising, `BENCH_SPLITWAY_B` (another splitway binary, contender `splitway-b`) and
-//! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only).
+//! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only); `BENCH_DISTINCT` (name counts for
+//! the `distinct` workload, default `10000`).
 
 mod client;
+mod distinct;
 mod idle;
 mod proxies;
 mod report;
@@ -76,10 +78,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect();
+    let distinct_default = if smoke { "200" } else { "10000" };
+    let distinct_counts: Vec<usize> = env_list("BENCH_DISTINCT")
+        .unwrap_or_else(|| distinct_default.split(',').map(String::from).collect())
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
     let only = env_list("BENCH_ONLY");
     let wanted = |w: &str| {
-        only.as_ref()
-            .is_none_or(|o| o.iter().any(|x| x == w || (x == "idle" && w.starts_with("idle"))))
+        only.as_ref().is_none_or(|o| {
+            o.iter()
+                .any(|x| x == w || ((x == "idle" || x == "distinct") && w.starts_with(x.as_str())))
+        })
     };
 
     let target_dir = target_dir()?;
@@ -88,6 +98,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     proxies::kill_children_on_signal(children.clone());
     let (mut idle_child, idle_port) = spawn_idle_upstream()?;
     children.lock().unwrap_or_else(|p| p.into_inner()).push(idle_child.id());
+    let dns = distinct::start_dns()?;
     let dir = std::env::temp_dir().join(format!("splitway-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let setup = Setup {
@@ -105,6 +116,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         squid_bin: which("squid").filter(|_| !smoke),
         tinyproxy_bin: which("tinyproxy").filter(|_| !smoke),
         ports: vec![up.tls.port(), up.plain.port(), idle_port],
+        dns,
         dir: dir.clone(),
         children,
     };
@@ -127,6 +139,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         tls: up.tls,
         plain: up.plain,
         idle: ([127, 0, 0, 1], idle_port).into(),
+        dns,
         client_config: up.client_config.clone(),
         run: Duration::from_secs_f64(run_secs),
         bulk_bytes: bulk_mb << 20,
@@ -199,6 +212,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+        if wanted("distinct") {
+            for &n in &distinct_counts {
+                distinct_run(&rt, &setup, &env, &kinds, &mut runs, rep, n)?;
+            }
+        }
+    }
+    if wanted("distinct") && !distinct_counts.is_empty() {
+        if kinds.contains(&Kind::Tinyproxy) {
+            notes.push("distinct: tinyproxy resolves with getaddrinfo (the machine's resolver), which the bench cannot point at its DNS: not run".into());
+        }
+        if kinds.contains(&Kind::Squid) && dns.port() != 53 {
+            notes.push(format!(
+                "distinct: squid not run: its dns_nameservers takes port 53, and {} could not be bound",
+                dns.ip()
+            ));
+        }
     }
     drop(running);
     let _ = idle_child.kill();
@@ -206,6 +235,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| w.to_string()).collect();
     workloads.extend(idle_counts.iter().map(|n| format!("idle-{n}")));
+    workloads.extend(distinct_counts.iter().map(|n| format!("distinct-{n}")));
     let rows = report::rows(&runs, &workloads, &contenders);
     notes.extend(report::error_notes(&runs));
     let machine = machine();
@@ -217,7 +247,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let header = serde_json::json!({
         "command": "cargo bench --bench load",
         "machine": machine,
-        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts },
+        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts },
         "contenders": contenders,
         "table_markdown": table,
     });
@@ -251,6 +281,37 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// One `distinct-N` measurement per contender that can resolve the bench names, each on a
+/// fresh process (an allocator keeps freed memory and would hide growth).
+fn distinct_run(
+    rt: &tokio::runtime::Runtime,
+    setup: &Setup,
+    env: &Arc<Env>,
+    kinds: &[Kind],
+    runs: &mut Runs,
+    rep: usize,
+    n: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let name = format!("distinct-{n}");
+    for &k in kinds {
+        let resolves = match k {
+            Kind::Splitway | Kind::SplitwayB => true,
+            Kind::Squid => env.dns.port() == 53,
+            Kind::Tinyproxy => false,
+        };
+        if !resolves {
+            continue;
+        }
+        let p = setup.start(k)?;
+        let s = rt.block_on(distinct::distinct(env.clone(), &p, n));
+        eprintln!("rep {} {name:<12} {:<10} {}", rep + 1, k.name(), brief(&s));
+        runs.add(&name, k.name(), s);
+        drop(p);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
 fn clone_env(e: &Env) -> Env {
     Env {
         client_config: e.client_config.clone(),
@@ -269,6 +330,9 @@ fn brief(s: &Sample) -> String {
     );
     if let Some(k) = s.kib_per_tunnel {
         out.push_str(&format!(", {k:.1} KiB/tunnel"));
+    }
+    if let Some(k) = s.kib_per_10k_names {
+        out.push_str(&format!(", {k:.0} KiB/10k names"));
     }
     if let Some(e) = &s.first_error {
         out.push_str(&format!(" (first: {e})"));

@@ -38,6 +38,8 @@ pub(crate) struct Setup {
     pub(crate) squid_bin: Option<PathBuf>,
     pub(crate) tinyproxy_bin: Option<PathBuf>,
     pub(crate) ports: Vec<u16>,
+    /// The bench DNS for the `distinct` names.
+    pub(crate) dns: SocketAddr,
     pub(crate) dir: PathBuf,
     /// Every child alive now, for the signal handler to kill (Drop does not run on a signal).
     pub(crate) children: Children,
@@ -145,7 +147,7 @@ impl Setup {
         let mut cmd = match kind {
             Kind::Splitway | Kind::SplitwayB => {
                 let conf = dir.join("splitway.toml");
-                fs::write(&conf, splitway_config(addr, &ports))?;
+                fs::write(&conf, splitway_config(addr, &ports, self.dns))?;
                 let (bin, vars) = match (&self.splitway_b, kind) {
                     (Some((bin, vars)), Kind::SplitwayB) => (bin, vars.as_slice()),
                     _ => (&self.splitway_bin, &[][..]),
@@ -159,7 +161,7 @@ impl Setup {
             }
             Kind::Squid => {
                 let conf = dir.join("squid.conf");
-                fs::write(&conf, squid_config(addr, &ports, &dir))?;
+                fs::write(&conf, squid_config(addr, &ports, &dir, self.dns))?;
                 let mut c = Command::new(self.squid_bin.as_ref().expect("installed"));
                 c.arg("-N").arg("-f").arg(conf);
                 c
@@ -215,8 +217,10 @@ fn free_port() -> io::Result<u16> {
 
 /// Routes with `addresses`, as a sidecar config would pin an endpoint; the deny list is
 /// emptied because the upstream is on loopback. Logging stays at its default (`info`: one
-/// line per tunnel), as deployed; the peers log each request too.
-fn splitway_config(addr: SocketAddr, ports: &[String]) -> String {
+/// line per tunnel), as deployed; the peers log each request too. The `distinct` names go to
+/// the bench DNS through a resolver with the default cache size (`sni = "any"`: their tunnels
+/// carry plain HTTP).
+fn splitway_config(addr: SocketAddr, ports: &[String], dns: SocketAddr) -> String {
     format!(
         r#"[proxy]
 listen = "{addr}"
@@ -233,16 +237,31 @@ addresses = ["127.0.0.1"]
 name = "bench-loopback"
 hosts = ["127.0.0.1"]
 addresses = ["127.0.0.1"]
+
+[resolver.bench]
+nameservers = ["udp://{dns}"]
+
+[[route]]
+name = "bench-distinct"
+hosts = ["*.{suffix}"]
+resolver = "bench"
+sni = "any"
 "#,
         ports = ports.join(", "),
         name = super::upstream::TLS_NAME,
+        suffix = super::distinct::SUFFIX,
     )
 }
 
 /// Cache off, every client and CONNECT port allowed, no `to_localhost` denial, access log
-/// written (to /dev/null) as splitway writes its own.
-fn squid_config(addr: SocketAddr, ports: &[String], dir: &Path) -> String {
+/// written (to /dev/null) as splitway writes its own; the bench DNS when it is on port 53
+/// (squid's `dns_nameservers` takes no port).
+fn squid_config(addr: SocketAddr, ports: &[String], dir: &Path, dns: SocketAddr) -> String {
     let d = dir.display();
+    let dns = match dns.port() {
+        53 => format!("dns_nameservers {}\n", dns.ip()),
+        _ => String::new(),
+    };
     format!(
         "http_port {addr}
 acl SSL_ports port {ports}
@@ -259,7 +278,7 @@ coredump_dir {d}
 max_filedescriptors 20000
 shutdown_lifetime 0 seconds
 via on
-",
+{dns}",
         ports = ports.join(" "),
     )
 }

@@ -62,6 +62,10 @@ fn metrics(workload: &str) -> Vec<Metric> {
         "bulk" => vec![("throughput", "MB/s", |s| {
             (s.bytes > 0).then(|| s.bytes as f64 / 1e6 / s.secs)
         })],
+        w if w.starts_with("distinct") => vec![
+            ("RSS/10k names", "KiB", |s| s.kib_per_10k_names),
+            ("tunnels opened", "", |s| Some(s.requests as f64)),
+        ],
         _ => vec![
             ("RSS/tunnel", "KiB", |s| s.kib_per_tunnel),
             ("tunnels opened", "", |s| Some(s.requests as f64)),
@@ -194,7 +198,7 @@ pub(crate) fn json(rows: &[Row], runs: &Runs, header: Value, notes: &[String]) -
                 json!({
                     "workload": w, "contender": c, "requests": s.requests, "bytes": s.bytes,
                     "secs": s.secs, "errors": s.errors, "first_error": s.first_error,
-                    "proxy_cpu_secs": s.cpu.map(|d| d.as_secs_f64()), "kib_per_tunnel": s.kib_per_tunnel,
+                    "proxy_cpu_secs": s.cpu.map(|d| d.as_secs_f64()), "kib_per_tunnel": s.kib_per_tunnel, "kib_per_10k_names": s.kib_per_10k_names,
                 })
             })
         })

@@ -21,6 +21,8 @@ pub(crate) struct Env {
     /// The child-process upstream for `idle`.
     pub(crate) idle: SocketAddr,
     pub(crate) client_config: Arc<ClientConfig>,
+    /// The bench DNS that answers the `distinct` names.
+    pub(crate) dns: SocketAddr,
     /// Length of one timed run.
     pub(crate) run: Duration,
     pub(crate) bulk_bytes: u64,
@@ -39,6 +41,8 @@ pub(crate) struct Sample {
     pub(crate) cpu: Option<Duration>,
     /// RSS growth per tunnel (idle).
     pub(crate) kib_per_tunnel: Option<f64>,
+    /// RSS growth per 10,000 distinct names (distinct).
+    pub(crate) kib_per_10k_names: Option<f64>,
 }
 
 impl Sample {

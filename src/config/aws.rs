@@ -8,7 +8,8 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
-use super::route::{Action, ConnectName, Pattern, RouteSpec, SniMode};
+use super::route::{Action, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
+use crate::routes::glob::NameGlob;
 use crate::upstream::target::Host;
 
 const KEYS: &[&str] = &[
@@ -18,8 +19,13 @@ const KEYS: &[&str] = &[
     "public_api_ids",
     "public_domains",
     "public_resolver",
+    "detect_custom_domains",
     "peered",
 ];
+
+/// The route `[aws]` generates for every host no other route claims, when
+/// `detect_custom_domains` is on: the system resolver, with `on_cname` rules.
+pub(crate) const DETECT_ROUTE: &str = "aws-custom-domains";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +69,7 @@ pub(super) fn expand(
     let domains: Vec<String> = tc.field("public_domains")?.unwrap_or_default();
     let public: Option<String> = tc.field("public_resolver")?;
     let peers: Vec<Peer> = tc.field("peered")?.unwrap_or_default();
+    let detect: Option<bool> = tc.field("detect_custom_domains")?;
     let line = ctx.line(table.span().start);
     let route = |name: String, hosts: Vec<String>, action: Action, resolver: &str| -> Result<RouteSpec, ConfigError> {
         let patterns = hosts
@@ -80,6 +87,8 @@ pub(super) fn expand(
             resolver: resolver.to_owned(),
             resolver_line: Some(line),
             sni: SniMode::Match,
+            on_cname: vec![],
+            on_cname_line: None,
             line,
         })
     };
@@ -101,6 +110,36 @@ pub(super) fn expand(
                 .collect();
             routes.push(route("aws-public-api-ids".into(), hosts, Action::Resolve, resolver)?);
         }
+    }
+    let mut notes = Vec::new();
+    match (detect, public.as_deref()) {
+        (Some(false), _) => {}
+        (_, Some(resolver)) => {
+            let regions = std::iter::once(region.as_str()).chain(peers.iter().map(|p| p.region.as_str()));
+            let mut r = route(DETECT_ROUTE.into(), vec!["*".into()], Action::Resolve, "system")?;
+            r.on_cname = regions
+                .map(|region| {
+                    let pattern = format!("d-*.execute-api.{region}.amazonaws.com");
+                    NameGlob::parse(&pattern).map(|pattern| CnameRule {
+                        pattern,
+                        resolver: resolver.to_owned(),
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|m| tc.err("detect_custom_domains", m))?;
+            r.on_cname_line = Some(line);
+            routes.push(r);
+        }
+        (Some(true), None) => {
+            return Err(tc.err(
+                "public_resolver",
+                "missing: detect_custom_domains resolves detected custom domains through it (e.g. \"public\")",
+            ));
+        }
+        (None, None) => notes.push(
+            "[aws] detect_custom_domains is off: it needs public_resolver (the [resolver.NAME] that sees public DNS)"
+                .to_owned(),
+        ),
     }
     let mut names = Vec::new();
     if let Some(z) = &zone {
@@ -127,7 +166,6 @@ pub(super) fn expand(
         .iter()
         .flat_map(|r| r.patterns.iter().map(|(p, _)| p))
         .collect();
-    let mut notes = Vec::new();
     for r in &mut routes {
         r.patterns.retain(|(p, _)| {
             let keep = !claimed.contains(p);

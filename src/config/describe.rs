@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Action, Config, Nameserver, SniMode};
+use super::{Config, Nameserver, SniMode};
 
 /// Renders the resolvers and routes of a valid config, most specific matching first.
 pub fn describe(config: &Config) -> String {
@@ -29,12 +29,17 @@ pub fn describe(config: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "  {name:<12} {servers}  timeout {:?}, ttl {:?}..{:?}, serve_stale {:?}{}",
+            "  {name:<12} {servers}  timeout {:?}, ttl {:?}..{:?}, serve_stale {:?}, cache_size {}{}{}",
             r.timeout,
             r.min_ttl,
             r.max_ttl,
             r.serve_stale,
-            if r.hosts_file { ", /etc/hosts" } else { "" }
+            r.cache_size,
+            if r.hosts_file { ", /etc/hosts" } else { "" },
+            r.ca_file
+                .as_ref()
+                .map(|p| format!(", ca_file {}", p.display()))
+                .unwrap_or_default()
         );
     }
     let _ = writeln!(
@@ -48,30 +53,20 @@ pub fn describe(config: &Config) -> String {
             .map(|(p, _)| p.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let action = match &route.action {
-            Action::Resolve => format!("resolve via `{}`", route.resolver),
-            Action::Deny => "deny 403".to_owned(),
-            Action::Addresses(a) => {
-                let a = a.iter().map(|a| match a.port {
-                    Some(p) => std::net::SocketAddr::new(a.ip, p).to_string(),
-                    None => a.ip.to_string(),
-                });
-                format!("addresses {}", a.collect::<Vec<_>>().join(", "))
-            }
-            Action::Connect(c) => {
-                let c = c.iter().map(|c| match c.port {
-                    Some(p) => format!("{}:{p}", c.host),
-                    None => c.host.to_string(),
-                });
-                format!(
-                    "connect {} via `{}`",
-                    c.collect::<Vec<_>>().join(" then "),
-                    route.resolver
-                )
-            }
+        let action = if route.action.uses_resolver() {
+            format!("{} via `{}`", route.action, route.resolver)
+        } else {
+            route.action.to_string()
         };
         let sni = if route.sni == SniMode::Any { ", sni any" } else { "" };
         let _ = writeln!(out, "  {:<24} [{hosts}] -> {action}{sni}", route.name);
+        for rule in &route.on_cname {
+            let _ = writeln!(
+                out,
+                "  {:<24}   on CNAME {} -> resolve via `{}`",
+                "", rule.pattern, rule.resolver
+            );
+        }
     }
     for note in &config.notes {
         let _ = writeln!(out, "note: {note}");

@@ -6,7 +6,7 @@ use std::ops::Range;
 /// A config that cannot be used, said so that the fix is obvious.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{origin}: cannot read the config file: {source}; pass --config FILE or set SPLITWAY_CONFIG")]
+    #[error("{origin}: cannot read the config file (pass --config FILE or set SPLITWAY_CONFIG)")]
     Io {
         origin: String,
         #[source]

@@ -1,6 +1,8 @@
-//! `[resolver.NAME]` tables: nameservers (udp/tcp, `tls://`, `https://`) and cache bounds.
+//! `[resolver.NAME]` tables: nameservers (udp/tcp, `tls://`, `https://`), their trust roots
+//! (`ca_file`) and cache bounds.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -16,6 +18,10 @@ pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 /// Default for `serve_stale` (RFC 8767 §5 suggests 1–3 days; an hour suits API endpoints).
 pub const DEFAULT_SERVE_STALE: Duration = Duration::from_secs(3600);
+/// Default for `cache_size`: entries (answers and negative answers) a resolver keeps beside
+/// its route hosts and `connect` names, which are kept apart and never evicted. About
+/// 0.5 KiB each, so at most ~5 MiB per resolver.
+pub const DEFAULT_CACHE_SIZE: usize = 10_000;
 
 /// One upstream DNS server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +57,11 @@ pub struct ResolverSettings {
     pub serve_stale: Duration,
     /// Answer from `/etc/hosts` first; default on for `system`, off for the others.
     pub hosts_file: bool,
+    /// `ca_file`: a PEM bundle trusted for `tls://` and `https://` servers, on top of the
+    /// webpki roots (read when the resolver is built).
+    pub ca_file: Option<PathBuf>,
+    /// [`DEFAULT_CACHE_SIZE`]; at least 1.
+    pub cache_size: usize,
 }
 
 impl ResolverSettings {
@@ -62,6 +73,8 @@ impl ResolverSettings {
             max_ttl: DEFAULT_MAX_TTL,
             serve_stale: DEFAULT_SERVE_STALE,
             hosts_file: true,
+            ca_file: None,
+            cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 }
@@ -73,6 +86,8 @@ const KEYS: &[&str] = &[
     "max_ttl",
     "serve_stale",
     "hosts_file",
+    "ca_file",
+    "cache_size",
 ];
 
 pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> Result<ResolverSettings, ConfigError> {
@@ -112,7 +127,30 @@ pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> 
         max_ttl: duration("max_ttl", DEFAULT_MAX_TTL)?,
         serve_stale: duration("serve_stale", DEFAULT_SERVE_STALE)?,
         hosts_file: tc.field("hosts_file")?.unwrap_or(system),
+        ca_file: match tc.field::<String>("ca_file")? {
+            Some(s) if s.is_empty() => return Err(tc.err("ca_file", "is empty: name a PEM file")),
+            other => other.map(PathBuf::from),
+        },
+        cache_size: tc.field::<i64>("cache_size")?.map_or(Ok(DEFAULT_CACHE_SIZE), |n| {
+            usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                tc.err(
+                    "cache_size",
+                    format!("`{n}` must be a whole number of entries, at least 1"),
+                )
+            })
+        })?,
     };
+    let encrypted = settings
+        .nameservers
+        .iter()
+        .flatten()
+        .any(|ns| matches!(ns, Nameserver::Tls { .. } | Nameserver::Https { .. }));
+    if settings.ca_file.is_some() && !encrypted {
+        return Err(tc.err(
+            "ca_file",
+            "does nothing: no tls:// or https:// nameserver in this resolver",
+        ));
+    }
     if settings.timeout.is_zero() {
         return Err(tc.err("timeout", "must be above zero"));
     }

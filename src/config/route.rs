@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
+use crate::routes::glob::NameGlob;
 use crate::upstream::target::{Host, Target};
 
 /// One host pattern of a route (SPEC: exact names, `*.suffix`, `*`, IP literals, CIDR blocks).
@@ -71,6 +72,45 @@ pub enum Action {
     Deny,
 }
 
+impl Action {
+    /// Whether the route's `resolver` is asked (it resolves the target or `connect` names).
+    pub fn uses_resolver(&self) -> bool {
+        matches!(self, Action::Resolve | Action::Connect(_))
+    }
+}
+
+/// What `splitway check` shows of an action.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Resolve => f.write_str("resolve"),
+            Action::Deny => f.write_str("deny 403"),
+            Action::Addresses(list) => {
+                let a = list.iter().map(|a| match a.port {
+                    Some(p) => SocketAddr::new(a.ip, p).to_string(),
+                    None => a.ip.to_string(),
+                });
+                write!(f, "addresses {}", a.collect::<Vec<_>>().join(", "))
+            }
+            Action::Connect(list) => {
+                let c = list.iter().map(|c| match c.port {
+                    Some(p) => format!("{}:{p}", c.host),
+                    None => c.host.to_string(),
+                });
+                write!(f, "connect {}", c.collect::<Vec<_>>().join(" then "))
+            }
+        }
+    }
+}
+
+/// One `on_cname` rule: a host whose CNAME chain (from the route's resolver) reaches a name
+/// matching `pattern` is resolved through `resolver` instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnameRule {
+    pub pattern: NameGlob,
+    pub resolver: String,
+}
+
 /// A validated `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
@@ -81,11 +121,32 @@ pub struct RouteSpec {
     pub resolver: String,
     pub resolver_line: Option<usize>,
     pub sni: SniMode,
+    /// `on_cname` rules, in order: the first whose pattern the chain reaches wins.
+    pub on_cname: Vec<CnameRule>,
+    /// The line of the `on_cname` key, for errors about its resolvers.
+    pub on_cname_line: Option<usize>,
     /// The line of the `[[route]]` header.
     pub line: usize,
 }
 
-const KEYS: &[&str] = &["name", "hosts", "addresses", "connect", "deny", "resolver", "sni"];
+const KEYS: &[&str] = &[
+    "name",
+    "hosts",
+    "addresses",
+    "connect",
+    "deny",
+    "resolver",
+    "sni",
+    "on_cname",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCnameRule {
+    #[serde(rename = "match")]
+    pattern: String,
+    resolver: String,
+}
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -125,13 +186,16 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
         .collect::<Result<Vec<_>, _>>()?;
     let action = parse_action(&rc)?;
     let resolver: Option<String> = rc.field("resolver")?;
-    if resolver.is_some() && matches!(action, Action::Addresses(_) | Action::Deny) {
+    if resolver.is_some() && !action.uses_resolver() {
         return Err(rc.err(
             "resolver",
             "has no effect on a route with `addresses` or `deny`; remove it",
         ));
     }
+    let on_cname = parse_on_cname(&rc, &action)?;
     Ok(RouteSpec {
+        on_cname_line: (!on_cname.is_empty()).then(|| ctx.key_line(&table.span(), "on_cname")),
+        on_cname,
         resolver_line: resolver.as_ref().map(|_| ctx.key_line(&table.span(), "resolver")),
         resolver: resolver.unwrap_or_else(|| "system".to_owned()),
         sni: rc.field("sni")?.unwrap_or_default(),
@@ -140,6 +204,27 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
         action,
         name: rc.route.unwrap_or_default(),
     })
+}
+
+fn parse_on_cname(rc: &TableCtx<'_>, action: &Action) -> Result<Vec<CnameRule>, ConfigError> {
+    let Some(raw) = rc.field::<Vec<RawCnameRule>>("on_cname")? else {
+        return Ok(vec![]);
+    };
+    if *action != Action::Resolve {
+        return Err(rc.err(
+            "on_cname",
+            "needs a route that resolves the requested host (no `addresses`, `connect` or `deny`)",
+        ));
+    }
+    raw.into_iter()
+        .map(|r| {
+            let pattern = NameGlob::parse(&r.pattern).map_err(|m| rc.err("on_cname", format!("match {m}")))?;
+            Ok(CnameRule {
+                pattern,
+                resolver: r.resolver,
+            })
+        })
+        .collect()
 }
 
 fn parse_action(rc: &TableCtx<'_>) -> Result<Action, ConfigError> {

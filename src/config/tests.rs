@@ -32,6 +32,8 @@ connect_ports = [443, 8443]
 [resolver.public]
 nameservers = ["1.1.1.1", "8.8.8.8:5353", "tcp://9.9.9.9", "tls://1.1.1.1#cloudflare-dns.com", "https://8.8.8.8/dns-query#dns.google"]
 min_ttl = "1s"
+[resolver.system]
+cache_size = 50
 [[route]]
 hosts = ["*.execute-api.us-east-1.amazonaws.com"]
 connect = ["zonal.example:8443", "regional.example"]
@@ -47,6 +49,7 @@ addresses = ["10.1.5.20", "[fd00::1]:443"]
     assert_eq!(c.proxy.idle_timeout, Duration::from_secs(120));
     let public = &c.resolvers["public"];
     let ns = public.nameservers.as_ref().unwrap();
+    assert_eq!(public.ca_file, None);
     assert_eq!(ns[1], Nameserver::UdpTcp("8.8.8.8:5353".parse().unwrap()));
     assert_eq!(
         ns[3],
@@ -56,6 +59,8 @@ addresses = ["10.1.5.20", "[fd00::1]:443"]
         }
     );
     assert!(!public.hosts_file);
+    assert_eq!(public.cache_size, DEFAULT_CACHE_SIZE);
+    assert_eq!(c.resolvers["system"].cache_size, 50);
     assert_eq!(
         c.routes[0].name, "*.execute-api.us-east-1.amazonaws.com",
         "name defaults to the first host"
@@ -130,7 +135,62 @@ fn errors_name_file_line_route_and_key() {
             "[resolver.public]\nnameservers = [\"tls://1.1.1.1\"]\n",
             &["bad.toml:2", "#NAME"],
         ),
+        (
+            "[[route]]\nname = \"r8\"\nhosts = [\"*\"]\non_cname = [{ match = \"d-*.example.com\", resolver = \"pub\" }]\n",
+            &[
+                "bad.toml:4",
+                "route `r8`",
+                "key `on_cname`",
+                "unknown resolver `pub`",
+                "d-*.example.com",
+            ],
+        ),
+        (
+            "[[route]]\nname = \"r9\"\nhosts = [\"*\"]\ndeny = true\non_cname = [{ match = \"d-*.example.com\", resolver = \"system\" }]\n",
+            &[
+                "bad.toml:5",
+                "route `r9`",
+                "key `on_cname`",
+                "resolves the requested host",
+            ],
+        ),
+        (
+            "[[route]]\nname = \"r10\"\nhosts = [\"*\"]\non_cname = [{ match = \"d-**.example.com\", resolver = \"system\" }]\n",
+            &["bad.toml:4", "key `on_cname`", "at most one `*`"],
+        ),
+        (
+            "[[route]]\nname = \"r11\"\nhosts = [\"*\"]\non_cname = [{ pattern = \"d-*.example.com\", resolver = \"system\" }]\n",
+            &["route `r11`", "on_cname", "pattern"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"1.1.1.1\"]\nca_file = \"/etc/corp-ca.pem\"\n",
+            &[
+                "bad.toml:3",
+                "resolver.public.ca_file",
+                "does nothing: no tls:// or https://",
+            ],
+        ),
+        (
+            "[resolver.system]\nca_file = \"/etc/corp-ca.pem\"\n",
+            &["bad.toml:2", "resolver.system.ca_file", "does nothing"],
+        ),
+        (
+            "[resolver.corp]\nnameservers = [\"tls://10.0.0.2#dns.corp\"]\nca_file = \"\"\n",
+            &["bad.toml:3", "resolver.corp.ca_file", "is empty"],
+        ),
         ("[proxy]\nmax_connections = 0\n", &["proxy.max_connections"]),
+        (
+            "[resolver.system]\ncache_size = 0\n",
+            &["bad.toml:2", "resolver.system.cache_size", "at least 1"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"1.1.1.1\"]\ncache_size = -5\n",
+            &["bad.toml:3", "resolver.public.cache_size", "at least 1"],
+        ),
+        (
+            "[resolver.public]\nnameservers = [\"1.1.1.1\"]\ncache_size = \"big\"\n",
+            &["bad.toml:3", "resolver.public.cache_size"],
+        ),
         ("[proxy]\ndeny_destinations = [\"10.0.0.0/33\"]\n", &["bad.toml:2"]),
     ];
     for (toml, wants) in cases {

@@ -2,6 +2,8 @@
 //! through hyper-util's pooled client, whose connector is splitway's own: the same routes and
 //! the same resolve-check-connect path as tunnels, so nothing resolves behind our back.
 
+mod pool;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use self::pool::Budget;
+pub use self::pool::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo};
 use super::Body;
 use crate::error::ProxyError;
 use crate::routes::{Route, RouteTable};
@@ -35,8 +38,13 @@ pub fn client(routes: Arc<RouteTable>, connector: Arc<Connector>) -> ForwardClie
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .set_host(false)
-        .build(RouteConnector { routes, connector })
+        .build(RouteConnector {
+            routes,
+            connector,
+            budget: Budget::new(POOL_MAX_CONNECTIONS),
+        })
 }
 
 /// hyper-util connector that routes and connects like a tunnel does.
@@ -44,10 +52,11 @@ pub fn client(routes: Arc<RouteTable>, connector: Arc<Connector>) -> ForwardClie
 pub struct RouteConnector {
     routes: Arc<RouteTable>,
     connector: Arc<Connector>,
+    budget: Budget,
 }
 
 impl tower::Service<Uri> for RouteConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = UpstreamIo;
     type Error = ProxyError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
 
@@ -61,7 +70,7 @@ impl tower::Service<Uri> for RouteConnector {
             let target = target_of(&uri)?;
             let route = this.routes.lookup(&target.host).clone();
             let (stream, _) = this.connector.connect(&route, &target).await?;
-            Ok(TokioIo::new(stream))
+            Ok(this.budget.wrap(stream))
         })
     }
 }

@@ -7,12 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::Action;
 use crate::error::ProxyError;
 use crate::routes::{DEFAULT_ROUTE, Route};
 use crate::runtime::Runtime;
 use crate::upstream::connect::Upstream;
-use crate::upstream::target::{Host, Target};
+use crate::upstream::plan::Plan;
+use crate::upstream::target::Target;
 
 /// Connects along the system path and, at the same time, works out what `route` would do;
 /// a difference is logged and counted under `route`'s name.
@@ -67,19 +67,24 @@ impl std::fmt::Display for Would {
 
 async fn would_connect(rt: &Runtime, route: &Route, target: &Target) -> Would {
     let deadline = Instant::now() + rt.config.proxy.connect_timeout;
-    let names: Vec<(Host, u16)> = match &route.action {
-        _ if &*route.name == DEFAULT_ROUTE && &*route.resolver == "system" => return Would::Same,
-        Action::Deny => return Would::Deny,
-        Action::Addresses(list) => return Would::Connect(list.iter().map(|a| a.ip).collect()),
-        Action::Connect(list) => list
-            .iter()
-            .map(|c| (c.host.clone(), c.port.unwrap_or(target.port)))
-            .collect(),
-        Action::Resolve => vec![(target.host.clone(), target.port)],
+    let (resolver, names, on_cname) = match route.plan(target) {
+        plan if &*route.name == DEFAULT_ROUTE && plan.is_system_path() => return Would::Same,
+        Plan::Deny => return Would::Deny,
+        Plan::Fixed(addrs) => return Would::Connect(addrs.iter().map(SocketAddr::ip).collect()),
+        Plan::Resolve {
+            resolver,
+            names,
+            on_cname,
+            ..
+        } => (resolver, names, on_cname),
     };
     let mut last = String::new();
     for (host, port) in names {
-        match rt.connector.candidates(route, &host, port, deadline).await {
+        match rt
+            .connector
+            .candidates(route, &resolver, &on_cname, &host, port, deadline)
+            .await
+        {
             Ok(c) => return Would::Connect(c.addrs.iter().map(SocketAddr::ip).collect()),
             Err(e) => last = e.to_string(),
         }

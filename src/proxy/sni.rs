@@ -15,7 +15,9 @@ pub enum Hello {
     /// More bytes are needed; the buffer so far is a valid prefix of a TLS ClientHello.
     Incomplete,
     /// A complete ClientHello; `sni` is its host_name server name (lowercased ASCII, no trailing dot), if it has one.
-    Complete { sni: Option<String> },
+    /// `ech`: it carries an `encrypted_client_hello` extension, so `sni` is the outer name
+    /// (a provider's public name, or the real name under GREASE ECH).
+    Complete { sni: Option<String>, ech: bool },
     /// The first bytes are not a TLS handshake record carrying a ClientHello (e.g. plain HTTP, SSH banner, a TLS alert).
     NotTls,
     /// The ClientHello would exceed `MAX_CLIENT_HELLO` (or the caller's cap) before completing.
@@ -30,6 +32,8 @@ const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// ExtensionType `server_name` (RFC 6066 §3).
 const EXT_SERVER_NAME: u16 = 0;
+/// ExtensionType `encrypted_client_hello` (draft-ietf-tls-esni-22 §11.1).
+const EXT_ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
 /// NameType `host_name` (RFC 6066 §3).
 const NAME_TYPE_HOST_NAME: u8 = 0;
 const RECORD_HEADER_LEN: usize = 5;
@@ -57,7 +61,7 @@ pub fn parse_client_hello(buf: &[u8], max_len: usize) -> Hello {
     let cap = max_len.min(MAX_CLIENT_HELLO);
     let buf = buf.get(..cap).unwrap_or(buf);
     match client_hello(buf, cap) {
-        Ok(sni) => Hello::Complete { sni },
+        Ok((sni, ech)) => Hello::Complete { sni, ech },
         Err(Stop::Short) if buf.len() >= cap => Hello::TooLarge,
         Err(Stop::Short) => Hello::Incomplete,
         Err(Stop::NotTls) => Hello::NotTls,
@@ -79,7 +83,15 @@ enum Stop {
 /// Room for the longest valid HostName: 253 bytes and a trailing dot.
 type NameBuf = [u8; MAX_NAME_LEN + 1];
 
-fn client_hello(buf: &[u8], cap: usize) -> Result<Option<String>, Stop> {
+/// What the extensions said: the host_name's length (copied into a [`NameBuf`]) and whether
+/// an `encrypted_client_hello` extension is present.
+#[derive(Debug, Clone, Copy, Default)]
+struct Found {
+    name_len: Option<usize>,
+    ech: bool,
+}
+
+fn client_hello(buf: &[u8], cap: usize) -> Result<(Option<String>, bool), Stop> {
     // Only the first record decides "not TLS at all"; a bad record later is a broken hello.
     let first_record_len = record_header(buf, 0, Stop::NotTls)?;
     let mut header = Records {
@@ -106,16 +118,18 @@ fn client_hello(buf: &[u8], cap: usize) -> Result<Option<String>, Stop> {
         left: body_len,
         ..header
     };
-    let name_len = if body.in_record >= body_len {
+    let found = if body.in_record >= body_len {
         // What real clients send: the whole body inside one record, read as a plain slice.
         hello_body(body.flat(), &mut name)?
     } else {
         hello_body(body, &mut name)?
     };
-    let Some(len) = name_len else { return Ok(None) };
+    let Some(len) = found.name_len else {
+        return Ok((None, found.ech));
+    };
     let name = name.get(..len).ok_or(Stop::Malformed)?;
     String::from_utf8(name.to_ascii_lowercase())
-        .map(Some)
+        .map(|n| (Some(n), found.ech))
         .map_err(|_| Stop::Malformed)
 }
 
@@ -142,7 +156,7 @@ fn record_header(buf: &[u8], at: usize, not_handshake: Stop) -> Result<usize, St
 
 /// Walks the ClientHello body (RFC 8446 §4.1.2, RFC 5246 §7.4.1.2); the length of its
 /// host_name, copied into `name`, if it has one.
-fn hello_body(mut r: impl Cursor, name: &mut NameBuf) -> Result<Option<usize>, Stop> {
+fn hello_body(mut r: impl Cursor, name: &mut NameBuf) -> Result<Found, Stop> {
     let legacy_version = r.u16()?;
     if !(0x0300..=0x0304).contains(&legacy_version) {
         return Err(Stop::Malformed);
@@ -165,7 +179,7 @@ fn hello_body(mut r: impl Cursor, name: &mut NameBuf) -> Result<Option<usize>, S
     r.skip(compression_methods_len)?;
     // RFC 5246 §7.4.1.2: a hello may end here, with no extensions block at all.
     if r.left() == 0 {
-        return Ok(None);
+        return Ok(Found::default());
     }
     let extensions_len = usize::from(r.u16()?);
     if extensions_len != r.left() {
@@ -174,8 +188,8 @@ fn hello_body(mut r: impl Cursor, name: &mut NameBuf) -> Result<Option<usize>, S
     extensions(r, name)
 }
 
-fn extensions(mut r: impl Cursor, name: &mut NameBuf) -> Result<Option<usize>, Stop> {
-    let mut name_len = None;
+fn extensions(mut r: impl Cursor, name: &mut NameBuf) -> Result<Found, Stop> {
+    let mut found = Found::default();
     let mut seen_server_name = false;
     while r.left() > 0 {
         let ext_type = r.u16()?;
@@ -188,10 +202,12 @@ fn extensions(mut r: impl Cursor, name: &mut NameBuf) -> Result<Option<usize>, S
                 return Err(Stop::Malformed);
             }
             seen_server_name = true;
-            name_len = server_name_list(data, name)?;
+            found.name_len = server_name_list(data, name)?;
+        } else if ext_type == EXT_ENCRYPTED_CLIENT_HELLO {
+            found.ech = true;
         }
     }
-    Ok(name_len)
+    Ok(found)
 }
 
 /// Reads a ServerNameList (RFC 6066 §3); the length of its host_name, copied into `name`.

@@ -57,6 +57,9 @@ pub fn expected_sni(route: &Route, target: &Target) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rejection {
     Mismatch(String),
+    /// The ClientHello is encrypted (ECH): its outer SNI is the provider's public name, not
+    /// the CONNECT host, and the inner name cannot be read. Such routes need `sni = "any"`.
+    EchOuterSni(String),
     NotTls,
     Malformed,
     TooLarge,
@@ -68,6 +71,7 @@ impl Rejection {
     pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::Mismatch(_) => "sni_mismatch",
+            Self::EchOuterSni(_) => "ech_outer_sni",
             Self::NotTls => "not_tls",
             Self::Malformed => "malformed_client_hello",
             Self::TooLarge => "client_hello_too_large",
@@ -162,8 +166,10 @@ impl Tunnel {
         let mut first = early.to_vec();
         if let Some(expected) = &self.expect_sni {
             match read_client_hello(client, &mut first, self.hello_timeout).await {
-                Ok(sni) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
-                Ok(sni) => return Err(Rejection::Mismatch(sni.unwrap_or_default())),
+                // GREASE ECH (RFC 9849's outer name equal to the real one) passes like any hello.
+                Ok((sni, _)) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
+                Ok((sni, true)) => return Err(Rejection::EchOuterSni(sni.unwrap_or_default())),
+                Ok((sni, false)) => return Err(Rejection::Mismatch(sni.unwrap_or_default())),
                 Err(r) => return Err(r),
             }
         }
@@ -189,6 +195,7 @@ impl Tunnel {
             upstream = %self.upstream.addr,
             status = 200,
             sni = self.sni.as_deref().unwrap_or(""),
+            detected = self.upstream.detected.as_deref().unwrap_or(""),
             bytes_up = up,
             bytes_down = down,
             dns_ms = self.upstream.dns_time.as_millis() as u64,
@@ -201,17 +208,18 @@ impl Tunnel {
 }
 
 /// Reads until `buf` holds a whole ClientHello (RFC 8446 §4.1.2), which may span several TCP
-/// segments and TLS records; returns its SNI. Nothing is consumed: `buf` is forwarded as is.
+/// segments and TLS records; returns its SNI and whether it carries an ECH extension. Nothing
+/// is consumed: `buf` is forwarded as is.
 pub(crate) async fn read_client_hello<R: AsyncRead + Unpin>(
     client: &mut R,
     buf: &mut Vec<u8>,
     timeout: Duration,
-) -> Result<Option<String>, Rejection> {
+) -> Result<(Option<String>, bool), Rejection> {
     let deadline = Instant::now() + timeout;
     buf.reserve(1024);
     loop {
         match sni::parse_client_hello(buf, sni::MAX_CLIENT_HELLO) {
-            Hello::Complete { sni } => return Ok(sni),
+            Hello::Complete { sni, ech } => return Ok((sni, ech)),
             Hello::NotTls => return Err(Rejection::NotTls),
             Hello::Malformed => return Err(Rejection::Malformed),
             Hello::TooLarge => return Err(Rejection::TooLarge),
@@ -227,7 +235,7 @@ pub(crate) async fn read_client_hello<R: AsyncRead + Unpin>(
 
 fn log_rejected(t: &Tunnel, r: Rejection) {
     let sni = match &r {
-        Rejection::Mismatch(s) => s.as_str(),
+        Rejection::Mismatch(s) | Rejection::EchOuterSni(s) => s.as_str(),
         _ => "",
     };
     tracing::warn!(

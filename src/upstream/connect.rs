@@ -14,12 +14,13 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use super::deny::DenyList;
-use super::dns::{Answer, DnsError, Resolvers, Source};
+use super::detect::Detection;
+use super::dns::{Answer, Resolvers, Source};
+use super::plan::Plan;
 use super::target::{Host, Target};
-use crate::config::{Action, ConnectName};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::routes::Route;
+use crate::routes::{CnameRule, Route};
 
 /// RFC 8305 §5 "Connection Attempt Delay": the recommended 250 ms.
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -33,6 +34,22 @@ pub struct Upstream {
     pub dns_source: Option<Source>,
     pub dns_time: Duration,
     pub connect_time: Duration,
+    /// The CNAME that re-planned the lookup (`on_cname`), if one did.
+    pub detected: Option<Arc<str>>,
+}
+
+impl Upstream {
+    /// A connection to one of a route's fixed addresses: nothing was resolved.
+    fn fixed(addr: SocketAddr, connect_time: Duration) -> Self {
+        Self {
+            addr,
+            resolver: None,
+            dns_source: None,
+            dns_time: Duration::ZERO,
+            connect_time,
+            detected: None,
+        }
+    }
 }
 
 /// The addresses one name resolved to, after the deny filter.
@@ -43,6 +60,8 @@ pub struct Candidates {
     pub source: Option<Source>,
     /// Resolved addresses dropped by `deny_destinations`.
     pub denied: Vec<IpAddr>,
+    /// The CNAME chain reached an `on_cname` pattern: the addresses are the rule resolver's.
+    pub detected: Option<Detection>,
 }
 
 /// Resolves and connects for every route.
@@ -84,62 +103,75 @@ impl Connector {
         Self { mark, ..self }
     }
 
+    /// `connect_timeout`: the budget for resolving and connecting.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn resolvers(&self) -> &Arc<Resolvers> {
         &self.resolvers
     }
 
-    /// Connects for `target` along `route` within `connect_timeout`.
+    /// Connects for `target` along `route` within `connect_timeout`, following the route's
+    /// [`Plan`].
     pub async fn connect(&self, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
         let deadline = Instant::now() + self.timeout;
-        let names: Vec<ConnectName> = match &route.action {
-            Action::Deny => return Err(denied(route, target)),
-            Action::Addresses(list) => {
-                let addrs: Vec<SocketAddr> = list
-                    .iter()
-                    .map(|a| SocketAddr::new(a.ip, a.port.unwrap_or(target.port)))
-                    .collect();
+        match route.plan(target) {
+            Plan::Deny => Err(denied(route, target)),
+            Plan::Fixed(addrs) => {
                 let started = Instant::now();
                 let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
-                return Ok((
-                    stream,
-                    Upstream {
-                        addr,
-                        resolver: None,
-                        dns_source: None,
-                        dns_time: Duration::ZERO,
-                        connect_time: started.elapsed(),
-                    },
-                ));
+                Ok((stream, Upstream::fixed(addr, started.elapsed())))
             }
-            Action::Connect(names) => names.clone(),
-            Action::Resolve => vec![ConnectName {
-                host: target.host.clone(),
-                port: None,
-            }],
-        };
-        // `connect` names are tried in order of preference: the first that resolves and
-        // accepts the connection wins; the last failure is the one reported.
+            Plan::Resolve {
+                resolver,
+                names,
+                on_cname,
+                ..
+            } => {
+                self.resolve_and_connect(route, target, &resolver, &on_cname, &names, deadline)
+                    .await
+            }
+        }
+    }
+
+    /// `connect` names are tried in order of preference: the first that resolves and accepts
+    /// the connection wins; the last failure is the one reported.
+    async fn resolve_and_connect(
+        &self,
+        route: &Route,
+        target: &Target,
+        resolver: &Arc<str>,
+        on_cname: &[CnameRule],
+        names: &[(Host, u16)],
+        deadline: Instant,
+    ) -> Result<(TcpStream, Upstream), ProxyError> {
         let mut last = None;
-        for name in &names {
-            let port = name.port.unwrap_or(target.port);
+        for (host, port) in names {
             let started = Instant::now();
-            let result = match self.candidates(route, &name.host, port, deadline).await {
+            let result = match self.candidates(route, resolver, on_cname, host, *port, deadline).await {
                 Ok(c) => {
                     let dns_time = started.elapsed();
                     let connecting = Instant::now();
+                    if c.detected.is_some() {
+                        self.metrics.custom_domain_detected(&route.name);
+                    }
                     self.attempt(route, target, &c.addrs, deadline)
                         .await
                         .map(|(stream, addr)| {
-                            (
-                                stream,
-                                Upstream {
-                                    addr,
-                                    resolver: c.answer.as_ref().map(|_| route.resolver.clone()),
-                                    dns_source: c.source,
-                                    dns_time,
-                                    connect_time: connecting.elapsed(),
-                                },
-                            )
+                            let (resolver, detected) = match c.detected {
+                                Some(d) => (d.resolver, Some(d.cname)),
+                                None => (resolver.clone(), None),
+                            };
+                            let upstream = Upstream {
+                                addr,
+                                resolver: c.answer.as_ref().map(|_| resolver),
+                                dns_source: c.source,
+                                dns_time,
+                                connect_time: connecting.elapsed(),
+                                detected,
+                            };
+                            (stream, upstream)
                         })
                 }
                 Err(e) => Err(e),
@@ -157,38 +189,17 @@ impl Connector {
     pub async fn candidates(
         &self,
         route: &Route,
+        resolver: &Arc<str>,
+        on_cname: &[CnameRule],
         host: &Host,
         port: u16,
         deadline: Instant,
     ) -> Result<Candidates, ProxyError> {
-        let (resolved, answer, source) = match host {
-            Host::Ip(ip) => (vec![*ip], None, None),
+        let (resolved, answer, source, detected) = match host {
+            Host::Ip(ip) => (vec![*ip], None, None, None),
             Host::Name(name) => {
-                let resolver = self
-                    .resolvers
-                    .get(&route.resolver)
-                    .expect("config validation checks route resolvers");
-                let dns_err = |reason: String| ProxyError::Dns {
-                    route: route.name.to_string(),
-                    host: name.clone(),
-                    resolver: route.resolver.to_string(),
-                    reason,
-                };
-                let timed_out = || ProxyError::DnsTimeout {
-                    route: route.name.to_string(),
-                    host: name.clone(),
-                    resolver: route.resolver.to_string(),
-                    after: resolver.timeout().min(self.timeout),
-                };
-                let (result, source) = timeout_at(deadline, resolver.resolve(name))
-                    .await
-                    .map_err(|_| timed_out())?;
-                let answer = match result {
-                    Ok(a) => a,
-                    Err(DnsError::Timeout) => return Err(timed_out()),
-                    Err(e) => return Err(dns_err(e.to_string())),
-                };
-                (answer.addrs.to_vec(), Some(answer), Some(source))
+                let r = self.resolve_name(route, resolver, on_cname, name, deadline).await?;
+                (r.answer.addrs.to_vec(), Some(r.answer), Some(r.source), r.detected)
             }
         };
         let (denied, allowed): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(|ip| self.is_denied(*ip));
@@ -205,6 +216,7 @@ impl Connector {
             answer,
             source,
             denied,
+            detected,
         })
     }
 

@@ -6,9 +6,10 @@
 //! hickory types never leave `dns/hickory.rs`; the rest of the crate sees [`Answer`] and
 //! [`DnsError`].
 
+mod cache;
 mod hickory;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use self::cache::{Cache, Entry};
 use crate::config::ResolverSettings;
 use crate::metrics::{DnsResult, Metrics};
 
@@ -50,6 +52,12 @@ pub enum DnsError {
     Failed(String),
 }
 
+/// A resolver that cannot be built from its settings (an unusable /etc/resolv.conf, a bad
+/// `ca_file`). The message is hickory-free, names the resolver and says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub(crate) String);
+
 /// RFC 8767 §5 "client response timer": how long a lookup with stale data at hand waits for
 /// the upstream before answering from the stale data (the query goes on in the background).
 pub const STALE_ANSWER_AFTER: Duration = Duration::from_millis(1800);
@@ -59,21 +67,12 @@ pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
 
 type Outcome = Result<Answer, DnsError>;
 
-struct Entry {
-    result: Outcome,
-    expires: Instant,
-    /// A hit after this starts one background refresh (the last tenth of the TTL).
-    refresh_at: Instant,
-    /// Until then, a failed refresh is not retried and stale data answers at once.
-    recheck_at: Option<Instant>,
-}
-
 /// What lookups share: the cache and the queries in flight (one per name at a time).
 struct Inner {
     name: Arc<str>,
     settings: ResolverSettings,
     upstream: hickory::Upstream,
-    cache: Mutex<HashMap<Box<str>, Entry>>,
+    cache: Cache,
     inflight: Mutex<HashMap<Box<str>, watch::Receiver<Option<Outcome>>>>,
 }
 
@@ -89,12 +88,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Resolver {
-    pub fn new(name: &str, settings: &ResolverSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(name: &str, settings: &ResolverSettings, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
+        let name: Arc<str> = name.into();
         let inner = Inner {
-            name: name.into(),
+            cache: Cache::new(&name, settings.cache_size, settings.serve_stale, metrics.clone()),
+            upstream: hickory::Upstream::new(&name, settings).map_err(SetupError)?,
+            name,
             settings: settings.clone(),
-            upstream: hickory::Upstream::new(name, settings)?,
-            cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
         };
         Ok(Self {
@@ -138,26 +138,21 @@ impl Resolver {
 
     async fn lookup(&self, host: &str) -> (Outcome, Source) {
         let now = Instant::now();
-        let serve_stale = self.inner.settings.serve_stale;
-        let (stale, refresh) = {
-            let cache = lock(&self.inner.cache);
-            match cache.get(host) {
-                Some(e) if now < e.expires => {
-                    let refresh = e.result.is_ok() && now >= e.refresh_at && e.recheck_at.is_none_or(|t| now >= t);
-                    (Some((e.result.clone(), Source::Hit)), refresh)
-                }
-                Some(Entry {
-                    result: Ok(a),
-                    expires,
-                    recheck_at,
-                    ..
-                }) if now < *expires + serve_stale => {
-                    // Within the failure recheck time the upstream is not asked again.
-                    let recent_failure = recheck_at.is_some_and(|t| now < t);
-                    (Some((Ok(a.clone()), Source::Stale)), !recent_failure)
-                }
-                _ => (None, true),
+        let (stale, refresh) = match self.inner.cache.get(host, now) {
+            Some(e) if now < e.expires => {
+                let refresh = e.result.is_ok() && now >= e.refresh_at && e.recheck_at.is_none_or(|t| now >= t);
+                (Some((e.result, Source::Hit)), refresh)
             }
+            Some(Entry {
+                result: Ok(a),
+                recheck_at,
+                ..
+            }) => {
+                // Within the failure recheck time the upstream is not asked again.
+                let recent_failure = recheck_at.is_some_and(|t| now < t);
+                (Some((Ok(a), Source::Stale)), !recent_failure)
+            }
+            _ => (None, true),
         };
         match stale {
             Some((hit, Source::Hit)) => {
@@ -183,11 +178,17 @@ impl Resolver {
     /// When `host` should next be refreshed: its entry's refresh time (or failure recheck time);
     /// `None` when it has no usable entry.
     pub fn refresh_at(&self, host: &str) -> Option<Instant> {
-        let cache = lock(&self.inner.cache);
-        cache
-            .get(host)
+        self.inner
+            .cache
+            .get(host, Instant::now())
             .filter(|e| e.result.is_ok())
             .map(|e| e.refresh_at.max(e.recheck_at.unwrap_or(e.refresh_at)))
+    }
+
+    /// Keeps the entries of `names` (route hosts and `connect` names) beside the bounded
+    /// cache, where lookups of other names never evict them; replaces the previous set.
+    pub fn pin<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        self.inner.cache.pin(names.into_iter().map(Box::from).collect());
     }
 
     /// Asks the upstream for `host` now (joining a query in flight) and caches the answer.
@@ -240,9 +241,7 @@ impl Inner {
             // Failures are not cached: the next request asks again (after the recheck time
             // when stale data is there to answer meanwhile).
             Err(_) => {
-                if let Some(e) = lock(&self.cache).get_mut(host) {
-                    e.recheck_at = Some(now + FAILURE_RECHECK);
-                }
+                self.cache.update(host, |e| e.recheck_at = Some(now + FAILURE_RECHECK));
                 return result;
             }
         };
@@ -254,7 +253,7 @@ impl Inner {
             refresh_at: now + ttl - ttl / 10,
             recheck_at: None,
         };
-        lock(&self.cache).insert(host.into(), entry);
+        self.cache.insert(host, entry);
         result
     }
 }
@@ -265,20 +264,45 @@ pub struct Resolvers {
 }
 
 impl Resolvers {
-    pub fn new(settings: &BTreeMap<String, ResolverSettings>, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// Builds every resolver of a config. A resolver of `previous` (the runtime a reload
+    /// replaces) whose definition is unchanged is kept, cache and queries in flight included,
+    /// so a reload during a DNS outage still answers from its stale entries; a changed or new
+    /// one starts with an empty cache.
+    pub fn new(
+        settings: &BTreeMap<String, ResolverSettings>,
+        metrics: Arc<Metrics>,
+        previous: Option<&Resolvers>,
+    ) -> Result<Self, SetupError> {
         let map = settings
             .iter()
             .map(|(name, s)| {
-                Ok((
-                    Arc::from(name.as_str()),
-                    Arc::new(Resolver::new(name, s, metrics.clone())?),
-                ))
+                let kept = previous
+                    .and_then(|p| p.get(name))
+                    .filter(|r| r.inner.settings == *s)
+                    .cloned();
+                let resolver = match kept {
+                    Some(r) => r,
+                    None => Arc::new(Resolver::new(name, s, metrics.clone())?),
+                };
+                Ok((Arc::from(name.as_str()), resolver))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SetupError>>()?;
         Ok(Self { map })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Resolver>> {
         self.map.get(name)
+    }
+
+    /// Pins each resolver's names from `(resolver, name)` pairs; a resolver not named keeps
+    /// no pinned name (see [`Resolver::pin`]).
+    pub fn pin<'a>(&self, names: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut by_resolver: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for (resolver, name) in names {
+            by_resolver.entry(resolver).or_default().insert(name);
+        }
+        for (name, resolver) in &self.map {
+            resolver.pin(by_resolver.remove(&**name).unwrap_or_default());
+        }
     }
 }

@@ -57,7 +57,7 @@ async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachab
 #[tokio::test]
 async fn debug_route_on_the_admin_listener_diagnoses_a_host() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On) + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let toml = scenario_config(net, PrivateDns::On) + "\n[admin]\nlisten = \"127.0.0.1:0\"\ndebug = true\n";
     let proxy = TestProxy::start(&toml).await;
     let admin = proxy.admin.unwrap();
     let (status, body) = admin_get(admin, &format!("/debug/route?host={CUSTOM_DOMAIN}:{}", net.port)).await;
@@ -130,5 +130,125 @@ async fn report_mode_follows_the_system_path_and_counts_would_be_reroutes() {
     assert_eq!(diff("public-api-ids", "reroute"), 1.0, "{m}");
     assert_eq!(diff("private-apis", "reroute"), 0.0, "{m}");
     assert_eq!(diff("blocked", "deny"), 1.0, "{m}");
+    proxy.stop().await;
+}
+
+/// A listener that counts the connections it accepts (and closes them at once).
+struct Counting {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counting {
+    async fn bind(addr: &str) -> Counting {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind the counting listener");
+        let addr = listener.local_addr().expect("bound");
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        Counting { addr, accepted, task }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn debug_route_is_off_by_default_and_opens_no_connection() {
+    let net = aws_net();
+    // The emulated network's port, so only `[admin] debug` stands in the way.
+    let target = Counting::bind(&format!("127.77.0.1:{}", net.port)).await;
+    let toml = scenario_config(net, PrivateDns::On) + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let proxy = TestProxy::start(&toml).await;
+    let admin = proxy.admin.unwrap();
+    let (status, body) = admin_get(admin, &format!("/debug/route?host={}", target.addr)).await;
+    assert_eq!((status, body.as_str()), (404, "not found\n"));
+    assert_eq!(admin_get(admin, "/debug/route").await.0, 404);
+    assert_eq!(target.accepted(), 0, "the disabled endpoint connected");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn debug_route_obeys_connect_ports_deny_destinations_and_the_own_listener_check() {
+    let net = aws_net();
+    let off_port = Counting::bind("127.77.0.2:0").await;
+    let denied = Counting::bind(&format!("127.77.0.3:{}", net.port)).await;
+    // A name whose system-path answer is denied: the system probe must not reach it either.
+    let vpc = FakeDns::start(
+        "127.53.7.1".parse().unwrap(),
+        crate::support::net::vpc_private_dns_on_zone()
+            .a("internal.example.com", "127.77.0.3".parse().unwrap())
+            .a("off-port.example.com", "127.77.0.2".parse().unwrap()),
+    )
+    .await;
+    let toml = scenario_config(net, PrivateDns::On)
+        .replace(&net.vpc_dns_private_on.to_string(), &vpc.addr().to_string())
+        .replace(
+            "deny_destinations = [\"169.254.0.0/16\"]",
+            "deny_destinations = [\"169.254.0.0/16\", \"127.77.0.3/32\"]",
+        )
+        + "\n[[route]]\nname = \"internal\"\nhosts = [\"internal.example.com\"]\nresolver = \"public\"\n"
+        + "\n[admin]\nlisten = \"127.0.0.1:0\"\ndebug = true\n";
+    assert!(
+        toml.contains("127.77.0.3/32") && toml.contains(&vpc.addr().to_string()),
+        "the test config took both replacements"
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let admin = proxy.admin.unwrap();
+    let probe = |host: String| async move {
+        let (status, body) = admin_get(admin, &format!("/debug/route?host={host}")).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")
+    };
+
+    // A port outside connect_ports: refused before anything is resolved or connected.
+    let e = probe(format!("off-port.example.com:{}", off_port.addr.port())).await;
+    let error = e["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("CONNECT to port {} is not allowed", off_port.addr.port())),
+        "{e}"
+    );
+    assert!(
+        e["probes"].is_null() && e["lookups"].as_array().is_some_and(Vec::is_empty),
+        "{e}"
+    );
+    assert_eq!(off_port.accepted(), 0, "a probe reached a port outside connect_ports");
+
+    // A denied address, as a literal: the splitway path refuses it.
+    let e = probe(denied.addr.to_string()).await;
+    assert!(
+        e["error"].as_str().unwrap_or_default().contains("deny_destinations"),
+        "{e}"
+    );
+    // A name the system resolver sends to a denied address: the system probe refuses it too.
+    let e = probe(format!("internal.example.com:{}", net.port)).await;
+    let system = e["probes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["path"] == "system"))
+        .unwrap_or_else(|| panic!("no system probe: {e}"));
+    assert!(
+        system["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deny_destinations"),
+        "{e}"
+    );
+    assert_eq!(denied.accepted(), 0, "a probe reached a denied address");
+    proxy.assert_no_leaks().await;
     proxy.stop().await;
 }

@@ -28,6 +28,8 @@ fn settings(dns: SocketAddr, timeout: &str, ttl: &str) -> ResolverSettings {
         max_ttl: d(ttl),
         serve_stale: Duration::from_secs(3600),
         hosts_file: false,
+        ca_file: None,
+        cache_size: splitway::config::DEFAULT_CACHE_SIZE,
     }
 }
 

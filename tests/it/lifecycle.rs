@@ -120,7 +120,9 @@ async fn reload_adds_a_route_rejects_a_broken_file_and_keeps_open_tunnels() {
     );
 
     std::fs::write(&path, "[[route]]\nhosts = [\"x.example\"]\nresolver = \"missing\"\n").unwrap();
-    let err = splitway::reload::reload_file(&proxy.handle, &path).expect_err("broken config is rejected");
+    let err = splitway::reload::reload_file(&proxy.handle, &path)
+        .expect_err("broken config is rejected")
+        .to_string();
     assert!(err.contains("splitway.toml:3") && err.contains("missing"), "{err}");
     let fresh = https_client(net, Via::Proxy(proxy.addr));
     assert_eq!(

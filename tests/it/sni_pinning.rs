@@ -133,3 +133,94 @@ async fn sni_any_route_lets_another_name_through() {
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }
+
+/// A TLS 1.3 ClientHello whose server_name is `outer` and which carries an
+/// `encrypted_client_hello` extension (draft-ietf-tls-esni-22 §5), as an ECH client sends it:
+/// the real name is inside the encrypted payload.
+fn ech_client_hello(outer: &str) -> Vec<u8> {
+    fn vec16(data: &[u8]) -> Vec<u8> {
+        let mut v = u16::try_from(data.len()).expect("fits").to_be_bytes().to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+    fn extension(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut e = kind.to_be_bytes().to_vec();
+        e.extend(vec16(data));
+        e
+    }
+    let mut name = vec![0u8];
+    name.extend(vec16(outer.as_bytes()));
+    let mut extensions = extension(0, &vec16(&name));
+    extensions.extend(extension(43, &[0x02, 0x03, 0x04]));
+    let mut ech = vec![0x00, 0x00, 0x01, 0x00, 0x01, 0x2a];
+    ech.extend(vec16(&[0xaa; 32]));
+    ech.extend(vec16(&[0x5a; 64]));
+    extensions.extend(extension(0xfe0d, &ech));
+    let mut body = vec![0x03, 0x03];
+    body.extend([0x11; 32]);
+    body.push(0);
+    body.extend(vec16(&[0x13, 0x01]));
+    body.extend([1, 0]);
+    body.extend(vec16(&extensions));
+    let mut handshake = vec![1, 0];
+    handshake.extend(vec16(&body));
+    let mut record = vec![22, 3, 1];
+    record.extend(vec16(&handshake));
+    record
+}
+
+#[tokio::test]
+async fn an_encrypted_client_hello_is_refused_on_a_pinned_route_with_its_own_reason() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
+    stream
+        .write_all(&ech_client_hello("cloudflare-ech.com"))
+        .await
+        .expect("write the hello");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("the proxy closes the tunnel within 20 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "the tunnel must close, read {read:?}");
+    drop(stream);
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let rejected = |reason: &str| {
+        crate::support::metrics::metric(
+            &m,
+            "splitway_sni_rejections_total",
+            &[("route", "custom-domains"), ("reason", reason)],
+        )
+    };
+    assert_eq!(rejected("ech_outer_sni"), 1.0, "{m}");
+    assert_eq!(rejected("sni_mismatch"), 0.0, "{m}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn grease_ech_naming_the_connect_host_passes_the_pin() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
+    let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
+    // Browsers without an ECH config send a GREASE extension with the real name outside.
+    stream
+        .write_all(&ech_client_hello(CUSTOM_DOMAIN))
+        .await
+        .expect("write the hello");
+    // The endpoint gets the (fake) hello and ends the connection; the proxy relays that.
+    let mut buf = [0u8; 64];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("the endpoint answers or closes within 20 s");
+    drop(stream);
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let ended = crate::support::metrics::metric(
+        &m,
+        "splitway_tunnels_total",
+        &[("route", "custom-domains"), ("end", "sni_rejected")],
+    );
+    assert_eq!(ended, 0.0, "{m}");
+    proxy.stop().await;
+}

@@ -69,8 +69,11 @@ async fn transparent_mode_routes_unproxied_clients() {
         .wait_logged("method=\"TCP\" original=127.12.0.9:443 host=127.12.0.9:443 route=\"default\"")
         .await;
     if ns.has_ipv6() {
-        ns.run("ip", &["-6", "addr", "add", &format!("{SINK_IP6}/128"), "dev", "lo"])
-            .expect("add an IPv6 address");
+        ns.run(
+            "ip",
+            &["-6", "addr", "add", &format!("{SINK_IP6}/128"), "dev", "lo", "nodad"],
+        )
+        .expect("add an IPv6 address");
         let hello = client_hello_without_sni();
         let got = sink_once(&ns_net, SINK_IP6.parse().unwrap(), hello.clone(), hello.len()).await;
         assert_eq!(

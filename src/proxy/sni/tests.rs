@@ -57,6 +57,7 @@ fn parse(buf: &[u8]) -> Hello {
 fn sni(name: &str) -> Hello {
     Hello::Complete {
         sni: Some(name.to_owned()),
+        ech: false,
     }
 }
 
@@ -148,6 +149,27 @@ fn hello_with_server_name(data: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn an_encrypted_client_hello_extension_is_reported_beside_the_outer_name() {
+    let mut extensions = extension(0, &server_names(&[(0, b"cloudflare-ech.com")]));
+    // ECHClientHello (draft-ietf-tls-esni-22 §5): outer, HPKE suite, config id, enc, payload.
+    let mut ech = vec![0x00, 0x00, 0x01, 0x00, 0x01, 0x2a, 0x00, 0x02, 0xaa, 0xbb, 0x00, 0x03];
+    ech.extend([0x5a; 3]);
+    extensions.extend(extension(0xfe0d, &ech));
+    let hello = frame(&client_hello_message(&extensions), MAX_RECORD_LEN);
+    assert_eq!(
+        parse(&hello),
+        Hello::Complete {
+            sni: Some("cloudflare-ech.com".into()),
+            ech: true
+        }
+    );
+    assert_eq!(
+        parse(&build_client_hello(Some("api.example.com"))),
+        sni("api.example.com")
+    );
+}
+
+#[test]
 fn rfc8448_hello_names_server() {
     let hello = frame(&RFC8448_CLIENT_HELLO, MAX_RECORD_LEN);
     assert_eq!(hello.len(), 201);
@@ -156,21 +178,24 @@ fn rfc8448_hello_names_server() {
 
 #[test]
 fn tls12_hello_without_sni() {
-    assert_eq!(parse(&TLS12_NO_SNI), Hello::Complete { sni: None });
+    assert_eq!(parse(&TLS12_NO_SNI), Hello::Complete { sni: None, ech: false });
 }
 
 #[test]
 fn hello_without_extensions_block() {
-    assert_eq!(parse(&TLS10_NO_EXTENSIONS), Hello::Complete { sni: None });
+    assert_eq!(parse(&TLS10_NO_EXTENSIONS), Hello::Complete { sni: None, ech: false });
     let mut ssl3 = TLS10_NO_EXTENSIONS;
     (ssl3[2], ssl3[10]) = (0x00, 0x00);
-    assert_eq!(parse(&ssl3), Hello::Complete { sni: None });
+    assert_eq!(parse(&ssl3), Hello::Complete { sni: None, ech: false });
 }
 
 #[test]
 fn built_hellos() {
     assert_eq!(parse(&build_client_hello(Some("example.com"))), sni("example.com"));
-    assert_eq!(parse(&build_client_hello(None)), Hello::Complete { sni: None });
+    assert_eq!(
+        parse(&build_client_hello(None)),
+        Hello::Complete { sni: None, ech: false }
+    );
 }
 
 #[test]
@@ -260,7 +285,7 @@ fn server_name_list_rules() {
     let only_other = server_names(&[(7, b"opaque")]);
     assert_eq!(
         parse(&hello_with_server_name(&only_other)),
-        Hello::Complete { sni: None }
+        Hello::Complete { sni: None, ech: false }
     );
     let two_hosts = server_names(&[(0, b"a.example"), (0, b"b.example")]);
     assert_eq!(parse(&hello_with_server_name(&two_hosts)), Hello::Malformed);
@@ -404,7 +429,7 @@ fn corruptions_never_panic() {
             for value in 0..=u8::MAX {
                 let mut bytes = base.clone();
                 bytes[at] = value;
-                if let Hello::Complete { sni: Some(name) } = parse(&bytes) {
+                if let Hello::Complete { sni: Some(name), .. } = parse(&bytes) {
                     assert!(is_normalised(&name), "{name:?}");
                 }
             }

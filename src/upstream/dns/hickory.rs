@@ -1,17 +1,24 @@
 //! The only file that touches hickory: building a resolver from settings, and one A + AAAA
 //! query turned into splitway's own [`Answer`] or [`DnsError`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts, ServerOrderingStrategy,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HDnsError, NetError};
-use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{TokioResolver, lookup::Lookup};
 
+mod tls;
+
+use self::tls::Probe;
 use super::{Answer, DnsError};
+use crate::config::resolv_conf::{self, RESOLV_CONF, ResolvConf, ResolvConfError};
 use crate::config::{Nameserver, ResolverSettings};
 
 /// A hickory resolver with its own cache turned off: splitway's cache sits above it.
@@ -19,25 +26,33 @@ pub(super) struct Upstream {
     inner: TokioResolver,
     /// Names are passed as FQDNs unless this resolver applies resolv.conf search domains.
     search: bool,
+    /// Off when resolv.conf says `options no-aaaa`.
+    aaaa: bool,
+    /// Says why, when hickory can only say "no connections available".
+    probe: Option<Probe>,
 }
 
 impl Upstream {
     pub(super) fn new(name: &str, settings: &ResolverSettings) -> Result<Self, String> {
-        let provider = TokioRuntimeProvider::default();
-        let (mut builder, search) = match &settings.nameservers {
+        let (servers, system) = match &settings.nameservers {
+            Some(list) => (list.clone(), None),
             None => {
-                let b = TokioResolver::builder(provider)
-                    .map_err(|e| format!("resolver `{name}`: cannot read /etc/resolv.conf: {e}"))?;
-                (b, true)
-            }
-            Some(list) => {
-                let servers = list.iter().map(name_server).collect();
-                (
-                    TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider),
-                    false,
-                )
+                let conf = resolv_conf::load(Path::new(RESOLV_CONF)).map_err(|e| system_error(name, &e))?;
+                for note in &conf.ignored {
+                    tracing::warn!(resolver = name, file = RESOLV_CONF, "{note}: ignored, as glibc does");
+                }
+                (system_servers(&conf), Some(conf))
             }
         };
+        let search = match &system {
+            Some(conf) => search_names(conf).map_err(|e| format!("resolver `{name}`: {RESOLV_CONF}: {e}"))?,
+            None => Vec::new(),
+        };
+        let config = ResolverConfig::from_parts(None, search, servers.iter().map(name_server).collect());
+        let tls = tls::client_config(settings.ca_file.as_deref()).map_err(|e| format!("resolver `{name}`: {e}"))?;
+        let probe = Probe::new(&servers, &tls);
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_tls_config(tls);
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.cache_size = 0;
         opts.preserve_intermediates = true;
@@ -48,8 +63,16 @@ impl Upstream {
         } else {
             ResolveHosts::Never
         };
+        if let Some(conf) = &system {
+            system_options(opts, conf, settings.timeout);
+        }
         let inner = builder.build().map_err(|e| format!("resolver `{name}`: {e}"))?;
-        Ok(Self { inner, search })
+        Ok(Self {
+            inner,
+            search: system.is_some(),
+            aaaa: !system.is_some_and(|c| c.no_aaaa),
+            probe,
+        })
     }
 
     /// Looks up A and AAAA at once; an answer needs one family to have addresses.
@@ -59,14 +82,18 @@ impl Upstream {
         } else {
             format!("{host}.")
         };
-        let (a, aaaa) = tokio::join!(
-            self.inner.lookup(name.as_str(), RecordType::A),
-            self.inner.lookup(name.as_str(), RecordType::AAAA)
-        );
+        let aaaa = async {
+            match self.aaaa {
+                true => Some(self.inner.lookup(name.as_str(), RecordType::AAAA).await),
+                false => None,
+            }
+        };
+        let (a, aaaa) = tokio::join!(self.inner.lookup(name.as_str(), RecordType::A), aaaa);
+        let results: Vec<&Result<Lookup, NetError>> = std::iter::once(&a).chain(aaaa.as_ref()).collect();
         let mut addrs = Vec::new();
         let mut cnames: Vec<String> = Vec::new();
         let mut ttl = u32::MAX;
-        for lookup in [&a, &aaaa].into_iter().flatten() {
+        for lookup in results.iter().copied().flatten() {
             collect(lookup, &mut addrs, &mut cnames, &mut ttl);
         }
         if !addrs.is_empty() {
@@ -77,15 +104,28 @@ impl Upstream {
             });
         }
         // Prefer the most telling failure: a timeout or server failure over "no records".
-        let errors = [a.err(), aaaa.err()];
-        let worst = errors.iter().flatten().max_by_key(|e| severity(e));
+        let worst = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .max_by_key(|e| severity(e));
         Err(match worst {
+            Some(NetError::NoConnections) => DnsError::Failed(self.why_no_connections().await),
             Some(e) => convert(e),
             None => DnsError::NotFound {
                 reason: "no A or AAAA records".into(),
                 negative_ttl: None,
             },
         })
+    }
+}
+
+impl Upstream {
+    async fn why_no_connections(&self) -> String {
+        let why = match &self.probe {
+            Some(probe) => probe.why_unreachable().await,
+            None => None,
+        };
+        why.unwrap_or_else(|| NetError::NoConnections.to_string())
     }
 }
 
@@ -126,6 +166,44 @@ fn convert(e: &NetError) -> DnsError {
     }
 }
 
+/// The `system` resolver's servers from resolv.conf: port 53, UDP with TCP fallback, or TCP
+/// only under `options use-vc`.
+fn system_servers(conf: &ResolvConf) -> Vec<Nameserver> {
+    let server = |ip: &IpAddr| {
+        let addr = SocketAddr::new(*ip, 53);
+        match conf.tcp_only {
+            true => Nameserver::Tcp(addr),
+            false => Nameserver::UdpTcp(addr),
+        }
+    };
+    conf.nameservers.iter().map(server).collect()
+}
+
+fn search_names(conf: &ResolvConf) -> Result<Vec<Name>, String> {
+    let name = |d: &String| Name::from_str_relaxed(d).map_err(|e| format!("search domain `{d}`: {e}"));
+    conf.search.iter().map(name).collect()
+}
+
+/// What resolv.conf's `options` change; `budget` (the resolver's `timeout`) still bounds a
+/// whole lookup, so one try never waits longer than it.
+fn system_options(opts: &mut ResolverOpts, conf: &ResolvConf, budget: Duration) {
+    opts.ndots = usize::from(conf.ndots);
+    opts.timeout = conf.timeout.min(budget);
+    opts.attempts = usize::from(conf.attempts);
+    opts.edns0 = conf.edns0;
+    if conf.rotate {
+        opts.server_ordering_strategy = ServerOrderingStrategy::RoundRobin;
+    }
+}
+
+/// A resolv.conf error as the user sees it: what is wrong, then how to get going again.
+fn system_error(name: &str, e: &ResolvConfError) -> String {
+    let cause = std::error::Error::source(e)
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    format!("resolver `{name}`: {e}{cause}; fix the file or set [resolver.{name}] nameservers")
+}
+
 fn name_server(ns: &Nameserver) -> NameServerConfig {
     let with_port = |mut c: ConnectionConfig, port: u16| {
         c.port = port;
@@ -154,4 +232,53 @@ fn name_server(ns: &Nameserver) -> NameServerConfig {
         ),
     };
     NameServerConfig::new(ip, true, conns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::config::ProtocolConfig;
+
+    const POD: &str = "search default.svc.cluster.local ec2.internal\nnameserver 172.20.0.10\nnameserver 172.20.0.11\noptions ndots:5 timeout:5 attempts:3 use-vc rotate edns0\n";
+
+    #[test]
+    fn resolv_conf_becomes_hickory_config_and_options() {
+        let conf = resolv_conf::parse(POD, RESOLV_CONF).expect("parses");
+        let servers: Vec<NameServerConfig> = system_servers(&conf).iter().map(name_server).collect();
+        let config = ResolverConfig::from_parts(None, search_names(&conf).expect("DNS names"), servers);
+        let search: Vec<String> = config.search().iter().map(|n| n.to_ascii()).collect();
+        assert_eq!(search, ["default.svc.cluster.local", "ec2.internal"]);
+        let servers: Vec<IpAddr> = config.name_servers().iter().map(|s| s.ip).collect();
+        assert_eq!(
+            servers,
+            ["172.20.0.10".parse::<IpAddr>().unwrap(), "172.20.0.11".parse().unwrap()]
+        );
+        for server in config.name_servers() {
+            // use-vc: TCP only, on port 53.
+            assert_eq!(server.connections.len(), 1);
+            assert!(matches!(server.connections[0].protocol, ProtocolConfig::Tcp));
+            assert_eq!(server.connections[0].port, 53);
+        }
+        let mut opts = ResolverOpts::default();
+        system_options(&mut opts, &conf, Duration::from_secs(2));
+        assert_eq!((opts.ndots, opts.attempts, opts.edns0), (5, 3, true));
+        // One try never outlasts the resolver's own budget.
+        assert_eq!(opts.timeout, Duration::from_secs(2));
+        assert_eq!(opts.server_ordering_strategy, ServerOrderingStrategy::RoundRobin);
+    }
+
+    #[test]
+    fn a_bad_resolv_conf_says_what_to_do() {
+        let e = resolv_conf::parse("nameserver 10.0.0.x\n", RESOLV_CONF).expect_err("bad IP");
+        assert_eq!(
+            system_error("system", &e),
+            "resolver `system`: /etc/resolv.conf line 1: `nameserver 10.0.0.x`: not an IP address; fix the file or set [resolver.system] nameservers"
+        );
+        let e = resolv_conf::load(Path::new("/nonexistent/resolv.conf")).expect_err("missing");
+        assert!(
+            system_error("system", &e).starts_with("resolver `system`: cannot read /nonexistent/resolv.conf: "),
+            "{}",
+            system_error("system", &e)
+        );
+    }
 }

@@ -18,8 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::names::{
-    CUSTOM_DOMAIN, CUSTOM_DOMAIN_2, PRIVATE_API_ID, PUBLIC_API_ID, REGION, WEST_PRIVATE_API_ID, WEST_REGION,
-    execute_api_host,
+    CUSTOM_DOMAIN, CUSTOM_DOMAIN_2, PRIVATE_API_ID, PUBLIC_API_ID, REGION, UNLISTED_DOMAIN, WEST_PRIVATE_API_ID,
+    WEST_REGION, execute_api_host,
 };
 use super::pki::TestCa;
 
@@ -47,10 +47,16 @@ impl EndpointSpec {
         let public = execute_api_host(PUBLIC_API_ID, REGION);
         Self {
             name: "public-us-east-1",
-            sans: strings(&["*.execute-api.us-east-1.amazonaws.com", CUSTOM_DOMAIN, CUSTOM_DOMAIN_2]),
+            sans: strings(&[
+                "*.execute-api.us-east-1.amazonaws.com",
+                CUSTOM_DOMAIN,
+                CUSTOM_DOMAIN_2,
+                UNLISTED_DOMAIN,
+            ]),
             serves: vec![
                 (CUSTOM_DOMAIN.into(), CUSTOM_DOMAIN.into()),
                 (CUSTOM_DOMAIN_2.into(), CUSTOM_DOMAIN_2.into()),
+                (UNLISTED_DOMAIN.into(), UNLISTED_DOMAIN.into()),
                 (public, PUBLIC_API_ID.into()),
             ],
             api_id_header_region: None,

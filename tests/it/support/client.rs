@@ -337,7 +337,7 @@ pub(crate) async fn curl(net: &AwsNet, via: Via, host: &str, extra: &[&str]) -> 
 }
 
 /// The test CA as a PEM file, written once per process, for curl's `--cacert`.
-fn ca_file(net: &AwsNet) -> PathBuf {
+pub(crate) fn ca_file(net: &AwsNet) -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("splitway-test-ca-{}.pem", std::process::id()));

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::zone::{RecordData, Zone, ZoneRecord, normalize};
@@ -101,6 +101,31 @@ impl FakeDns {
     pub(crate) fn clear_queries(&self) {
         lock(&self.shared.log).clear();
     }
+
+    /// This server's answering (zone, mode, query log) for a front end on another transport.
+    pub(crate) fn responder(&self) -> Responder {
+        Responder(self.shared.clone())
+    }
+}
+
+/// Answers queries exactly as its `FakeDns` does, logged in its query log: DNS over TLS and
+/// over HTTPS (`dns_tls.rs`) are other ways in to the same server.
+#[derive(Clone)]
+pub(crate) struct Responder(Arc<Shared>);
+
+impl Responder {
+    /// The encoded reply to one encoded query; `None` for garbage or in blackhole mode.
+    pub(crate) fn answer(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        self.0.answer(packet)
+    }
+
+    /// Serves length-prefixed messages on `stream` until the client closes it.
+    pub(crate) async fn serve_stream<S>(self, stream: S) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        serve_tcp_connection(stream, self.0).await
+    }
 }
 
 impl Drop for FakeDns {
@@ -152,8 +177,12 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Two-byte length-prefixed messages, several per connection (RFC 1035 §4.2.2, RFC 7766).
-async fn serve_tcp_connection(mut stream: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
+/// Two-byte length-prefixed messages, several per connection (RFC 1035 §4.2.2, RFC 7766);
+/// DNS over TLS frames its messages the same way inside TLS (RFC 7858 §3.3).
+async fn serve_tcp_connection<S>(mut stream: S, shared: Arc<Shared>) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         let len = stream.read_u16().await?;
         let mut buf = vec![0u8; usize::from(len)];

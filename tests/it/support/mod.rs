@@ -7,6 +7,7 @@
 pub(crate) mod apigw;
 pub(crate) mod client;
 pub(crate) mod dns;
+pub(crate) mod dns_tls;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod net;

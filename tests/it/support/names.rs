@@ -22,6 +22,16 @@ pub(crate) const CUSTOM_DOMAIN_2: &str = "special-api.mydomain.com";
 pub(crate) const APIGW_DOMAIN: &str = "d-abc123.execute-api.us-east-1.amazonaws.com";
 pub(crate) const APIGW_DOMAIN_2: &str = "d-def456.execute-api.us-east-1.amazonaws.com";
 
+/// A partner's public custom domain that no config lists: found by its CNAME chain alone.
+pub(crate) const UNLISTED_DOMAIN: &str = "api.partner-example.com";
+pub(crate) const APIGW_DOMAIN_3: &str = "d-xyz789.execute-api.us-east-1.amazonaws.com";
+/// A name CNAME'd to something that is not API Gateway (a CDN): detection leaves it alone.
+pub(crate) const CDN_DOMAIN: &str = "www.partner-example.com";
+pub(crate) const CDN_TARGET: &str = "d111111abcdef8.cloudfront-example.net";
+/// Two names whose CNAMEs point at each other.
+pub(crate) const LOOP_DOMAIN: &str = "loop.partner-example.com";
+pub(crate) const LOOP_DOMAIN_2: &str = "loop2.partner-example.com";
+
 /// The us-east-1 VPC endpoint's regional and zonal DNS names.
 pub(crate) const VPCE: &str = "vpce-0123456789abcdef0-abcd1234.execute-api.us-east-1.vpce.amazonaws.com";
 pub(crate) const VPCE_ZONAL: &str =
@@ -45,6 +55,12 @@ pub(crate) const PUBLIC_DNS_IP: IpAddr = v4(127, 53, 0, 1);
 /// The VPC's resolver (.2) with the execute-api endpoint's Private DNS on, and off.
 pub(crate) const VPC_DNS_PRIVATE_ON_IP: IpAddr = v4(127, 53, 0, 2);
 pub(crate) const VPC_DNS_PRIVATE_OFF_IP: IpAddr = v4(127, 53, 0, 3);
+/// The public resolver's DNS-over-TLS and DNS-over-HTTPS front ends (tests start their own,
+/// on ephemeral ports) and the names their certificates carry (say `cloudflare-dns.com`).
+pub(crate) const PUBLIC_DOT_IP: IpAddr = v4(127, 53, 0, 10);
+pub(crate) const PUBLIC_DOH_IP: IpAddr = v4(127, 53, 0, 11);
+pub(crate) const PUBLIC_DOT_NAME: &str = "dot.public-dns.test";
+pub(crate) const PUBLIC_DOH_NAME: &str = "doh.public-dns.test";
 
 /// The default URL host of an API: `{id}.execute-api.{region}.amazonaws.com`.
 pub(crate) fn execute_api_host(id: &str, region: &str) -> String {

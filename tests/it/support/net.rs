@@ -95,6 +95,11 @@ pub(crate) fn spawn_net(
 /// What an internet resolver (and the VPC resolver without Private DNS) answers.
 pub(crate) fn public_zone() -> Zone {
     Zone::new()
+        .cname(UNLISTED_DOMAIN, APIGW_DOMAIN_3)
+        .cname(CDN_DOMAIN, CDN_TARGET)
+        .addr(CDN_TARGET, PUBLIC_ENDPOINT_IP)
+        .cname(LOOP_DOMAIN, LOOP_DOMAIN_2)
+        .cname(LOOP_DOMAIN_2, LOOP_DOMAIN)
         .cname(CUSTOM_DOMAIN, APIGW_DOMAIN)
         .cname(CUSTOM_DOMAIN_2, APIGW_DOMAIN_2)
         .addr("*.execute-api.us-east-1.amazonaws.com", PUBLIC_ENDPOINT_IP)
@@ -109,6 +114,11 @@ pub(crate) fn public_zone() -> Zone {
 /// execute-api name of its region, including the target of a custom domain's CNAME.
 pub(crate) fn vpc_private_dns_on_zone() -> Zone {
     Zone::new()
+        .cname(UNLISTED_DOMAIN, APIGW_DOMAIN_3)
+        .cname(CDN_DOMAIN, CDN_TARGET)
+        .addr(CDN_TARGET, PUBLIC_ENDPOINT_IP)
+        .cname(LOOP_DOMAIN, LOOP_DOMAIN_2)
+        .cname(LOOP_DOMAIN_2, LOOP_DOMAIN)
         .cname(CUSTOM_DOMAIN, APIGW_DOMAIN)
         .cname(CUSTOM_DOMAIN_2, APIGW_DOMAIN_2)
         .addr("*.execute-api.us-east-1.amazonaws.com", VPCE_IP)

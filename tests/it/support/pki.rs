@@ -58,6 +58,12 @@ impl TestCa {
 
     /// A TLS server config presenting a certificate for `sans`, speaking HTTP/1.1 only.
     pub(crate) fn server_config(&self, sans: &[&str]) -> Arc<ServerConfig> {
+        self.server_config_alpn(sans, &[b"http/1.1"])
+    }
+
+    /// A TLS server config presenting a certificate for `sans`, offering `alpn` (none: the
+    /// client's ALPN, if any, is ignored).
+    pub(crate) fn server_config_alpn(&self, sans: &[&str], alpn: &[&[u8]]) -> Arc<ServerConfig> {
         let (cert, key) = self.issue(sans);
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -65,7 +71,7 @@ impl TestCa {
             .with_no_client_auth()
             .with_single_cert(vec![cert, self.cert_der.clone()], key)
             .expect("server certificate");
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
 }

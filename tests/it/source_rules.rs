@@ -1,0 +1,68 @@
+//! Rules of the house checked over the source files, so a change that breaks one fails here
+//! instead of waiting for a reviewer: what a route does is decided in one place, and every
+//! outbound connection goes through the one connector.
+
+use std::path::{Path, PathBuf};
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Source files below `src/` (relative paths) whose text contains `needle`, unit tests left out.
+fn files_containing(needle: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    assert!(files.len() > 20, "found the sources: {files:?}");
+    files
+        .into_iter()
+        .filter(|f| !f.ends_with("tests.rs") && !f.components().any(|c| c.as_os_str() == "tests"))
+        .filter(|f| std::fs::read_to_string(f).expect("read source").contains(needle))
+        .map(|f| f.strip_prefix(root).expect("below the root").display().to_string())
+        .collect()
+}
+
+#[test]
+fn only_the_config_route_table_and_dial_plan_read_a_routes_action() {
+    let mut found = files_containing("Action::");
+    found.sort();
+    let allowed = |f: &str| f.starts_with("src/config/") || f == "src/routes.rs" || f == "src/upstream/plan.rs";
+    let stray: Vec<_> = found.iter().filter(|f| !allowed(f)).collect();
+    assert!(
+        stray.is_empty(),
+        "a route's action is decided in src/upstream/plan.rs (Route::plan); these files read it too: {stray:?}"
+    );
+    assert!(found.contains(&"src/upstream/plan.rs".to_owned()), "{found:?}");
+}
+
+#[test]
+fn only_the_connector_opens_outbound_connections() {
+    let mut found = files_containing("TcpStream::connect");
+    found.sort();
+    // `splitway health` is a client of the proxy's own admin port, not an upstream connection;
+    // hickory/tls.rs re-runs the handshake to a configured tls:// or https:// nameserver to say
+    // why it failed: the resolver's own transport, like hickory's sockets, not an upstream.
+    // upstream/socket.rs makes the connector's sockets (with SO_MARK when [transparent] mark
+    // is set), and only the connector calls it.
+    assert_eq!(
+        found,
+        [
+            "src/admin.rs",
+            "src/upstream/dns/hickory/tls.rs",
+            "src/upstream/socket.rs"
+        ],
+        "outbound connections go through upstream::connect::Connector"
+    );
+    assert_eq!(
+        files_containing("socket::connect("),
+        ["src/upstream/connect.rs"],
+        "only the connector opens sockets through upstream/socket.rs"
+    );
+}
