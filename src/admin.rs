@@ -50,7 +50,7 @@ pub struct Readiness {
 /// One dependency check shown by `/readyz?verbose`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
-    /// `resolver` or `connect`.
+    /// `resolver`, `connect` or `parent`.
     pub kind: &'static str,
     pub name: String,
     pub ok: bool,

@@ -10,6 +10,7 @@ pub mod resolv_conf;
 mod resolver;
 mod route;
 mod transparent;
+mod via;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub use resolver::{
 };
 pub use route::{Action, AddrSpec, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
 pub use transparent::{DEFAULT_TRANSPARENT_LISTEN, NoSni, TransparentSettings};
+pub use via::{Parent, Secret, Via, ViaTarget};
 
 /// Default for `[proxy] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
@@ -310,6 +312,23 @@ impl Config {
                         route.resolver,
                         route.resolver,
                         known.join(", ")
+                    ),
+                ));
+            }
+        }
+        for route in &self.routes {
+            let Some(via) = &route.via else { continue };
+            if let Some(ip) = via
+                .literal_ips()
+                .find(|ip| p.deny_destinations.iter().any(|n| n.contains(ip)))
+            {
+                return Err(err(
+                    Some(route.line),
+                    Some(&route.name),
+                    "via",
+                    format!(
+                        "parent {ip} is inside [proxy] deny_destinations; remove it from deny_destinations or \
+                         use another parent"
                     ),
                 ));
             }

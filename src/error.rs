@@ -67,10 +67,90 @@ pub enum ProxyError {
         host: String,
         after: Duration,
     },
+    /// A parent proxy (`via`) failed the connection; `parent` is its `host:port`, never its
+    /// credentials.
+    #[error("route `{route}`: parent proxy {parent} {fault}")]
+    Parent {
+        route: String,
+        parent: String,
+        fault: ParentFault,
+    },
     #[error("proxy is at [proxy] max_connections ({0}); retry later")]
     ConnectionLimit(usize),
     #[error("proxy authentication required")]
     AuthRequired,
+}
+
+/// How a parent proxy failed a connection: what the client's error names, and whether the
+/// next parent of the list is tried (only when this one could not be talked to at all).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParentFault {
+    #[error("refused the connection at {0}")]
+    Refused(SocketAddr),
+    #[error("is unreachable: {0}")]
+    Unreachable(String),
+    #[error("did not accept the connection within {0:?} ([proxy] connect_timeout)")]
+    ConnectTimeout(Duration),
+    #[error("did not answer the CONNECT within {0:?} ([proxy] connect_timeout)")]
+    ReplyTimeout(Duration),
+    /// A non-2xx answer: the parent's decision, final (a 403 is its policy).
+    #[error("answered {status} to CONNECT {asked}")]
+    Status { status: u16, asked: String },
+    #[error(
+        "answered 407: it wants credentials; write the user in `via` (http://USER@host:port) and set \
+         `via_password_env` or `via_password_file`"
+    )]
+    WantsCredentials,
+    #[error(
+        "answered 407: it rejected the credentials of user `{0}`; check the route's via_password_env or via_password_file"
+    )]
+    RejectedCredentials(String),
+    #[error("answered something that is not an HTTP response: {0}")]
+    Malformed(String),
+    #[error("closed the connection before its answer was complete ({0})")]
+    Closed(String),
+}
+
+impl ParentFault {
+    /// Whether the next parent is tried: the parent could not be reached or did not answer
+    /// in time. Anything it answered is final.
+    pub fn tries_next(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused(_) | Self::Unreachable(_) | Self::ConnectTimeout(_) | Self::ReplyTimeout(_)
+        )
+    }
+
+    /// The status the parent answered, for `received-status` (RFC 9209 §2.1.7).
+    pub fn received_status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::WantsCredentials | Self::RejectedCredentials(_) => Some(407),
+            _ => None,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::ConnectTimeout(_) | Self::ReplyTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// RFC 9209 §2.3: the error type. A 4xx from the parent is its refusal of the request.
+    fn proxy_status(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "connection_refused",
+            Self::Unreachable(_) => "destination_unavailable",
+            Self::ConnectTimeout(_) => "connection_timeout",
+            Self::ReplyTimeout(_) => "http_response_timeout",
+            Self::Status { status, .. } if (400..500).contains(status) => "http_request_denied",
+            Self::Status { .. } => "destination_unavailable",
+            Self::WantsCredentials | Self::RejectedCredentials(_) => "http_request_denied",
+            Self::Malformed(_) => "http_protocol_error",
+            Self::Closed(_) => "http_response_incomplete",
+        }
+    }
 }
 
 impl ProxyError {
@@ -86,6 +166,7 @@ impl ProxyError {
             | Self::LoopToSelf { .. } => StatusCode::FORBIDDEN,
             Self::Dns { .. } | Self::ConnectionRefused { .. } | Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::DnsTimeout { .. } | Self::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Parent { fault, .. } => fault.status(),
             Self::ConnectionLimit(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         }
@@ -105,6 +186,7 @@ impl ProxyError {
             Self::Unreachable { .. } => "destination_unavailable",
             Self::ConnectTimeout { .. } => "connection_timeout",
             Self::ConnectionLimit(_) => "connection_limit_reached",
+            Self::Parent { fault, .. } => fault.proxy_status(),
         }
     }
 
@@ -126,7 +208,17 @@ impl ProxyError {
                 }
             })
             .collect();
-        format!("splitway; error={}; details=\"{details}\"", self.proxy_status())
+        let received = match self {
+            Self::Parent { fault, .. } => fault
+                .received_status()
+                .map(|s| format!("; received-status={s}"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        format!(
+            "splitway; error={}{received}; details=\"{details}\"",
+            self.proxy_status()
+        )
     }
 }
 
@@ -141,4 +233,42 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parents_answer_is_its_received_status_in_proxy_status() {
+        let e = ProxyError::Parent {
+            route: "corp".into(),
+            parent: "10.0.0.5:3128".into(),
+            fault: ParentFault::WantsCredentials,
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        let h = e.proxy_status_header();
+        assert!(
+            h.starts_with("splitway; error=http_request_denied; received-status=407; details=\"route `corp`: parent proxy 10.0.0.5:3128 answered 407"),
+            "{h}"
+        );
+        let timeout = ProxyError::Parent {
+            route: "corp".into(),
+            parent: "p:1".into(),
+            fault: ParentFault::ReplyTimeout(Duration::from_secs(5)),
+        };
+        assert_eq!(
+            (timeout.status(), timeout.proxy_status()),
+            (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout")
+        );
+        assert!(!timeout.proxy_status_header().contains("received-status"));
+        assert!(ParentFault::ReplyTimeout(Duration::ZERO).tries_next());
+        assert!(
+            !ParentFault::Status {
+                status: 403,
+                asked: String::new()
+            }
+            .tries_next()
+        );
+    }
 }

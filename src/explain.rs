@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::config::ViaTarget;
 use crate::probe::{self, Probe};
 use crate::routes::Route;
 use crate::runtime::Runtime;
@@ -37,6 +38,9 @@ pub struct Explanation {
     pub sni: &'static str,
     pub lookups: Vec<Lookup>,
     pub connect_to: Option<SocketAddr>,
+    /// On a route with `via`: `PARENT, then CONNECT ADDRESS:PORT` (or the name, in name mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub error: Option<String>,
     /// The system resolver's answer for the host, when the route does not already use it.
     pub system: Option<Lookup>,
@@ -56,15 +60,17 @@ pub struct Explanation {
 /// Explains where a connection to `target` would go, without connecting.
 pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
     let (mut out, route, plan) = decision(rt, target);
-    match &plan {
-        Plan::Deny => out.error = Some(format!("route `{}` denies {}", route.name, target.host)),
-        Plan::Fixed(addrs) => out.connect_to = addrs.first().copied(),
-        Plan::Resolve {
+    match plan.local() {
+        // Name mode: the parent resolves the target, splitway looks nothing up.
+        None | Some(Plan::Parent { .. }) => {}
+        Some(Plan::Deny) => out.error = Some(format!("route `{}` denies {}", route.name, target.host)),
+        Some(Plan::Fixed(addrs)) => out.connect_to = addrs.first().copied(),
+        Some(Plan::Resolve {
             resolver,
             names,
             on_cname,
             ..
-        } => {
+        }) => {
             let deadline = Instant::now() + rt.config.proxy.connect_timeout;
             for (host, port) in names {
                 let mut lookup = Lookup::new(host, resolver);
@@ -95,6 +101,15 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
             }
         }
     }
+    if let Plan::Parent { via, ask } = &plan {
+        let asked = match via.target {
+            ViaTarget::Address => out.connect_to.map(|a| a.to_string()),
+            ViaTarget::Name => ask.first_name().map(|t| t.to_string()),
+        };
+        if let Some(asked) = asked {
+            out.via = Some(format!("{via}, then CONNECT {asked}"));
+        }
+    }
     if let (Host::Name(name), false) = (&target.host, plan.is_system_path()) {
         out.system = Some(system_lookup(rt, name).await);
     }
@@ -119,6 +134,7 @@ fn decision(rt: &Runtime, target: &Target) -> (Explanation, Arc<Route>, Plan) {
         },
         lookups: vec![],
         connect_to: None,
+        via: None,
         error: None,
         system: None,
         differs: false,
@@ -266,10 +282,11 @@ impl fmt::Display for Explanation {
                 if l.resolver.is_empty() { "-" } else { &l.resolver }
             )?;
         }
-        match (&self.connect_to, &self.error) {
-            (Some(a), _) => writeln!(f, "connect to: {a}")?,
-            (None, Some(e)) => writeln!(f, "refused:    {e}")?,
-            (None, None) => writeln!(f, "connect to: -")?,
+        match (&self.via, &self.connect_to, &self.error) {
+            (Some(v), _, _) => writeln!(f, "connect to: {v}")?,
+            (None, Some(a), _) => writeln!(f, "connect to: {a}")?,
+            (None, None, Some(e)) => writeln!(f, "refused:    {e}")?,
+            (None, None, None) => writeln!(f, "connect to: -")?,
         }
         for p in &self.probes {
             writeln!(f, "probe:      {p}")?;

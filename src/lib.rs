@@ -9,7 +9,8 @@
 //! - [`routes`]: the route table;
 //! - [`server`]: accept loop, connection limit, drain;
 //! - [`proxy`]: the hyper service, tunnels, SNI pinning, the byte pipe;
-//! - [`upstream`]: CONNECT targets, named resolvers with caches, the one connector;
+//! - [`upstream`]: CONNECT targets, named resolvers with caches, the one connector (and the
+//!   CONNECT through parent proxies it makes for `via` routes);
 //! - [`error`]: `ProxyError` → status, `Proxy-Status`, metric label;
 //! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`transparent`]: the `[transparent]` listener for iptables-redirected connections;

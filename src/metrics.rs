@@ -18,10 +18,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use labels::{
-    BytesLabels, Direction, DnsLabels, Names, ReloadLabels, ReportLabels, RequestLabels, ResolverLabels, RouteLabels,
-    SniLabels, TunnelLabels,
+    BytesLabels, Direction, DnsLabels, Names, ParentLabels, ReloadLabels, ReportLabels, RequestLabels, ResolverLabels,
+    RouteLabels, SniLabels, TunnelLabels,
 };
-pub use labels::{DnsResult, RequestKind, TunnelEnd};
+pub use labels::{DnsResult, ParentResult, RequestKind, TunnelEnd};
 
 /// The `Content-Type` of what [`Metrics::encode`] returns (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -56,6 +56,7 @@ pub struct Metrics {
     sni_rejections: Family<SniLabels, Counter>,
     report: Family<ReportLabels, Counter>,
     custom_domains: Family<RouteLabels, Counter>,
+    parent_tunnels: Family<ParentLabels, Counter>,
     connections_open: Gauge,
     connections_rejected: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
@@ -86,6 +87,7 @@ impl Metrics {
             sni_rejections: Family::default(),
             report: Family::default(),
             custom_domains: Family::default(),
+            parent_tunnels: Family::default(),
             connections_open: Gauge::default(),
             connections_rejected: Counter::default(),
             config_reloads: Family::default(),
@@ -160,6 +162,11 @@ impl Metrics {
             "custom_domains_detected",
             "Connections re-planned by on_cname: the host's CNAME chain reached an API Gateway domain name (or another pattern), by route",
             self.custom_domains.clone(),
+        );
+        r.register(
+            "parent_tunnels",
+            "CONNECTs sent to parent proxies (via), by route, parent (host:port) and result",
+            self.parent_tunnels.clone(),
         );
         r.register(
             "connections_open",
@@ -298,6 +305,16 @@ impl Metrics {
     }
 
     /// A client connection was refused at `max_connections`.
+    /// One CONNECT to a parent proxy ended: `parent` is its `host:port` from the config.
+    pub fn parent_tunnel(&self, route: &str, parent: &str, result: ParentResult) {
+        let labels = ParentLabels {
+            route: self.names.get(route),
+            parent: self.names.get(parent),
+            result,
+        };
+        self.parent_tunnels.get_or_create(&labels).inc();
+    }
+
     pub fn connection_rejected(&self) {
         self.connections_rejected.inc();
     }

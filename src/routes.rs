@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 pub mod glob;
 
-use crate::config::{Action, Pattern, RouteSpec, SniMode};
+use crate::config::{Action, Pattern, RouteSpec, SniMode, Via};
 use crate::upstream::target::Host;
 
 /// Name of the implicit catch-all route.
@@ -25,6 +25,8 @@ pub struct Route {
     pub action: Action,
     pub resolver: Arc<str>,
     pub sni: SniMode,
+    /// `via`: the parent proxies its connections go through.
+    pub via: Option<Arc<Via>>,
     /// The route's exact host patterns (the names start-up resolution keeps warm).
     pub exact: Vec<String>,
     /// Re-plan through another resolver when the CNAME chain reaches a pattern (`on_cname`).
@@ -47,6 +49,7 @@ impl Route {
             action: Action::Resolve,
             resolver: resolver.into(),
             sni: SniMode::Match,
+            via: None,
             exact: vec![],
             on_cname: Arc::new([]),
         }
@@ -94,6 +97,7 @@ impl RouteTable {
                 action: spec.action.clone(),
                 resolver: spec.resolver.as_str().into(),
                 sni: spec.sni,
+                via: spec.via.clone(),
                 exact: spec
                     .patterns
                     .iter()

@@ -20,6 +20,7 @@ use crate::routes::RouteTable;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::DnsError;
 use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers, SetupError};
+use crate::upstream::parent;
 use crate::upstream::target::Target;
 
 /// The route name of report mode's actual path.
@@ -249,6 +250,34 @@ impl Runtime {
     /// Checks every resolver that routes depend on and every `connect` name, asking the
     /// upstream servers directly: a resolver is reachable when it answers at all (a negative
     /// answer included); a `connect` name must resolve.
+    /// Each parent proxy (`via`) of any route, once: does it accept a TCP connection?
+    async fn check_parents(&self) -> Vec<Check> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut dials = tokio::task::JoinSet::new();
+        for route in self.routes.routes() {
+            for parent in route.via.iter().flat_map(|v| v.parents.iter()) {
+                if seen.insert(parent.authority()) {
+                    let (connector, route, parent) = (self.connector.clone(), route.clone(), parent.clone());
+                    dials.spawn(async move {
+                        let result = parent::reachable(&connector, &route, &parent).await;
+                        (parent.authority(), result)
+                    });
+                }
+            }
+        }
+        let mut checks = Vec::new();
+        while let Some(Ok((name, result))) = dials.join_next().await {
+            let reason = result.err().map(|e| format!("parent proxy {name} {e}"));
+            checks.push(Check {
+                kind: "parent",
+                name,
+                ok: reason.is_none(),
+                reason,
+            });
+        }
+        checks
+    }
+
     pub async fn check_dependencies(&self) -> Vec<Check> {
         let names = self.route_names();
         let mut lookups = tokio::task::JoinSet::new();
@@ -285,6 +314,7 @@ impl Runtime {
                 });
             }
         }
+        checks.extend(self.check_parents().await);
         for (name, reason) in resolvers {
             checks.push(Check {
                 kind: "resolver",

@@ -4,6 +4,7 @@ pub mod connect;
 pub mod deny;
 pub mod detect;
 pub mod dns;
+pub mod parent;
 pub mod plan;
 pub mod socket;
 pub mod target;

@@ -20,6 +20,10 @@ const KEYS: &[&str] = &[
     "public_domains",
     "public_resolver",
     "detect_custom_domains",
+    "public_via",
+    "public_via_target",
+    "public_via_password_env",
+    "public_via_password_file",
     "peered",
 ];
 
@@ -70,6 +74,7 @@ pub(super) fn expand(
     let public: Option<String> = tc.field("public_resolver")?;
     let peers: Vec<Peer> = tc.field("peered")?.unwrap_or_default();
     let detect: Option<bool> = tc.field("detect_custom_domains")?;
+    let public_via = super::via::parse(&tc, "public_")?;
     let line = ctx.line(table.span().start);
     let route = |name: String, hosts: Vec<String>, action: Action, resolver: &str| -> Result<RouteSpec, ConfigError> {
         let patterns = hosts
@@ -89,6 +94,7 @@ pub(super) fn expand(
             sni: SniMode::Match,
             on_cname: vec![],
             on_cname_line: None,
+            via: None,
             line,
         })
     };
@@ -109,6 +115,10 @@ pub(super) fn expand(
                 .map(|id| format!("{id}.execute-api.{region}.amazonaws.com"))
                 .collect();
             routes.push(route("aws-public-api-ids".into(), hosts, Action::Resolve, resolver)?);
+        }
+        // The public routes leave the VPC; only they take the egress proxy.
+        for r in &mut routes {
+            r.via.clone_from(&public_via);
         }
     }
     let mut notes = Vec::new();

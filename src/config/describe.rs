@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Config, Nameserver, SniMode};
+use super::{Config, Nameserver, SniMode, ViaTarget};
 
 /// Renders the resolvers and routes of a valid config, most specific matching first.
 pub fn describe(config: &Config) -> String {
@@ -59,7 +59,18 @@ pub fn describe(config: &Config) -> String {
             route.action.to_string()
         };
         let sni = if route.sni == SniMode::Any { ", sni any" } else { "" };
-        let _ = writeln!(out, "  {:<24} [{hosts}] -> {action}{sni}", route.name);
+        // The password is never shown: a parent with a user prints as `user:***`.
+        let via = match &route.via {
+            Some(v) => format!(
+                ", through {v} (CONNECT {})",
+                match v.target {
+                    ViaTarget::Address => "the resolved address",
+                    ViaTarget::Name => "the name",
+                }
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  {:<24} [{hosts}] -> {action}{sni}{via}", route.name);
         for rule in &route.on_cname {
             let _ = writeln!(
                 out,

@@ -1,6 +1,7 @@
 //! `[[route]]` tables: host patterns, where to connect, which resolver, SNI policy.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -8,6 +9,7 @@ use toml::Spanned;
 
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
+use super::via::Via;
 use crate::routes::glob::NameGlob;
 use crate::upstream::target::{Host, Target};
 
@@ -125,6 +127,8 @@ pub struct RouteSpec {
     pub on_cname: Vec<CnameRule>,
     /// The line of the `on_cname` key, for errors about its resolvers.
     pub on_cname_line: Option<usize>,
+    /// `via`: the parent proxies the route's connections go through.
+    pub via: Option<Arc<Via>>,
     /// The line of the `[[route]]` header.
     pub line: usize,
 }
@@ -138,6 +142,10 @@ const KEYS: &[&str] = &[
     "resolver",
     "sni",
     "on_cname",
+    "via",
+    "via_target",
+    "via_password_env",
+    "via_password_file",
 ];
 
 #[derive(Deserialize)]
@@ -192,10 +200,15 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
             "has no effect on a route with `addresses` or `deny`; remove it",
         ));
     }
+    let via = super::via::parse(&rc, "")?;
+    if via.is_some() && action == Action::Deny {
+        return Err(rc.err("via", "has no effect on a route with `deny = true`; remove it"));
+    }
     let on_cname = parse_on_cname(&rc, &action)?;
     Ok(RouteSpec {
         on_cname_line: (!on_cname.is_empty()).then(|| ctx.key_line(&table.span(), "on_cname")),
         on_cname,
+        via,
         resolver_line: resolver.as_ref().map(|_| ctx.key_line(&table.span(), "resolver")),
         resolver: resolver.unwrap_or_else(|| "system".to_owned()),
         sni: rc.field("sni")?.unwrap_or_default(),

@@ -255,3 +255,113 @@ fn transparent_mistakes_name_the_key() {
     let e = err("[transparent]\nmark = -1\n");
     assert!(e.contains("bad.toml:2"), "{e}");
 }
+
+#[test]
+fn via_errors_name_the_route_and_key_and_never_the_password() {
+    let route = |keys: &str| format!("[[route]]\nname = \"egress\"\nhosts = [\"a.example\"]\n{keys}");
+    let cases: &[(String, &[&str])] = &[
+        (
+            route("via = \"http://alice:hunter2@10.0.0.5:3128\"\n"),
+            &[
+                "bad.toml:4",
+                "route `egress`",
+                "key `via`",
+                "via_password_env",
+                "alice:***@",
+            ],
+        ),
+        (
+            route("via = \"http://alice@10.0.0.5:3128\"\nvia_password_env = \"SPLITWAY_TEST_NEVER_SET_7f3a\"\n"),
+            &[
+                "bad.toml:5",
+                "route `egress`",
+                "key `via_password_env`",
+                "`SPLITWAY_TEST_NEVER_SET_7f3a` is not set",
+            ],
+        ),
+        (
+            route("via = \"http://alice@10.0.0.5:3128\"\nvia_password_file = \"/nonexistent/splitway-pw\"\n"),
+            &[
+                "bad.toml:5",
+                "key `via_password_file`",
+                "cannot read `/nonexistent/splitway-pw`",
+            ],
+        ),
+        (
+            route("via = \"http://alice@10.0.0.5:3128\"\n"),
+            &["key `via`", "names a user but no password"],
+        ),
+        (
+            route("via = [\"http://alice@10.0.0.5:3128\", \"http://10.0.0.6:3128\"]\n"),
+            &["key `via`", "same user"],
+        ),
+        (route("via_target = \"name\"\n"), &["key `via_target`", "without `via`"]),
+        (
+            route("via = \"http://10.0.0.5:3128\"\nvia_target = \"ip\"\n"),
+            &["key `via_target`"],
+        ),
+        (
+            route("via = \"https://10.0.0.5:3128\"\n"),
+            &["key `via`", "only http://"],
+        ),
+        (
+            route("deny = true\nvia = \"http://10.0.0.5:3128\"\n"),
+            &["key `via`", "deny = true"],
+        ),
+        (
+            route("via = \"http://127.0.0.1:3128\"\n"),
+            &[
+                "route `egress`",
+                "key `via`",
+                "127.0.0.1 is inside [proxy] deny_destinations",
+            ],
+        ),
+    ];
+    for (toml, wants) in cases {
+        let e = err(toml);
+        for want in *wants {
+            assert!(e.contains(want), "{toml}\n-> {e}\nmissing {want:?}");
+        }
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}
+
+#[test]
+fn public_via_goes_on_the_public_routes_only_with_the_password_file_trimmed() {
+    let dir = std::env::temp_dir().join(format!("splitway-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("pw");
+    std::fs::write(&file, "s3cret\n").expect("write");
+    let toml = format!(
+        "[resolver.public]\nnameservers = [\"10.0.0.2\"]\n\n[aws]\nregion = \"us-east-1\"\n\
+         vpc_endpoint = \"vpce-0123456789abcdef0-abcd1234.execute-api.us-east-1.vpce.amazonaws.com\"\n\
+         public_api_ids = [\"bmf11pk5je\"]\npublic_domains = [\"api.mydomain.com\"]\npublic_resolver = \"public\"\n\
+         public_via = \"http://svc@egress.corp.example:3128\"\npublic_via_password_file = \"{}\"\n",
+        file.display()
+    );
+    let config = Config::from_toml(&toml, "ok.toml").expect("valid");
+    let via_of = |name: &str| {
+        config
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.via.clone())
+    };
+    let via = via_of("aws-public-domains").expect("public domains through the parent");
+    assert_eq!(via.password.as_ref().map(Secret::expose), Some("s3cret"));
+    assert_eq!(via.target, ViaTarget::Address);
+    assert!(via_of("aws-public-api-ids").is_some());
+    assert!(
+        via_of("aws-private-apis").is_none(),
+        "the private APIs stay inside the VPC"
+    );
+    let shown = describe(&config);
+    assert!(
+        shown.contains("through http://svc:***@egress.corp.example:3128"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("s3cret") && !format!("{config:?}").contains("s3cret"),
+        "{shown}"
+    );
+}

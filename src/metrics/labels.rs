@@ -46,6 +46,19 @@ pub enum DnsResult {
     Error,
 }
 
+/// How a parent proxy (`via`) took one tunnel's CONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParentResult {
+    /// It answered 2xx: the tunnel goes through it.
+    Ok,
+    /// No TCP connection or no answer in time; the next parent is tried.
+    Unreachable,
+    /// It answered non-2xx (its policy, or 407).
+    Refused,
+    /// It answered something that is not an HTTP response, or closed mid-answer.
+    Error,
+}
+
 /// Which way bytes went through a tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Direction {
@@ -89,6 +102,18 @@ impl DnsResult {
     }
 }
 
+impl ParentResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unreachable => "unreachable",
+            Self::Refused => "refused",
+            Self::Error => "error",
+        }
+    }
+}
+
 impl Direction {
     pub(super) fn as_str(self) -> &'static str {
         match self {
@@ -109,7 +134,7 @@ macro_rules! label_value_from_as_str {
         }
     )*};
 }
-label_value_from_as_str!(RequestKind, TunnelEnd, DnsResult, Direction);
+label_value_from_as_str!(RequestKind, TunnelEnd, DnsResult, Direction, ParentResult);
 
 // Label sets. Field names are the label names, in this order in the output.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -157,6 +182,14 @@ pub(super) struct SniLabels {
 pub(super) struct ReportLabels {
     pub(super) route: Arc<str>,
     pub(super) action: &'static str,
+}
+
+/// `parent` is a parent's `host:port` as the config writes it: a closed set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ParentLabels {
+    pub(super) route: Arc<str>,
+    pub(super) parent: Arc<str>,
+    pub(super) result: ParentResult,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -69,8 +69,8 @@ impl tower::Service<Uri> for RouteConnector {
         Box::pin(async move {
             let target = target_of(&uri)?;
             let route = this.routes.lookup(&target.host).clone();
-            let (stream, _) = this.connector.connect(&route, &target).await?;
-            Ok(this.budget.wrap(stream))
+            let (stream, _, via) = this.connector.connect_http(&route, &target).await?;
+            Ok(this.budget.wrap(stream, via.is_some()))
         })
     }
 }
@@ -142,6 +142,13 @@ pub async fn forward(
     let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
     req.headers_mut().insert(header::HOST, host);
     req.headers_mut().append(header::VIA, VIA);
+    // A parent gets the route's credentials; the client's own were stripped above.
+    if let Some(auth) = route.via.as_ref().and_then(|v| v.authorization()) {
+        let mut value =
+            HeaderValue::from_str(&auth).map_err(|_| ProxyError::BadRequest("invalid parent credentials".into()))?;
+        value.set_sensitive(true);
+        req.headers_mut().insert(header::PROXY_AUTHORIZATION, value);
+    }
     let sent = tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, client.request(req)).await;
     let mut resp = match sent {
         Ok(Ok(resp)) => resp,

@@ -67,16 +67,20 @@ impl std::fmt::Display for Would {
 
 async fn would_connect(rt: &Runtime, route: &Route, target: &Target) -> Would {
     let deadline = Instant::now() + rt.config.proxy.connect_timeout;
-    let (resolver, names, on_cname) = match route.plan(target) {
-        plan if &*route.name == DEFAULT_ROUTE && plan.is_system_path() => return Would::Same,
-        Plan::Deny => return Would::Deny,
-        Plan::Fixed(addrs) => return Would::Connect(addrs.iter().map(SocketAddr::ip).collect()),
-        Plan::Resolve {
+    let plan = route.plan(target);
+    // Through a parent, what is compared is the address the parent would be asked for; in
+    // name mode the parent resolves, so there is nothing of splitway's to compare.
+    let (resolver, names, on_cname) = match plan.local().cloned() {
+        Some(plan) if &*route.name == DEFAULT_ROUTE && plan.is_system_path() => return Would::Same,
+        None | Some(Plan::Parent { .. }) => return Would::Same,
+        Some(Plan::Deny) => return Would::Deny,
+        Some(Plan::Fixed(addrs)) => return Would::Connect(addrs.iter().map(SocketAddr::ip).collect()),
+        Some(Plan::Resolve {
             resolver,
             names,
             on_cname,
             ..
-        } => (resolver, names, on_cname),
+        }) => (resolver, names, on_cname),
     };
     let mut last = String::new();
     for (host, port) in names {

@@ -193,6 +193,8 @@ impl Tunnel {
             route = &*self.route.name,
             resolver = self.upstream.resolver.as_deref().unwrap_or(""),
             upstream = %self.upstream.addr,
+            parent = self.upstream.parent.as_deref().unwrap_or(""),
+            asked = self.upstream.asked.as_deref().unwrap_or(""),
             status = 200,
             sni = self.sni.as_deref().unwrap_or(""),
             detected = self.upstream.detected.as_deref().unwrap_or(""),

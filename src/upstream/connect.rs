@@ -18,6 +18,7 @@ use super::detect::Detection;
 use super::dns::{Answer, Resolvers, Source};
 use super::plan::Plan;
 use super::target::{Host, Target};
+use crate::config::Via;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::{CnameRule, Route};
@@ -36,11 +37,16 @@ pub struct Upstream {
     pub connect_time: Duration,
     /// The CNAME that re-planned the lookup (`on_cname`), if one did.
     pub detected: Option<Arc<str>>,
+    /// The parent proxy (`via`, its `host:port`) that carried the connection; `addr` is then
+    /// the parent's address.
+    pub parent: Option<Arc<str>>,
+    /// What the parent was asked for in its CONNECT.
+    pub asked: Option<String>,
 }
 
 impl Upstream {
     /// A connection to one of a route's fixed addresses: nothing was resolved.
-    fn fixed(addr: SocketAddr, connect_time: Duration) -> Self {
+    pub(super) fn fixed_at(addr: SocketAddr, connect_time: Duration) -> Self {
         Self {
             addr,
             resolver: None,
@@ -48,7 +54,14 @@ impl Upstream {
             dns_time: Duration::ZERO,
             connect_time,
             detected: None,
+            parent: None,
+            asked: None,
         }
+    }
+
+    /// Nothing resolved or connected yet (a parent in name mode resolves the target).
+    pub(super) fn unresolved() -> Self {
+        Self::fixed_at(SocketAddr::from(([0, 0, 0, 0], 0)), Duration::ZERO)
     }
 }
 
@@ -121,7 +134,7 @@ impl Connector {
             Plan::Fixed(addrs) => {
                 let started = Instant::now();
                 let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
-                Ok((stream, Upstream::fixed(addr, started.elapsed())))
+                Ok((stream, Upstream::fixed_at(addr, started.elapsed())))
             }
             Plan::Resolve {
                 resolver,
@@ -132,6 +145,24 @@ impl Connector {
                 self.resolve_and_connect(route, target, &resolver, &on_cname, &names, deadline)
                     .await
             }
+            Plan::Parent { via, ask } => super::parent::connect(self, route, target, &via, &ask, deadline).await,
+        }
+    }
+
+    /// Connects for a plain-HTTP request: like [`Connector::connect`], except that on a
+    /// route with `via` the connection is to the parent itself (the request then goes to it
+    /// in absolute-form). Returns the route's parents when it is such a connection.
+    pub async fn connect_http(
+        &self,
+        route: &Route,
+        target: &Target,
+    ) -> Result<(TcpStream, Upstream, Option<Arc<Via>>), ProxyError> {
+        match route.plan(target) {
+            Plan::Parent { via, .. } => {
+                let (stream, upstream) = super::parent::dial_first(self, route, &via).await?;
+                Ok((stream, upstream, Some(via)))
+            }
+            _ => self.connect(route, target).await.map(|(s, u)| (s, u, None)),
         }
     }
 
@@ -170,6 +201,8 @@ impl Connector {
                                 dns_time,
                                 connect_time: connecting.elapsed(),
                                 detected,
+                                parent: None,
+                                asked: None,
                             };
                             (stream, upstream)
                         })
@@ -220,13 +253,18 @@ impl Connector {
         })
     }
 
+    /// Whether `addr` is one of the proxy's own listeners.
+    pub(super) fn is_own(&self, addr: SocketAddr) -> bool {
+        self.deny.is_own(addr)
+    }
+
     /// Whether `deny_destinations` covers `ip`, or the IPv4 address it embeds (see
     /// [`DenyList::covers`]).
     pub fn is_denied(&self, ip: IpAddr) -> bool {
         self.deny.covers(ip)
     }
 
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         route: &Route,
         target: &Target,
@@ -275,7 +313,7 @@ impl Connector {
     }
 }
 
-fn denied(route: &Route, target: &Target) -> ProxyError {
+pub(super) fn denied(route: &Route, target: &Target) -> ProxyError {
     ProxyError::Denied {
         route: route.name.to_string(),
         host: target.host.to_string(),

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::Action;
+use crate::config::{Action, Via, ViaTarget};
 use crate::routes::{CnameRule, Route};
 use crate::upstream::target::{Host, Target};
 
@@ -29,11 +29,28 @@ pub enum Plan {
         /// again through the rule's resolver (custom domain detection).
         on_cname: Arc<[CnameRule]>,
     },
+    /// Through the route's parent proxies (`via`), tried in order: `ask` (never `Deny` or
+    /// `Parent`) is what splitway does first — with `via_target = "address"` it resolves or
+    /// takes the fixed address as without `via` and asks the parent for that address; with
+    /// `"name"` nothing is resolved and the parent is asked for `ask`'s first name.
+    Parent { via: Arc<Via>, ask: Box<Plan> },
 }
 
 impl Route {
     /// The plan for `target` on this route.
     pub fn plan(&self, target: &Target) -> Plan {
+        let direct = self.direct_plan(target);
+        match &self.via {
+            Some(via) if direct != Plan::Deny => Plan::Parent {
+                via: via.clone(),
+                ask: Box::new(direct),
+            },
+            _ => direct,
+        }
+    }
+
+    /// The plan without `via`.
+    fn direct_plan(&self, target: &Target) -> Plan {
         match &self.action {
             Action::Deny => Plan::Deny,
             Action::Addresses(list) => Plan::Fixed(
@@ -64,6 +81,10 @@ impl Route {
     /// resolve for the route to work (a `connect` name) or merely be asked. Start-up
     /// resolution, the refresher and the readiness checks keep these warm.
     pub fn warm_names(&self) -> Vec<(String, bool)> {
+        if self.via.as_ref().is_some_and(|v| v.target == ViaTarget::Name) {
+            // The parent resolves these, not splitway.
+            return vec![];
+        }
         match &self.action {
             Action::Connect(list) => list
                 .iter()
@@ -88,7 +109,33 @@ impl Plan {
     pub fn resolver(&self) -> Option<&Arc<str>> {
         match self {
             Plan::Resolve { resolver, .. } => Some(resolver),
-            Plan::Deny | Plan::Fixed(_) => None,
+            Plan::Parent { via, ask } if via.target == ViaTarget::Address => ask.resolver(),
+            Plan::Deny | Plan::Fixed(_) | Plan::Parent { .. } => None,
+        }
+    }
+
+    /// What splitway itself resolves or connects to: the plan, or for a parent plan in
+    /// address mode the plan that finds the address to ask for; `None` in name mode.
+    pub fn local(&self) -> Option<&Plan> {
+        match self {
+            Plan::Parent { via, ask } if via.target == ViaTarget::Address => Some(ask),
+            Plan::Parent { .. } => None,
+            plan => Some(plan),
+        }
+    }
+
+    /// The host and port a parent is asked for in name mode: the first name of the plan.
+    pub fn first_name(&self) -> Option<Target> {
+        match self {
+            Plan::Resolve { names, .. } => names.first().map(|(host, port)| Target {
+                host: host.clone(),
+                port: *port,
+            }),
+            Plan::Fixed(addrs) => addrs.first().map(|a| Target {
+                host: Host::Ip(a.ip()),
+                port: a.port(),
+            }),
+            Plan::Deny | Plan::Parent { .. } => None,
         }
     }
 }
@@ -117,6 +164,13 @@ impl fmt::Display for Plan {
                 let host = names.first().map(|(h, _)| h.to_string()).unwrap_or_default();
                 write!(f, "resolve {host} via resolver `{resolver}`")
             }
+            Plan::Parent { via, ask } => match via.target {
+                ViaTarget::Address => write!(f, "{ask}, then connect to {via}, then CONNECT that address"),
+                ViaTarget::Name => {
+                    let name = ask.first_name().map(|t| t.to_string()).unwrap_or_default();
+                    write!(f, "connect to {via}, then CONNECT {name} (the parent resolves it)")
+                }
+            },
         }
     }
 }
@@ -132,6 +186,7 @@ mod tests {
             action,
             resolver: resolver.into(),
             sni: SniMode::Match,
+            via: None,
             exact: vec!["a.example".into(), "b.example".into()],
             on_cname: Arc::new([]),
         }
@@ -182,6 +237,44 @@ mod tests {
         assert_eq!(plan.to_string(), "resolve api.example.com via resolver `system`");
         assert!(plan.is_system_path());
         assert!(!route(Action::Resolve, "public").plan(&t).is_system_path());
+    }
+
+    #[test]
+    fn a_via_route_plans_its_parents_around_the_direct_plan() {
+        use crate::config::{Parent, Via};
+        let t = target("api.example.com:443");
+        let via = |target| {
+            Arc::new(Via {
+                parents: vec![Parent {
+                    host: Host::Ip("10.0.0.5".parse().unwrap()),
+                    port: 3128,
+                    user: Some("svc".into()),
+                }],
+                target,
+                password: None,
+            })
+        };
+        let mut r = route(Action::Resolve, "public");
+        r.via = Some(via(ViaTarget::Address));
+        let plan = r.plan(&t);
+        assert_eq!(
+            plan.to_string(),
+            "resolve api.example.com via resolver `public`, then connect to http://svc:***@10.0.0.5:3128, \
+             then CONNECT that address"
+        );
+        assert_eq!(plan.resolver().map(|r| &**r), Some("public"));
+        assert!(matches!(plan.local(), Some(Plan::Resolve { .. })));
+        r.via = Some(via(ViaTarget::Name));
+        let plan = r.plan(&t);
+        assert_eq!(
+            plan.to_string(),
+            "connect to http://svc:***@10.0.0.5:3128, then CONNECT api.example.com:443 (the parent resolves it)"
+        );
+        assert!(plan.local().is_none() && plan.resolver().is_none());
+        assert!(r.warm_names().is_empty(), "in name mode the parent resolves");
+        let mut deny = route(Action::Deny, "system");
+        deny.via = Some(via(ViaTarget::Address));
+        assert_eq!(deny.plan(&t), Plan::Deny);
     }
 
     #[test]

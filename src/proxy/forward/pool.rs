@@ -33,11 +33,14 @@ impl Budget {
         Self(Arc::new(Semaphore::new(max)))
     }
 
-    /// Wraps a new upstream connection: pooled when a permit is free, else single-use.
-    pub(super) fn wrap(&self, stream: TcpStream) -> UpstreamIo {
+    /// Wraps a new upstream connection: pooled when a permit is free, else single-use;
+    /// `proxied` when the peer is a parent proxy (`via`), so hyper-util writes the request in
+    /// absolute-form (RFC 9112 §3.2.2) instead of origin-form.
+    pub(super) fn wrap(&self, stream: TcpStream, proxied: bool) -> UpstreamIo {
         UpstreamIo {
             io: TokioIo::new(stream),
             permit: self.0.clone().try_acquire_owned().ok(),
+            proxied,
         }
     }
 }
@@ -46,11 +49,13 @@ impl Budget {
 pub struct UpstreamIo {
     io: TokioIo<TcpStream>,
     permit: Option<OwnedSemaphorePermit>,
+    /// The peer is a parent proxy.
+    proxied: bool,
 }
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        let connected = self.io.connected();
+        let connected = self.io.connected().proxy(self.proxied);
         if self.permit.is_none() {
             // Over the budget: hyper-util does not return a poisoned connection to the pool.
             connected.poison();

@@ -48,6 +48,18 @@ impl FakeDns {
     /// Starts a server on `ip` with an ephemeral port, UDP and TCP alike.
     pub(crate) async fn start(ip: IpAddr, zone: Zone) -> Self {
         let (udp, tcp) = bind_udp_and_tcp(ip).await;
+        Self::serve(udp, tcp, zone)
+    }
+
+    /// A server on port 53 of `ip`, for programs that cannot be told another port (Squid's
+    /// `dns_nameservers`); `None` when port 53 cannot be bound (not root).
+    pub(crate) async fn start_on_53(ip: IpAddr, zone: Zone) -> Option<Self> {
+        let udp = UdpSocket::bind((ip, 53)).await.ok()?;
+        let tcp = TcpListener::bind((ip, 53)).await.ok()?;
+        Some(Self::serve(udp, tcp, zone))
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, zone: Zone) -> Self {
         let addr = udp.local_addr().expect("bound UDP socket has an address");
         let shared = Arc::new(Shared {
             zone: Mutex::new(zone),

@@ -12,10 +12,12 @@ pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod net;
 pub(crate) mod netns;
+pub(crate) mod parent;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod raw;
 pub(crate) mod relay;
+pub(crate) mod squid;
 pub(crate) mod transparent;
 pub(crate) mod zone;
 

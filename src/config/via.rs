@@ -1,0 +1,285 @@
+//! `via`, `via_target`, `via_password_env`, `via_password_file`: the parent proxies a route's
+//! connections go through, parsed and their password read at config load.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::error::TableCtx;
+use crate::upstream::target::{Host, Target};
+
+/// What a parent is asked for in its `CONNECT` (`via_target`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViaTarget {
+    /// The address splitway resolved (or a fixed address): a parent inside the VPC cannot
+    /// resolve the name to the VPC endpoint again.
+    #[default]
+    Address,
+    /// The name as the client asked, resolved by the parent; splitway resolves nothing.
+    Name,
+}
+
+/// A parent's password. Debug and Display never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One parent proxy, `http://[user@]host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    pub host: Host,
+    pub port: u16,
+    pub user: Option<String>,
+}
+
+impl Parent {
+    /// `host:port`: the `parent` metric label, and what errors and log lines name.
+    pub fn authority(&self) -> String {
+        Target {
+            host: self.host.clone(),
+            port: self.port,
+        }
+        .to_string()
+    }
+}
+
+/// `http://user:***@host:port` as `check` and `explain` show it: the password never.
+impl fmt::Display for Parent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.user {
+            Some(user) => write!(f, "http://{user}:***@{}", self.authority()),
+            None => write!(f, "http://{}", self.authority()),
+        }
+    }
+}
+
+/// A route's parents, tried in order, and how they are asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    pub parents: Vec<Parent>,
+    pub target: ViaTarget,
+    /// One user and password per route, sent to whichever parent carries the connection.
+    pub password: Option<Secret>,
+}
+
+impl Via {
+    /// `Proxy-Authorization: Basic …` for the parents (RFC 9110 §11.7.2, RFC 7617), when the
+    /// route has credentials.
+    pub fn authorization(&self) -> Option<String> {
+        let user = self.parents.iter().find_map(|p| p.user.as_deref())?;
+        let password = self.password.as_ref()?;
+        let token = crate::proxy::auth::base64(format!("{user}:{}", password.expose()).as_bytes());
+        Some(format!("Basic {token}"))
+    }
+
+    /// The parents' IP literals (named parents are resolved when used).
+    pub fn literal_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.parents.iter().filter_map(|p| match p.host {
+            Host::Ip(ip) => Some(ip),
+            Host::Name(_) => None,
+        })
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.parents.iter().map(ToString::to_string).collect();
+        write!(f, "{}", list.join(" then "))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Reads `{prefix}via` and its companion keys from a table; `None` without `{prefix}via`.
+pub(super) fn parse(tc: &TableCtx<'_>, prefix: &str) -> Result<Option<Arc<Via>>, ConfigError> {
+    let key = |k: &str| format!("{prefix}{k}");
+    let (via_key, target_key, env_key, file_key) = (
+        key("via"),
+        key("via_target"),
+        key("via_password_env"),
+        key("via_password_file"),
+    );
+    let env: Option<String> = tc.field(&env_key)?;
+    let file: Option<String> = tc.field(&file_key)?;
+    let target: Option<ViaTarget> = tc.field(&target_key)?;
+    let Some(list) = tc.field::<OneOrMany>(&via_key)? else {
+        for (k, set) in [
+            (&target_key, target.is_some()),
+            (&env_key, env.is_some()),
+            (&file_key, file.is_some()),
+        ] {
+            if set {
+                return Err(tc.err(
+                    k,
+                    format!("has no effect without `{via_key}`; add it or remove this key"),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let list = match list {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    if list.is_empty() {
+        return Err(tc.err(&via_key, "must list at least one parent proxy, http://host:port"));
+    }
+    let parents = list
+        .iter()
+        .map(|s| parse_parent(s).map_err(|m| tc.err(&via_key, m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let users: Vec<&str> = parents.iter().filter_map(|p| p.user.as_deref()).collect();
+    if users.iter().any(|u| *u != users[0]) || (!users.is_empty() && users.len() != parents.len()) {
+        return Err(tc.err(
+            &via_key,
+            "every parent of a route carries the same user (the password is the route's); split the route otherwise",
+        ));
+    }
+    let password_key = if file.is_some() { &file_key } else { &env_key };
+    let password = match (env, file) {
+        (Some(_), Some(_)) => {
+            return Err(tc.err(&file_key, format!("set one of `{env_key}` and `{file_key}`, not both")));
+        }
+        (Some(var), None) => Some(std::env::var(&var).map_err(|_| {
+            tc.err(
+                &env_key,
+                format!("environment variable `{var}` is not set (or not UTF-8)"),
+            )
+        })?),
+        (None, Some(path)) => Some(read_password_file(&path).map_err(|m| tc.err(&file_key, m))?),
+        (None, None) => None,
+    };
+    match (&password, users.is_empty()) {
+        (Some(_), true) => {
+            return Err(tc.err(
+                &via_key,
+                "a password is set but no parent names a user; write http://USER@host:port",
+            ));
+        }
+        (None, false) => {
+            return Err(tc.err(
+                &via_key,
+                format!("names a user but no password; set `{env_key}` or `{file_key}`"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(p) = &password
+        && p.chars().any(char::is_control)
+    {
+        return Err(tc.err(password_key, "the password must not contain control characters"));
+    }
+    Ok(Some(Arc::new(Via {
+        parents,
+        target: target.unwrap_or_default(),
+        password: password.map(Secret),
+    })))
+}
+
+fn read_password_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(format!("`{path}` is empty"));
+    }
+    Ok(password.to_owned())
+}
+
+/// Parses `http://[user@]host:port`. A password in the URL is refused: it belongs in
+/// `via_password_env` or `via_password_file`, not in the config file.
+pub(super) fn parse_parent(s: &str) -> Result<Parent, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("`{}` is not http://[user@]host:port (only http:// parents)", redact(s)))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (user, authority) = match rest.rsplit_once('@') {
+        Some((u, _)) if u.contains(':') => {
+            return Err(format!(
+                "`{}`: a password never goes in the file; use via_password_env or via_password_file",
+                redact(s)
+            ));
+        }
+        Some((u, a)) if !u.is_empty() && !u.chars().any(char::is_control) => (Some(u.to_owned()), a),
+        Some(_) => return Err(format!("`{}` has an empty or invalid user", redact(s))),
+        None => (None, rest),
+    };
+    let t = Target::parse_authority(authority)
+        .map_err(|e| format!("`{}` is not http://[user@]host:port: {e}", redact(s)))?;
+    Ok(Parent {
+        host: t.host,
+        port: t.port,
+        user,
+    })
+}
+
+/// A parent URL fit for an error message: any `user:password@` becomes `user:***@`.
+fn redact(s: &str) -> String {
+    let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}{user}:***@{host}")
+        }
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_urls_parse_and_show_no_password() {
+        let p = parse_parent("http://alice@egress.corp.example:3128").expect("parent");
+        assert_eq!(p.user.as_deref(), Some("alice"));
+        assert_eq!(p.authority(), "egress.corp.example:3128");
+        assert_eq!(p.to_string(), "http://alice:***@egress.corp.example:3128");
+        let p = parse_parent("http://10.0.0.5:3128/").expect("parent");
+        assert_eq!(p.host, Host::Ip("10.0.0.5".parse().unwrap()));
+        let e = parse_parent("http://alice:hunter2@proxy:3128").unwrap_err();
+        assert!(!e.contains("hunter2") && e.contains("via_password_env"), "{e}");
+        assert!(parse_parent("https://proxy:3128").is_err());
+        assert!(parse_parent("http://proxy").unwrap_err().contains("port"));
+    }
+
+    #[test]
+    fn the_authorization_is_basic_over_user_and_password() {
+        let via = Via {
+            parents: vec![parse_parent("http://Aladdin@p:1").unwrap()],
+            target: ViaTarget::Address,
+            password: Some(Secret("open sesame".into())),
+        };
+        // RFC 7617 §2's example.
+        assert_eq!(
+            via.authorization().as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        assert_eq!(format!("{:?}", via.password), "Some(<redacted>)");
+    }
+}
