@@ -41,6 +41,19 @@ COPY src/ src/
 # The same command as .ci/run, so CI proves this step (tests/it/deploy.rs checks they match).
 RUN cargo build --release --locked --bin splitway
 
+# ---- iptables: the init container of transparent mode ----------------------------------------
+#   docker build --target iptables -t splitway:iptables .
+# The same binary beside the iptables tools (Debian's default, the nft backend), for the init
+# container that runs `splitway iptables --apply` with NET_ADMIN before the pod's other
+# containers start (deploy/kubernetes/transparent.yaml). The proxy itself stays on the image below.
+FROM debian:bookworm-slim AS iptables
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /build/target/release/splitway /usr/local/bin/splitway
+ENTRYPOINT ["/usr/local/bin/splitway"]
+CMD ["iptables", "--apply"]
+
 # ---- runtime ----------------------------------------------------------------------------------
 FROM gcr.io/distroless/cc-debian12:nonroot
 

@@ -44,6 +44,8 @@ pub struct Readiness {
     state: watch::Sender<u8>,
     /// Results of the latest dependency checks (resolvers, `connect` names).
     checks: std::sync::Mutex<Vec<Check>>,
+    /// The `[transparent]` listeners (empty when off), shown by `/readyz?verbose`.
+    transparent: std::sync::Mutex<Vec<std::net::SocketAddr>>,
 }
 
 /// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON; `None` while
@@ -66,6 +68,7 @@ impl Readiness {
         Self {
             state: watch::Sender::new(STARTING),
             checks: std::sync::Mutex::new(Vec::new()),
+            transparent: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -101,8 +104,20 @@ impl Readiness {
         self.checks.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Records the `[transparent]` listeners' addresses.
+    pub fn set_transparent(&self, addrs: Vec<std::net::SocketAddr>) {
+        *self.transparent.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+    }
+
     fn verbose(&self) -> String {
-        let body = serde_json::json!({ "ready": self.is_ready(), "state": self.state(), "checks": self.checks() });
+        let transparent = self.transparent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let transparent = (!transparent.is_empty()).then(|| serde_json::json!({ "listen": transparent }));
+        let body = serde_json::json!({
+            "ready": self.is_ready(),
+            "state": self.state(),
+            "checks": self.checks(),
+            "transparent": transparent,
+        });
         format!("{body:#}\n")
     }
 

@@ -9,6 +9,7 @@ mod error;
 pub mod resolv_conf;
 mod resolver;
 mod route;
+mod transparent;
 mod via;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use resolver::{
     ResolverSettings,
 };
 pub use route::{Action, AddrSpec, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
+pub use transparent::{DEFAULT_TRANSPARENT_LISTEN, NoSni, TransparentSettings};
 pub use via::{Parent, Secret, Via, ViaTarget};
 
 /// Default for `[proxy] listen`.
@@ -66,6 +68,8 @@ pub struct Config {
     pub origin: String,
     pub proxy: ProxySettings,
     pub admin: Option<AdminSettings>,
+    /// `[transparent]`; `None` when the table is absent (transparent mode off).
+    pub transparent: Option<TransparentSettings>,
     /// Named resolvers; always holds `system`.
     pub resolvers: BTreeMap<String, ResolverSettings>,
     /// Routes in file order (order never affects matching), then those `[aws]` generated.
@@ -166,6 +170,7 @@ struct RawConfig {
     #[serde(default)]
     proxy: ProxySettings,
     admin: Option<AdminSettings>,
+    transparent: Option<TransparentSettings>,
     #[serde(default)]
     resolver: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
@@ -200,6 +205,7 @@ impl Config {
             origin: origin.to_owned(),
             proxy: raw.proxy,
             admin: raw.admin,
+            transparent: raw.transparent,
             resolvers,
             routes,
             notes,
@@ -270,6 +276,10 @@ impl Config {
                     "must not contain control characters".into(),
                 ));
             }
+        }
+        if let Some(t) = &self.transparent {
+            t.check(p.listen)
+                .map_err(|(key, message)| err(None, None, key, message))?;
         }
         for route in &self.routes {
             if let Some(rule) = route

@@ -52,6 +52,9 @@ pub struct Explanation {
     /// With `--probe`: what the server presents along splitway's route and the system path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
+    /// `[transparent]`, when on: redirected connections naming this host route the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transparent: Option<String>,
 }
 
 /// Explains where a connection to `target` would go, without connecting.
@@ -137,6 +140,7 @@ fn decision(rt: &Runtime, target: &Target) -> (Explanation, Arc<Route>, Plan) {
         differs: false,
         detected: None,
         probes: vec![],
+        transparent: rt.config.transparent.as_ref().map(|t| t.describe()),
     };
     (out, route, plan)
 }
@@ -286,6 +290,9 @@ impl fmt::Display for Explanation {
         }
         for p in &self.probes {
             writeln!(f, "probe:      {p}")?;
+        }
+        if let Some(t) = &self.transparent {
+            writeln!(f, "also:       {t} (SNI or Host {} routes the same)", self.target)?;
         }
         if let Some(sys) = &self.system {
             writeln!(f, "system:     {sys}")?;

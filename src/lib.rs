@@ -13,6 +13,8 @@
 //!   CONNECT through parent proxies it makes for `via` routes);
 //! - [`error`]: `ProxyError` → status, `Proxy-Status`, metric label;
 //! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`transparent`]: the `[transparent]` listener for iptables-redirected connections;
+//!   [`iptables`]: the capture rules `splitway iptables` prints, applies and removes;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
 //!   TLS probe (`--probe`).
@@ -31,6 +33,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod explain;
+pub mod iptables;
 pub mod metrics;
 pub mod probe;
 pub mod proxy;
@@ -38,6 +41,7 @@ pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod transparent;
 pub mod upstream;
 
 use std::future::Future;
@@ -53,9 +57,10 @@ pub use config::{Config, ConfigError};
 pub enum StartError {
     #[error(transparent)]
     Setup(#[from] runtime::RuntimeError),
-    #[error("cannot listen on {addr} ([proxy] listen)")]
+    #[error("cannot listen on {addr} ({key})")]
     Bind {
         addr: SocketAddr,
+        key: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -65,6 +70,8 @@ pub enum StartError {
 pub struct Proxy {
     listener: TcpListener,
     admin: Option<TcpListener>,
+    /// `[transparent]` listeners (its `listen`, and `[::1]` beside `127.0.0.1`).
+    transparent: Vec<TcpListener>,
     shared: Arc<server::Shared>,
 }
 
@@ -83,17 +90,20 @@ impl Proxy {
         // Fail on a bad config before taking the ports; the real runtime is built after binding,
         // when port 0 has become a real port the connector can refuse to loop back to.
         drop(runtime::Runtime::new(config.clone(), metrics.clone()).map_err(StartError::Setup)?);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            key: "[proxy] listen",
+            source,
+        })?;
         let admin = match admin_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?,
-            ),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+                addr,
+                key: "[admin] listen",
+                source,
+            })?),
             None => None,
         };
+        let transparent = bind_transparent(&config).await?;
         if let Some(a) = config
             .admin
             .as_ref()
@@ -111,14 +121,20 @@ impl Proxy {
         let own: Vec<SocketAddr> = [Some(&listener), admin.as_ref()]
             .into_iter()
             .flatten()
+            .chain(&transparent)
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let runtime =
             runtime::Runtime::new_bound(config, metrics.clone(), own.clone(), None).map_err(StartError::Setup)?;
+        let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
+        shared
+            .ready
+            .set_transparent(transparent.iter().filter_map(|l| l.local_addr().ok()).collect());
         Ok(Proxy {
             listener,
             admin,
-            shared: Arc::new(server::Shared::new(runtime, metrics, limits, own)),
+            transparent,
+            shared,
         })
     }
 
@@ -130,6 +146,11 @@ impl Proxy {
     /// The admin listener's address, when `[admin]` is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The `[transparent]` listeners' addresses (empty when transparent mode is off).
+    pub fn transparent_addrs(&self) -> Vec<SocketAddr> {
+        self.transparent.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 
     /// A handle for watching and reloading the proxy while it serves.
@@ -171,7 +192,10 @@ impl Proxy {
             tokio::join!(refresher, checks);
         });
         let shared = self.shared.clone();
+        // Aborted when the drain is over; until then redirected connections are served too.
+        let transparent = transparent::serve(self.transparent, shared.clone());
         server::serve(self.listener, self.shared, shutdown).await;
+        drop(transparent);
         warm.abort();
         shared.runtime().stop_refresher();
         stop_admin.cancel();
@@ -179,6 +203,20 @@ impl Proxy {
             let _ = admin.await;
         }
     }
+}
+
+/// Binds `[transparent] listen` (when set), after checking that `mark` can be set: without
+/// `CAP_NET_ADMIN` every marked connection would fail, so that is a start-up error.
+async fn bind_transparent(config: &Config) -> Result<Vec<TcpListener>, StartError> {
+    let Some(t) = &config.transparent else {
+        return Ok(Vec::new());
+    };
+    runtime::check_mark(config)?;
+    transparent::bind(t.listen).await.map_err(|source| StartError::Bind {
+        addr: t.listen,
+        key: "[transparent] listen",
+        source,
+    })
 }
 
 /// How often `/readyz` re-checks resolvers and `connect` names.
@@ -285,9 +323,11 @@ impl ProxyHandle {
         let current = self.shared.runtime();
         if config.proxy.listen != current.config.proxy.listen
             || config.admin.as_ref().map(|a| a.listen) != current.config.admin.as_ref().map(|a| a.listen)
+            || config.transparent.as_ref().map(|t| t.listen) != current.config.transparent.as_ref().map(|t| t.listen)
         {
             tracing::warn!("listen addresses changed in the config: they apply at the next restart");
         }
+        runtime::check_mark(&config)?;
         let next = Arc::new(runtime::Runtime::new_bound(
             config,
             self.shared.metrics.clone(),

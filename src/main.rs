@@ -64,6 +64,18 @@ enum Command {
         #[arg(long, requires = "probe")]
         ca_file: Option<PathBuf>,
     },
+    /// Print the nat rules that capture TCP for [transparent]; --apply installs them
+    /// (idempotently), --remove removes them.
+    Iptables {
+        #[arg(long, conflicts_with = "remove")]
+        apply: bool,
+        #[arg(long)]
+        remove: bool,
+        /// Let this UID's connections through (splitway's own user), instead of or besides
+        /// [transparent] mark; overrides [transparent] exclude_uid.
+        #[arg(long)]
+        exclude_uid: Option<u32>,
+    },
     /// GET the admin /healthz; exit 0 when healthy (for container health checks).
     Health {
         #[arg(long, default_value = splitway::config::DEFAULT_ADMIN_LISTEN)]
@@ -90,6 +102,11 @@ fn main() -> ExitCode {
                 probe,
                 ca_file,
             }) => explain(&cli.run.config, &target, json, probe.then_some(ca_file)).await,
+            Some(Command::Iptables {
+                apply,
+                remove,
+                exclude_uid,
+            }) => iptables(&cli.run.config, apply, remove, exclude_uid),
             Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
         }
     });
@@ -157,6 +174,28 @@ async fn shutdown_signal() {
 fn check(arg: &ConfigArg) -> Result<()> {
     let config = load(arg)?;
     print!("{}", splitway::config::describe(&config));
+    Ok(())
+}
+
+fn iptables(arg: &ConfigArg, apply: bool, remove: bool, exclude_uid: Option<u32>) -> Result<()> {
+    use splitway::iptables;
+    let config = load(arg)?;
+    let plan = iptables::plan(&config, exclude_uid)?;
+    if remove {
+        iptables::remove(&plan)?;
+        println!("# removed the {} chain and its jump from nat OUTPUT", iptables::CHAIN);
+        return Ok(());
+    }
+    if apply {
+        iptables::apply(&plan)?;
+        println!("# applied:");
+    } else {
+        println!(
+            "# capture rules for {} (install with --apply, remove with --remove):",
+            config.origin
+        );
+    }
+    print!("{}", iptables::script(&plan));
     Ok(())
 }
 

@@ -148,14 +148,7 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
     if let Err(e) = rt.check_connect_port(&target) {
         return Err((Some(target), None, e));
     }
-    let mut route = rt.routes.lookup(&target.host).clone();
-    let connected = if settings.mode == Mode::Report {
-        let result = report::connect(rt, &route, &target).await;
-        route = rt.system_route.clone();
-        result
-    } else {
-        rt.connector.connect(&route, &target).await
-    };
+    let (route, connected) = connect_for(rt, &target).await;
     let (stream, upstream) = match connected {
         Ok(c) => c,
         Err(e) => return Err((Some(target), Some(route), e)),
@@ -180,6 +173,25 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
     };
     ctx.guard.spawn("tunnel", tunnel.run(upgrade));
     Ok(Response::new(empty()))
+}
+
+/// Routes `target` and connects along its route (report mode: along the system path, and the
+/// route actually taken is the one returned). CONNECT and the transparent listener share it.
+pub async fn connect_for(
+    rt: &Runtime,
+    target: &Target,
+) -> (
+    Arc<Route>,
+    Result<(tokio::net::TcpStream, crate::upstream::connect::Upstream), ProxyError>,
+) {
+    let route = rt.routes.lookup(&target.host).clone();
+    if rt.config.proxy.mode == Mode::Report {
+        let result = report::connect(rt, &route, target).await;
+        (rt.system_route.clone(), result)
+    } else {
+        let result = rt.connector.connect(&route, target).await;
+        (route, result)
+    }
 }
 
 /// The one place a `ProxyError` becomes an HTTP response.

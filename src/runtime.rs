@@ -36,6 +36,29 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Resolver(#[from] SetupError),
+    #[error(
+        "{origin}: [transparent] mark = {mark:#x}: cannot set SO_MARK; it needs CAP_NET_ADMIN, \
+         or drop `mark` and exclude splitway's user with `exclude_uid`"
+    )]
+    Mark {
+        origin: String,
+        mark: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whether `[transparent] mark` can be set by this process: checked before serving with it
+/// (start-up, reload), since without `CAP_NET_ADMIN` every marked connection would fail.
+pub fn check_mark(config: &Config) -> Result<(), RuntimeError> {
+    match config.transparent.as_ref().and_then(|t| t.mark) {
+        Some(mark) => crate::upstream::socket::check_mark(mark).map_err(|source| RuntimeError::Mark {
+            origin: config.origin.clone(),
+            mark,
+            source,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// One dependency check shown by `/readyz?verbose`.
@@ -89,8 +112,12 @@ impl Runtime {
         })?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone(), previous)?);
         let p = &config.proxy;
-        let connector =
-            Arc::new(Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout).with_own(own));
+        let mark = config.transparent.as_ref().and_then(|t| t.mark);
+        let connector = Arc::new(
+            Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout)
+                .with_own(own)
+                .with_mark(mark),
+        );
         let routes = Arc::new(routes);
         // Report mode: forwarded requests follow the system path too (an empty table routes
         // everything through the implicit default route).

@@ -146,10 +146,8 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         }
     };
     let _ = stream.set_nodelay(true);
-    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+    let Some(guard) = admit(shared) else {
         let max = shared.runtime().config.proxy.max_connections;
-        shared.metrics.connection_rejected();
-        tracing::warn!(max, "connection refused: max_connections reached");
         shared.tracker.spawn(contain(
             async move { refuse(stream, &ProxyError::ConnectionLimit(max)).await },
             "refusal",
@@ -157,13 +155,6 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         ));
         return true;
     };
-    let guard = Arc::new(ConnGuard::new(
-        permit,
-        shared.tracker.clone(),
-        shared.cancel.clone(),
-        shared.open.clone(),
-        shared.metrics.clone(),
-    ));
     let limits = shared.limits;
     let ctx = ConnCtx {
         client,
@@ -174,6 +165,25 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     };
     guard.spawn("connection", serve_connection(stream, ctx, limits));
     true
+}
+
+/// Counts a new client connection in (permit, open count, tracker); `None` over
+/// `max_connections` (counted and logged; the caller answers or closes).
+pub fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
+    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+        let max = shared.runtime().config.proxy.max_connections;
+        shared.metrics.connection_rejected();
+        tracing::warn!(max, "connection refused: max_connections reached");
+        return None;
+    };
+    let guard = Arc::new(ConnGuard::new(
+        permit,
+        shared.tracker.clone(),
+        shared.cancel.clone(),
+        shared.open.clone(),
+        shared.metrics.clone(),
+    ));
+    Some(guard)
 }
 
 async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {

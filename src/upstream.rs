@@ -7,4 +7,5 @@ pub mod dns;
 pub mod http;
 pub mod parent;
 pub mod plan;
+pub mod socket;
 pub mod target;

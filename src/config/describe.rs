@@ -17,6 +17,10 @@ pub fn describe(config: &Config) -> String {
         Some(a) => drop(writeln!(out, "admin listen {}", a.listen)),
         None => drop(writeln!(out, "admin off")),
     }
+    match &config.transparent {
+        Some(t) => drop(writeln!(out, "{}", t.describe())),
+        None => drop(writeln!(out, "transparent off")),
+    }
     let _ = writeln!(out, "\nresolvers:");
     for (name, r) in &config.resolvers {
         let servers = match &r.nameservers {

@@ -210,6 +210,53 @@ fn example_config_parses() {
 }
 
 #[test]
+fn transparent_is_off_without_its_table_and_takes_defaults_with_it() {
+    assert_eq!(Config::embedded().transparent, None);
+    let c = Config::from_toml("[transparent]\n", "t.toml").unwrap();
+    let t = c.transparent.expect("an empty table turns it on");
+    assert_eq!(t.listen.to_string(), DEFAULT_TRANSPARENT_LISTEN);
+    assert_eq!((t.mark, t.exclude_uid, t.no_sni), (None, None, NoSni::Original));
+    assert!(t.capture.is_empty() && t.http_ports.is_empty());
+}
+
+#[test]
+fn transparent_keys_parse_mark_in_hex() {
+    let c = Config::from_toml(
+        "[transparent]\nlisten = \"127.0.0.1:15002\"\nmark = 0x539\nexclude_uid = 1337\nno_sni = \"refuse\"\ncapture = [\"10.0.0.0/8\", \"fd00::/8\"]\nhttp_ports = [80]\n",
+        "t.toml",
+    )
+    .unwrap();
+    let t = c.transparent.unwrap();
+    assert_eq!(
+        (t.mark, t.exclude_uid, t.no_sni),
+        (Some(1337), Some(1337), NoSni::Refuse)
+    );
+    assert_eq!(t.capture.len(), 2);
+    let described = describe(&Config::from_toml("[transparent]\nmark = 0x539\n", "t.toml").unwrap());
+    assert!(
+        described.contains("transparent listen 127.0.0.1:15001 (mark 0x539, exclude_uid none, no_sni original"),
+        "{described}"
+    );
+}
+
+#[test]
+fn transparent_mistakes_name_the_key() {
+    let e = err("[transparent]\nmarc = 1\n");
+    assert!(e.contains("unknown field `marc`"), "{e}");
+    let e = err("[transparent]\nno_sni = \"drop\"\n");
+    assert!(e.contains("unknown variant `drop`"), "{e}");
+    let e = err("[proxy]\nlisten = \"127.0.0.1:15001\"\n[transparent]\n");
+    assert!(
+        e.contains("key `transparent.listen`") && e.contains("[proxy] listen too"),
+        "{e}"
+    );
+    let e = err("[transparent]\nmark = 0\n");
+    assert!(e.contains("key `transparent.mark`"), "{e}");
+    let e = err("[transparent]\nmark = -1\n");
+    assert!(e.contains("bad.toml:2"), "{e}");
+}
+
+#[test]
 fn via_errors_name_the_route_and_key_and_never_the_password() {
     let route = |keys: &str| format!("[[route]]\nname = \"egress\"\nhosts = [\"a.example\"]\n{keys}");
     let cases: &[(String, &[&str])] = &[

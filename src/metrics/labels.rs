@@ -14,6 +14,8 @@ pub enum RequestKind {
     Connect,
     /// An absolute-form request (RFC 9112 §3.2.2) forwarded as plain HTTP.
     Forward,
+    /// A connection iptables redirected to the `[transparent]` listener (TLS or plain HTTP).
+    Transparent,
 }
 
 /// Why a tunnel ended.
@@ -70,6 +72,7 @@ impl RequestKind {
         match self {
             Self::Connect => "connect",
             Self::Forward => "forward",
+            Self::Transparent => "transparent",
         }
     }
 }

@@ -52,9 +52,10 @@ pub fn expected_sni(route: &Route, target: &Target) -> Option<String> {
     }
 }
 
-/// Why the SNI check refused a tunnel.
+/// Why the SNI check refused a tunnel (or why a transparent connection's first flight gave
+/// no name).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Rejection {
+pub(crate) enum Rejection {
     Mismatch(String),
     /// The ClientHello is encrypted (ECH): its outer SNI is the provider's public name, not
     /// the CONNECT host, and the inner name cannot be read. Such routes need `sni = "any"`.
@@ -67,7 +68,7 @@ enum Rejection {
 }
 
 impl Rejection {
-    fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::Mismatch(_) => "sni_mismatch",
             Self::EchOuterSni(_) => "ech_outer_sni",
@@ -216,7 +217,7 @@ impl Tunnel {
 /// Reads until `buf` holds a whole ClientHello (RFC 8446 §4.1.2), which may span several TCP
 /// segments and TLS records; returns its SNI and whether it carries an ECH extension. Nothing
 /// is consumed: `buf` is forwarded as is.
-async fn read_client_hello<R: AsyncRead + Unpin>(
+pub(crate) async fn read_client_hello<R: AsyncRead + Unpin>(
     client: &mut R,
     buf: &mut Vec<u8>,
     timeout: Duration,

@@ -83,6 +83,8 @@ pub struct Connector {
     metrics: Arc<Metrics>,
     deny: DenyList,
     timeout: Duration,
+    /// `[transparent] mark`: SO_MARK on every outbound socket.
+    mark: Option<u32>,
 }
 
 impl Connector {
@@ -92,6 +94,7 @@ impl Connector {
             metrics,
             deny: DenyList::new(deny, vec![]),
             timeout,
+            mark: None,
         }
     }
 
@@ -105,6 +108,12 @@ impl Connector {
             deny: self.deny.with_own(own),
             ..self
         }
+    }
+
+    /// Marks every outbound socket with `SO_MARK` (`[transparent] mark`), so capture rules
+    /// can let splitway's own connections through.
+    pub fn with_mark(self, mark: Option<u32>) -> Self {
+        Self { mark, ..self }
     }
 
     /// `connect_timeout`: the budget for resolving and connecting.
@@ -271,7 +280,7 @@ impl Connector {
                 addr: own[0],
             });
         }
-        let failures = match timeout_at(deadline, happy_eyeballs(&addrs)).await {
+        let failures = match timeout_at(deadline, happy_eyeballs(&addrs, self.mark)).await {
             Ok(Ok(ok)) => return Ok(ok),
             Ok(Err(failures)) => failures,
             Err(_) => {
@@ -326,9 +335,12 @@ fn interleave(ips: Vec<IpAddr>, port: u16) -> Vec<SocketAddr> {
 
 /// RFC 8305 §5: start the next attempt when the previous one fails or after `ATTEMPT_DELAY`;
 /// the first to connect wins and the rest are dropped (JoinSet aborts them).
-async fn happy_eyeballs(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Vec<(SocketAddr, io::Error)>> {
-    let connect = |addr: SocketAddr| async move {
-        let stream = TcpStream::connect(addr).await?;
+async fn happy_eyeballs(
+    addrs: &[SocketAddr],
+    mark: Option<u32>,
+) -> Result<(TcpStream, SocketAddr), Vec<(SocketAddr, io::Error)>> {
+    let connect = move |addr: SocketAddr| async move {
+        let stream = super::socket::connect(addr, mark).await?;
         stream.set_nodelay(true)?;
         Ok::<_, io::Error>(stream)
     };

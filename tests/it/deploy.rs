@@ -21,9 +21,14 @@ fn read(rel: &str) -> String {
 
 /// Every document of `deploy/kubernetes/sidecar.yaml`.
 fn kubernetes_docs() -> Vec<Yaml> {
-    let text = read("deploy/kubernetes/sidecar.yaml");
+    kubernetes_docs_of("sidecar.yaml")
+}
+
+/// Every document of `deploy/kubernetes/FILE`.
+fn kubernetes_docs_of(file: &str) -> Vec<Yaml> {
+    let text = read(&format!("deploy/kubernetes/{file}"));
     serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Yaml::deserialize(doc).expect("sidecar.yaml is valid YAML"))
+        .map(|doc| Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{file} is not valid YAML: {e}")))
         .filter(|doc| !doc.is_null())
         .collect()
 }
@@ -292,4 +297,69 @@ fn dockerfile_builds_like_ci_and_runs_unprivileged_with_a_shell_free_health_chec
     assert!(instructions.iter().any(|l| l.starts_with("HEALTHCHECK ")));
     assert_eq!(last("ENV SPLITWAY_CONFIG="), CONFIG_PATH);
     assert_eq!(last("ENTRYPOINT "), r#"["/usr/local/bin/splitway"]"#);
+}
+
+fn strings(list: &Yaml) -> Vec<&str> {
+    list.as_sequence()
+        .map_or(vec![], |l| l.iter().filter_map(Yaml::as_str).collect())
+}
+
+#[test]
+fn kubernetes_transparent_variant_captures_in_an_init_container_and_excludes_the_sidecar_uid() {
+    let docs = kubernetes_docs_of("transparent.yaml");
+    let pod = &kind(&docs, "Deployment")["spec"]["template"]["spec"];
+    let config = configmap_config(&docs);
+    let t = config
+        .transparent
+        .as_ref()
+        .expect("the ConfigMap's config has [transparent]");
+    assert_eq!(t.mark, None, "the sidecar has no NET_ADMIN: it cannot set SO_MARK");
+
+    let init = pod["initContainers"].as_sequence().expect("initContainers");
+    assert_eq!(
+        init[0]["name"].as_str(),
+        Some("splitway-iptables"),
+        "the rules go in first"
+    );
+    let rules = &init[0];
+    assert!(
+        rules["restartPolicy"].is_null(),
+        "the rules container runs to completion"
+    );
+    assert_eq!(
+        strings(&rules["args"]),
+        ["iptables", "--apply", "--config", CONFIG_PATH]
+    );
+    assert!(strings(&rules["securityContext"]["capabilities"]["add"]).contains(&"NET_ADMIN"));
+    assert_eq!(rules["securityContext"]["runAsUser"].as_i64(), Some(0));
+    assert_eq!(
+        named(&rules["volumeMounts"], "splitway-config")["mountPath"].as_str(),
+        Some("/etc/splitway")
+    );
+
+    let sidecar = named(&pod["initContainers"], "splitway");
+    assert_eq!(sidecar["restartPolicy"].as_str(), Some("Always"));
+    let sc = &sidecar["securityContext"];
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert!(
+        sc["capabilities"]["add"].is_null(),
+        "the sidecar runs without capabilities"
+    );
+    assert_eq!(
+        sc["runAsUser"].as_i64(),
+        t.exclude_uid.map(i64::from),
+        "exclude_uid must be the sidecar's UID, or its own connections loop"
+    );
+    let app = named(&pod["containers"], "app");
+    assert!(app["env"].is_null(), "the app needs no proxy variables");
+    assert_ne!(app["securityContext"]["runAsUser"].as_i64(), sc["runAsUser"].as_i64());
+
+    let plan = splitway::iptables::script(&splitway::iptables::plan(&config, None).expect("rules for the ConfigMap"));
+    assert!(plan.contains("-m owner --uid-owner 65532 -j RETURN"), "{plan}");
+    assert!(plan.contains("--dports 443 -j REDIRECT --to-ports 15001"), "{plan}");
+    let volume = named(&pod["volumes"], "splitway-config");
+    assert_eq!(
+        volume["configMap"]["name"].as_str(),
+        kind(&docs, "ConfigMap")["metadata"]["name"].as_str()
+    );
 }

@@ -27,3 +27,4 @@ mod scenarios;
 mod sni_pinning;
 mod source_rules;
 mod support;
+mod transparent;

@@ -49,13 +49,20 @@ fn only_the_connector_opens_outbound_connections() {
     // `splitway health` is a client of the proxy's own admin port, not an upstream connection;
     // hickory/tls.rs re-runs the handshake to a configured tls:// or https:// nameserver to say
     // why it failed: the resolver's own transport, like hickory's sockets, not an upstream.
+    // upstream/socket.rs makes the connector's sockets (with SO_MARK when [transparent] mark
+    // is set), and only the connector calls it.
     assert_eq!(
         found,
         [
             "src/admin.rs",
-            "src/upstream/connect.rs",
-            "src/upstream/dns/hickory/tls.rs"
+            "src/upstream/dns/hickory/tls.rs",
+            "src/upstream/socket.rs"
         ],
         "outbound connections go through upstream::connect::Connector"
+    );
+    assert_eq!(
+        files_containing("socket::connect("),
+        ["src/upstream/connect.rs"],
+        "only the connector opens sockets through upstream/socket.rs"
     );
 }

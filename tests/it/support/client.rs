@@ -73,7 +73,12 @@ pub(crate) struct Served {
 
 /// `GET url(host)` with `client`, summarised.
 pub(crate) async fn get(client: &reqwest::Client, host: &str) -> Result<Served, reqwest::Error> {
-    let response = client.get(url(host)).send().await?;
+    get_url(client, &url(host)).await
+}
+
+/// `GET url` with `client`, summarised.
+pub(crate) async fn get_url(client: &reqwest::Client, url: &str) -> Result<Served, reqwest::Error> {
+    let response = client.get(url).send().await?;
     let header = |name: &str| {
         let value = response.headers().get(name).and_then(|v| v.to_str().ok());
         value.unwrap_or_default().to_owned()

@@ -11,12 +11,14 @@ pub(crate) mod dns_tls;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod net;
+pub(crate) mod netns;
 pub(crate) mod parent;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod raw;
 pub(crate) mod relay;
 pub(crate) mod squid;
+pub(crate) mod transparent;
 pub(crate) mod zone;
 
 // Shortcuts for `use crate::support::*`; no one test module uses all of them.

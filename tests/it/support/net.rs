@@ -55,24 +55,41 @@ pub(crate) struct AwsNet {
 pub(crate) fn aws_net() -> &'static AwsNet {
     static NET: OnceLock<AwsNet> = OnceLock::new();
     NET.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("aws-net".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("aws-net runtime");
-                runtime.block_on(async {
-                    tx.send(AwsNet::start().await).expect("aws_net() waits for the network");
-                    // The servers' tasks live as long as this runtime: the whole process.
-                    std::future::pending::<()>().await;
-                });
-            })
-            .expect("spawn aws-net thread");
-        rx.recv().expect("aws-net thread panicked while starting the network")
+        let (net, _runtime) = spawn_net("aws-net", 0, || Ok(()), std::future::pending());
+        net
     })
+}
+
+/// Starts a network on a thread of its own: `enter` runs first on that thread (e.g. moves it
+/// into a network namespace, which the runtime's threads and sockets then inherit), then the
+/// runtime serves the network, endpoints on `port` (0: any free one), until `until` resolves.
+/// Returns the network and that runtime's handle, to run clients where the network is.
+pub(crate) fn spawn_net(
+    name: &str,
+    port: u16,
+    enter: impl FnOnce() -> io::Result<()> + Send + 'static,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (AwsNet, tokio::runtime::Handle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            enter().expect("enter the network's namespace");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("aws-net runtime");
+            let handle = runtime.handle().clone();
+            runtime.block_on(async {
+                tx.send((AwsNet::start(port).await, handle))
+                    .expect("spawn_net() waits for the network");
+                // The servers' tasks live as long as this runtime.
+                until.await;
+            });
+        })
+        .expect("spawn aws-net thread");
+    rx.recv().expect("aws-net thread panicked while starting the network")
 }
 
 /// What an internet resolver (and the VPC resolver without Private DNS) answers.
@@ -120,13 +137,13 @@ pub(crate) fn zone_of(which: Resolver) -> Zone {
 }
 
 impl AwsNet {
-    async fn start() -> Self {
+    async fn start(port: u16) -> Self {
         let ca = TestCa::new();
         let public_dns = FakeDns::start(PUBLIC_DNS_IP, public_zone()).await;
         let vpc_dns_private_on = FakeDns::start(VPC_DNS_PRIVATE_ON_IP, vpc_private_dns_on_zone()).await;
         let vpc_dns_private_off = FakeDns::start(VPC_DNS_PRIVATE_OFF_IP, public_zone()).await;
         let ips = [PUBLIC_ENDPOINT_IP, VPCE_IP, VPCE_ZONAL_IP, WEST_VPCE_IP];
-        let (port, [public, vpce, zonal, west]) = bind_same_port(ips).await;
+        let (port, [public, vpce, zonal, west]) = bind_same_port(ips, port).await;
         Self {
             port,
             ca_der: ca.cert_der().clone(),
@@ -175,11 +192,11 @@ impl AwsNet {
     }
 }
 
-/// Binds every `ip` on one port: the first on an ephemeral port, the rest on the same one,
-/// starting over when that port is taken on another address.
-async fn bind_same_port<const N: usize>(ips: [IpAddr; N]) -> (u16, [TcpListener; N]) {
+/// Binds every `ip` on one port: `port`, or (0) the first on an ephemeral port and the rest on
+/// the same one, starting over when that port is taken on another address.
+async fn bind_same_port<const N: usize>(ips: [IpAddr; N], port: u16) -> (u16, [TcpListener; N]) {
     'attempt: for _ in 0..32 {
-        let first = TcpListener::bind((ips[0], 0)).await.expect("bind endpoint listener");
+        let first = TcpListener::bind((ips[0], port)).await.expect("bind endpoint listener");
         let port = first.local_addr().expect("listener address").port();
         let mut listeners = vec![first];
         for &ip in &ips[1..] {

@@ -15,6 +15,8 @@ use super::*;
 pub(crate) struct TestProxy {
     pub(crate) addr: SocketAddr,
     pub(crate) admin: Option<SocketAddr>,
+    /// The `[transparent]` listeners, when the config has the table.
+    pub(crate) transparent: Vec<SocketAddr>,
     pub(crate) handle: ProxyHandle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -31,6 +33,7 @@ impl TestProxy {
         let proxy = Proxy::bind_with(config, limits).await.expect("proxy binds");
         let addr = proxy.local_addr();
         let admin = proxy.admin_addr();
+        let transparent = proxy.transparent_addrs();
         let handle = proxy.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(async move {
@@ -39,6 +42,7 @@ impl TestProxy {
         TestProxy {
             addr,
             admin,
+            transparent,
             handle,
             stop: Some(stop),
             task,
