@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::metrics::{ErrorType, Outcome};
 use crate::upstream::target::TargetError;
 
 /// A request that could not be proxied. Each variant names the route (where one was chosen) so
@@ -138,17 +139,17 @@ impl ParentFault {
     }
 
     /// RFC 9209 §2.3: the error type. A 4xx from the parent is its refusal of the request.
-    fn proxy_status(&self) -> &'static str {
+    fn error_type(&self) -> ErrorType {
         match self {
-            Self::Refused(_) => "connection_refused",
-            Self::Unreachable(_) => "destination_unavailable",
-            Self::ConnectTimeout(_) => "connection_timeout",
-            Self::ReplyTimeout(_) => "http_response_timeout",
-            Self::Status { status, .. } if (400..500).contains(status) => "http_request_denied",
-            Self::Status { .. } => "destination_unavailable",
-            Self::WantsCredentials | Self::RejectedCredentials(_) => "http_request_denied",
-            Self::Malformed(_) => "http_protocol_error",
-            Self::Closed(_) => "http_response_incomplete",
+            Self::Refused(_) => ErrorType::ConnectionRefused,
+            Self::Unreachable(_) => ErrorType::DestinationUnavailable,
+            Self::ConnectTimeout(_) => ErrorType::ConnectionTimeout,
+            Self::ReplyTimeout(_) => ErrorType::HttpResponseTimeout,
+            Self::Status { status, .. } if (400..500).contains(status) => ErrorType::HttpRequestDenied,
+            Self::Status { .. } => ErrorType::DestinationUnavailable,
+            Self::WantsCredentials | Self::RejectedCredentials(_) => ErrorType::HttpRequestDenied,
+            Self::Malformed(_) => ErrorType::HttpProtocolError,
+            Self::Closed(_) => ErrorType::HttpResponseIncomplete,
         }
     }
 }
@@ -172,22 +173,32 @@ impl ProxyError {
         }
     }
 
-    /// The RFC 9209 §2.3 error type carried in `Proxy-Status`; also the `error` metric label.
-    pub fn proxy_status(&self) -> &'static str {
+    /// The RFC 9209 §2.3 error type carried in `Proxy-Status`; also the `outcome` metric label.
+    pub fn error_type(&self) -> ErrorType {
         match self {
             Self::BadRequest(_) | Self::BadTarget(_) | Self::HeadTooLarge(_) | Self::MethodNotAllowed(_) => {
-                "http_request_error"
+                ErrorType::HttpRequestError
             }
-            Self::Denied { .. } | Self::PortNotAllowed { .. } | Self::AuthRequired => "http_request_denied",
-            Self::DestinationProhibited { .. } | Self::LoopToSelf { .. } => "destination_ip_prohibited",
-            Self::Dns { .. } => "dns_error",
-            Self::DnsTimeout { .. } => "dns_timeout",
-            Self::ConnectionRefused { .. } => "connection_refused",
-            Self::Unreachable { .. } => "destination_unavailable",
-            Self::ConnectTimeout { .. } => "connection_timeout",
-            Self::ConnectionLimit(_) => "connection_limit_reached",
-            Self::Parent { fault, .. } => fault.proxy_status(),
+            Self::Denied { .. } | Self::PortNotAllowed { .. } | Self::AuthRequired => ErrorType::HttpRequestDenied,
+            Self::DestinationProhibited { .. } | Self::LoopToSelf { .. } => ErrorType::DestinationIpProhibited,
+            Self::Dns { .. } => ErrorType::DnsError,
+            Self::DnsTimeout { .. } => ErrorType::DnsTimeout,
+            Self::ConnectionRefused { .. } => ErrorType::ConnectionRefused,
+            Self::Unreachable { .. } => ErrorType::DestinationUnavailable,
+            Self::ConnectTimeout { .. } => ErrorType::ConnectionTimeout,
+            Self::ConnectionLimit(_) => ErrorType::ConnectionLimitReached,
+            Self::Parent { fault, .. } => fault.error_type(),
         }
+    }
+
+    /// [`ProxyError::error_type`] as its RFC 9209 token.
+    pub fn proxy_status(&self) -> &'static str {
+        self.error_type().as_str()
+    }
+
+    /// The `outcome` label of a request refused with this error.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::Error(self.error_type())
     }
 
     /// What the error says with its causes, `outer: inner: …` (the body and `details`).

@@ -9,6 +9,7 @@
 //! proxies side by side.
 
 mod labels;
+mod values;
 
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +23,7 @@ use labels::{
     RouteLabels, SniLabels, TunnelLabels,
 };
 pub use labels::{DnsResult, ParentResult, RequestKind, TunnelEnd};
+pub use values::{ErrorType, Outcome, ReportAction, SniReason};
 
 /// The `Content-Type` of what [`Metrics::encode`] returns (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -189,7 +191,7 @@ impl Metrics {
 
     /// One CONNECT or forwarded request finished deciding: `outcome` is `"ok"` or the RFC 9209
     /// error type (e.g. `"dns_error"`).
-    pub fn request(&self, kind: RequestKind, route: &str, outcome: &'static str) {
+    pub fn request(&self, kind: RequestKind, route: &str, outcome: Outcome) {
         let labels = RequestLabels {
             kind,
             route: self.names.get(route),
@@ -276,7 +278,7 @@ impl Metrics {
     }
 
     /// A tunnel on `route` was closed by the SNI check, for `reason` (a fixed string).
-    pub fn sni_rejected(&self, route: &str, reason: &'static str) {
+    pub fn sni_rejected(&self, route: &str, reason: SniReason) {
         self.sni_rejections
             .get_or_create(&SniLabels {
                 route: self.names.get(route),
@@ -286,7 +288,7 @@ impl Metrics {
     }
 
     /// Report mode: `route` would have sent a request elsewhere (`reroute`) or refused it (`deny`).
-    pub fn report_difference(&self, route: &str, action: &'static str) {
+    pub fn report_difference(&self, route: &str, action: ReportAction) {
         self.report
             .get_or_create(&ReportLabels {
                 route: self.names.get(route),

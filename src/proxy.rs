@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::config::Mode;
 use crate::conn::ConnGuard;
 use crate::error::ProxyError;
-use crate::metrics::RequestKind;
+use crate::metrics::{Outcome, RequestKind};
 use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::upstream::target::Target;
@@ -76,7 +76,7 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
             RequestKind::Forward
         };
         let route_name = route.as_ref().map_or(NO_ROUTE, |r| &*r.name);
-        ctx.guard.metrics().request(kind, route_name, e.proxy_status());
+        ctx.guard.metrics().request(kind, route_name, e.outcome());
         log_refusal(&ctx, &method, target.as_ref(), route.as_deref(), &e, started.elapsed());
         error_response(&e)
     });
@@ -99,7 +99,9 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Res
     let path = req.uri().path().to_owned();
     match forward::forward(&rt.client, &route, &target, req).await {
         Ok(resp) => {
-            ctx.guard.metrics().request(RequestKind::Forward, &route.name, "ok");
+            ctx.guard
+                .metrics()
+                .request(RequestKind::Forward, &route.name, Outcome::Ok);
             tracing::info!(
                 target: "splitway::access",
                 client = %ctx.client,
@@ -153,7 +155,9 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         Ok(c) => c,
         Err(e) => return Err((Some(target), Some(route), e)),
     };
-    ctx.guard.metrics().request(RequestKind::Connect, &route.name, "ok");
+    ctx.guard
+        .metrics()
+        .request(RequestKind::Connect, &route.name, Outcome::Ok);
     ctx.guard
         .metrics()
         .connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());

@@ -195,7 +195,7 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
     let prefix = match first {
         head::First::Head(prefix) => prefix,
         head::First::Refuse(kind, e) => {
-            guard.metrics().request(kind, proxy::NO_ROUTE, e.proxy_status());
+            guard.metrics().request(kind, proxy::NO_ROUTE, e.outcome());
             tracing::info!(
                 target: "splitway::access",
                 client = %ctx.client,

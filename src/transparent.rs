@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::config::NoSni;
 use crate::conn::ConnGuard;
 use crate::error::ProxyError;
-use crate::metrics::{RequestKind, TunnelEnd};
+use crate::metrics::{Outcome, RequestKind, TunnelEnd};
 use crate::proxy::pipe::{self, Activity, PipeEnd};
 use crate::proxy::tunnel::{Rejection, read_client_hello};
 use crate::proxy::{self, NO_ROUTE};
@@ -127,12 +127,12 @@ enum Refused {
 
 impl Refused {
     /// The `outcome` label.
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> Outcome {
         match self {
-            Self::NoOriginalDst(_) => "no_original_dst",
-            Self::Proxy(e) => e.proxy_status(),
-            Self::FirstFlight(r) => r.as_str(),
-            Self::NoName => "no_sni",
+            Self::NoOriginalDst(_) => Outcome::NoOriginalDst,
+            Self::Proxy(e) => e.outcome(),
+            Self::FirstFlight(r) => Outcome::FirstFlight(r.reason()),
+            Self::NoName => Outcome::NoSni,
         }
     }
 }
@@ -223,7 +223,7 @@ impl Conn {
     async fn relay(self, mut client: TcpStream, mut upstream: TcpStream, first: Vec<u8>, r: Relayed) {
         let metrics = self.guard.metrics();
         let name = &r.route.name;
-        metrics.request(RequestKind::Transparent, name, "ok");
+        metrics.request(RequestKind::Transparent, name, Outcome::Ok);
         metrics.connect_duration(name, (r.upstream.dns_time + r.upstream.connect_time).as_secs_f64());
         metrics.tunnel_opened(name);
         let activity = Activity::default();
@@ -284,7 +284,7 @@ impl Conn {
             host = target.map(ToString::to_string).unwrap_or_default(),
             route = route.map(|r| &*r.name).unwrap_or(""),
             resolver = route.map(|r| &*r.resolver).unwrap_or(""),
-            error = r.outcome(),
+            error = r.outcome().as_str(),
             detail = %r,
             cause = std::error::Error::source(r).map(ToString::to_string).unwrap_or_default(),
             duration_ms = self.started.elapsed().as_millis() as u64,

@@ -7,6 +7,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 
+use super::values::{Outcome, ReportAction, SniReason};
+
 /// What a client asked the proxy for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestKind {
@@ -134,14 +136,23 @@ macro_rules! label_value_from_as_str {
         }
     )*};
 }
-label_value_from_as_str!(RequestKind, TunnelEnd, DnsResult, Direction, ParentResult);
+label_value_from_as_str!(
+    RequestKind,
+    TunnelEnd,
+    DnsResult,
+    Direction,
+    ParentResult,
+    Outcome,
+    SniReason,
+    ReportAction
+);
 
 // Label sets. Field names are the label names, in this order in the output.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct RequestLabels {
     pub(super) kind: RequestKind,
     pub(super) route: Arc<str>,
-    pub(super) outcome: &'static str,
+    pub(super) outcome: Outcome,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -175,13 +186,13 @@ pub(super) struct ResolverLabels {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct SniLabels {
     pub(super) route: Arc<str>,
-    pub(super) reason: &'static str,
+    pub(super) reason: SniReason,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct ReportLabels {
     pub(super) route: Arc<str>,
-    pub(super) action: &'static str,
+    pub(super) action: ReportAction,
 }
 
 /// `parent` is a parent's `host:port` as the config writes it: a closed set.

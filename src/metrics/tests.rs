@@ -62,7 +62,7 @@ fn a_new_registry_has_the_unlabelled_series_and_both_reload_results_at_zero() {
 #[test]
 fn request_counts_by_kind_route_and_outcome() {
     let m = Metrics::new();
-    let got = changes(&m, |m| m.request(RequestKind::Connect, "public", "ok"));
+    let got = changes(&m, |m| m.request(RequestKind::Connect, "public", Outcome::Ok));
     assert_eq!(
         got,
         expect(&[(
@@ -72,8 +72,8 @@ fn request_counts_by_kind_route_and_outcome() {
     );
 
     let got = changes(&m, |m| {
-        m.request(RequestKind::Connect, "public", "ok");
-        m.request(RequestKind::Forward, "private", "dns_error");
+        m.request(RequestKind::Connect, "public", Outcome::Ok);
+        m.request(RequestKind::Forward, "private", Outcome::Error(ErrorType::DnsError));
     });
     let want = expect(&[
         (
@@ -195,7 +195,7 @@ fn dns_lookup_counts_by_result_and_observes_the_resolver_histogram() {
 #[test]
 fn sni_rejected_counts_by_route_and_reason() {
     let m = Metrics::new();
-    let got = changes(&m, |m| m.sni_rejected("public", "sni_mismatch"));
+    let got = changes(&m, |m| m.sni_rejected("public", SniReason::SniMismatch));
     assert_eq!(
         got,
         expect(&[(
@@ -235,12 +235,12 @@ fn panic_caught_counts() {
 #[test]
 fn every_family_has_help_and_type_lines() {
     let m = Metrics::new();
-    m.request(RequestKind::Connect, "r", "ok");
+    m.request(RequestKind::Connect, "r", Outcome::Ok);
     m.tunnel_opened("r");
     m.tunnel_closed("r", TunnelEnd::Closed, 1, 1);
     m.connect_duration("r", 0.01);
     m.dns_lookup("d", DnsResult::Hit, 0.0);
-    m.sni_rejected("r", "x");
+    m.sni_rejected("r", SniReason::NotTls);
     let text = m.encode();
     let families = [
         ("requests_total", "counter"),
@@ -288,7 +288,7 @@ fn concurrent_recording_loses_nothing() {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..1000 {
-                    m.request(RequestKind::Connect, "public", "ok");
+                    m.request(RequestKind::Connect, "public", Outcome::Ok);
                 }
             });
         }

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::error::ProxyError;
+use crate::metrics::ReportAction;
 use crate::routes::{DEFAULT_ROUTE, Route};
 use crate::runtime::Runtime;
 use crate::upstream::connect::Upstream;
@@ -24,9 +25,9 @@ pub async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(Tc
     let actual_ip = actual.as_ref().ok().map(|(_, up)| up.addr.ip());
     let difference = match &would {
         Would::Same => None,
-        Would::Deny => Some("deny"),
+        Would::Deny => Some(ReportAction::Deny),
         Would::Connect(ips) if actual_ip.is_some_and(|ip| ips.contains(&ip)) => None,
-        Would::Connect(_) | Would::Fail(_) => Some("reroute"),
+        Would::Connect(_) | Would::Fail(_) => Some(ReportAction::Reroute),
     };
     if let Some(action) = difference {
         rt.connector.metrics().report_difference(&route.name, action);
@@ -34,7 +35,7 @@ pub async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(Tc
             target: "splitway::report",
             host = %target,
             route = &*route.name,
-            action,
+            action = action.as_str(),
             system_path = actual_ip.map(|ip| SocketAddr::new(ip, target.port).to_string()).unwrap_or_else(|| "failed".into()),
             splitway = %would,
             "report mode: splitway would handle this differently"

@@ -17,7 +17,7 @@ use super::sni::{self, Hello};
 use crate::config::SniMode;
 use crate::conn::ClientIo;
 use crate::conn::ConnGuard;
-use crate::metrics::TunnelEnd;
+use crate::metrics::{SniReason, TunnelEnd};
 use crate::routes::Route;
 use crate::upstream::connect::Upstream;
 use crate::upstream::target::{Host, Target};
@@ -68,16 +68,20 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
-    pub(crate) fn as_str(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> SniReason {
         match self {
-            Self::Mismatch(_) => "sni_mismatch",
-            Self::EchOuterSni(_) => "ech_outer_sni",
-            Self::NotTls => "not_tls",
-            Self::Malformed => "malformed_client_hello",
-            Self::TooLarge => "client_hello_too_large",
-            Self::Timeout => "client_hello_timeout",
-            Self::ClientGone => "client_closed",
+            Self::Mismatch(_) => SniReason::SniMismatch,
+            Self::EchOuterSni(_) => SniReason::EchOuterSni,
+            Self::NotTls => SniReason::NotTls,
+            Self::Malformed => SniReason::MalformedClientHello,
+            Self::TooLarge => SniReason::ClientHelloTooLarge,
+            Self::Timeout => SniReason::ClientHelloTimeout,
+            Self::ClientGone => SniReason::ClientClosed,
         }
+    }
+
+    pub(crate) fn as_str(&self) -> &'static str {
+        self.reason().as_str()
     }
 }
 
@@ -108,7 +112,7 @@ impl Tunnel {
                 self.log_closed(end.as_str(), up, down);
             }
             Err(r) => {
-                metrics.sni_rejected(&self.route.name, r.as_str());
+                metrics.sni_rejected(&self.route.name, r.reason());
                 metrics.tunnel_closed(&self.route.name, TunnelEnd::SniRejected, up, down);
                 log_rejected(&self, r);
             }

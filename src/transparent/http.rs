@@ -21,7 +21,7 @@ use super::{Conn, Refused};
 use crate::config::NoSni;
 use crate::conn::Prefixed;
 use crate::error::ProxyError;
-use crate::metrics::RequestKind;
+use crate::metrics::{Outcome, RequestKind};
 use crate::proxy::{self, Body, forward};
 use crate::server::{MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::upstream::target::{Host, Target};
@@ -124,7 +124,7 @@ async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) 
         Ok(resp) => {
             conn.guard
                 .metrics()
-                .request(RequestKind::Transparent, &route.name, "ok");
+                .request(RequestKind::Transparent, &route.name, Outcome::Ok);
             tracing::info!(
                 target: "splitway::access",
                 kind = "transparent",
