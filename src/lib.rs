@@ -35,6 +35,7 @@ pub mod error;
 pub mod explain;
 pub mod iptables;
 pub mod metrics;
+pub mod outcome;
 pub mod probe;
 pub mod proxy;
 pub mod reload;

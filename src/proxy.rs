@@ -23,10 +23,12 @@ use tokio::time::Instant;
 use crate::config::Mode;
 use crate::conn::ConnGuard;
 use crate::error::ProxyError;
-use crate::metrics::{Outcome, RequestKind};
+use crate::metrics::RequestKind;
+use crate::outcome::{self, Ended, How};
 use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::upstream::target::Target;
+use tracing::Instrument;
 
 /// Response body type of the proxy service.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -75,9 +77,14 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
         } else {
             RequestKind::Forward
         };
-        let route_name = route.as_ref().map_or(NO_ROUTE, |r| &*r.name);
-        ctx.guard.metrics().request(kind, route_name, e.outcome());
-        log_refusal(&ctx, &method, target.as_ref(), route.as_deref(), &e, started.elapsed());
+        let detail = e.describe();
+        Ended {
+            target: target.as_ref(),
+            route: route.as_deref(),
+            took: started.elapsed(),
+            ..Ended::refused(kind, ctx.client, method.as_str(), &e, &detail)
+        }
+        .finish(ctx.guard.metrics());
         error_response(&e)
     });
     if ctx.draining.is_cancelled() && method != Method::CONNECT {
@@ -99,29 +106,28 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Res
     let path = req.uri().path().to_owned();
     match forward::forward(&rt.client, &route, &target, req).await {
         Ok(resp) => {
-            ctx.guard
-                .metrics()
-                .request(RequestKind::Forward, &route.name, Outcome::Ok);
-            tracing::info!(
-                target: "splitway::access",
-                client = %ctx.client,
-                method = %method,
-                host = %target,
-                path,
-                route = &*route.name,
-                resolver = &*route.resolver,
-                status = resp.status().as_u16(),
-                duration_ms = started.elapsed().as_millis() as u64,
-                "request forwarded"
-            );
+            Ended {
+                target: Some(&target),
+                route: Some(&route),
+                path: Some(&path),
+                took: started.elapsed(),
+                ..Ended::new(
+                    RequestKind::Forward,
+                    ctx.client,
+                    method.as_str(),
+                    How::Forwarded {
+                        status: resp.status().as_u16(),
+                    },
+                )
+            }
+            .finish(ctx.guard.metrics());
             Ok(resp)
         }
         Err(e) => Err((Some(target), Some(route), e)),
     }
 }
 
-/// The `route` label of refusals made before a route was chosen.
-pub const NO_ROUTE: &str = "none";
+pub use crate::outcome::NO_ROUTE;
 
 type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
 
@@ -155,12 +161,7 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         Ok(c) => c,
         Err(e) => return Err((Some(target), Some(route), e)),
     };
-    ctx.guard
-        .metrics()
-        .request(RequestKind::Connect, &route.name, Outcome::Ok);
-    ctx.guard
-        .metrics()
-        .connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
+    outcome::answered(ctx.guard.metrics(), RequestKind::Connect, &route, &upstream);
     let upgrade = hyper::upgrade::on(&mut req);
     let tunnel = tunnel::Tunnel {
         client: ctx.client,
@@ -175,7 +176,9 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         guard: ctx.guard.clone(),
         sni: None,
     };
-    ctx.guard.spawn("tunnel", tunnel.run(upgrade));
+    // The tunnel outlives this request's future: it takes the connection's span along.
+    ctx.guard
+        .spawn("tunnel", tunnel.run(upgrade).instrument(tracing::Span::current()));
     Ok(Response::new(empty()))
 }
 
@@ -233,27 +236,4 @@ pub fn error_body(e: &ProxyError) -> String {
 
 fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
-}
-
-fn log_refusal(
-    ctx: &ConnCtx,
-    method: &Method,
-    target: Option<&Target>,
-    route: Option<&Route>,
-    e: &ProxyError,
-    took: Duration,
-) {
-    tracing::info!(
-        target: "splitway::access",
-        client = %ctx.client,
-        method = %method,
-        host = target.map(ToString::to_string).unwrap_or_default(),
-        route = route.map(|r| &*r.name).unwrap_or(""),
-        resolver = route.map(|r| &*r.resolver).unwrap_or(""),
-        status = e.status().as_u16(),
-        error = e.proxy_status(),
-        detail = %e.describe(),
-        duration_ms = took.as_millis() as u64,
-        "refused"
-    );
 }

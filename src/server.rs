@@ -20,8 +20,10 @@ use crate::admin::Readiness;
 use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::outcome::Ended;
 use crate::proxy::{self, ConnCtx};
 use crate::runtime::Runtime;
+use tracing::Instrument;
 
 /// How long a client may take to send a request head (slowloris guard).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,7 +165,9 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         guard: guard.clone(),
         client_hello_timeout: limits.client_hello_timeout,
     };
-    guard.spawn("connection", serve_connection(stream, ctx, limits));
+    // One span per client connection: every event of it (hyper's, the tunnel's) carries it.
+    let span = tracing::info_span!("conn", client = %client);
+    guard.spawn("connection", serve_connection(stream, ctx, limits).instrument(span));
     true
 }
 
@@ -195,15 +199,8 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
     let prefix = match first {
         head::First::Head(prefix) => prefix,
         head::First::Refuse(kind, e) => {
-            guard.metrics().request(kind, proxy::NO_ROUTE, e.outcome());
-            tracing::info!(
-                target: "splitway::access",
-                client = %ctx.client,
-                status = e.status().as_u16(),
-                error = e.proxy_status(),
-                detail = %e.describe(),
-                "refused"
-            );
+            let detail = e.describe();
+            Ended::refused(kind, ctx.client, "", &e, &detail).finish(guard.metrics());
             refuse(stream, &e).await;
             return;
         }

@@ -24,6 +24,7 @@ use crate::config::NoSni;
 use crate::conn::ConnGuard;
 use crate::error::ProxyError;
 use crate::metrics::{Outcome, RequestKind, TunnelEnd};
+use crate::outcome::{self, Ended, How};
 use crate::proxy::pipe::{self, Activity, PipeEnd};
 use crate::proxy::tunnel::{Rejection, read_client_hello};
 use crate::proxy::{self, NO_ROUTE};
@@ -33,6 +34,7 @@ use crate::server::Shared;
 use crate::upstream::connect::Upstream;
 use crate::upstream::deny::DenyList;
 use crate::upstream::target::{Host, Target};
+use tracing::Instrument;
 
 /// How long an accept loop pauses after a failed accept.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
@@ -90,13 +92,15 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, client: SocketAddr) {
         draining: shared.draining.clone(),
         started: Instant::now(),
     };
-    guard.spawn("transparent", async move {
+    let span = tracing::info_span!("conn", client = %client, listener = "transparent");
+    let task = async move {
         let guard = conn.guard.clone();
         tokio::select! {
             () = conn.run(stream) => {}
             () = guard.cancelled() => {}
         }
-    });
+    };
+    guard.spawn("transparent", task.instrument(span));
 }
 
 /// One redirected connection.
@@ -223,8 +227,7 @@ impl Conn {
     async fn relay(self, mut client: TcpStream, mut upstream: TcpStream, first: Vec<u8>, r: Relayed) {
         let metrics = self.guard.metrics();
         let name = &r.route.name;
-        metrics.request(RequestKind::Transparent, name, Outcome::Ok);
-        metrics.connect_duration(name, (r.upstream.dns_time + r.upstream.connect_time).as_secs_f64());
+        outcome::answered(metrics, RequestKind::Transparent, &r.route, &r.upstream);
         metrics.tunnel_opened(name);
         let activity = Activity::default();
         activity
@@ -246,50 +249,52 @@ impl Conn {
             activity.client_to_upstream.load(Ordering::Relaxed),
             activity.upstream_to_client.load(Ordering::Relaxed),
         );
-        metrics.tunnel_closed(name, end, up, down);
-        tracing::info!(
-            target: "splitway::access",
-            kind = "transparent",
-            client = %self.client,
-            method = r.method,
-            original = %r.original,
-            host = %r.target,
-            route = &*r.route.name,
-            resolver = r.upstream.resolver.as_deref().unwrap_or(""),
-            upstream = %r.upstream.addr,
-            status = 200,
-            sni = r.sni.as_deref().unwrap_or(""),
-            bytes_up = up,
-            bytes_down = down,
-            dns_ms = r.upstream.dns_time.as_millis() as u64,
-            connect_ms = r.upstream.connect_time.as_millis() as u64,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            end = end.as_str(),
-            "tunnel closed"
-        );
+        Ended {
+            original: Some(r.original),
+            target: Some(&r.target),
+            route: Some(&r.route),
+            upstream: Some(&r.upstream),
+            sni: r.sni.as_deref(),
+            took: self.started.elapsed(),
+            ..Ended::new(
+                RequestKind::Transparent,
+                self.client,
+                r.method,
+                How::Tunnel {
+                    end,
+                    rejected: None,
+                    up,
+                    down,
+                },
+            )
+        }
+        .finish(metrics);
     }
 
     /// Counts and logs a connection closed without being relayed.
     fn refused(&self, original: Option<SocketAddr>, target: Option<&Target>, route: Option<&Route>, r: &Refused) {
-        let route_name = route.map_or(NO_ROUTE, |r| &*r.name);
-        self.guard
-            .metrics()
-            .request(RequestKind::Transparent, route_name, r.outcome());
-        tracing::warn!(
-            target: "splitway::access",
-            kind = "transparent",
-            client = %self.client,
-            method = "-",
-            original = original.map(|a| a.to_string()).unwrap_or_default(),
-            host = target.map(ToString::to_string).unwrap_or_default(),
-            route = route.map(|r| &*r.name).unwrap_or(""),
-            resolver = route.map(|r| &*r.resolver).unwrap_or(""),
-            error = r.outcome().as_str(),
-            detail = %r,
-            cause = std::error::Error::source(r).map(ToString::to_string).unwrap_or_default(),
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            "refused"
-        );
+        let detail = crate::error::chain(r);
+        let status = match r {
+            Refused::Proxy(e) => e.status().as_u16(),
+            _ => 0,
+        };
+        Ended {
+            original,
+            target,
+            route,
+            took: self.started.elapsed(),
+            ..Ended::new(
+                RequestKind::Transparent,
+                self.client,
+                "-",
+                How::Refused {
+                    status,
+                    outcome: r.outcome(),
+                    detail: &detail,
+                },
+            )
+        }
+        .finish(self.guard.metrics());
     }
 }
 

@@ -17,7 +17,8 @@ use super::sni::{self, Hello};
 use crate::config::SniMode;
 use crate::conn::ClientIo;
 use crate::conn::ConnGuard;
-use crate::metrics::{SniReason, TunnelEnd};
+use crate::metrics::{RequestKind, SniReason, TunnelEnd};
+use crate::outcome::{Ended, How};
 use crate::routes::Route;
 use crate::upstream::connect::Upstream;
 use crate::upstream::target::{Host, Target};
@@ -106,17 +107,32 @@ impl Tunnel {
             activity.client_to_upstream.load(Ordering::Relaxed),
             activity.upstream_to_client.load(Ordering::Relaxed),
         );
-        match end {
-            Ok(end) => {
-                metrics.tunnel_closed(&self.route.name, end, up, down);
-                self.log_closed(end.as_str(), up, down);
+        let (end, rejected, sni) = match &end {
+            Ok(end) => (*end, None, self.sni.as_deref()),
+            Err(r @ (Rejection::Mismatch(s) | Rejection::EchOuterSni(s))) => {
+                (TunnelEnd::SniRejected, Some(r.reason()), Some(s.as_str()))
             }
-            Err(r) => {
-                metrics.sni_rejected(&self.route.name, r.reason());
-                metrics.tunnel_closed(&self.route.name, TunnelEnd::SniRejected, up, down);
-                log_rejected(&self, r);
-            }
+            Err(r) => (TunnelEnd::SniRejected, Some(r.reason()), None),
+        };
+        Ended {
+            target: Some(&self.target),
+            route: Some(&self.route),
+            upstream: Some(&self.upstream),
+            sni,
+            took: self.started.elapsed(),
+            ..Ended::new(
+                RequestKind::Connect,
+                self.client,
+                "CONNECT",
+                How::Tunnel {
+                    end,
+                    rejected,
+                    up,
+                    down,
+                },
+            )
         }
+        .finish(metrics);
     }
 
     /// SNI check (when pinned), then the byte pipe. hyper hands back the client's own
@@ -192,30 +208,6 @@ impl Tunnel {
         }
         Ok(None)
     }
-
-    fn log_closed(&self, end: &str, up: u64, down: u64) {
-        tracing::info!(
-            target: "splitway::access",
-            client = %self.client,
-            method = "CONNECT",
-            host = %self.target,
-            route = &*self.route.name,
-            resolver = self.upstream.resolver.as_deref().unwrap_or(""),
-            upstream = %self.upstream.addr,
-            parent = self.upstream.parent.as_deref().unwrap_or(""),
-            asked = self.upstream.asked.as_deref().unwrap_or(""),
-            status = 200,
-            sni = self.sni.as_deref().unwrap_or(""),
-            detected = self.upstream.detected.as_deref().unwrap_or(""),
-            bytes_up = up,
-            bytes_down = down,
-            dns_ms = self.upstream.dns_time.as_millis() as u64,
-            connect_ms = self.upstream.connect_time.as_millis() as u64,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            end,
-            "tunnel closed"
-        );
-    }
 }
 
 /// Reads until `buf` holds a whole ClientHello (RFC 8446 §4.1.2), which may span several TCP
@@ -242,24 +234,4 @@ pub(crate) async fn read_client_hello<R: AsyncRead + Unpin>(
             Err(_) => return Err(Rejection::Timeout),
         }
     }
-}
-
-fn log_rejected(t: &Tunnel, r: Rejection) {
-    let sni = match &r {
-        Rejection::Mismatch(s) | Rejection::EchOuterSni(s) => s.as_str(),
-        _ => "",
-    };
-    tracing::warn!(
-        target: "splitway::access",
-        client = %t.client,
-        method = "CONNECT",
-        host = %t.target,
-        route = &*t.route.name,
-        upstream = %t.upstream.addr,
-        status = 200,
-        error = r.as_str(),
-        sni,
-        duration_ms = t.started.elapsed().as_millis() as u64,
-        "tunnel closed by SNI pinning"
-    );
 }

@@ -21,7 +21,8 @@ use super::{Conn, Refused};
 use crate::config::NoSni;
 use crate::conn::Prefixed;
 use crate::error::ProxyError;
-use crate::metrics::{Outcome, RequestKind};
+use crate::metrics::RequestKind;
+use crate::outcome::{Ended, How};
 use crate::proxy::{self, Body, forward};
 use crate::server::{MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::upstream::target::{Host, Target};
@@ -122,23 +123,22 @@ async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) 
     let method = req.method().clone();
     match forward::forward(&rt.client, &route, &target, req).await {
         Ok(resp) => {
-            conn.guard
-                .metrics()
-                .request(RequestKind::Transparent, &route.name, Outcome::Ok);
-            tracing::info!(
-                target: "splitway::access",
-                kind = "transparent",
-                client = %conn.client,
-                method = %method,
-                original = %original,
-                host = %target,
-                path,
-                route = &*route.name,
-                resolver = &*route.resolver,
-                status = resp.status().as_u16(),
-                duration_ms = started.elapsed().as_millis() as u64,
-                "request forwarded"
-            );
+            Ended {
+                original: Some(original),
+                target: Some(&target),
+                route: Some(&route),
+                path: Some(&path),
+                took: started.elapsed(),
+                ..Ended::new(
+                    RequestKind::Transparent,
+                    conn.client,
+                    method.as_str(),
+                    How::Forwarded {
+                        status: resp.status().as_u16(),
+                    },
+                )
+            }
+            .finish(conn.guard.metrics());
             resp
         }
         Err(e) => {

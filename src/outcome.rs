@@ -1,0 +1,180 @@
+//! The outcome edge: one value says how a request or tunnel ended, and [`Ended::finish`] is the
+//! one place it is counted and written as the canonical log line (smokescreen's decision
+//! line), on every listener (proxy, transparent) and every path (refusal, forward, tunnel).
+//!
+//! A tunnel has two moments: its `CONNECT` is answered (`200`, counted in `requests_total` at
+//! once, so a long tunnel shows up on dashboards while it lasts: [`answered`]) and it closes
+//! (`tunnels_total`, bytes, the canonical line: [`Ended::finish`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ProxyError;
+use crate::metrics::{Metrics, Outcome, RequestKind, SniReason, TunnelEnd};
+use crate::routes::Route;
+use crate::upstream::connect::Upstream;
+use crate::upstream::target::Target;
+
+/// The `route` label of refusals made before a route was chosen.
+pub const NO_ROUTE: &str = "none";
+
+/// How one request or tunnel ended.
+pub struct Ended<'a> {
+    pub kind: RequestKind,
+    pub client: SocketAddr,
+    /// The request method, `CONNECT`, or on the transparent listener `TLS` / `TCP`.
+    pub method: &'a str,
+    /// Transparent listener: the destination the kernel redirected.
+    pub original: Option<SocketAddr>,
+    pub target: Option<&'a Target>,
+    pub route: Option<&'a Route>,
+    pub upstream: Option<&'a Upstream>,
+    /// The ClientHello's server name, once read.
+    pub sni: Option<&'a str>,
+    /// Plain HTTP: the request path.
+    pub path: Option<&'a str>,
+    pub took: Duration,
+    pub how: How<'a>,
+}
+
+/// The way it ended.
+pub enum How<'a> {
+    /// Refused with an HTTP error (or, on the transparent listener, closed): `status` 0 when
+    /// no status was sent.
+    Refused {
+        status: u16,
+        outcome: Outcome,
+        detail: &'a str,
+    },
+    /// Forwarded; the upstream answered `status`.
+    Forwarded { status: u16 },
+    /// A tunnel closed; `rejected` when SNI pinning closed it.
+    Tunnel {
+        end: TunnelEnd,
+        rejected: Option<SniReason>,
+        up: u64,
+        down: u64,
+    },
+}
+
+/// A tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged when it
+/// closes.
+pub fn answered(metrics: &Metrics, kind: RequestKind, route: &Route, upstream: &Upstream) {
+    metrics.request(kind, &route.name, Outcome::Ok);
+    metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
+}
+
+impl<'a> Ended<'a> {
+    /// A refusal by `e`, its status and Proxy-Status type.
+    pub fn refused(kind: RequestKind, client: SocketAddr, method: &'a str, e: &ProxyError, detail: &'a str) -> Self {
+        Self::new(
+            kind,
+            client,
+            method,
+            How::Refused {
+                status: e.status().as_u16(),
+                outcome: e.outcome(),
+                detail,
+            },
+        )
+    }
+
+    /// The other fields empty, to be filled in with struct update syntax.
+    pub fn new(kind: RequestKind, client: SocketAddr, method: &'a str, how: How<'a>) -> Self {
+        Self {
+            kind,
+            client,
+            method,
+            original: None,
+            target: None,
+            route: None,
+            upstream: None,
+            sni: None,
+            path: None,
+            took: Duration::ZERO,
+            how,
+        }
+    }
+
+    /// Counts it and writes the canonical line.
+    pub fn finish(&self, metrics: &Metrics) {
+        let route = self.route.map_or(NO_ROUTE, |r| &*r.name);
+        match &self.how {
+            How::Refused { outcome, .. } => metrics.request(self.kind, route, *outcome),
+            How::Forwarded { .. } => metrics.request(self.kind, route, Outcome::Ok),
+            How::Tunnel {
+                end,
+                rejected,
+                up,
+                down,
+            } => {
+                if let Some(reason) = rejected {
+                    metrics.sni_rejected(route, *reason);
+                }
+                metrics.tunnel_closed(route, *end, *up, *down);
+            }
+        }
+        self.log();
+    }
+
+    fn log(&self) {
+        let (status, error, detail, end, up, down) = match &self.how {
+            How::Refused {
+                status,
+                outcome,
+                detail,
+            } => (*status, outcome.as_str(), *detail, "", 0, 0),
+            How::Forwarded { status } => (*status, "", "", "", 0, 0),
+            How::Tunnel {
+                end,
+                rejected,
+                up,
+                down,
+            } => (
+                200,
+                rejected.map_or("", SniReason::as_str),
+                "",
+                end.as_str(),
+                *up,
+                *down,
+            ),
+        };
+        let up_ = self.upstream;
+        macro_rules! line {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    target: "splitway::access",
+                    kind = self.kind.as_str(),
+                    client = %self.client,
+                    method = self.method,
+                    original = %self.original.map(|a| a.to_string()).unwrap_or_default(),
+                    host = %self.target.map(ToString::to_string).unwrap_or_default(),
+                    route = self.route.map_or("", |r| &*r.name),
+                    resolver = up_.and_then(|u| u.resolver.as_deref()).or(self.route.map(|r| &*r.resolver)).unwrap_or(""),
+                    path = self.path.unwrap_or(""),
+                    upstream = %up_.map(|u| u.addr.to_string()).unwrap_or_default(),
+                    parent = up_.and_then(|u| u.parent.as_deref()).unwrap_or(""),
+                    asked = up_.and_then(|u| u.asked.as_deref()).unwrap_or(""),
+                    detected = up_.and_then(|u| u.detected.as_deref()).unwrap_or(""),
+                    status,
+                    error,
+                    detail = %detail,
+                    sni = self.sni.unwrap_or(""),
+                    bytes_up = up,
+                    bytes_down = down,
+                    dns_ms = up_.map_or(0, |u| u.dns_time.as_millis() as u64),
+                    connect_ms = up_.map_or(0, |u| u.connect_time.as_millis() as u64),
+                    duration_ms = self.took.as_millis() as u64,
+                    end,
+                    $message
+                )
+            };
+        }
+        match &self.how {
+            How::Refused { .. } => line!(info, "refused"),
+            How::Forwarded { .. } => line!(info, "request forwarded"),
+            How::Tunnel { rejected: Some(_), .. } => line!(warn, "tunnel closed by SNI pinning"),
+            How::Tunnel { .. } => line!(info, "tunnel closed"),
+        }
+    }
+}
