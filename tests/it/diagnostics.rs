@@ -1,6 +1,7 @@
 //! Readiness that checks real dependencies, and `/debug/route` on the admin listener.
 
 use crate::support::client::admin_get;
+use crate::support::config::{ConfigBuilder, Route, quoted, strings};
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::*;
 
@@ -9,9 +10,11 @@ async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachab
     let net = aws_net();
     // A public resolver of this test's own, so it can be taken down.
     let public = FakeDns::start("127.53.3.1".parse().unwrap(), crate::support::net::public_zone()).await;
-    let toml = scenario_config(net, PrivateDns::On).replace(&net.public_dns.to_string(), &public.addr().to_string())
-        + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
-    let toml = toml.replacen("[resolver.public]\n", "[resolver.public]\ntimeout = \"300ms\"\n", 1);
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .resolver("public", public.addr())
+        .resolver_key("public", "timeout", quoted("300ms"))
+        .admin()
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let admin = proxy.admin.unwrap();
     proxy.handle.wait_started().await;
@@ -82,8 +85,10 @@ async fn debug_route_on_the_admin_listener_diagnoses_a_host() {
 #[tokio::test]
 async fn report_mode_follows_the_system_path_and_counts_would_be_reroutes() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On).replacen("[proxy]\n", "[proxy]\nmode = \"report\"\n", 1)
-        + "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example.com\"]\ndeny = true\n";
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .proxy_str("mode", "report")
+        .route(Route::new("blocked").hosts(["blocked.example.com"]).deny())
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     // The custom domain goes where the VPC resolver sends it: the VPC endpoint, whose
@@ -196,18 +201,17 @@ async fn debug_route_obeys_connect_ports_deny_destinations_and_the_own_listener_
             .a("off-port.example.com", "127.77.0.2".parse().unwrap()),
     )
     .await;
-    let toml = scenario_config(net, PrivateDns::On)
-        .replace(&net.vpc_dns_private_on.to_string(), &vpc.addr().to_string())
-        .replace(
-            "deny_destinations = [\"169.254.0.0/16\"]",
-            "deny_destinations = [\"169.254.0.0/16\", \"127.77.0.3/32\"]",
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .resolver("system", vpc.addr())
+        .proxy("deny_destinations", strings(["169.254.0.0/16", "127.77.0.3/32"]))
+        .route(
+            Route::new("internal")
+                .hosts(["internal.example.com"])
+                .str("resolver", "public"),
         )
-        + "\n[[route]]\nname = \"internal\"\nhosts = [\"internal.example.com\"]\nresolver = \"public\"\n"
-        + "\n[admin]\nlisten = \"127.0.0.1:0\"\ndebug = true\n";
-    assert!(
-        toml.contains("127.77.0.3/32") && toml.contains(&vpc.addr().to_string()),
-        "the test config took both replacements"
-    );
+        .admin()
+        .admin_key("debug", "true")
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let admin = proxy.admin.unwrap();
     let probe = |host: String| async move {

@@ -8,17 +8,15 @@ use splitway::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::metrics::metric;
-use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::raw::{closed, exchange, read_reply};
 use crate::support::*;
 
-const BLOCKED: &str = "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example\"]\ndeny = true\n";
-
-fn with_proxy_keys(keys: &str) -> String {
-    scenario_config(aws_net(), PrivateDns::On)
-        .replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"5s\"\n{keys}"))
-        + BLOCKED
+/// The scenario with a `blocked` deny route.
+fn with_blocked() -> ConfigBuilder {
+    ConfigBuilder::scenario(aws_net(), PrivateDns::On).route(Route::new("blocked").hosts(["blocked.example"]).deny())
 }
 
 async fn tunnel(proxy: SocketAddr, host: &str) -> TcpStream {
@@ -29,7 +27,7 @@ async fn tunnel(proxy: SocketAddr, host: &str) -> TcpStream {
 
 #[tokio::test]
 async fn hardening_max_connections_refuses_with_503_and_retry_after() {
-    let proxy = TestProxy::start(&with_proxy_keys("max_connections = 2")).await;
+    let proxy = TestProxy::start(&with_blocked().proxy("max_connections", "2").build()).await;
     let (a, b) = (
         tunnel(proxy.addr, CUSTOM_DOMAIN).await,
         tunnel(proxy.addr, CUSTOM_DOMAIN).await,
@@ -66,7 +64,7 @@ async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_se
         header_read_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let proxy = TestProxy::start_with(&with_proxy_keys(""), limits).await;
+    let proxy = TestProxy::start_with(&with_blocked().build(), limits).await;
     let mut slow = TcpStream::connect(proxy.addr).await.expect("connect");
     slow.write_all(b"CONNECT blocked.example:443 HTTP/1.1\r\nHost: bl")
         .await
@@ -91,7 +89,7 @@ async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_se
 #[tokio::test]
 async fn hardening_an_idle_tunnel_is_closed_and_counted() {
     let net = aws_net();
-    let proxy = TestProxy::start(&with_proxy_keys("idle_timeout = \"200ms\"")).await;
+    let proxy = TestProxy::start(&with_blocked().proxy_str("idle_timeout", "200ms").build()).await;
     let stream = tunnel(proxy.addr, CUSTOM_DOMAIN).await;
     let tls = tls_over(stream, CUSTOM_DOMAIN, &net.ca_der).await.expect("TLS");
     // Say nothing: the proxy closes the tunnel once it has been silent for idle_timeout.
@@ -126,8 +124,14 @@ async fn echo_head_server() -> SocketAddr {
 async fn hardening_proxy_auth_requires_basic_credentials_and_never_forwards_them() {
     let net = aws_net();
     let origin = echo_head_server().await;
-    let toml = with_proxy_keys("auth = { username = \"app\", password = \"s3cret\" }")
-        + &format!("\n[[route]]\nname = \"echo\"\nhosts = [\"echo.test\"]\naddresses = [\"{origin}\"]\n");
+    let toml = with_blocked()
+        .proxy("auth", "{ username = \"app\", password = \"s3cret\" }")
+        .route(
+            Route::new("echo")
+                .hosts(["echo.test"])
+                .key("addresses", strings([origin])),
+        )
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
     // "app:s3cret" and "app:wrong".
@@ -179,11 +183,10 @@ async fn hardening_connect_to_the_proxy_itself_is_prohibited() {
         .local_addr()
         .expect("addr")
         .port();
-    let toml = with_proxy_keys("").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    let toml = toml.replace(
-        &format!("connect_ports = [{}]", aws_net().port),
-        &format!("connect_ports = [{port}]"),
-    );
+    let toml = with_blocked()
+        .proxy_str("listen", format!("127.0.0.1:{port}"))
+        .proxy("connect_ports", format!("[{port}]"))
+        .build();
     let proxy = TestProxy::start(&toml).await;
     for target in [
         format!("127.0.0.1:{port}"),

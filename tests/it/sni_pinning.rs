@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::support::client::handshake_and_get;
+use crate::support::config::{ConfigBuilder, quoted};
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::*;
 
@@ -119,8 +120,9 @@ async fn non_tls_first_bytes_close_a_pinned_tunnel() {
 #[tokio::test]
 async fn sni_any_route_lets_another_name_through() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On)
-        .replace("name = \"private-apis\"\n", "name = \"private-apis\"\nsni = \"any\"\n");
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .route_key("private-apis", "sni", quoted("any"))
+        .build();
     let proxy = TestProxy::start(&toml).await;
     // CONNECT names one private API; the TLS inside names another, served by the same endpoint.
     let stream = open_tunnel(&proxy, &execute_api_host("zzzzzzzzzz", REGION)).await;
