@@ -3,7 +3,9 @@
 //! half-closes both ways, and a client that vanishes mid-ClientHello.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use splitway::config::DEFAULT_CONNECT_TIMEOUT;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -79,10 +81,19 @@ async fn syn_blackhole() -> (SocketAddr, Vec<TcpStream>, TcpListener) {
 #[tokio::test]
 async fn hardening_a_connect_that_never_completes_is_504_connection_timeout() {
     let (addr, _fillers, _listener) = syn_blackhole().await;
+    let configured = Duration::from_millis(300);
     let proxy = TestProxy::start(&config_to(addr).proxy_str("connect_timeout", "300ms").build()).await;
+    let started = Instant::now();
     let (status, headers, body, _) = connect_status(&proxy, VIA_RELAY).await;
+    let took = started.elapsed();
     assert_eq!((status, proxy_status(&headers)), (504, "connection_timeout"), "{body}");
     assert!(body.contains("300ms"), "{body}");
+    // The configured value is the one in force: the 504 comes after it and well before the
+    // 5 s default (a loose bound, not a timing measurement).
+    assert!(
+        took >= configured && took < DEFAULT_CONNECT_TIMEOUT / 2,
+        "504 after {took:?}; configured {configured:?}, default {DEFAULT_CONNECT_TIMEOUT:?}"
+    );
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }

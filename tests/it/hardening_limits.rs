@@ -2,9 +2,9 @@
 //! idle timeout, proxy authentication, and a CONNECT to the proxy itself.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use splitway::server::Limits;
+use splitway::server::{HEADER_READ_TIMEOUT, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -60,15 +60,23 @@ async fn hardening_max_connections_refuses_with_503_and_retry_after() {
 
 #[tokio::test]
 async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_served() {
+    let configured = Duration::from_millis(300);
     let limits = Limits {
-        header_read_timeout: Duration::from_millis(300),
+        header_read_timeout: configured,
         ..Limits::default()
     };
     let proxy = TestProxy::start_with(&with_blocked().build(), limits).await;
-    let mut slow = TcpStream::connect(proxy.addr).await.expect("connect");
-    slow.write_all(b"CONNECT blocked.example:443 HTTP/1.1\r\nHost: bl")
+    let started = Instant::now();
+    let mut slow = within(HANG_SECS, "connect to the proxy", TcpStream::connect(proxy.addr))
         .await
-        .expect("half a head");
+        .expect("connect");
+    within(
+        HANG_SECS,
+        "half a head sent",
+        slow.write_all(b"CONNECT blocked.example:443 HTTP/1.1\r\nHost: bl"),
+    )
+    .await
+    .expect("half a head");
     // Another client is served meanwhile, more than once.
     for _ in 0..3 {
         let (reply, _) = exchange(
@@ -82,6 +90,13 @@ async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_se
     let reply = read_reply(&mut slow).await;
     assert!(matches!(reply.status, None | Some(408)), "{reply:?}");
     assert!(closed(&mut slow).await);
+    // The configured timeout is the one in force: the close comes after it and well before
+    // the 10 s default (a bound loose enough for any machine, not a timing measurement).
+    let took = started.elapsed();
+    assert!(
+        took >= configured && took < HEADER_READ_TIMEOUT / 2,
+        "closed after {took:?}; configured {configured:?}, default {HEADER_READ_TIMEOUT:?}"
+    );
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }
