@@ -9,7 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::support::client::handshake_and_get;
-use crate::support::config::{ConfigBuilder, quoted};
+use crate::support::config::{ConfigBuilder, Route, quoted, strings};
+use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::*;
 
@@ -228,5 +229,42 @@ async fn grease_ech_naming_the_connect_host_passes_the_pin() {
         &[("route", "custom-domains"), ("end", "sni_rejected")],
     );
     assert_eq!(ended, 0.0, "{m}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_client_hello_never_reaches_the_upstream() {
+    let net = aws_net();
+    let upstream = crate::support::origin::Recorder::start("127.77.0.5".parse().unwrap()).await;
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .replace_route(
+            Route::new("custom-domains")
+                .hosts([CUSTOM_DOMAIN])
+                .key("addresses", strings([upstream.addr()])),
+        )
+        .build();
+    let proxy = TestProxy::start(&toml).await;
+    // The 200 comes after the upstream connection is up: the recorder has accepted it.
+    let stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
+    let err = tls_over(stream, CUSTOM_DOMAIN_2, &net.ca_der)
+        .await
+        .expect_err("a mismatched SNI must not get a handshake");
+    assert!(
+        matches!(
+            err.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        ),
+        "the proxy should close the tunnel with nothing relayed, got {err:?}"
+    );
+    // The proxy closed its upstream side without writing one byte of the hello.
+    let seen = upstream.when_closed(1).await;
+    assert_eq!((seen.accepted, seen.bytes), (1, 0), "{seen:?}");
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let route = ("route", "custom-domains");
+    let mismatch = [route, ("reason", "sni_mismatch")];
+    assert_eq!(metric(&m, "splitway_sni_rejections_total", &mismatch), 1.0, "{m}");
+    let rejected = [route, ("end", "sni_rejected")];
+    assert_eq!(metric(&m, "splitway_tunnels_total", &rejected), 1.0, "{m}");
     proxy.stop().await;
 }

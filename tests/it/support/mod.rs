@@ -14,6 +14,7 @@ pub(crate) mod dns_tls;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod net;
+pub(crate) mod origin;
 pub(crate) mod pki;
 pub(crate) mod proxy;
 pub(crate) mod raw;
