@@ -2,14 +2,15 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::bin::Running;
 use crate::support::client::admin_get;
-use crate::support::config::{ConfigBuilder, strings};
+use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::raw::{closed, exchange, read_reply};
 use crate::support::tmp::TempFile;
 use crate::support::*;
 
@@ -153,4 +154,42 @@ async fn sigterm_drains_an_open_tunnel_then_exits_zero() {
     let (code, _) = get_over_tls(open, &host).await;
     assert_eq!(code, 200, "the open tunnel completes its request during the drain");
     assert_eq!(child.wait().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn plain_http_responses_carry_connection_close_during_the_drain() {
+    let net = aws_net();
+    let origin = crate::support::origin::keep_alive_origin("127.77.0.6".parse().unwrap()).await;
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .route(
+            Route::new("origin")
+                .hosts(["origin.test"])
+                .key("addresses", strings([origin])),
+        )
+        .build();
+    let mut proxy = TestProxy::start(&toml).await;
+    let request = b"GET http://origin.test/ HTTP/1.1\r\nHost: origin.test\r\n\r\n";
+    let (before, mut stream) = exchange(proxy.addr, request).await;
+    assert_eq!((before.status, before.body.as_str()), (Some(200), "ok\n"), "{before:?}");
+    assert_eq!(
+        before.header("connection"),
+        None,
+        "kept alive before the drain: {before:?}"
+    );
+
+    proxy.begin_stop().await;
+    // The same keep-alive connection, one more request: answered, and told to go.
+    within(HANG_SECS, "a request sent during the drain", stream.write_all(request))
+        .await
+        .expect("send during the drain");
+    let during = read_reply(&mut stream).await;
+    assert_eq!((during.status, during.body.as_str()), (Some(200), "ok\n"), "{during:?}");
+    assert_eq!(during.header("connection"), Some("close"), "{during:?}");
+    assert!(
+        closed(&mut stream).await,
+        "the proxy closes the connection after the response"
+    );
+    drop(stream);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
 }
