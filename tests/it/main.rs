@@ -20,6 +20,7 @@ mod hardening_load;
 mod lifecycle;
 mod operations;
 mod refusals;
+mod reload_process;
 mod scenarios;
 mod sni_pinning;
 mod source_rules;
