@@ -17,7 +17,7 @@ async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachab
         .build();
     let proxy = TestProxy::start(&toml).await;
     let admin = proxy.admin.unwrap();
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     let (status, body) = admin_get(admin, "/readyz?verbose").await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
@@ -33,7 +33,7 @@ async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachab
     );
 
     public.set_mode(DnsMode::Blackhole);
-    let failing = proxy.handle.check_dependencies().await;
+    let failing = within(HANG_SECS, "the dependency checks", proxy.handle.check_dependencies()).await;
     assert_eq!(failing.len(), 1, "{failing:?}");
     let (status, body) = admin_get(admin, "/readyz").await;
     assert_eq!(status, 503, "{body}");
@@ -52,7 +52,11 @@ async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachab
     assert_eq!(public_check["ok"], false, "{verbose}");
 
     public.set_mode(DnsMode::Normal);
-    assert!(proxy.handle.check_dependencies().await.is_empty());
+    assert!(
+        within(HANG_SECS, "the dependency checks", proxy.handle.check_dependencies())
+            .await
+            .is_empty()
+    );
     assert_eq!(admin_get(admin, "/readyz").await.0, 200);
     proxy.stop().await;
 }

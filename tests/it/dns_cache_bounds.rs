@@ -89,7 +89,7 @@ async fn route_host_served_stale(proxy: &TestProxy, dns: &FakeDns) {
 
 async fn started(dns: &FakeDns) -> TestProxy {
     let proxy = TestProxy::start(&flood_config(dns.addr())).await;
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     tokio::time::sleep(Duration::from_millis(20)).await; // let the start-up answer go stale
     proxy
 }

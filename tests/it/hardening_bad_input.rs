@@ -551,7 +551,7 @@ async fn observe(proxy: &TestProxy, c: &Case) -> String {
         // Kept alive: a second request on it is answered, unless the rest of the first
         // request (an invalid body) made hyper close it after all.
         let again = format!("CONNECT blocked.example:{} HTTP/1.1\r\n\r\n", aws_net().port);
-        let _ = stream.write_all(again.as_bytes()).await;
+        let _ = within(HANG_SECS, "a second request sent", stream.write_all(again.as_bytes())).await;
         match read_reply(&mut stream).await.status {
             Some(403) => false,
             None => true,
@@ -695,7 +695,13 @@ impl AsyncRead for Pipelined {
 async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upstream() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let inner = tokio::net::TcpStream::connect(proxy.addr).await.expect("connect");
+    let inner = within(
+        HANG_SECS,
+        "connect to the proxy",
+        tokio::net::TcpStream::connect(proxy.addr),
+    )
+    .await
+    .expect("connect");
     inner.set_nodelay(true).expect("nodelay");
     let head = connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port));
     // The response head is read one byte per poll; the proxy's 200 is small, so this only
@@ -708,8 +714,8 @@ async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upst
     };
     let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
     let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
-    let tls = TlsConnector::from(config)
-        .connect(name, stream)
+    let handshake = TlsConnector::from(config).connect(name, stream);
+    let tls = within(HANG_SECS, "a TLS handshake through a pipelined CONNECT", handshake)
         .await
         .expect("handshake through a pipelined CONNECT");
     assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
@@ -734,8 +740,8 @@ async fn hardening_tls12_client_hello_without_sni_passes_a_pinned_tunnel() {
         .with_no_client_auth();
     config.enable_sni = false;
     let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, stream)
+    let handshake = TlsConnector::from(Arc::new(config)).connect(name, stream);
+    let tls = within(HANG_SECS, "a TLS 1.2 handshake without SNI", handshake)
         .await
         .expect("SPEC: a hello with no SNI passes");
     assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
@@ -754,7 +760,9 @@ async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
         // One handshake record whose ClientHello announces more than the 16 KiB cap.
         let len = announced.to_be_bytes();
         let hello = [0x16, 0x03, 0x01, 0x40, 0x00, 0x01, len[5], len[6], len[7], 0x03, 0x03];
-        stream.write_all(&hello).await.expect("write");
+        within(HANG_SECS, "an oversized hello sent", stream.write_all(&hello))
+            .await
+            .expect("write");
         assert!(closed(&mut stream).await, "{announced}: the tunnel must close");
     }
     proxy.assert_no_leaks().await;

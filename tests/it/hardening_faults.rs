@@ -188,18 +188,23 @@ async fn hardening_half_closes_propagate_both_ways() {
     let (status, _, _, mut stream) = connect_raw(proxy.addr, &connect_request(&relay.addr().to_string())).await;
     assert_eq!(status_of(&status), 200);
     let mut banner = Vec::new();
-    stream
-        .read_to_end(&mut banner)
+    within(HANG_SECS, "the upstream's half-close", stream.read_to_end(&mut banner))
         .await
         .expect("read to the upstream's half-close");
     assert_eq!(banner, b"banner");
     // Our direction is still open after theirs closed.
-    stream
-        .write_all(b"reply")
+    within(
+        HANG_SECS,
+        "a write after the upstream half-closed",
+        stream.write_all(b"reply"),
+    )
+    .await
+    .expect("write after the upstream half-closed");
+    within(HANG_SECS, "our half-close", stream.shutdown())
         .await
-        .expect("write after the upstream half-closed");
-    stream.shutdown().await.expect("half-close");
-    assert_eq!(got.await.expect("server result"), b"reply");
+        .expect("half-close");
+    let got = within(HANG_SECS, "the upstream to read to our half-close", got).await;
+    assert_eq!(got.expect("server result"), b"reply");
     drop(stream);
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
@@ -215,7 +220,9 @@ async fn hardening_a_client_vanishing_mid_client_hello_leaves_nothing() {
         assert_eq!(status, 200);
         // A record header announcing a 512-byte hello, and only the first bytes of it.
         let hello = [&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc][..], &[0u8; 64]].concat();
-        stream.write_all(&hello[..cut]).await.expect("partial hello");
+        within(HANG_SECS, "a partial hello sent", stream.write_all(&hello[..cut]))
+            .await
+            .expect("partial hello");
         drop(stream);
     }
     proxy.assert_no_leaks().await;

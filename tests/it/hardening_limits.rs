@@ -47,7 +47,7 @@ async fn hardening_max_connections_refuses_with_503_and_retry_after() {
     );
     assert!(closed(&mut third).await);
     drop((a, b));
-    proxy.handle.wait_idle().await;
+    within(HANG_SECS, "the proxy to be idle", proxy.handle.wait_idle()).await;
     // The permits came back: a new client is served.
     drop(tunnel(proxy.addr, CUSTOM_DOMAIN).await);
     proxy.assert_no_leaks().await;

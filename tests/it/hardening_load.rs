@@ -81,7 +81,7 @@ async fn hardening_load_thousands_of_tunnels_then_nothing_left() {
         .build();
     let proxy = TestProxy::start(&toml).await;
     // Start-up resolution holds resolver sockets for a moment: count after it.
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     let fds_before = open_fds();
     let mut open = Vec::with_capacity(TUNNELS);
     while open.len() < TUNNELS {

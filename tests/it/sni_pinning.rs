@@ -101,12 +101,14 @@ async fn non_tls_first_bytes_close_a_pinned_tunnel() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n")
+    let request = b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n";
+    within(HANG_SECS, "the request sent", stream.write_all(request))
         .await
         .expect("write");
     let mut buf = [0u8; 64];
-    let n = stream.read(&mut buf).await.unwrap_or(0);
+    let n = within(HANG_SECS, "the proxy to close the tunnel", stream.read(&mut buf))
+        .await
+        .unwrap_or(0);
     assert_eq!(
         n,
         0,
@@ -177,8 +179,8 @@ async fn an_encrypted_client_hello_is_refused_on_a_pinned_route_with_its_own_rea
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
-    stream
-        .write_all(&ech_client_hello("cloudflare-ech.com"))
+    let hello = ech_client_hello("cloudflare-ech.com");
+    within(HANG_SECS, "the hello sent", stream.write_all(&hello))
         .await
         .expect("write the hello");
     let mut buf = [0u8; 64];
@@ -210,8 +212,8 @@ async fn grease_ech_naming_the_connect_host_passes_the_pin() {
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
     // Browsers without an ECH config send a GREASE extension with the real name outside.
-    stream
-        .write_all(&ech_client_hello(CUSTOM_DOMAIN))
+    let hello = ech_client_hello(CUSTOM_DOMAIN);
+    within(HANG_SECS, "the hello sent", stream.write_all(&hello))
         .await
         .expect("write the hello");
     // The endpoint gets the (fake) hello and ends the connection; the proxy relays that.
