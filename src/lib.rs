@@ -35,6 +35,8 @@ pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+#[cfg(test)]
+mod test_util;
 pub mod upstream;
 
 use std::future::Future;
