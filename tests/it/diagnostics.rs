@@ -2,7 +2,7 @@
 
 use crate::support::client::admin_get;
 use crate::support::config::{ConfigBuilder, Route, quoted, strings};
-use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::*;
 
 #[tokio::test]
@@ -64,7 +64,10 @@ async fn readiness_turns_503_with_a_reason_when_the_public_resolver_is_unreachab
 #[tokio::test]
 async fn debug_route_on_the_admin_listener_diagnoses_a_host() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On) + "\n[admin]\nlisten = \"127.0.0.1:0\"\ndebug = true\n";
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .admin()
+        .admin_key("debug", "true")
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let admin = proxy.admin.unwrap();
     let (status, body) = admin_get(admin, &format!("/debug/route?host={CUSTOM_DOMAIN}:{}", net.port)).await;
@@ -185,7 +188,7 @@ async fn debug_route_is_off_by_default_and_opens_no_connection() {
     let net = aws_net();
     // The emulated network's port, so only `[admin] debug` stands in the way.
     let target = Counting::bind(&format!("127.77.0.1:{}", net.port)).await;
-    let toml = scenario_config(net, PrivateDns::On) + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On).admin().build();
     let proxy = TestProxy::start(&toml).await;
     let admin = proxy.admin.unwrap();
     let (status, body) = admin_get(admin, &format!("/debug/route?host={}", target.addr)).await;
