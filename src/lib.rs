@@ -42,6 +42,8 @@ pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+#[cfg(test)]
+mod test_util;
 pub mod transparent;
 pub mod upstream;
 

@@ -4,6 +4,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::test_util::within;
 
 /// An admin listener on 127.0.0.1:0 with its own metrics and readiness.
 struct Running {
@@ -48,11 +49,15 @@ impl Reply {
 
 /// Sends `METHOD path` with `Connection: close` and reads the whole answer.
 async fn send(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut s = within("connect", TcpStream::connect(addr)).await.expect("connect");
     let req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write request");
+    within("write request", s.write_all(req.as_bytes()))
+        .await
+        .expect("write request");
     let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("read response");
+    within("read response", s.read_to_string(&mut raw))
+        .await
+        .expect("read response");
     let (head, body) = raw.split_once("\r\n\r\n").expect("a complete head");
     let mut lines = head.lines();
     let status = lines.next().unwrap_or_default().to_owned();
@@ -74,11 +79,15 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
 /// Reads one response on a kept-alive connection: the head, then `content-length` bytes.
 async fn read_one(r: &mut BufReader<TcpStream>) -> (String, String) {
     let mut status = String::new();
-    r.read_line(&mut status).await.expect("status line");
+    within("status line", r.read_line(&mut status))
+        .await
+        .expect("status line");
     let mut len = 0;
     loop {
         let mut line = String::new();
-        r.read_line(&mut line).await.expect("header line");
+        within("header line", r.read_line(&mut line))
+            .await
+            .expect("header line");
         if line == "\r\n" {
             break;
         }
@@ -89,7 +98,7 @@ async fn read_one(r: &mut BufReader<TcpStream>) -> (String, String) {
         }
     }
     let mut body = vec![0; len];
-    r.read_exact(&mut body).await.expect("body");
+    within("body", r.read_exact(&mut body)).await.expect("body");
     (
         status.trim_end().to_owned(),
         String::from_utf8(body).expect("utf-8 body"),
@@ -219,10 +228,16 @@ async fn verbose_readiness_is_json_with_the_checks() {
 #[tokio::test]
 async fn a_connection_serves_several_requests() {
     let admin = start().await;
-    let mut conn = BufReader::new(TcpStream::connect(admin.addr).await.expect("connect"));
+    let mut conn = BufReader::new(
+        within("connect", TcpStream::connect(admin.addr))
+            .await
+            .expect("connect"),
+    );
     for (path, want) in [("/healthz", "ok\n"), ("/readyz", "starting\n"), ("/healthz", "ok\n")] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n");
-        conn.get_mut().write_all(req.as_bytes()).await.expect("write");
+        within("write", conn.get_mut().write_all(req.as_bytes()))
+            .await
+            .expect("write");
         assert_eq!(read_one(&mut conn).await.1, want, "{path}");
     }
 }
@@ -230,37 +245,44 @@ async fn a_connection_serves_several_requests() {
 #[tokio::test]
 async fn the_health_client_agrees_with_the_listener() {
     let admin = start().await;
-    assert!(health(admin.addr).await.is_ok());
+    assert!(within("the health check", health(admin.addr)).await.is_ok());
     admin.ready.set_draining();
-    assert!(health(admin.addr).await.is_ok(), "draining is not unhealthy");
+    let draining = within("the health check", health(admin.addr)).await;
+    assert!(draining.is_ok(), "draining is not unhealthy");
 }
 
 #[tokio::test]
 async fn shutdown_ends_the_server_and_its_open_connections() {
     let admin = start().await;
     // An idle kept-alive connection, and one caught half-way through its next request head.
-    let mut idle = BufReader::new(TcpStream::connect(admin.addr).await.expect("connect"));
-    let mut partial = BufReader::new(TcpStream::connect(admin.addr).await.expect("connect"));
-    for conn in [&mut idle, &mut partial] {
-        conn.get_mut()
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+    let mut idle = BufReader::new(
+        within("connect", TcpStream::connect(admin.addr))
             .await
-            .expect("write");
+            .expect("connect"),
+    );
+    let mut partial = BufReader::new(
+        within("connect", TcpStream::connect(admin.addr))
+            .await
+            .expect("connect"),
+    );
+    for conn in [&mut idle, &mut partial] {
+        let request = b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n";
+        within("write", conn.get_mut().write_all(request)).await.expect("write");
         assert_eq!(read_one(conn).await.1, "ok\n");
     }
-    partial
-        .get_mut()
-        .write_all(b"GET /healthz HTTP/1.1\r\nHo")
+    within("write", partial.get_mut().write_all(b"GET /healthz HTTP/1.1\r\nHo"))
         .await
         .expect("write");
 
     admin.shutdown.cancel();
-    admin.task.await.expect("serve returns without panicking");
+    within("serve returns without panicking", admin.task)
+        .await
+        .expect("serve returns without panicking");
 
     // serve waited for its connection tasks, so both sockets are closed by now: EOF or reset.
     for conn in [&mut idle, &mut partial] {
         let mut buf = [0; 64];
-        let read = conn.read(&mut buf).await;
+        let read = within("the connection to close", conn.read(&mut buf)).await;
         assert!(matches!(read, Ok(0) | Err(_)), "connection still open: {read:?}");
     }
 }

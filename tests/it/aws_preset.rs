@@ -2,10 +2,16 @@
 //! with fallback, and `check` showing what it generated and what explicit routes override.
 
 use crate::scenarios::expectations;
-use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_sections};
+use crate::support::config::ConfigBuilder;
+use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::*;
 
 fn preset(net: &AwsNet, dns: PrivateDns, zone: Option<&str>) -> String {
+    preset_on(ConfigBuilder::with_resolvers(net, dns), zone)
+}
+
+/// The `[aws]` preset on top of `base`'s `[proxy]` and resolver sections.
+fn preset_on(base: ConfigBuilder, zone: Option<&str>) -> String {
     let az = zone
         .map(|z| format!("availability_zone = \"{z}\"\n"))
         .unwrap_or_default();
@@ -22,8 +28,8 @@ public_resolver = "public"
 region = "{WEST_REGION}"
 vpc_endpoint = "{WEST_VPCE}"
 "#,
-        proxy = proxy_section(net),
-        resolvers = resolver_sections(net, dns),
+        proxy = base.render_proxy(),
+        resolvers = base.render_resolvers(),
     )
 }
 
@@ -70,8 +76,8 @@ async fn zonal_endpoint_preferred_then_regional_when_it_is_down() {
         .addr(VPCE_ZONAL, "127.10.9.21".parse().unwrap())
         .addr(WEST_VPCE, WEST_VPCE_IP);
     let dns = FakeDns::start("127.53.2.2".parse().unwrap(), zone).await;
-    let toml = preset(net, PrivateDns::On, Some("us-east-1a"))
-        .replace(&net.vpc_dns_private_on.to_string(), &dns.addr().to_string());
+    let base = ConfigBuilder::with_resolvers(net, PrivateDns::On).resolver("system", dns.addr());
+    let toml = preset_on(base, Some("us-east-1a"));
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     assert_eq!(

@@ -1,32 +1,21 @@
 //! The real binary: `check` and `explain` on configs that point at the emulated network.
 
-use std::path::PathBuf;
 use std::process::Output;
 
+use crate::support::bin::run as splitway;
 use crate::support::proxy::{PrivateDns, scenario_config};
+use crate::support::tmp::TempFile;
 use crate::support::*;
 
-pub(crate) fn write_config(name: &str, toml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("splitway-it-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, toml).expect("write config");
-    path
-}
-
-pub(crate) async fn splitway(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_splitway"))
-        .args(args)
-        .env_clear()
-        .output()
-        .await
-        .expect("run splitway")
+/// `toml` in a temporary file of its own, removed when the returned guard drops.
+pub(crate) fn write_config(name: &str, toml: &str) -> TempFile {
+    TempFile::new(name, toml)
 }
 
 #[tokio::test]
 async fn check_prints_the_route_table() {
     let path = write_config("check-ok.toml", &scenario_config(aws_net(), PrivateDns::On));
-    let out = splitway(&["check", "--config", path.to_str().unwrap()]).await;
+    let out = splitway(&["check", "--config", path.arg()]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for want in [
@@ -45,7 +34,7 @@ async fn check_prints_the_route_table() {
 async fn check_on_a_bad_file_names_file_line_route_and_key() {
     let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"custom-domains\"\nhosts = [\"api.mydomain.com\"]\nresolver = \"publik\"\n";
     let path = write_config("check-bad.toml", bad);
-    let out = splitway(&["check", "--config", path.to_str().unwrap()]).await;
+    let out = splitway(&["check", "--config", path.arg()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let want = format!(
@@ -70,7 +59,14 @@ async fn check_on_a_missing_file_says_what_to_do() {
 
 async fn explain_json(path: &std::path::Path, host: &str) -> serde_json::Value {
     let target = format!("{host}:{}", aws_net().port);
-    let out = splitway(&["explain", &target, "--config", path.to_str().unwrap(), "--json"]).await;
+    let out = splitway(&[
+        "explain",
+        &target,
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "--json",
+    ])
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("explain --json prints JSON")
 }
@@ -129,7 +125,7 @@ async fn explain_shows_each_scenario_and_what_the_system_resolver_would_do() {
 async fn explain_text_says_the_system_path_differs() {
     let net = aws_net();
     let path = write_config("explain-text.toml", &scenario_config(net, PrivateDns::On));
-    let out = splitway(&["explain", CUSTOM_DOMAIN, "--config", path.to_str().unwrap()]).await;
+    let out = splitway(&["explain", CUSTOM_DOMAIN, "--config", path.arg()]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for want in [
@@ -179,7 +175,7 @@ async fn explain_probe_diagnoses_the_system_path_and_confirms_splitways() {
     let path = write_config("probe.toml", &scenario_config(net, PrivateDns::On));
     let ca = write_config("probe-ca.pem", &net.ca_pem);
     let probe = |host: String| {
-        let (path, ca) = (path.clone(), ca.clone());
+        let (path, ca) = (path.to_path_buf(), ca.to_path_buf());
         async move {
             let target = format!("{host}:{}", aws_net().port);
             let out = explain_probe(&target, &path, &ca, &["--json"]).await;

@@ -2,13 +2,20 @@
 //! CNAME chain (as the VPC resolver gives it) reaches an API Gateway domain name is resolved
 //! publicly and reaches the public endpoint; anything else is left alone.
 
-use crate::cli::{splitway, write_config};
+use crate::cli::write_config;
+use crate::support::bin::run as splitway;
+use crate::support::config::{ConfigBuilder, strings};
 use crate::support::metrics::metric;
-use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_sections};
+use crate::support::proxy::{PrivateDns, TestProxy, resolver_sections};
 use crate::support::*;
 
 /// The preset with no `public_domains` at all; `detect` sets `detect_custom_domains` when given.
 fn preset(net: &AwsNet, detect: Option<bool>) -> String {
+    preset_with(net, detect, ConfigBuilder::new(net))
+}
+
+/// The `[aws]` preset on top of `base` (its `[proxy]` section, with the test resolvers).
+fn preset_with(net: &AwsNet, detect: Option<bool>, base: ConfigBuilder) -> String {
     let detect = detect
         .map(|d| format!("detect_custom_domains = {d}\n"))
         .unwrap_or_default();
@@ -24,7 +31,7 @@ public_resolver = "public"
 region = "{WEST_REGION}"
 vpc_endpoint = "{WEST_VPCE}"
 "#,
-        proxy = proxy_section(net),
+        proxy = base.render_proxy(),
         resolvers = resolver_sections(net, PrivateDns::On),
     )
 }
@@ -89,20 +96,20 @@ async fn with_detection_off_the_failure_is_back() {
     drop(client);
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    assert!(!m.contains("splitway_custom_domains_detected_total{"), "{m}");
+    crate::support::metrics::assert_missing(&m, "splitway_custom_domains_detected_total", &[]);
     proxy.stop().await;
 }
 
 #[tokio::test]
 async fn a_re_planned_answer_still_obeys_deny_destinations() {
     let net = aws_net();
-    let toml = preset(net, None).replace(
-        "deny_destinations = [\"169.254.0.0/16\"]",
-        &format!("deny_destinations = [\"169.254.0.0/16\", \"{PUBLIC_ENDPOINT_IP}/32\"]"),
-    );
-    assert!(
-        toml.contains(&format!("{PUBLIC_ENDPOINT_IP}/32")),
-        "the deny list was set"
+    let toml = preset_with(
+        net,
+        None,
+        ConfigBuilder::new(net).proxy(
+            "deny_destinations",
+            strings(["169.254.0.0/16".to_owned(), format!("{PUBLIC_ENDPOINT_IP}/32")]),
+        ),
     );
     let proxy = TestProxy::start(&toml).await;
     let (status, headers, body, _) =
@@ -147,7 +154,7 @@ async fn a_cname_loop_is_a_dns_error() {
 async fn explain_shows_a_detected_domain_and_leaves_a_cdn_name_alone() {
     let net = aws_net();
     let path = write_config("detect.toml", &preset(net, None));
-    let config = path.to_str().expect("utf-8 path");
+    let config = path.arg();
     let out = splitway(&[
         "explain",
         &format!("{UNLISTED_DOMAIN}:{}", net.port),
@@ -193,7 +200,7 @@ async fn explain_shows_a_detected_domain_and_leaves_a_cdn_name_alone() {
 #[tokio::test]
 async fn report_mode_counts_a_detected_domain_as_a_reroute() {
     let net = aws_net();
-    let toml = preset(net, None).replacen("[proxy]\n", "[proxy]\nmode = \"report\"\n", 1);
+    let toml = preset_with(net, None, ConfigBuilder::new(net).proxy_str("mode", "report"));
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     let err = get(&client, UNLISTED_DOMAIN)

@@ -39,7 +39,7 @@ fn reload(proxy: &TestProxy, toml: &str) {
 /// resolver down from now on.
 async fn proxy_during_outage(dns: &FakeDns, public_timeout: &str) -> TestProxy {
     let proxy = TestProxy::start(&outage_config(dns.addr(), public_timeout, "")).await;
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     tokio::time::sleep(Duration::from_millis(20)).await; // let the start-up answer expire
     dns.set_mode(DnsMode::Blackhole);
     let (status, _, body) = connect_route_host(&proxy).await;

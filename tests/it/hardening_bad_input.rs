@@ -1,6 +1,6 @@
 //! Bad input on the proxy listener, table-driven: raw bytes in, the exact status out, the
 //! `Proxy-Status` error type (a head hyper could not parse included: splitway checks the first
-//! head itself), and the connection closed exactly where it must be. Then the first
+//! head itself), what the body says is wrong, and the connection closed exactly where it must be. Then the first
 //! flight of a tunnel: pipelined with the CONNECT, without SNI, over the cap. (A hello in
 //! 1-byte segments or tiny records and non-TLS bytes are in sni_pinning.rs.)
 
@@ -39,6 +39,11 @@ struct Case {
     name: String,
     bytes: Vec<u8>,
     want: Want,
+    /// What the refusal's body must say is wrong (a substring distinguishing the case).
+    reason: &'static str,
+    /// Refusals pipelined after the first, on the same connection, in order: the reason
+    /// each body must say.
+    then: Vec<&'static str>,
 }
 
 fn case(name: impl Into<String>, bytes: impl Into<Vec<u8>>, want: Want) -> Case {
@@ -46,8 +51,25 @@ fn case(name: impl Into<String>, bytes: impl Into<Vec<u8>>, want: Want) -> Case 
         name: name.into(),
         bytes: bytes.into(),
         want,
+        reason: "",
+        then: vec![],
     }
 }
+
+impl Case {
+    fn says(mut self, reason: &'static str) -> Case {
+        self.reason = reason;
+        self
+    }
+
+    fn then(mut self, reasons: &[&'static str]) -> Case {
+        self.then = reasons.to_vec();
+        self
+    }
+}
+
+/// The exact number of cases in the table: a case lost or added is noticed.
+const CASES: usize = 77;
 
 fn connect(target: &str, extra: &str) -> String {
     format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n")
@@ -70,108 +92,129 @@ fn malformed(p: u16) -> Vec<Case> {
             "garbage line",
             "GARBAGE\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid token)"),
         case(
             "method only",
             "GET\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid token)"),
         case(
             "unknown version",
             "GET / HTTP/9.9\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid HTTP version)"),
         case(
             "HTTP/2.0 CONNECT",
             format!("CONNECT {CUSTOM_DOMAIN}:{p} HTTP/2.0\r\n\r\n"),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid HTTP version)"),
         case(
             "trailing token",
             "GET / HTTP/1.1 extra\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid new line)"),
         case(
             "binary",
             b"\x00\x01\x02\x03\r\n\r\n".to_vec(),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid token)"),
         case(
             "double space",
             "GET  / HTTP/1.1\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid token)"),
         case(
             "bad method token",
             "G@T / HTTP/1.1\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid token)"),
         case(
             "header without colon",
             "GET / HTTP/1.1\r\nHost example.com\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid header name)"),
         case(
             "empty header name",
             "GET / HTTP/1.1\r\n: v\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid header name)"),
         case(
             "space in header name",
             "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid header name)"),
         case(
             "NUL in header value",
             b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid header value)"),
         case(
             "obs-fold",
             "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid header name)"),
         case(
             "NUL in target",
             b"GET http://a\x00b/ HTTP/1.1\r\n\r\n".to_vec(),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("not valid HTTP/1.1 (invalid token)"),
         case(
             "bad content-length",
             get("http://x/", "Content-Length: abc\r\n"),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("Content-Length is not a number"),
         case(
             "two content-lengths",
             get("http://x/", "Content-Length: 1\r\nContent-Length: 2\r\n"),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("two different Content-Length values"),
         case(
             "transfer-encoding not ending in chunked",
             get("http://x/", "Transfer-Encoding: gzip\r\n"),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("Transfer-Encoding does not end in chunked"),
         case(
             "TLS ClientHello to the proxy port",
             tls_record_prefix(),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("this is a TLS ClientHello, but splitway is a plain-HTTP proxy"),
         case("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Dropped),
         case(
             "CONNECT with an unclosed bracket",
             connect(&format!("[::1:{p}"), ""),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("` is not a URI"),
         case(
             "absolute URL with a bad IPv6 host",
             "GET http://[::1/ HTTP/1.1\r\n\r\n",
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("request target `http://[::1/` is not a URI"),
         case(
             "unbracketed IPv6",
             connect(&format!("::1:{p}"), ""),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("` is not a URI"),
     ]
 }
 
@@ -187,39 +230,44 @@ fn tls_record_prefix() -> Vec<u8> {
 fn bad_connect(p: u16) -> Vec<Case> {
     let bad = |name: &str, target: String| case(name, connect(&target, ""), Refused(400, "http_request_error", true));
     vec![
-        bad("no port", CUSTOM_DOMAIN.into()),
-        bad("empty port", format!("{CUSTOM_DOMAIN}:")),
-        bad("port 0", format!("{CUSTOM_DOMAIN}:0")),
-        bad("port 65536", format!("{CUSTOM_DOMAIN}:65536")),
-        bad("negative port", format!("{CUSTOM_DOMAIN}:-1")),
-        bad("port with letters", format!("{CUSTOM_DOMAIN}:44a")),
-        bad("userinfo", format!("user:pw@{CUSTOM_DOMAIN}:{p}")),
-        bad("bracket without port", "[::1]".into()),
-        bad("IPv6 brackets, port glued", format!("[::1]{p}")),
-        bad("not an address in brackets", format!("[not-an-ip]:{p}")),
-        bad("empty label", format!("a..b:{p}")),
-        bad("name over 253 bytes", format!("{}.com:{p}", "a".repeat(260))),
-        bad("label over 63 bytes", format!("{}.com:{p}", "a".repeat(64))),
+        bad("no port", CUSTOM_DOMAIN.into()).says("missing port in `api.mydomain.com`"),
+        bad("empty port", format!("{CUSTOM_DOMAIN}:")).says("missing port in `api.mydomain.com:`"),
+        bad("port 0", format!("{CUSTOM_DOMAIN}:0")).says("port `0` out of range 1-65535"),
+        bad("port 65536", format!("{CUSTOM_DOMAIN}:65536")).says("port `65536` out of range 1-65535"),
+        bad("negative port", format!("{CUSTOM_DOMAIN}:-1")).says("invalid port `-1`"),
+        bad("port with letters", format!("{CUSTOM_DOMAIN}:44a")).says("invalid port `44a`"),
+        bad("userinfo", format!("user:pw@{CUSTOM_DOMAIN}:{p}")).says("userinfo is not allowed in a request target"),
+        bad("bracket without port", "[::1]".into()).says("missing port in `[::1]`"),
+        bad("IPv6 brackets, port glued", format!("[::1]{p}")).says("invalid IPv6 literal `[::1]"),
+        bad("not an address in brackets", format!("[not-an-ip]:{p}")).says("invalid IPv6 literal `not-an-ip`"),
+        bad("empty label", format!("a..b:{p}")).says("invalid host name `a..b`"),
+        bad("name over 253 bytes", format!("{}.com:{p}", "a".repeat(260)))
+            .says("host name is 264 bytes long, over 253"),
+        bad("label over 63 bytes", format!("{}.com:{p}", "a".repeat(64))).says("invalid host name `aaaa"),
         case(
             "path after the port",
             connect(&format!("{CUSTOM_DOMAIN}:{p}/path"), ""),
             Refused(BAD_REQUEST, "http_request_error", true),
-        ),
+        )
+        .says("/path` is not a URI"),
         case(
             "absolute URL as CONNECT target",
             connect(&format!("http://{CUSTOM_DOMAIN}:{p}"), ""),
             Refused(400, "http_request_error", true),
-        ),
+        )
+        .says("CONNECT target `http://api.mydomain.com:"),
         case(
             "asterisk",
             "CONNECT * HTTP/1.1\r\n\r\n",
             Refused(400, "http_request_error", true),
-        ),
+        )
+        .says("CONNECT target `*` is not host:port"),
         case(
             "lowercase connect is another method",
             format!("connect {CUSTOM_DOMAIN}:{p} HTTP/1.1\r\n\r\n"),
             Refused(400, "http_request_error", true),
-        ),
+        )
+        .says("`connect api.mydomain.com:"),
     ]
 }
 
@@ -231,72 +279,86 @@ fn refused(p: u16, own: u16) -> Vec<Case> {
             "port not in connect_ports",
             connect(&format!("{CUSTOM_DOMAIN}:8443"), ""),
             "http_request_denied",
-        ),
+        )
+        .says("CONNECT to port 8443 is not allowed"),
         denied(
             "deny route",
             connect(&format!("blocked.example:{p}"), ""),
             "http_request_denied",
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         denied(
             "IPv6 literal on a deny route",
             connect(&format!("[::1]:{p}"), ""),
             "http_request_denied",
-        ),
+        )
+        .says("route `no-loopback-v6` denies [::1]"),
         denied(
             "metadata address",
             connect(&format!("169.254.169.254:{p}"), ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("every address of 169.254.169.254 is in [proxy] deny_destinations"),
         denied(
             "IPv4-mapped metadata",
             connect(&format!("[::ffff:169.254.169.254]:{p}"), ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("every address of [::ffff:169.254.169.254] is in [proxy] deny_destinations"),
         denied(
             "IPv4-compatible metadata",
             connect(&format!("[::169.254.169.254]:{p}"), ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("every address of [::a9fe:a9fe] is in [proxy] deny_destinations"),
         denied(
             "NAT64 metadata",
             connect(&format!("[64:ff9b::a9fe:a9fe]:{p}"), ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("every address of [64:ff9b::a9fe:a9fe] is in [proxy] deny_destinations"),
         denied(
             "6to4 metadata",
             connect(&format!("[2002:a9fe:a9fe::1]:{p}"), ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("every address of [2002:a9fe:a9fe::1] is in [proxy] deny_destinations"),
         denied(
             "the proxy itself, forwarded",
             get(&format!("http://127.0.0.1:{own}/"), ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("is this proxy's own listener; the request would loop"),
         denied(
             "the proxy itself, mapped",
             get(&format!("http://[::ffff:127.0.0.1]:{own}/"), ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("[::ffff:127.0.0.1]:"),
         denied(
             "metadata, forwarded",
             get("http://169.254.169.254/latest/meta-data/", ""),
             "destination_ip_prohibited",
-        ),
+        )
+        .says("every address of 169.254.169.254 is in [proxy] deny_destinations"),
         denied(
             "deny route, forwarded",
             get("http://blocked.example/", ""),
             "http_request_denied",
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         denied(
             "Host header disagrees: the target wins",
             format!("CONNECT blocked.example:{p} HTTP/1.1\r\nHost: {CUSTOM_DOMAIN}:{p}\r\n\r\n"),
             "http_request_denied",
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         denied(
             "exactly 100 header fields",
             connect(&format!("blocked.example:{p}"), &headers(99)),
             "http_request_denied",
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         denied(
             "a 60 KiB header",
             connect(
@@ -304,12 +366,14 @@ fn refused(p: u16, own: u16) -> Vec<Case> {
                 &format!("X-Big: {}\r\n", "a".repeat(60 * 1024)),
             ),
             "http_request_denied",
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         denied(
             "bare LF line ends",
             format!("CONNECT blocked.example:{p} HTTP/1.1\nHost: x\n\n"),
             "http_request_denied",
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
     ]
 }
 
@@ -317,20 +381,23 @@ fn refused(p: u16, own: u16) -> Vec<Case> {
 fn not_forwardable() -> Vec<Case> {
     let bad = |name: &str, req: String| case(name, req, Refused(400, "http_request_error", true));
     vec![
-        bad("https URL", get(&format!("https://{CUSTOM_DOMAIN}/"), "")),
-        bad("ftp URL", get("ftp://x/file", "")),
-        bad("ws URL", get("ws://x/", "")),
-        bad("userinfo in URL", get("http://user:pw@x/", "")),
-        bad("port 0 in URL", get("http://x:0/", "")),
-        bad("port 99999 in URL", get("http://x:99999/", "")),
-        bad("empty label in URL", get("http://a..b/", "")),
-        bad("origin-form", "GET /path HTTP/1.1\r\nHost: x\r\n\r\n".into()),
-        bad("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".into()),
+        bad("https URL", get(&format!("https://{CUSTOM_DOMAIN}/"), "")).says("scheme `https` cannot be forwarded"),
+        bad("ftp URL", get("ftp://x/file", "")).says("scheme `ftp` cannot be forwarded"),
+        bad("ws URL", get("ws://x/", "")).says("scheme `ws` cannot be forwarded"),
+        bad("userinfo in URL", get("http://user:pw@x/", "")).says("userinfo is not allowed in a request target"),
+        bad("port 0 in URL", get("http://x:0/", "")).says("port `0` out of range 1-65535"),
+        bad("port 99999 in URL", get("http://x:99999/", "")).says("port `99999` out of range 1-65535"),
+        bad("empty label in URL", get("http://a..b/", "")).says("invalid host name `a..b`"),
+        bad("origin-form", "GET /path HTTP/1.1\r\nHost: x\r\n\r\n".into())
+            .says("`GET /path` is neither CONNECT nor an absolute http:// URL"),
+        bad("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".into())
+            .says("`OPTIONS *` is neither CONNECT nor an absolute http:// URL"),
         case(
             "TRACE",
             format!("TRACE http://{CUSTOM_DOMAIN}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
             Refused(405, "http_request_error", true),
-        ),
+        )
+        .says("method TRACE is not allowed through the proxy"),
     ]
 }
 
@@ -341,12 +408,14 @@ fn oversized(p: u16) -> Vec<Case> {
             "101 header fields",
             connect(&format!("blocked.example:{p}"), &headers(100)),
             Refused(431, "http_request_error", true),
-        ),
+        )
+        .says("request head too large"),
         case(
             "1000 header fields",
             connect(&format!("blocked.example:{p}"), &headers(1000)),
             Refused(431, "http_request_error", true),
-        ),
+        )
+        .says("request head too large"),
         case(
             "a 70 KiB header",
             connect(
@@ -354,12 +423,14 @@ fn oversized(p: u16) -> Vec<Case> {
                 &format!("X-Big: {}\r\n", "a".repeat(70 * 1024)),
             ),
             Refused(431, "http_request_error", true),
-        ),
+        )
+        .says("request head too large"),
         case(
             "a 70 KiB URL",
             format!("GET http://x/{} HTTP/1.1\r\n\r\n", "a".repeat(70 * 1024)),
             Refused(431, "http_request_error", true),
-        ),
+        )
+        .says("request head too large"),
     ]
 }
 
@@ -381,12 +452,14 @@ fn framing(p: u16) -> Vec<Case> {
             "CONNECT with Content-Length",
             connect(&blocked, "Content-Length: 5\r\n") + "hello",
             Refused(403, "http_request_denied", false),
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         case(
             "CONNECT with chunked body",
             connect(&blocked, "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n",
             Refused(403, "http_request_denied", false),
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         case(
             "Content-Length with Transfer-Encoding",
             get(
@@ -394,22 +467,32 @@ fn framing(p: u16) -> Vec<Case> {
                 "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
             ) + "0\r\n\r\n",
             Refused(403, "http_request_denied", true),
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         case(
             "invalid chunk size",
             get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "ZZ\r\nxx\r\n",
             Refused(403, "http_request_denied", true),
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         case(
             "chunk longer than declared",
             get("http://blocked.example/", "Transfer-Encoding: chunked\r\n") + "2\r\nabcdef\r\n0\r\n\r\n",
             Refused(403, "http_request_denied", true),
-        ),
+        )
+        .says("route `blocked` denies blocked.example"),
         case(
             "pipelined refusals are answered in order",
-            connect(&blocked, "").repeat(3),
+            connect(&blocked, "")
+                + &connect(&format!("{CUSTOM_DOMAIN}:8443"), "")
+                + &connect(&format!("[::1]:{p}"), ""),
             Refused(403, "http_request_denied", false),
-        ),
+        )
+        .says("route `blocked` denies blocked.example")
+        .then(&[
+            "CONNECT to port 8443 is not allowed",
+            "route `no-loopback-v6` denies [::1]",
+        ]),
     ]
 }
 
@@ -448,6 +531,15 @@ async fn observe(proxy: &TestProxy, c: &Case) -> String {
         "{}: {reply:?}",
         c.name
     );
+    if !reply.body.contains(c.reason) {
+        return format!("{status} {kind} saying {:?}, not {:?}", reply.body, c.reason);
+    }
+    for (i, reason) in c.then.iter().enumerate() {
+        let next = read_reply(&mut stream).await;
+        if next.status != Some(status) || !next.body.contains(reason) {
+            return format!("pipelined reply {} was {next:?}, not {status} saying {reason:?}", i + 2);
+        }
+    }
     let close = if reply.header("connection") == Some("close") {
         assert!(
             closed(&mut stream).await,
@@ -459,7 +551,7 @@ async fn observe(proxy: &TestProxy, c: &Case) -> String {
         // Kept alive: a second request on it is answered, unless the rest of the first
         // request (an invalid body) made hyper close it after all.
         let again = format!("CONNECT blocked.example:{} HTTP/1.1\r\n\r\n", aws_net().port);
-        let _ = stream.write_all(again.as_bytes()).await;
+        let _ = within(HANG_SECS, "a second request sent", stream.write_all(again.as_bytes())).await;
         match read_reply(&mut stream).await.status {
             Some(403) => false,
             None => true,
@@ -489,7 +581,16 @@ async fn hardening_bad_input_table() {
     .into_iter()
     .flatten()
     .collect();
-    assert!(cases.len() >= 60, "{} cases", cases.len());
+    assert_eq!(cases.len(), CASES, "cases in the table");
+    for c in &cases {
+        let refused = matches!(c.want, Refused(..));
+        assert_eq!(
+            refused,
+            !c.reason.is_empty(),
+            "{}: a refusal says its reason, nothing else does",
+            c.name
+        );
+    }
     let mut wrong = Vec::new();
     for c in &cases {
         let seen = observe(&proxy, c).await;
@@ -506,7 +607,7 @@ async fn hardening_bad_input_table() {
     );
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    assert!(m.contains("splitway_panics_total 0"), "{m}");
+    assert_eq!(metric(&m, "splitway_panics_total", &[]), 0.0, "{m}");
     // Every http_request_error refusal is counted once, those of heads hyper never saw too.
     let wanted = cases
         .iter()
@@ -594,7 +695,13 @@ impl AsyncRead for Pipelined {
 async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upstream() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let inner = tokio::net::TcpStream::connect(proxy.addr).await.expect("connect");
+    let inner = within(
+        HANG_SECS,
+        "connect to the proxy",
+        tokio::net::TcpStream::connect(proxy.addr),
+    )
+    .await
+    .expect("connect");
     inner.set_nodelay(true).expect("nodelay");
     let head = connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port));
     // The response head is read one byte per poll; the proxy's 200 is small, so this only
@@ -607,8 +714,8 @@ async fn hardening_client_hello_pipelined_with_the_connect_head_reaches_the_upst
     };
     let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
     let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
-    let tls = TlsConnector::from(config)
-        .connect(name, stream)
+    let handshake = TlsConnector::from(config).connect(name, stream);
+    let tls = within(HANG_SECS, "a TLS handshake through a pipelined CONNECT", handshake)
         .await
         .expect("handshake through a pipelined CONNECT");
     assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
@@ -633,8 +740,8 @@ async fn hardening_tls12_client_hello_without_sni_passes_a_pinned_tunnel() {
         .with_no_client_auth();
     config.enable_sni = false;
     let name = ServerName::try_from(CUSTOM_DOMAIN.to_owned()).expect("name");
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, stream)
+    let handshake = TlsConnector::from(Arc::new(config)).connect(name, stream);
+    let tls = within(HANG_SECS, "a TLS 1.2 handshake without SNI", handshake)
         .await
         .expect("SPEC: a hello with no SNI passes");
     assert_eq!(get_over_tls(tls, CUSTOM_DOMAIN).await.0, 200);
@@ -653,7 +760,9 @@ async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
         // One handshake record whose ClientHello announces more than the 16 KiB cap.
         let len = announced.to_be_bytes();
         let hello = [0x16, 0x03, 0x01, 0x40, 0x00, 0x01, len[5], len[6], len[7], 0x03, 0x03];
-        stream.write_all(&hello).await.expect("write");
+        within(HANG_SECS, "an oversized hello sent", stream.write_all(&hello))
+            .await
+            .expect("write");
         assert!(closed(&mut stream).await, "{announced}: the tunnel must close");
     }
     proxy.assert_no_leaks().await;

@@ -151,7 +151,7 @@ async fn hardening_resolver_down_serves_stale_for_a_route_host_and_504_for_an_un
     let net = aws_net();
     let dns = FakeDns::start(PUBLIC_DNS_IP, public_zone()).await;
     let proxy = TestProxy::start(&dead_resolver_config(dns.addr(), "1ms")).await;
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     tokio::time::sleep(Duration::from_millis(20)).await; // let the start-up answer expire
     dns.set_mode(DnsMode::Blackhole);
     let (status, _, body, stream) =
@@ -190,7 +190,7 @@ async fn hardening_resolver_down_serves_stale_for_a_route_host_and_504_for_an_un
 async fn hardening_route_hosts_are_refreshed_before_they_expire() {
     let dns = FakeDns::start(PUBLIC_DNS_IP, public_zone()).await;
     let proxy = TestProxy::start(&dead_resolver_config(dns.addr(), "1s")).await;
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     let at_start = queries_for(&dns, CUSTOM_DOMAIN);
     assert!(at_start >= 2, "{:?}", dns.queries());
     // No request is made: only the refresher can ask again (twice: A and AAAA, twice over).

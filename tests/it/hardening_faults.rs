@@ -3,11 +3,14 @@
 //! half-closes both ways, and a client that vanishes mid-ClientHello.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use splitway::config::DEFAULT_CONNECT_TIMEOUT;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::relay::{Fault, Relay};
@@ -19,16 +22,12 @@ const VIA_RELAY: &str = CUSTOM_DOMAIN;
 
 /// The scenario, with CUSTOM_DOMAIN's route pinned to `upstream` (e.g. a relay) and extra
 /// `[proxy]` keys.
-fn config_to(upstream: SocketAddr, keys: &str) -> String {
-    let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On)
-        .replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"5s\"\n{keys}"));
-    let toml = toml.replace(
-        &format!("hosts = [\"{CUSTOM_DOMAIN}\", \"{CUSTOM_DOMAIN_2}\"]\nresolver = \"public\""),
-        &format!("hosts = [\"{CUSTOM_DOMAIN}\"]\naddresses = [\"{upstream}\"]"),
-    );
-    assert!(toml.contains(&format!("addresses = [\"{upstream}\"]")), "{toml}");
-    toml
+fn config_to(upstream: SocketAddr) -> ConfigBuilder {
+    ConfigBuilder::scenario(aws_net(), PrivateDns::On).replace_route(
+        Route::new("custom-domains")
+            .hosts([CUSTOM_DOMAIN])
+            .key("addresses", strings([upstream])),
+    )
 }
 
 async fn relay(fault: Fault) -> Relay {
@@ -56,7 +55,7 @@ async fn hardening_an_upstream_that_refuses_is_502_connection_refused() {
         .expect("bind")
         .local_addr()
         .expect("addr");
-    let proxy = TestProxy::start(&config_to(closed_port, "")).await;
+    let proxy = TestProxy::start(&config_to(closed_port).build()).await;
     let (status, headers, body, _) = connect_status(&proxy, VIA_RELAY).await;
     assert_eq!((status, proxy_status(&headers)), (502, "connection_refused"), "{body}");
     proxy.assert_no_leaks().await;
@@ -82,11 +81,19 @@ async fn syn_blackhole() -> (SocketAddr, Vec<TcpStream>, TcpListener) {
 #[tokio::test]
 async fn hardening_a_connect_that_never_completes_is_504_connection_timeout() {
     let (addr, _fillers, _listener) = syn_blackhole().await;
-    let proxy =
-        TestProxy::start(&config_to(addr, "").replace("connect_timeout = \"5s\"", "connect_timeout = \"300ms\"")).await;
+    let configured = Duration::from_millis(300);
+    let proxy = TestProxy::start(&config_to(addr).proxy_str("connect_timeout", "300ms").build()).await;
+    let started = Instant::now();
     let (status, headers, body, _) = connect_status(&proxy, VIA_RELAY).await;
+    let took = started.elapsed();
     assert_eq!((status, proxy_status(&headers)), (504, "connection_timeout"), "{body}");
     assert!(body.contains("300ms"), "{body}");
+    // The configured value is the one in force: the 504 comes after it and well before the
+    // 5 s default (a loose bound, not a timing measurement).
+    assert!(
+        took >= configured && took < DEFAULT_CONNECT_TIMEOUT / 2,
+        "504 after {took:?}; configured {configured:?}, default {DEFAULT_CONNECT_TIMEOUT:?}"
+    );
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }
@@ -100,7 +107,7 @@ async fn hardening_tls_passes_through_slow_and_sliced_paths() {
         Fault::Delay(Duration::from_millis(20)),
     ] {
         let relay = relay(fault).await;
-        let proxy = TestProxy::start(&config_to(relay.addr(), "")).await;
+        let proxy = TestProxy::start(&config_to(relay.addr()).build()).await;
         let (status, _, _, stream) = connect_status(&proxy, VIA_RELAY).await;
         assert_eq!(status, 200, "{fault:?}");
         let tls = tls_over(stream, VIA_RELAY, &net.ca_der)
@@ -116,7 +123,7 @@ async fn hardening_tls_passes_through_slow_and_sliced_paths() {
 async fn hardening_an_upstream_reset_mid_tunnel_closes_the_client_and_counts_an_error() {
     let net = aws_net();
     let relay = relay(Fault::Pass).await;
-    let proxy = TestProxy::start(&config_to(relay.addr(), "")).await;
+    let proxy = TestProxy::start(&config_to(relay.addr()).build()).await;
     let (status, _, _, stream) = connect_status(&proxy, VIA_RELAY).await;
     assert_eq!(status, 200);
     let tls = tls_over(stream, VIA_RELAY, &net.ca_der).await.expect("TLS");
@@ -128,7 +135,7 @@ async fn hardening_an_upstream_reset_mid_tunnel_closes_the_client_and_counts_an_
 async fn hardening_a_blackholed_upstream_ends_at_the_idle_timeout() {
     let net = aws_net();
     let relay = relay(Fault::Blackhole).await;
-    let proxy = TestProxy::start(&config_to(relay.addr(), "idle_timeout = \"200ms\"")).await;
+    let proxy = TestProxy::start(&config_to(relay.addr()).proxy_str("idle_timeout", "200ms").build()).await;
     let (status, _, _, stream) = connect_status(&proxy, VIA_RELAY).await;
     assert_eq!(status, 200);
     let err = tls_over(stream, VIA_RELAY, &net.ca_der)
@@ -174,26 +181,30 @@ async fn hardening_half_closes_propagate_both_ways() {
     let (server, got) = banner_server().await;
     let relay = Relay::start(RELAY_IP, server, Fault::Pass).await;
     // An IP-literal CONNECT: routed by address, no SNI pinning, any bytes pass.
-    let toml = scenario_config(aws_net(), PrivateDns::On).replace(
-        &format!("connect_ports = [{}]", aws_net().port),
-        &format!("connect_ports = [{}]", relay.addr().port()),
-    );
+    let toml = ConfigBuilder::scenario(aws_net(), PrivateDns::On)
+        .proxy("connect_ports", format!("[{}]", relay.addr().port()))
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let (status, _, _, mut stream) = connect_raw(proxy.addr, &connect_request(&relay.addr().to_string())).await;
     assert_eq!(status_of(&status), 200);
     let mut banner = Vec::new();
-    stream
-        .read_to_end(&mut banner)
+    within(HANG_SECS, "the upstream's half-close", stream.read_to_end(&mut banner))
         .await
         .expect("read to the upstream's half-close");
     assert_eq!(banner, b"banner");
     // Our direction is still open after theirs closed.
-    stream
-        .write_all(b"reply")
+    within(
+        HANG_SECS,
+        "a write after the upstream half-closed",
+        stream.write_all(b"reply"),
+    )
+    .await
+    .expect("write after the upstream half-closed");
+    within(HANG_SECS, "our half-close", stream.shutdown())
         .await
-        .expect("write after the upstream half-closed");
-    stream.shutdown().await.expect("half-close");
-    assert_eq!(got.await.expect("server result"), b"reply");
+        .expect("half-close");
+    let got = within(HANG_SECS, "the upstream to read to our half-close", got).await;
+    assert_eq!(got.expect("server result"), b"reply");
     drop(stream);
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
@@ -209,7 +220,9 @@ async fn hardening_a_client_vanishing_mid_client_hello_leaves_nothing() {
         assert_eq!(status, 200);
         // A record header announcing a 512-byte hello, and only the first bytes of it.
         let hello = [&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc][..], &[0u8; 64]].concat();
-        stream.write_all(&hello[..cut]).await.expect("partial hello");
+        within(HANG_SECS, "a partial hello sent", stream.write_all(&hello[..cut]))
+            .await
+            .expect("partial hello");
         drop(stream);
     }
     proxy.assert_no_leaks().await;

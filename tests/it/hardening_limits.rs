@@ -2,23 +2,21 @@
 //! idle timeout, proxy authentication, and a CONNECT to the proxy itself.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use splitway::server::Limits;
+use splitway::server::{HEADER_READ_TIMEOUT, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::metrics::metric;
-use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::raw::{closed, exchange, read_reply};
 use crate::support::*;
 
-const BLOCKED: &str = "\n[[route]]\nname = \"blocked\"\nhosts = [\"blocked.example\"]\ndeny = true\n";
-
-fn with_proxy_keys(keys: &str) -> String {
-    scenario_config(aws_net(), PrivateDns::On)
-        .replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"5s\"\n{keys}"))
-        + BLOCKED
+/// The scenario with a `blocked` deny route.
+fn with_blocked() -> ConfigBuilder {
+    ConfigBuilder::scenario(aws_net(), PrivateDns::On).route(Route::new("blocked").hosts(["blocked.example"]).deny())
 }
 
 async fn tunnel(proxy: SocketAddr, host: &str) -> TcpStream {
@@ -29,7 +27,7 @@ async fn tunnel(proxy: SocketAddr, host: &str) -> TcpStream {
 
 #[tokio::test]
 async fn hardening_max_connections_refuses_with_503_and_retry_after() {
-    let proxy = TestProxy::start(&with_proxy_keys("max_connections = 2")).await;
+    let proxy = TestProxy::start(&with_blocked().proxy("max_connections", "2").build()).await;
     let (a, b) = (
         tunnel(proxy.addr, CUSTOM_DOMAIN).await,
         tunnel(proxy.addr, CUSTOM_DOMAIN).await,
@@ -49,7 +47,7 @@ async fn hardening_max_connections_refuses_with_503_and_retry_after() {
     );
     assert!(closed(&mut third).await);
     drop((a, b));
-    proxy.handle.wait_idle().await;
+    within(HANG_SECS, "the proxy to be idle", proxy.handle.wait_idle()).await;
     // The permits came back: a new client is served.
     drop(tunnel(proxy.addr, CUSTOM_DOMAIN).await);
     proxy.assert_no_leaks().await;
@@ -62,15 +60,23 @@ async fn hardening_max_connections_refuses_with_503_and_retry_after() {
 
 #[tokio::test]
 async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_served() {
+    let configured = Duration::from_millis(300);
     let limits = Limits {
-        header_read_timeout: Duration::from_millis(300),
+        header_read_timeout: configured,
         ..Limits::default()
     };
-    let proxy = TestProxy::start_with(&with_proxy_keys(""), limits).await;
-    let mut slow = TcpStream::connect(proxy.addr).await.expect("connect");
-    slow.write_all(b"CONNECT blocked.example:443 HTTP/1.1\r\nHost: bl")
+    let proxy = TestProxy::start_with(&with_blocked().build(), limits).await;
+    let started = Instant::now();
+    let mut slow = within(HANG_SECS, "connect to the proxy", TcpStream::connect(proxy.addr))
         .await
-        .expect("half a head");
+        .expect("connect");
+    within(
+        HANG_SECS,
+        "half a head sent",
+        slow.write_all(b"CONNECT blocked.example:443 HTTP/1.1\r\nHost: bl"),
+    )
+    .await
+    .expect("half a head");
     // Another client is served meanwhile, more than once.
     for _ in 0..3 {
         let (reply, _) = exchange(
@@ -84,6 +90,13 @@ async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_se
     let reply = read_reply(&mut slow).await;
     assert!(matches!(reply.status, None | Some(408)), "{reply:?}");
     assert!(closed(&mut slow).await);
+    // The configured timeout is the one in force: the close comes after it and well before
+    // the 10 s default (a bound loose enough for any machine, not a timing measurement).
+    let took = started.elapsed();
+    assert!(
+        took >= configured && took < HEADER_READ_TIMEOUT / 2,
+        "closed after {took:?}; configured {configured:?}, default {HEADER_READ_TIMEOUT:?}"
+    );
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }
@@ -91,7 +104,7 @@ async fn hardening_slowloris_is_closed_at_the_header_timeout_while_others_are_se
 #[tokio::test]
 async fn hardening_an_idle_tunnel_is_closed_and_counted() {
     let net = aws_net();
-    let proxy = TestProxy::start(&with_proxy_keys("idle_timeout = \"200ms\"")).await;
+    let proxy = TestProxy::start(&with_blocked().proxy_str("idle_timeout", "200ms").build()).await;
     let stream = tunnel(proxy.addr, CUSTOM_DOMAIN).await;
     let tls = tls_over(stream, CUSTOM_DOMAIN, &net.ca_der).await.expect("TLS");
     // Say nothing: the proxy closes the tunnel once it has been silent for idle_timeout.
@@ -126,8 +139,14 @@ async fn echo_head_server() -> SocketAddr {
 async fn hardening_proxy_auth_requires_basic_credentials_and_never_forwards_them() {
     let net = aws_net();
     let origin = echo_head_server().await;
-    let toml = with_proxy_keys("auth = { username = \"app\", password = \"s3cret\" }")
-        + &format!("\n[[route]]\nname = \"echo\"\nhosts = [\"echo.test\"]\naddresses = [\"{origin}\"]\n");
+    let toml = with_blocked()
+        .proxy("auth", "{ username = \"app\", password = \"s3cret\" }")
+        .route(
+            Route::new("echo")
+                .hosts(["echo.test"])
+                .key("addresses", strings([origin])),
+        )
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
     // "app:s3cret" and "app:wrong".
@@ -179,11 +198,10 @@ async fn hardening_connect_to_the_proxy_itself_is_prohibited() {
         .local_addr()
         .expect("addr")
         .port();
-    let toml = with_proxy_keys("").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    let toml = toml.replace(
-        &format!("connect_ports = [{}]", aws_net().port),
-        &format!("connect_ports = [{port}]"),
-    );
+    let toml = with_blocked()
+        .proxy_str("listen", format!("127.0.0.1:{port}"))
+        .proxy("connect_ports", format!("[{port}]"))
+        .build();
     let proxy = TestProxy::start(&toml).await;
     for target in [
         format!("127.0.0.1:{port}"),

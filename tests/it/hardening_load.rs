@@ -15,15 +15,17 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
+use crate::support::bin::Running;
 use crate::support::client::admin_get;
+use crate::support::config::ConfigBuilder;
 use crate::support::metrics::metric;
-use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::*;
 
 /// One at a time: together the two tests would pass this process's descriptor limit (16,000 +
@@ -74,13 +76,12 @@ async fn open_tunnel(proxy: SocketAddr, echo: SocketAddr) -> TcpStream {
 async fn hardening_load_thousands_of_tunnels_then_nothing_left() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (echo, echo_open) = echo_server().await;
-    let toml = scenario_config(aws_net(), PrivateDns::On).replace(
-        &format!("connect_ports = [{}]", aws_net().port),
-        &format!("connect_ports = [{}]", echo.port()),
-    );
+    let toml = ConfigBuilder::scenario(aws_net(), PrivateDns::On)
+        .proxy("connect_ports", format!("[{}]", echo.port()))
+        .build();
     let proxy = TestProxy::start(&toml).await;
     // Start-up resolution holds resolver sockets for a moment: count after it.
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     let fds_before = open_fds();
     let mut open = Vec::with_capacity(TUNNELS);
     while open.len() < TUNNELS {
@@ -189,23 +190,8 @@ async fn spawn_upstream() -> (Child, SocketAddr) {
     (child, SocketAddr::new(UPSTREAM_IP.parse().expect("ip"), port))
 }
 
-/// The next JSON log line whose `message` is `message`.
-async fn log_message(lines: &mut Lines<BufReader<ChildStderr>>, message: &str) -> serde_json::Value {
-    while let Some(line) = lines.next_line().await.expect("proxy stderr") {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("log line {line:?}: {e}"));
-        if v["message"] == message {
-            return v;
-        }
-    }
-    panic!("the proxy ended before logging {message:?}");
-}
-
-/// Starts the real binary in front of `upstream`; returns it, its listen and admin addresses,
-/// and a task that reads the rest of its log and returns the WARN and ERROR lines.
-async fn spawn_proxy(upstream: SocketAddr) -> (Child, SocketAddr, SocketAddr, JoinHandle<Vec<String>>) {
-    let dir = std::env::temp_dir().join(format!("splitway-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("splitway.toml");
+/// Starts the real binary in front of `upstream`.
+async fn spawn_proxy(upstream: SocketAddr) -> Running {
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{port}]\nmax_connections = {max}\n\
          deny_destinations = [\"169.254.0.0/16\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
@@ -214,49 +200,7 @@ async fn spawn_proxy(upstream: SocketAddr) -> (Child, SocketAddr, SocketAddr, Jo
         max = PROCESS_TUNNELS + 1_000,
         ip = upstream.ip(),
     );
-    std::fs::write(&path, config).expect("write the config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_splitway"))
-        .args([
-            "run",
-            "--config",
-            path.to_str().expect("utf-8 path"),
-            "--log-format",
-            "json",
-        ])
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start splitway");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let started = async {
-        let serving = log_message(&mut lines, "splitway serving").await;
-        log_message(&mut lines, "ready").await;
-        serving
-    };
-    let serving = tokio::time::timeout(START_GUARD, started)
-        .await
-        .expect("hang guard: proxy start");
-    let addr = |key: &str| {
-        serving[key]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{key} in {serving}"))
-    };
-    let (listen, admin) = (addr("listen"), addr("admin"));
-    // Keep draining the log (one canonical line per tunnel) so the proxy never blocks on it.
-    let complaints = tokio::spawn(async move {
-        let mut bad = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
-                bad.push(line);
-            }
-        }
-        bad
-    });
-    (child, listen, admin, complaints)
+    Running::start(&config).await
 }
 
 /// CONNECT, expect 200, then one echoed line: the whole pipe works.
@@ -327,8 +271,9 @@ fn total(text: &str, name: &str) -> f64 {
 async fn hardening_load_9000_tunnels_through_the_binary() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (mut upstream, upstream_addr) = spawn_upstream().await;
-    let (mut proxy, listen, admin, complaints) = spawn_proxy(upstream_addr).await;
-    let (pid, upstream_pid) = (proxy.id().expect("running"), upstream.id().expect("running"));
+    let mut proxy = spawn_proxy(upstream_addr).await;
+    let (listen, admin) = (proxy.listen, proxy.admin());
+    let (pid, upstream_pid) = (proxy.child.id().expect("running"), upstream.id().expect("running"));
     let (fds_before, upstream_fds_before) = (fd_count(pid), fd_count(upstream_pid));
 
     let (open, errors) = tokio::time::timeout(OPEN_GUARD, open_all(listen, upstream_addr.port()))
@@ -404,9 +349,18 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
         "{m}"
     );
 
-    proxy.kill().await.expect("stop the proxy");
-    upstream.kill().await.expect("stop the upstream");
-    let complaints = complaints.await.expect("log reader");
+    within(HANG_SECS, "the proxy to be killed", proxy.child.kill())
+        .await
+        .expect("stop the proxy");
+    within(HANG_SECS, "the upstream to be killed", upstream.kill())
+        .await
+        .expect("stop the upstream");
+    let complaints: Vec<String> = proxy
+        .rest_of_log()
+        .await
+        .into_iter()
+        .filter(|line| line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\""))
+        .collect();
     assert!(
         complaints.is_empty(),
         "{} WARN/ERROR log lines; first: {}",

@@ -1,18 +1,18 @@
 //! Readiness, drain and reload: in-process, and SIGTERM on the real binary.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
+use crate::support::bin::Running;
 use crate::support::client::admin_get;
+use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
+use crate::support::raw::{closed, exchange, read_reply};
+use crate::support::tmp::TempFile;
 use crate::support::*;
-
-const ADMIN: &str = "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
 
 /// A tunnel with its TLS session up and no request sent yet.
 async fn open_tls(proxy: SocketAddr, host: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
@@ -27,9 +27,9 @@ async fn open_tls(proxy: SocketAddr, host: &str) -> tokio_rustls::client::TlsStr
 #[tokio::test]
 async fn readiness_flips_at_start_and_at_drain_while_open_tunnels_finish() {
     let net = aws_net();
-    let mut proxy = TestProxy::start(&(scenario_config(net, PrivateDns::On) + ADMIN)).await;
+    let mut proxy = TestProxy::start(&ConfigBuilder::scenario(net, PrivateDns::On).admin().build()).await;
     let admin = proxy.admin.expect("admin listener");
-    proxy.handle.wait_started().await;
+    within(HANG_SECS, "the proxy to be started", proxy.handle.wait_started()).await;
     assert_eq!(admin_get(admin, "/readyz").await, (200, "ready\n".into()));
     assert_eq!(admin_get(admin, "/healthz").await.0, 200);
     let host = execute_api_host(PRIVATE_API_ID, REGION);
@@ -56,10 +56,9 @@ async fn readiness_flips_at_start_and_at_drain_while_open_tunnels_finish() {
 #[tokio::test]
 async fn drain_timeout_cuts_what_remains() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On).replace(
-        "connect_timeout = \"5s\"",
-        "connect_timeout = \"5s\"\ndrain_timeout = \"100ms\"",
-    );
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .proxy_str("drain_timeout", "100ms")
+        .build();
     let mut proxy = TestProxy::start(&toml).await;
     let mut open = open_tls(proxy.addr, CUSTOM_DOMAIN).await;
     proxy.begin_stop().await;
@@ -67,9 +66,10 @@ async fn drain_timeout_cuts_what_remains() {
     proxy.stop().await;
     // The proxy cut the tunnel it still held when drain_timeout passed.
     let mut buf = [0u8; 16];
+    let read = within(HANG_SECS, "the drained tunnel to close", open.read(&mut buf)).await;
     assert!(
-        matches!(open.read(&mut buf).await, Ok(0) | Err(_)),
-        "tunnel still open after the drain"
+        matches!(read, Ok(0) | Err(_)),
+        "tunnel still open after the drain: {read:?}"
     );
     assert_eq!(handle.open_connections(), 0);
     assert!(
@@ -84,17 +84,13 @@ async fn drain_timeout_cuts_what_remains() {
 #[tokio::test]
 async fn reload_adds_a_route_rejects_a_broken_file_and_keeps_open_tunnels() {
     let net = aws_net();
-    let dir = std::env::temp_dir().join(format!("splitway-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("splitway.toml");
     let full = scenario_config(net, PrivateDns::On);
     // Start without the custom-domain route: with Private DNS on, that domain lands on the
     // VPC endpoint and its certificate does not match.
-    let without = full.replace(
-        &format!("hosts = [\"{CUSTOM_DOMAIN}\", \"{CUSTOM_DOMAIN_2}\"]"),
-        "hosts = [\"unused.example\"]",
-    );
-    std::fs::write(&path, &without).unwrap();
+    let without = ConfigBuilder::scenario(net, PrivateDns::On)
+        .route_key("custom-domains", "hosts", strings(["unused.example"]))
+        .build();
+    let path = TempFile::new("splitway.toml", &without);
     let proxy = TestProxy::start(&without).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     let err = get(&client, CUSTOM_DOMAIN)
@@ -108,7 +104,7 @@ async fn reload_adds_a_route_rejects_a_broken_file_and_keeps_open_tunnels() {
     let private = execute_api_host(PRIVATE_API_ID, REGION);
     let open = open_tls(proxy.addr, &private).await;
 
-    std::fs::write(&path, &full).unwrap();
+    path.rewrite(&full);
     splitway::reload::reload_file(&proxy.handle, &path).expect("valid config reloads");
     let reloaded = https_client(net, Via::Proxy(proxy.addr));
     assert_eq!(
@@ -119,7 +115,7 @@ async fn reload_adds_a_route_rejects_a_broken_file_and_keeps_open_tunnels() {
         "public-us-east-1"
     );
 
-    std::fs::write(&path, "[[route]]\nhosts = [\"x.example\"]\nresolver = \"missing\"\n").unwrap();
+    path.rewrite("[[route]]\nhosts = [\"x.example\"]\nresolver = \"missing\"\n");
     let err = splitway::reload::reload_file(&proxy.handle, &path)
         .expect_err("broken config is rejected")
         .to_string();
@@ -148,63 +144,54 @@ async fn reload_adds_a_route_rejects_a_broken_file_and_keeps_open_tunnels() {
     proxy.stop().await;
 }
 
-/// Lines of the binary's JSON log, as they come.
-async fn next_line_with(lines: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> serde_json::Value {
-    let wait = async {
-        while let Some(line) = lines.recv().await {
-            if line.contains(needle) {
-                return serde_json::from_str(&line).unwrap_or_else(|e| panic!("log line {line:?}: {e}"));
-            }
-        }
-        panic!("the process ended before logging {needle:?}");
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {needle:?} in the log"))
-}
-
 #[tokio::test]
 async fn sigterm_drains_an_open_tunnel_then_exits_zero() {
     let net = aws_net();
-    let dir = std::env::temp_dir().join(format!("splitway-term-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("splitway.toml");
-    std::fs::write(&path, scenario_config(net, PrivateDns::On) + ADMIN).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_splitway"))
-        .args(["run", "--config", path.to_str().unwrap(), "--log-format", "json"])
-        .env_clear()
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start splitway");
-    let (tx, mut lines) = mpsc::unbounded_channel();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            let _ = tx.send(line);
-        }
-    });
-    let serving = next_line_with(&mut lines, "splitway serving").await;
-    let listen: SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
-    let admin: SocketAddr = serving["admin"].as_str().unwrap().parse().unwrap();
-    next_line_with(&mut lines, "\"ready\"").await;
-
+    let mut child = Running::start(&ConfigBuilder::scenario(net, PrivateDns::On).admin().build()).await;
     let host = execute_api_host(PRIVATE_API_ID, REGION);
-    let open = open_tls(listen, &host).await;
-    let pid = child.id().expect("running").to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(killed.success());
-    next_line_with(&mut lines, "draining").await;
-    assert_eq!(admin_get(admin, "/readyz").await.0, 503);
+    let open = open_tls(child.listen, &host).await;
+    child.signal("TERM").await;
+    child.next_log("draining").await;
+    assert_eq!(admin_get(child.admin(), "/readyz").await.0, 503);
     let (code, _) = get_over_tls(open, &host).await;
     assert_eq!(code, 200, "the open tunnel completes its request during the drain");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    assert_eq!(child.wait().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn plain_http_responses_carry_connection_close_during_the_drain() {
+    let net = aws_net();
+    let origin = crate::support::origin::keep_alive_origin("127.77.0.6".parse().unwrap()).await;
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .route(
+            Route::new("origin")
+                .hosts(["origin.test"])
+                .key("addresses", strings([origin])),
+        )
+        .build();
+    let mut proxy = TestProxy::start(&toml).await;
+    let request = b"GET http://origin.test/ HTTP/1.1\r\nHost: origin.test\r\n\r\n";
+    let (before, mut stream) = exchange(proxy.addr, request).await;
+    assert_eq!((before.status, before.body.as_str()), (Some(200), "ok\n"), "{before:?}");
+    assert_eq!(
+        before.header("connection"),
+        None,
+        "kept alive before the drain: {before:?}"
+    );
+
+    proxy.begin_stop().await;
+    // The same keep-alive connection, one more request: answered, and told to go.
+    within(HANG_SECS, "a request sent during the drain", stream.write_all(request))
         .await
-        .expect("exits after the drain")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+        .expect("send during the drain");
+    let during = read_reply(&mut stream).await;
+    assert_eq!((during.status, during.body.as_str()), (Some(200), "ok\n"), "{during:?}");
+    assert_eq!(during.header("connection"), Some("close"), "{during:?}");
+    assert!(
+        closed(&mut stream).await,
+        "the proxy closes the connection after the response"
+    );
+    drop(stream);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
 }

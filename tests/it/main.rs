@@ -23,6 +23,7 @@ mod parent;
 mod parent_diagnostics;
 mod parent_faults;
 mod refusals;
+mod reload_process;
 mod scenarios;
 mod sni_pinning;
 mod source_rules;

@@ -61,15 +61,16 @@ async fn one_tunnel(proxy: &TestProxy, host: &str) -> (u64, u64) {
     };
     let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, counting)
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, counting);
+    let mut tls = within(HANG_SECS, format!("a TLS handshake with {host}"), handshake)
         .await
         .expect("handshake");
     let (code, _) = get_over_tls(&mut tls, host).await;
     assert_eq!(code, 200);
     // Read to the server's close so every byte the upstream sent has been counted.
     let mut rest = Vec::new();
-    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest).await;
+    let to_close = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest);
+    let _ = within(HANG_SECS, "the server to close", to_close).await;
     drop(tls);
     (sent.load(Ordering::SeqCst), received.load(Ordering::SeqCst))
 }

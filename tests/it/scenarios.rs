@@ -1,6 +1,7 @@
 //! The three failures of the problem statement, fixed through the proxy — for Private DNS on
 //! and off, through a real HTTP client (reqwest) and through `curl -x` where installed.
 
+use crate::support::config::ConfigBuilder;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::*;
 
@@ -75,8 +76,9 @@ async fn route_on_a_named_resolver_never_asks_the_system_resolver() {
         crate::support::net::vpc_private_dns_on_zone(),
     )
     .await;
-    let toml =
-        scenario_config(net, PrivateDns::On).replace(&net.vpc_dns_private_on.to_string(), &system.addr().to_string());
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .resolver("system", system.addr())
+        .build();
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     let public_names = [
@@ -139,10 +141,7 @@ async fn openssl_s_client_through_the_proxy() {
     }
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let dir = std::env::temp_dir().join(format!("splitway-openssl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &net.ca_pem).unwrap();
+    let ca = crate::support::tmp::TempFile::new("ca.pem", &net.ca_pem);
     let host = CUSTOM_DOMAIN;
     let mut child = tokio::process::Command::new("openssl")
         .args([
@@ -161,20 +160,23 @@ async fn openssl_s_client_through_the_proxy() {
             &format!("{host}:{}", net.port),
         ])
         .arg("-CAfile")
-        .arg(&ca)
+        .arg(&*ca)
         .env_clear()
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("run openssl");
     let mut stdin = child.stdin.take().unwrap();
-    tokio::io::AsyncWriteExt::write_all(
-        &mut stdin,
-        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    within(
+        HANG_SECS,
+        "openssl to take the request",
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, request.as_bytes()),
     )
     .await
-    .unwrap();
+    .expect("write to openssl");
     let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("openssl finishes")

@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::support::client::handshake_and_get;
+use crate::support::config::{ConfigBuilder, Route, quoted, strings};
+use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::*;
 
@@ -99,12 +101,14 @@ async fn non_tls_first_bytes_close_a_pinned_tunnel() {
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n")
+    let request = b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n";
+    within(HANG_SECS, "the request sent", stream.write_all(request))
         .await
         .expect("write");
     let mut buf = [0u8; 64];
-    let n = stream.read(&mut buf).await.unwrap_or(0);
+    let n = within(HANG_SECS, "the proxy to close the tunnel", stream.read(&mut buf))
+        .await
+        .unwrap_or(0);
     assert_eq!(
         n,
         0,
@@ -119,8 +123,9 @@ async fn non_tls_first_bytes_close_a_pinned_tunnel() {
 #[tokio::test]
 async fn sni_any_route_lets_another_name_through() {
     let net = aws_net();
-    let toml = scenario_config(net, PrivateDns::On)
-        .replace("name = \"private-apis\"\n", "name = \"private-apis\"\nsni = \"any\"\n");
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .route_key("private-apis", "sni", quoted("any"))
+        .build();
     let proxy = TestProxy::start(&toml).await;
     // CONNECT names one private API; the TLS inside names another, served by the same endpoint.
     let stream = open_tunnel(&proxy, &execute_api_host("zzzzzzzzzz", REGION)).await;
@@ -174,8 +179,8 @@ async fn an_encrypted_client_hello_is_refused_on_a_pinned_route_with_its_own_rea
     let net = aws_net();
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
-    stream
-        .write_all(&ech_client_hello("cloudflare-ech.com"))
+    let hello = ech_client_hello("cloudflare-ech.com");
+    within(HANG_SECS, "the hello sent", stream.write_all(&hello))
         .await
         .expect("write the hello");
     let mut buf = [0u8; 64];
@@ -194,7 +199,10 @@ async fn an_encrypted_client_hello_is_refused_on_a_pinned_route_with_its_own_rea
         )
     };
     assert_eq!(rejected("ech_outer_sni"), 1.0, "{m}");
-    assert_eq!(rejected("sni_mismatch"), 0.0, "{m}");
+    // Counted on first use: no `sni_mismatch` series is the expected "none".
+    let mismatch = [("route", "custom-domains"), ("reason", "sni_mismatch")];
+    let mismatches = crate::support::metrics::metric_or_zero(&m, "splitway_sni_rejections_total", &mismatch);
+    assert_eq!(mismatches, 0.0, "{m}");
     proxy.stop().await;
 }
 
@@ -204,8 +212,8 @@ async fn grease_ech_naming_the_connect_host_passes_the_pin() {
     let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
     let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
     // Browsers without an ECH config send a GREASE extension with the real name outside.
-    stream
-        .write_all(&ech_client_hello(CUSTOM_DOMAIN))
+    let hello = ech_client_hello(CUSTOM_DOMAIN);
+    within(HANG_SECS, "the hello sent", stream.write_all(&hello))
         .await
         .expect("write the hello");
     // The endpoint gets the (fake) hello and ends the connection; the proxy relays that.
@@ -216,11 +224,49 @@ async fn grease_ech_naming_the_connect_host_passes_the_pin() {
     drop(stream);
     proxy.assert_no_leaks().await;
     let m = proxy.handle.metrics_text();
-    let ended = crate::support::metrics::metric(
+    // Counted on first use: no `sni_rejected` series is the expected "none".
+    let ended = crate::support::metrics::metric_or_zero(
         &m,
         "splitway_tunnels_total",
         &[("route", "custom-domains"), ("end", "sni_rejected")],
     );
     assert_eq!(ended, 0.0, "{m}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_client_hello_never_reaches_the_upstream() {
+    let net = aws_net();
+    let upstream = crate::support::origin::Recorder::start("127.77.0.5".parse().unwrap()).await;
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .replace_route(
+            Route::new("custom-domains")
+                .hosts([CUSTOM_DOMAIN])
+                .key("addresses", strings([upstream.addr()])),
+        )
+        .build();
+    let proxy = TestProxy::start(&toml).await;
+    // The 200 comes after the upstream connection is up: the recorder has accepted it.
+    let stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
+    let err = tls_over(stream, CUSTOM_DOMAIN_2, &net.ca_der)
+        .await
+        .expect_err("a mismatched SNI must not get a handshake");
+    assert!(
+        matches!(
+            err.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        ),
+        "the proxy should close the tunnel with nothing relayed, got {err:?}"
+    );
+    // The proxy closed its upstream side without writing one byte of the hello.
+    let seen = upstream.when_closed(1).await;
+    assert_eq!((seen.accepted, seen.bytes), (1, 0), "{seen:?}");
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let route = ("route", "custom-domains");
+    let mismatch = [route, ("reason", "sni_mismatch")];
+    assert_eq!(metric(&m, "splitway_sni_rejections_total", &mismatch), 1.0, "{m}");
+    let rejected = [route, ("end", "sni_rejected")];
+    assert_eq!(metric(&m, "splitway_tunnels_total", &rejected), 1.0, "{m}");
     proxy.stop().await;
 }

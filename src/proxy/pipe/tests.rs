@@ -8,9 +8,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Activity, PipeEnd, run};
+use crate::test_util::within;
 
 /// A connected pair: (the end a test drives, the end the pipe owns).
 async fn pair() -> (TcpStream, TcpStream) {
+    within("a connected loopback pair", connected_pair()).await
+}
+
+/// `pair` without a bound, for a test on a paused clock (where a bound fires at once).
+async fn connected_pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -36,20 +42,26 @@ async fn bytes_cross_both_ways_and_half_closes_propagate() {
     let (upstream_side, mut origin) = pair().await;
     let (activity, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
 
-    app.write_all(b"hello").await.expect("write");
-    app.shutdown().await.expect("half-close");
+    within("write", app.write_all(b"hello")).await.expect("write");
+    within("half-close", app.shutdown()).await.expect("half-close");
     let mut got = Vec::new();
-    origin.read_to_end(&mut got).await.expect("origin reads to EOF");
+    within("origin reads to EOF", origin.read_to_end(&mut got))
+        .await
+        .expect("origin reads to EOF");
     assert_eq!(got, b"hello");
 
     // The other direction still works after the client's half-close.
-    origin.write_all(b"world!").await.expect("write back");
-    origin.shutdown().await.expect("close");
+    within("write back", origin.write_all(b"world!"))
+        .await
+        .expect("write back");
+    within("close", origin.shutdown()).await.expect("close");
     let mut back = Vec::new();
-    app.read_to_end(&mut back).await.expect("app reads to EOF");
+    within("app reads to EOF", app.read_to_end(&mut back))
+        .await
+        .expect("app reads to EOF");
     assert_eq!(back, b"world!");
 
-    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Closed);
+    assert_eq!(within("pipe task", pipe).await.expect("pipe task"), PipeEnd::Closed);
     assert_eq!(
         activity.client_to_upstream.load(std::sync::atomic::Ordering::Relaxed),
         5
@@ -69,14 +81,16 @@ async fn a_slow_reader_gets_every_byte_in_order() {
     let data: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let sent = data.clone();
     let writer = tokio::spawn(async move {
-        origin.write_all(&sent).await.expect("origin writes");
-        origin.shutdown().await.expect("close");
+        within("origin writes", origin.write_all(&sent))
+            .await
+            .expect("origin writes");
+        within("close", origin.shutdown()).await.expect("close");
         origin
     });
     let mut got = Vec::with_capacity(data.len());
     let mut chunk = vec![0u8; 7000];
     loop {
-        let n = app.read(&mut chunk).await.expect("app reads");
+        let n = within("app reads", app.read(&mut chunk)).await.expect("app reads");
         if n == 0 {
             break;
         }
@@ -87,9 +101,9 @@ async fn a_slow_reader_gets_every_byte_in_order() {
     }
     assert!(got == data, "bytes differ: {} received of {}", got.len(), data.len());
     drop(app);
-    drop(writer.await.expect("writer"));
+    drop(within("writer", writer).await.expect("writer"));
     assert!(matches!(
-        pipe.await.expect("pipe task"),
+        within("pipe task", pipe).await.expect("pipe task"),
         PipeEnd::Closed | PipeEnd::Error(_)
     ));
     assert_eq!(
@@ -100,8 +114,8 @@ async fn a_slow_reader_gets_every_byte_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_tunnel_ends_idle() {
-    let (_app, client_side) = pair().await;
-    let (upstream_side, _origin) = pair().await;
+    let (_app, client_side) = connected_pair().await;
+    let (upstream_side, _origin) = connected_pair().await;
     let (_, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(300));
     assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Idle);
 }
@@ -114,7 +128,10 @@ async fn a_reset_ends_the_pipe_with_an_error() {
     // SO_LINGER 0: close sends a reset instead of a FIN.
     app.set_zero_linger().expect("linger");
     drop(app);
-    assert!(matches!(pipe.await.expect("pipe task"), PipeEnd::Error(_)));
+    assert!(matches!(
+        within("pipe task", pipe).await.expect("pipe task"),
+        PipeEnd::Error(_)
+    ));
 }
 
 #[tokio::test]
@@ -130,12 +147,18 @@ async fn bulk_both_ways_at_once_crosses_intact() {
         read_all(app_r),
         read_all(origin_r),
         async {
-            app_w.write_all(&up).await.expect("app writes");
-            app_w.shutdown().await.expect("app half-closes");
+            within("app writes", app_w.write_all(&up)).await.expect("app writes");
+            within("app half-closes", app_w.shutdown())
+                .await
+                .expect("app half-closes");
         },
         async {
-            origin_w.write_all(&down).await.expect("origin writes");
-            origin_w.shutdown().await.expect("origin half-closes");
+            within("origin writes", origin_w.write_all(&down))
+                .await
+                .expect("origin writes");
+            within("origin half-closes", origin_w.shutdown())
+                .await
+                .expect("origin half-closes");
         }
     );
     assert!(got_up == up, "upload differs: {} of {}", got_up.len(), up.len());
@@ -145,7 +168,7 @@ async fn bulk_both_ways_at_once_crosses_intact() {
         got_down.len(),
         down.len()
     );
-    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Closed);
+    assert_eq!(within("pipe task", pipe).await.expect("pipe task"), PipeEnd::Closed);
     let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(count(&activity.client_to_upstream), up.len() as u64);
     assert_eq!(count(&activity.upstream_to_client), down.len() as u64);
@@ -153,7 +176,9 @@ async fn bulk_both_ways_at_once_crosses_intact() {
 
 async fn read_all(mut r: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     let mut got = Vec::new();
-    r.read_to_end(&mut got).await.expect("read to EOF");
+    within("read to EOF", r.read_to_end(&mut got))
+        .await
+        .expect("read to EOF");
     got
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::conn::Prefixed;
+use crate::test_util::within;
 
 fn verdict(head: &[u8]) -> Option<Result<(), u16>> {
     check(head).map(|r| r.map_err(|e| e.status().as_u16()))
@@ -53,15 +54,16 @@ fn bad_heads_get_400_and_too_many_fields_431() {
 async fn prefixed_replays_the_prefix_then_reads_the_socket() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let connected = async { tokio::join!(TcpStream::connect(addr), listener.accept()) };
+    let (client, accepted) = within("a connected loopback pair", connected).await;
     let mut client = client.expect("connect");
-    tokio::io::AsyncWriteExt::write_all(&mut client, b" world")
+    within("write", tokio::io::AsyncWriteExt::write_all(&mut client, b" world"))
         .await
         .expect("write");
     drop(client);
     let mut io = Prefixed::new(Bytes::from_static(b"hello"), accepted.expect("accept").0);
     let mut got = Vec::new();
-    io.read_to_end(&mut got).await.expect("read");
+    within("read", io.read_to_end(&mut got)).await.expect("read");
     assert_eq!(got, b"hello world");
     assert!(io.into_parts().0.is_empty(), "the prefix was read whole");
 }

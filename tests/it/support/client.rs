@@ -15,19 +15,19 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, Error as TlsError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::apigw::SERVED_BY;
+use super::bound::{HANG_SECS, within};
 use super::net::{AwsNet, Resolver, aws_net};
 use super::pki;
+use super::wire::read_response;
 
 /// Not a synchronisation device: only turns a hung test into a failed one.
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest response head accepted from a proxy or server.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// How a client reaches the APIs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,11 +181,16 @@ pub(crate) async fn connect_raw(
     proxy: SocketAddr,
     request: &[u8],
 ) -> (String, Vec<(String, String)>, String, TcpStream) {
-    let mut stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
-    stream.write_all(request).await.expect("send the request to the proxy");
-    let (status_line, headers) = read_head(&mut stream).await;
-    let body = read_body(&mut stream, status_of(&status_line), &headers).await;
-    (status_line, headers, body, stream)
+    let mut stream = within(HANG_SECS, "connect to the proxy", TcpStream::connect(proxy))
+        .await
+        .expect("connect to the proxy");
+    within(HANG_SECS, "send to the proxy", stream.write_all(request))
+        .await
+        .expect("send the request to the proxy");
+    let response = read_response(&mut stream)
+        .await
+        .expect("the proxy closed the connection without a response");
+    (response.status_line, response.headers, response.body, stream)
 }
 
 /// The status code of an HTTP/1.1 status line.
@@ -209,7 +214,12 @@ pub(crate) async fn tls_over(
 ) -> Result<TlsStream<TcpStream>, io::Error> {
     let connector = TlsConnector::from(Arc::new(pki::client_config(ca)));
     let name = ServerName::try_from(sni.to_owned()).map_err(io::Error::other)?;
-    connector.connect(name, stream).await
+    within(
+        HANG_SECS,
+        format!("TLS handshake with {sni}"),
+        connector.connect(name, stream),
+    )
+    .await
 }
 
 /// `GET /` with `Host: host` over an established stream; returns the status and body.
@@ -218,90 +228,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send GET through the tunnel");
+    within(
+        HANG_SECS,
+        "send GET through the tunnel",
+        stream.write_all(request.as_bytes()),
+    )
+    .await
+    .expect("send GET through the tunnel");
     // A TLS writer may hold ciphertext back until flushed (e.g. over a slow socket).
-    stream.flush().await.expect("flush the GET");
-    let (status_line, headers) = read_head(&mut stream).await;
-    let status = status_of(&status_line);
-    (status, read_body(&mut stream, status, &headers).await)
-}
-
-/// Reads up to and including the blank line, one byte at a time so nothing after it is
-/// consumed; returns the status line and the headers with lowercased names.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> (String, Vec<(String, String)>) {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        assert!(head.len() < MAX_HEAD, "response head longer than {MAX_HEAD} bytes");
-        let byte = stream.read_u8().await;
-        let partial = String::from_utf8_lossy(&head);
-        head.push(byte.unwrap_or_else(|e| panic!("connection ended in the head ({e}): {partial:?}")));
-    }
-    let head = String::from_utf8(head).expect("response head is UTF-8");
-    let mut lines = head.trim_end().split("\r\n");
-    let status_line = lines.next().unwrap_or_default().to_owned();
-    let headers = lines
-        .map(|line| {
-            line.split_once(':')
-                .unwrap_or_else(|| panic!("bad header line {line:?}"))
-        })
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    (status_line, headers)
-}
-
-/// Reads the body the way RFC 9112 §6.3 delimits it; a 2xx without a length (a CONNECT
-/// success) has none, so the tunnel's bytes stay unread.
-async fn read_body<S>(stream: &mut S, status: u16, headers: &[(String, String)]) -> String
-where
-    S: AsyncRead + Unpin,
-{
-    let chunked = header(headers, "transfer-encoding").is_some_and(|te| te.contains("chunked"));
-    let length = header(headers, "content-length").map(|l| l.parse().expect("content-length"));
-    let mut body = Vec::new();
-    match length {
-        Some(len) => {
-            body.resize(len, 0);
-            stream.read_exact(&mut body).await.expect("read the body");
-        }
-        None if chunked => body = read_chunked(stream).await,
-        None if (200..300).contains(&status) || status == 204 || status == 304 => {}
-        None => {
-            stream
-                .read_to_end(&mut body)
-                .await
-                .expect("read the close-delimited body");
-        }
-    }
-    String::from_utf8(body).expect("body is UTF-8")
-}
-
-async fn read_chunked<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(stream).await;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16).expect("chunk size");
-        if size == 0 {
-            while !read_line(stream).await.is_empty() {}
-            return body;
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        stream.read_exact(&mut body[start..]).await.expect("read a chunk");
-        read_line(stream).await;
-    }
-}
-
-async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> String {
-    let mut line = Vec::new();
-    while !line.ends_with(b"\r\n") {
-        line.push(stream.read_u8().await.expect("read a chunked-body line"));
-    }
-    line.truncate(line.len() - 2);
-    String::from_utf8(line).expect("chunk line is UTF-8")
+    within(HANG_SECS, "flush the GET", stream.flush())
+        .await
+        .expect("flush the GET");
+    let response = read_response(&mut stream)
+        .await
+        .unwrap_or_else(|| panic!("GET {host}: the connection ended without a response"));
+    (response.status, response.body)
 }
 
 /// Whether a `curl` binary can be run.
@@ -333,7 +274,9 @@ pub(crate) async fn curl(net: &AwsNet, via: Via, host: &str, extra: &[&str]) -> 
         }
     };
     command.args(extra).arg(url(host));
-    command.output().await.expect("run curl")
+    within(HANG_SECS * 2, format!("curl {host} to exit"), command.output())
+        .await
+        .expect("run curl")
 }
 
 /// The test CA as a PEM file, written once per process, for curl's `--cacert`.
@@ -354,8 +297,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let name = ServerName::try_from(host.to_owned()).expect("a valid server name");
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, stream)
+    let handshake = TlsConnector::from(Arc::new(config)).connect(name, stream);
+    let tls = within(HANG_SECS, format!("TLS handshake with {host}"), handshake)
         .await
         .expect("handshake through the tunnel");
     get_over_tls(tls, host).await
@@ -363,13 +306,15 @@ where
 
 /// `GET path` on an admin listener; returns the status and body.
 pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).await.expect("admin listener");
+    let mut s = within(HANG_SECS, "connect to the admin listener", TcpStream::connect(admin))
+        .await
+        .expect("admin listener");
     let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes())
+    within(HANG_SECS, "send to the admin listener", s.write_all(request.as_bytes()))
         .await
         .expect("send to the admin listener");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read the admin answer");
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+    let response = read_response(&mut s)
+        .await
+        .unwrap_or_else(|| panic!("admin GET {path}: the connection ended without a response"));
+    (response.status, response.body)
 }

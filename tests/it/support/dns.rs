@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 
+use super::bound::{HANG_SECS, within};
 use super::zone::{RecordData, Zone, ZoneRecord, normalize};
 
 /// How the server treats the queries it receives (every query is logged in every mode).
@@ -299,11 +300,13 @@ pub(crate) async fn udp_query(server: SocketAddr, name: &str, qtype: RecordType)
     request.add_query(Query::query(fqdn(&normalize(name)), qtype));
     let socket = UdpSocket::bind((server.ip(), 0)).await.expect("bind UDP client");
     socket.connect(server).await.expect("connect UDP client");
-    socket
-        .send(&request.to_vec().expect("encode query"))
+    let query = request.to_vec().expect("encode query");
+    within(HANG_SECS, "the query sent", socket.send(&query))
         .await
         .expect("send query");
     let mut buf = vec![0u8; 4096];
-    let len = socket.recv(&mut buf).await.expect("receive DNS reply");
+    let len = within(HANG_SECS, format!("a DNS reply from {server}"), socket.recv(&mut buf))
+        .await
+        .expect("receive DNS reply");
     Message::from_vec(&buf[..len]).expect("decode DNS reply")
 }

@@ -8,6 +8,7 @@ use splitway::{Config, Proxy, ProxyHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::config::ConfigBuilder;
 use super::net::AwsNet;
 use super::*;
 
@@ -30,7 +31,9 @@ impl TestProxy {
     /// `start` with limits the config file does not set (e.g. a short header timeout).
     pub(crate) async fn start_with(toml: &str, limits: Limits) -> TestProxy {
         let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
-        let proxy = Proxy::bind_with(config, limits).await.expect("proxy binds");
+        let proxy = within(HANG_SECS, "the proxy to bind", Proxy::bind_with(config, limits))
+            .await
+            .expect("proxy binds");
         let addr = proxy.local_addr();
         let admin = proxy.admin_addr();
         let transparent = proxy.transparent_addrs();
@@ -68,7 +71,7 @@ impl TestProxy {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.handle.wait_draining().await;
+        within(HANG_SECS, "the proxy to start draining", self.handle.wait_draining()).await;
     }
 
     /// Signals shutdown and waits for the drain to finish.
@@ -76,7 +79,10 @@ impl TestProxy {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.expect("proxy task");
+        // The drain itself is bounded by drain_timeout (30 s by default): allow for it.
+        within(HANG_SECS * 3, "the proxy to finish its drain", &mut self.task)
+            .await
+            .expect("proxy task");
     }
 }
 
@@ -90,53 +96,17 @@ pub(crate) enum PrivateDns {
 /// `[proxy]` for tests: port 0, the emulated network's port allowed, loopback not denied
 /// (the emulated AWS network lives on 127.0.0.0/8).
 pub(crate) fn proxy_section(net: &AwsNet) -> String {
-    format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{}]\nconnect_timeout = \"5s\"\ndeny_destinations = [\"169.254.0.0/16\"]\n",
-        net.port
-    )
+    ConfigBuilder::new(net).render_proxy()
 }
 
 /// `[resolver.system]` (the VPC resolver) and `[resolver.public]`.
 pub(crate) fn resolver_sections(net: &AwsNet, dns: PrivateDns) -> String {
-    let system = match dns {
-        PrivateDns::On => net.vpc_dns_private_on,
-        PrivateDns::Off => net.vpc_dns_private_off,
-    };
-    format!(
-        "[resolver.system]\nnameservers = [\"{system}\"]\nhosts_file = false\n\n[resolver.public]\nnameservers = [\"{}\"]\n",
-        net.public_dns
-    )
+    ConfigBuilder::with_resolvers(net, dns).render_resolvers()
 }
 
-/// The hand-written config that fixes all three failures.
+/// The hand-written config that fixes all three failures (see [`ConfigBuilder::scenario`]).
 pub(crate) fn scenario_config(net: &AwsNet, dns: PrivateDns) -> String {
-    format!(
-        r#"{proxy}
-{resolvers}
-[[route]]
-name = "custom-domains"
-hosts = ["{CUSTOM_DOMAIN}", "{CUSTOM_DOMAIN_2}"]
-resolver = "public"
-
-[[route]]
-name = "public-api-ids"
-hosts = ["{public_api}"]
-resolver = "public"
-
-[[route]]
-name = "private-apis"
-hosts = ["*.execute-api.{REGION}.amazonaws.com"]
-connect = "{VPCE}"
-
-[[route]]
-name = "private-apis-us-west-2"
-hosts = ["*.execute-api.{WEST_REGION}.amazonaws.com"]
-addresses = ["{WEST_VPCE_IP}"]
-"#,
-        proxy = proxy_section(net),
-        resolvers = resolver_sections(net, dns),
-        public_api = execute_api_host(PUBLIC_API_ID, REGION),
-    )
+    ConfigBuilder::scenario(net, dns).build()
 }
 
 impl TestProxy {
@@ -147,7 +117,12 @@ impl TestProxy {
         S: tokio::io::AsyncRead + Unpin,
     {
         let mut buf = [0u8; 64];
-        let read = tokio::io::AsyncReadExt::read(&mut client, &mut buf).await;
+        let read = within(
+            HANG_SECS,
+            "the proxy to close the tunnel",
+            tokio::io::AsyncReadExt::read(&mut client, &mut buf),
+        )
+        .await;
         assert!(
             matches!(read, Ok(0) | Err(_)),
             "the proxy must close the tunnel, read {read:?}"

@@ -7,8 +7,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::bound::{HANG_SECS, within};
+use super::wire::read_response;
+
 /// Not a synchronisation device: only turns a hung test into a failed one.
-const HANG_GUARD: Duration = Duration::from_secs(20);
+const HANG_GUARD: Duration = Duration::from_secs(HANG_SECS);
 
 /// One response as read off the wire.
 #[derive(Debug)]
@@ -26,61 +29,31 @@ impl Reply {
     }
 }
 
-/// Reads one response head and its `content-length` body (a response without one, such as a
-/// CONNECT 200, has no body); `None` when the connection ends first.
+/// Reads one response (see [`read_response`]); a reply with `status: None` when the
+/// connection ends before any response.
 pub(crate) async fn read_reply(stream: &mut TcpStream) -> Reply {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(HANG_GUARD, stream.read_u8())
-            .await
-            .expect("hung reading a response head")
-        {
-            Ok(b) => head.push(b),
-            Err(_) => {
-                assert!(
-                    head.is_empty(),
-                    "connection ended inside a response head: {:?}",
-                    String::from_utf8_lossy(&head)
-                );
-                return Reply {
-                    status: None,
-                    headers: vec![],
-                    body: String::new(),
-                };
-            }
-        }
-    }
-    let head = String::from_utf8(head).expect("response head is UTF-8");
-    let mut lines = head.trim_end().split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    tokio::time::timeout(HANG_GUARD, stream.read_exact(&mut body))
-        .await
-        .expect("hung reading a body")
-        .expect("body");
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+    match read_response(stream).await {
+        Some(r) => Reply {
+            status: Some(r.status),
+            headers: r.headers,
+            body: r.body,
+        },
+        None => Reply {
+            status: None,
+            headers: vec![],
+            body: String::new(),
+        },
     }
 }
 
 /// Sends `bytes` in one write and reads one reply.
 pub(crate) async fn exchange(proxy: SocketAddr, bytes: &[u8]) -> (Reply, TcpStream) {
-    let mut stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
-    stream.write_all(bytes).await.expect("send");
+    let mut stream = within(HANG_SECS, "connect to the proxy", TcpStream::connect(proxy))
+        .await
+        .expect("connect to the proxy");
+    within(HANG_SECS, "send to the proxy", stream.write_all(bytes))
+        .await
+        .expect("send");
     let reply = read_reply(&mut stream).await;
     (reply, stream)
 }

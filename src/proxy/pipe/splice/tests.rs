@@ -4,6 +4,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Burst, Pool, burst};
+use crate::test_util::within;
 
 #[test]
 fn the_pool_lends_at_most_its_max_and_reuses_empty_pipes() {
@@ -34,7 +35,10 @@ fn a_pipe_dropped_with_bytes_in_it_is_closed_not_pooled() {
 async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (outer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let (outer, accepted) = within("a connected loopback pair", async {
+        tokio::join!(TcpStream::connect(addr), listener.accept())
+    })
+    .await;
     (outer.expect("connect"), accepted.expect("accept").0)
 }
 
@@ -45,12 +49,16 @@ async fn a_burst_splices_every_byte_in_order_until_end_of_stream() {
     let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     let sent = data.clone();
     let writer = tokio::spawn(async move {
-        source.write_all(&sent).await.expect("source writes");
-        source.shutdown().await.expect("close");
+        within("source writes", source.write_all(&sent))
+            .await
+            .expect("source writes");
+        within("close", source.shutdown()).await.expect("close");
     });
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
-        sink.read_to_end(&mut got).await.expect("sink reads");
+        within("sink reads", sink.read_to_end(&mut got))
+            .await
+            .expect("sink reads");
         got
     });
     let mut moved = 0;
@@ -58,9 +66,9 @@ async fn a_burst_splices_every_byte_in_order_until_end_of_stream() {
     // before the writer is done: then the relay waits for readiness and bursts again.
     let bursts = async {
         loop {
-            match burst(&from, &to, |n| moved += n).await.expect("burst") {
+            match within("burst", burst(&from, &to, |n| moved += n)).await.expect("burst") {
                 Burst::Eof => return,
-                Burst::Done => from.readable().await.expect("readable"),
+                Burst::Done => within("readable", from.readable()).await.expect("readable"),
             }
         }
     };
@@ -68,8 +76,8 @@ async fn a_burst_splices_every_byte_in_order_until_end_of_stream() {
         .await
         .expect("the bursts reach the source's end within 20 s");
     assert_eq!(moved, data.len(), "every byte counted");
-    writer.await.expect("writer");
+    within("writer", writer).await.expect("writer");
     drop(to);
-    let got = reader.await.expect("reader");
+    let got = within("reader", reader).await.expect("reader");
     assert!(got == data, "bytes differ: {} received of {}", got.len(), data.len());
 }

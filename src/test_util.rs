@@ -1,0 +1,17 @@
+//! Unit-test helper: a bound on every wait on a socket, so a hung peer fails the test with
+//! what it was waiting for instead of hanging the test binary. Not a synchronisation device.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Generous: only a hang trips it.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Awaits `fut` for at most 20 s; past that, panics naming `what` it waited for. Not for
+/// tests on a paused clock, where it would fire as soon as the runtime idles on I/O.
+pub(crate) async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(HANG, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("hung: no {what} within {HANG:?}"),
+    }
+}

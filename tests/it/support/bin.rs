@@ -1,0 +1,126 @@
+//! The real `splitway` binary: one-shot commands (`check`, `explain`) and a serving process
+//! with its config in a temporary file, its JSON log read line by line, signals sent by pid.
+
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Output, Stdio};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use super::bound::{HANG_SECS, within};
+use super::tmp::TempFile;
+
+/// The binary cargo built for these tests.
+pub(crate) const SPLITWAY: &str = env!("CARGO_BIN_EXE_splitway");
+
+/// Runs `splitway ARGS…` to its exit, with an empty environment.
+pub(crate) async fn run(args: &[&str]) -> Output {
+    let command = Command::new(SPLITWAY)
+        .args(args)
+        .env_clear()
+        .kill_on_drop(true)
+        .output();
+    within(HANG_SECS * 3, format!("`splitway {}` to exit", args.join(" ")), command)
+        .await
+        .expect("run splitway")
+}
+
+/// `splitway run` serving a config from a temporary file; killed on drop.
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) listen: SocketAddr,
+    /// `None` when the config has no `[admin]`.
+    pub(crate) admin: Option<SocketAddr>,
+    /// The config file: rewrite it to exercise the watcher.
+    pub(crate) config: TempFile,
+    log: mpsc::UnboundedReceiver<String>,
+}
+
+impl Running {
+    /// Writes `toml` to a temporary file, starts `splitway run --log-format json` on it and
+    /// waits until it logs that it serves and is ready.
+    pub(crate) async fn start(toml: &str) -> Running {
+        let config = TempFile::new("splitway.toml", toml);
+        let mut child = Command::new(SPLITWAY)
+            .args(["run", "--config", config.arg(), "--log-format", "json"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start splitway");
+        let (tx, log) = mpsc::unbounded_channel();
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        // Read the log as it comes so the process never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Running {
+            child,
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: None,
+            config,
+            log,
+        };
+        let serving = running.next_log("splitway serving").await;
+        let addr = |key: &str| {
+            serving[key]
+                .as_str()
+                .map(|s| s.parse().unwrap_or_else(|e| panic!("{key}: {e}")))
+        };
+        running.listen = addr("listen").unwrap_or_else(|| panic!("no listen address in {serving}"));
+        running.admin = addr("admin");
+        running.next_log("\"ready\"").await;
+        running
+    }
+
+    /// The admin listener; panics when the config has none.
+    pub(crate) fn admin(&self) -> SocketAddr {
+        self.admin.expect("the config has an [admin] listener")
+    }
+
+    /// The next log line containing `needle`, parsed; earlier lines are skipped.
+    pub(crate) async fn next_log(&mut self, needle: &str) -> serde_json::Value {
+        let wait = async {
+            while let Some(line) = self.log.recv().await {
+                if line.contains(needle) {
+                    return serde_json::from_str(&line).unwrap_or_else(|e| panic!("log line {line:?}: {e}"));
+                }
+            }
+            panic!("splitway ended before logging {needle:?}");
+        };
+        within(HANG_SECS * 3, format!("{needle:?} in splitway's log"), wait).await
+    }
+
+    /// Every log line not yet consumed by `next_log`, up to the end of the log (call it once
+    /// the process has exited or been killed).
+    pub(crate) async fn rest_of_log(&mut self) -> Vec<String> {
+        let rest = async {
+            let mut lines = Vec::new();
+            while let Some(line) = self.log.recv().await {
+                lines.push(line);
+            }
+            lines
+        };
+        within(HANG_SECS, "the end of splitway's log", rest).await
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to the process with `kill`.
+    pub(crate) async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("splitway is running").to_string();
+        let kill = Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+        let status = within(HANG_SECS, "kill to exit", kill).await.expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}: {status}");
+    }
+
+    /// Waits for the process to exit (after a signal that ends it).
+    pub(crate) async fn wait(&mut self) -> ExitStatus {
+        within(HANG_SECS * 3, "splitway to exit", self.child.wait())
+            .await
+            .expect("wait for splitway")
+    }
+}

@@ -1,0 +1,266 @@
+//! Test configs built as data, rendered to TOML: the `[proxy]` section, named resolvers,
+//! routes, `[admin]` and raw extra sections. A change to a key that is not there panics, so
+//! a test never silently runs on the config it meant to change.
+
+use std::fmt::Display;
+
+use super::names::*;
+use super::net::AwsNet;
+use super::proxy::PrivateDns;
+
+/// A TOML basic string: `"…"` with `"` and `\` escaped.
+pub(crate) fn quoted(s: impl Display) -> String {
+    let s = s.to_string();
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A TOML array of strings.
+pub(crate) fn strings<S: Display>(items: impl IntoIterator<Item = S>) -> String {
+    let items: Vec<String> = items.into_iter().map(quoted).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Keys of one table, in order, each with its raw TOML value.
+#[derive(Clone, Debug, Default)]
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn set(&mut self, key: &str, raw: impl Into<String>) {
+        let raw = raw.into();
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = raw,
+            None => self.0.push((key.to_owned(), raw)),
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(k, _)| k != key);
+        self.0.len() != before
+    }
+
+    fn render(&self, header: &str) -> String {
+        let keys: String = self.0.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        format!("{header}\n{keys}")
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    name: String,
+    keys: Table,
+}
+
+impl Route {
+    pub(crate) fn new(name: &str) -> Route {
+        let mut keys = Table::default();
+        keys.set("name", quoted(name));
+        Route {
+            name: name.to_owned(),
+            keys,
+        }
+    }
+
+    pub(crate) fn hosts<S: Display>(self, hosts: impl IntoIterator<Item = S>) -> Route {
+        self.key("hosts", strings(hosts))
+    }
+
+    /// Any key with its raw TOML value, e.g. `key("deny", "true")`.
+    pub(crate) fn key(mut self, key: &str, raw: impl Into<String>) -> Route {
+        self.keys.set(key, raw);
+        self
+    }
+
+    /// A key whose value is a string.
+    pub(crate) fn str(self, key: &str, value: impl Display) -> Route {
+        self.key(key, quoted(value))
+    }
+
+    pub(crate) fn deny(self) -> Route {
+        self.key("deny", "true")
+    }
+}
+
+/// A whole config file under construction.
+#[derive(Clone, Debug)]
+pub(crate) struct ConfigBuilder {
+    proxy: Table,
+    resolvers: Vec<(String, Table)>,
+    routes: Vec<Route>,
+    sections: Vec<String>,
+    admin: Option<Table>,
+}
+
+impl ConfigBuilder {
+    /// `[proxy]` for tests: port 0, the emulated network's port allowed, loopback not denied
+    /// (the emulated AWS network lives on 127.0.0.0/8). No resolvers, no routes.
+    pub(crate) fn new(net: &AwsNet) -> ConfigBuilder {
+        let mut proxy = Table::default();
+        proxy.set("listen", quoted("127.0.0.1:0"));
+        proxy.set("connect_ports", format!("[{}]", net.port));
+        proxy.set("connect_timeout", quoted("5s"));
+        proxy.set("deny_destinations", strings(["169.254.0.0/16"]));
+        ConfigBuilder {
+            proxy,
+            resolvers: vec![],
+            routes: vec![],
+            sections: vec![],
+            admin: None,
+        }
+    }
+
+    /// `new` with `[resolver.system]` (the VPC resolver `dns` says) and `[resolver.public]`.
+    pub(crate) fn with_resolvers(net: &AwsNet, dns: PrivateDns) -> ConfigBuilder {
+        let system = match dns {
+            PrivateDns::On => net.vpc_dns_private_on,
+            PrivateDns::Off => net.vpc_dns_private_off,
+        };
+        ConfigBuilder::new(net)
+            .resolver("system", system)
+            .resolver_key("system", "hosts_file", "false")
+            .resolver("public", net.public_dns)
+    }
+
+    /// The hand-written config that fixes all three failures of the emulated network.
+    pub(crate) fn scenario(net: &AwsNet, dns: PrivateDns) -> ConfigBuilder {
+        ConfigBuilder::with_resolvers(net, dns)
+            .route(
+                Route::new("custom-domains")
+                    .hosts([CUSTOM_DOMAIN, CUSTOM_DOMAIN_2])
+                    .str("resolver", "public"),
+            )
+            .route(
+                Route::new("public-api-ids")
+                    .hosts([execute_api_host(PUBLIC_API_ID, REGION)])
+                    .str("resolver", "public"),
+            )
+            .route(
+                Route::new("private-apis")
+                    .hosts([format!("*.execute-api.{REGION}.amazonaws.com")])
+                    .str("connect", VPCE),
+            )
+            .route(
+                Route::new("private-apis-us-west-2")
+                    .hosts([format!("*.execute-api.{WEST_REGION}.amazonaws.com")])
+                    .key("addresses", strings([WEST_VPCE_IP])),
+            )
+    }
+
+    /// Sets a `[proxy]` key to a raw TOML value, e.g. `proxy("max_connections", "2")`.
+    pub(crate) fn proxy(mut self, key: &str, raw: impl Into<String>) -> ConfigBuilder {
+        self.proxy.set(key, raw);
+        self
+    }
+
+    /// Sets a `[proxy]` key to a string.
+    pub(crate) fn proxy_str(self, key: &str, value: impl Display) -> ConfigBuilder {
+        self.proxy(key, quoted(value))
+    }
+
+    /// `[resolver.NAME]` asking `nameserver` (added, or its nameservers replaced).
+    pub(crate) fn resolver(self, name: &str, nameserver: impl Display) -> ConfigBuilder {
+        self.resolver_key(name, "nameservers", strings([nameserver]))
+    }
+
+    /// Sets a key of `[resolver.NAME]`, creating the section if needed.
+    pub(crate) fn resolver_key(mut self, name: &str, key: &str, raw: impl Into<String>) -> ConfigBuilder {
+        match self.resolvers.iter_mut().find(|(n, _)| n == name) {
+            Some((_, table)) => table.set(key, raw),
+            None => {
+                let mut table = Table::default();
+                table.set(key, raw);
+                self.resolvers.push((name.to_owned(), table));
+            }
+        }
+        self
+    }
+
+    /// Appends a route (after those already there).
+    pub(crate) fn route(mut self, route: Route) -> ConfigBuilder {
+        assert!(
+            self.routes.iter().all(|r| r.name != route.name),
+            "route `{}` is already in the test config",
+            route.name
+        );
+        self.routes.push(route);
+        self
+    }
+
+    /// Replaces the route of the same name, in its place; panics if there is none.
+    pub(crate) fn replace_route(mut self, route: Route) -> ConfigBuilder {
+        let name = route.name.clone();
+        *self.route_mut(&name) = route;
+        self
+    }
+
+    /// Sets a key of the route `name`; panics if there is no such route.
+    pub(crate) fn route_key(mut self, name: &str, key: &str, raw: impl Into<String>) -> ConfigBuilder {
+        self.route_mut(name).keys.set(key, raw);
+        self
+    }
+
+    /// Removes a key of the route `name`; panics if the route or the key is missing.
+    pub(crate) fn without_route_key(mut self, name: &str, key: &str) -> ConfigBuilder {
+        assert!(
+            self.route_mut(name).keys.remove(key),
+            "route `{name}` has no key `{key}`"
+        );
+        self
+    }
+
+    fn route_mut(&mut self, name: &str) -> &mut Route {
+        let known: Vec<String> = self.routes.iter().map(|r| r.name.clone()).collect();
+        self.routes
+            .iter_mut()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no route `{name}` in the test config (routes: {known:?})"))
+    }
+
+    /// `[admin]` on port 0.
+    pub(crate) fn admin(self) -> ConfigBuilder {
+        self.admin_key("listen", quoted("127.0.0.1:0"))
+    }
+
+    /// Sets a key of `[admin]`, creating the section if needed.
+    pub(crate) fn admin_key(mut self, key: &str, raw: impl Into<String>) -> ConfigBuilder {
+        self.admin.get_or_insert_with(Table::default).set(key, raw);
+        self
+    }
+
+    /// Raw TOML appended after the routes (e.g. an `[aws]` section or routes written out).
+    pub(crate) fn section(mut self, raw: impl Into<String>) -> ConfigBuilder {
+        self.sections.push(raw.into());
+        self
+    }
+
+    /// `[proxy]` alone.
+    pub(crate) fn render_proxy(&self) -> String {
+        self.proxy.render("[proxy]")
+    }
+
+    /// The `[resolver.*]` sections alone, each followed by a blank line.
+    pub(crate) fn render_resolvers(&self) -> String {
+        let sections = self.resolvers.iter();
+        sections
+            .map(|(name, table)| table.render(&format!("[resolver.{name}]")) + "\n")
+            .collect()
+    }
+
+    /// The TOML text of the whole config.
+    pub(crate) fn build(&self) -> String {
+        let mut out = self.render_proxy() + "\n" + &self.render_resolvers();
+        for route in &self.routes {
+            out += &route.keys.render("[[route]]");
+            out += "\n";
+        }
+        for section in &self.sections {
+            out += section;
+            out += "\n";
+        }
+        if let Some(admin) = &self.admin {
+            out += &admin.render("[admin]");
+        }
+        out
+    }
+}
