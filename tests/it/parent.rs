@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::support::config::ConfigBuilder;
 use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_sections};
 use crate::support::squid::{Squid, squid_available};
 use crate::support::*;
@@ -35,7 +36,7 @@ public_via = {via}
 
 /// One route for the custom domain through `via` (TOML value), with extra route keys.
 pub(crate) fn route_via(net: &AwsNet, via: &str, extra: &str, timeout: &str) -> String {
-    let proxy = proxy_section(net).replace("connect_timeout = \"5s\"", &format!("connect_timeout = \"{timeout}\""));
+    let builder = ConfigBuilder::with_resolvers(net, PrivateDns::On).proxy_str("connect_timeout", timeout);
     format!(
         r#"{proxy}{resolvers}
 [[route]]
@@ -44,7 +45,8 @@ hosts = ["{CUSTOM_DOMAIN}"]
 resolver = "public"
 via = {via}
 {extra}"#,
-        resolvers = resolver_sections(net, PrivateDns::On),
+        proxy = builder.render_proxy(),
+        resolvers = builder.render_resolvers(),
     )
 }
 

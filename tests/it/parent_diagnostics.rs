@@ -127,8 +127,9 @@ async fn readyz_verbose_checks_each_parent() {
     let net = aws_net();
     let up = TestParent::start(ip(2), net, Behaviour::Relay { auth: None }).await;
     let down = down_parent(ip(3)).await;
-    let toml = config(net, &format!("[\"http://{}\", \"http://{down}\"]", up.addr), true)
-        .replace(&format!("via_password_env = \"{PASSWORD_VAR}\"\n"), "");
+    let with_password = config(net, &format!("[\"http://{}\", \"http://{down}\"]", up.addr), true);
+    let toml = with_password.replace(&format!("via_password_env = \"{PASSWORD_VAR}\"\n"), "");
+    assert_ne!(toml, with_password, "the password key was removed");
     let proxy = TestProxy::start(&toml).await;
     proxy.handle.wait_started().await;
     let failing = proxy.handle.check_dependencies().await;
@@ -259,10 +260,12 @@ async fn a_rejected_password_is_not_in_the_error_body() {
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("pw");
     std::fs::write(&file, format!("{PASSWORD}\n")).expect("password file");
-    let toml = config(net, &format!("\"http://alice@{}\"", rejecting.addr), false).replace(
+    let with_env = config(net, &format!("\"http://alice@{}\"", rejecting.addr), false);
+    let toml = with_env.replace(
         &format!("via_password_env = \"{PASSWORD_VAR}\""),
         &format!("via_password_file = \"{}\"", file.display()),
     );
+    assert_ne!(toml, with_env, "the password comes from the file");
     let proxy = TestProxy::start(&toml).await;
     let (status, headers, body, s) =
         connect_raw(proxy.addr, &connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).await;
