@@ -38,6 +38,21 @@ struct Peer {
     vpc_endpoint: String,
 }
 
+/// `[aws]` as read, before any route is generated.
+struct Preset {
+    region: String,
+    endpoint: String,
+    zone: Option<String>,
+    api_ids: Vec<String>,
+    domains: Vec<String>,
+    public: Option<String>,
+    peers: Vec<Peer>,
+    detect: Option<bool>,
+    public_via: Option<std::sync::Arc<super::via::Via>>,
+    /// The `[aws]` header's line: every generated route points at it.
+    line: usize,
+}
+
 /// Expands `[aws]` into routes, leaving out patterns that `explicit` routes already claim;
 /// returns the routes and a note for each pattern left out.
 pub(super) fn expand(
@@ -51,6 +66,16 @@ pub(super) fn expand(
         route: None,
         prefix: "aws.".into(),
     };
+    let p = read(&tc)?;
+    let mut notes = Vec::new();
+    let mut routes = public_routes(&tc, &p)?;
+    routes.extend(detect_route(&tc, &p, &mut notes)?);
+    routes.extend(private_routes(&tc, &p)?);
+    drop_overridden(&mut routes, explicit, &mut notes);
+    Ok((routes, notes))
+}
+
+fn read(tc: &TableCtx<'_>) -> Result<Preset, ConfigError> {
     tc.only_keys(KEYS, "[aws]")?;
     let region: String = tc
         .field("region")?
@@ -69,114 +94,159 @@ pub(super) fn expand(
             format!("`{z}` is not a zone of {region}, e.g. \"{region}a\""),
         ));
     }
-    let api_ids: Vec<String> = tc.field("public_api_ids")?.unwrap_or_default();
-    let domains: Vec<String> = tc.field("public_domains")?.unwrap_or_default();
-    let public: Option<String> = tc.field("public_resolver")?;
-    let peers: Vec<Peer> = tc.field("peered")?.unwrap_or_default();
-    let detect: Option<bool> = tc.field("detect_custom_domains")?;
-    let public_via = super::via::parse(&tc, "public_")?;
-    let line = ctx.line(table.span().start);
-    let route = |name: String, hosts: Vec<String>, action: Action, resolver: &str| -> Result<RouteSpec, ConfigError> {
-        let patterns = hosts
-            .iter()
-            .map(|h| {
-                super::route::parse_pattern(h)
-                    .map(|p| (p, line))
-                    .map_err(|m| tc.err("public_domains", m))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(RouteSpec {
-            name,
-            patterns,
-            action,
-            resolver: resolver.to_owned(),
-            resolver_line: Some(line),
-            sni: SniMode::Match,
-            on_cname: vec![],
-            on_cname_line: None,
-            via: None,
-            line,
+    Ok(Preset {
+        zone,
+        api_ids: tc.field("public_api_ids")?.unwrap_or_default(),
+        domains: tc.field("public_domains")?.unwrap_or_default(),
+        public: tc.field("public_resolver")?,
+        peers: tc.field("peered")?.unwrap_or_default(),
+        detect: tc.field("detect_custom_domains")?,
+        public_via: super::via::parse(tc, "public_")?,
+        line: tc.ctx.line(tc.table.span().start),
+        region,
+        endpoint,
+    })
+}
+
+/// One generated route; its errors point at `[aws]`.
+fn route(
+    tc: &TableCtx<'_>,
+    p: &Preset,
+    name: String,
+    hosts: Vec<String>,
+    action: Action,
+    resolver: &str,
+) -> Result<RouteSpec, ConfigError> {
+    let patterns = hosts
+        .iter()
+        .map(|h| {
+            super::route::parse_pattern(h)
+                .map(|pattern| (pattern, p.line))
+                .map_err(|m| tc.err("public_domains", m))
         })
-    };
+        .collect::<Result<_, _>>()?;
+    Ok(RouteSpec {
+        name,
+        patterns,
+        action,
+        resolver: resolver.to_owned(),
+        resolver_line: Some(p.line),
+        sni: SniMode::Match,
+        on_cname: vec![],
+        on_cname_line: None,
+        via: None,
+        line: p.line,
+    })
+}
+
+/// `aws-public-domains` and `aws-public-api-ids`, through `public_resolver` (and `public_via`).
+fn public_routes(tc: &TableCtx<'_>, p: &Preset) -> Result<Vec<RouteSpec>, ConfigError> {
     let mut routes = Vec::new();
-    if !api_ids.is_empty() || !domains.is_empty() {
-        let resolver = public.as_deref().ok_or_else(|| {
-            tc.err(
-                "public_resolver",
-                "missing: name the [resolver.NAME] that sees public DNS (e.g. \"public\")",
-            )
-        })?;
-        if !domains.is_empty() {
-            routes.push(route("aws-public-domains".into(), domains, Action::Resolve, resolver)?);
-        }
-        if !api_ids.is_empty() {
-            let hosts = api_ids
-                .iter()
-                .map(|id| format!("{id}.execute-api.{region}.amazonaws.com"))
-                .collect();
-            routes.push(route("aws-public-api-ids".into(), hosts, Action::Resolve, resolver)?);
-        }
-        // The public routes leave the VPC; only they take the egress proxy.
-        for r in &mut routes {
-            r.via.clone_from(&public_via);
-        }
+    if p.api_ids.is_empty() && p.domains.is_empty() {
+        return Ok(routes);
     }
-    let mut notes = Vec::new();
-    match (detect, public.as_deref()) {
-        (Some(false), _) => {}
-        (_, Some(resolver)) => {
-            let regions = std::iter::once(region.as_str()).chain(peers.iter().map(|p| p.region.as_str()));
-            let mut r = route(DETECT_ROUTE.into(), vec!["*".into()], Action::Resolve, "system")?;
-            r.on_cname = regions
-                .map(|region| {
-                    let pattern = format!("d-*.execute-api.{region}.amazonaws.com");
-                    NameGlob::parse(&pattern).map(|pattern| CnameRule {
-                        pattern,
-                        resolver: resolver.to_owned(),
-                    })
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|m| tc.err("detect_custom_domains", m))?;
-            r.on_cname_line = Some(line);
-            routes.push(r);
-        }
+    let resolver = p.public.as_deref().ok_or_else(|| {
+        tc.err(
+            "public_resolver",
+            "missing: name the [resolver.NAME] that sees public DNS (e.g. \"public\")",
+        )
+    })?;
+    if !p.domains.is_empty() {
+        let name = "aws-public-domains".into();
+        routes.push(route(tc, p, name, p.domains.clone(), Action::Resolve, resolver)?);
+    }
+    if !p.api_ids.is_empty() {
+        let hosts = p
+            .api_ids
+            .iter()
+            .map(|id| format!("{id}.execute-api.{}.amazonaws.com", p.region))
+            .collect();
+        routes.push(route(
+            tc,
+            p,
+            "aws-public-api-ids".into(),
+            hosts,
+            Action::Resolve,
+            resolver,
+        )?);
+    }
+    // The public routes leave the VPC; only they take the egress proxy.
+    for r in &mut routes {
+        r.via.clone_from(&p.public_via);
+    }
+    Ok(routes)
+}
+
+/// `aws-custom-domains` (`detect_custom_domains`): `*` on the system resolver, re-planned
+/// through `public_resolver` when a CNAME chain reaches an API Gateway domain name of the
+/// region or a peered one.
+fn detect_route(tc: &TableCtx<'_>, p: &Preset, notes: &mut Vec<String>) -> Result<Option<RouteSpec>, ConfigError> {
+    let resolver = match (p.detect, p.public.as_deref()) {
+        (Some(false), _) => return Ok(None),
+        (_, Some(resolver)) => resolver,
         (Some(true), None) => {
             return Err(tc.err(
                 "public_resolver",
                 "missing: detect_custom_domains resolves detected custom domains through it (e.g. \"public\")",
             ));
         }
-        (None, None) => notes.push(
-            "[aws] detect_custom_domains is off: it needs public_resolver (the [resolver.NAME] that sees public DNS)"
-                .to_owned(),
-        ),
-    }
+        (None, None) => {
+            notes.push(
+                "[aws] detect_custom_domains is off: it needs public_resolver (the [resolver.NAME] that sees public DNS)"
+                    .to_owned(),
+            );
+            return Ok(None);
+        }
+    };
+    let regions = std::iter::once(p.region.as_str()).chain(p.peers.iter().map(|peer| peer.region.as_str()));
+    let mut r = route(tc, p, DETECT_ROUTE.into(), vec!["*".into()], Action::Resolve, "system")?;
+    r.on_cname = regions
+        .map(|region| {
+            let pattern = format!("d-*.execute-api.{region}.amazonaws.com");
+            NameGlob::parse(&pattern).map(|pattern| CnameRule {
+                pattern,
+                resolver: resolver.to_owned(),
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|m| tc.err("detect_custom_domains", m))?;
+    r.on_cname_line = Some(p.line);
+    Ok(Some(r))
+}
+
+/// `aws-private-apis` (zonal endpoint name first, then regional) and one route per peered region.
+fn private_routes(tc: &TableCtx<'_>, p: &Preset) -> Result<Vec<RouteSpec>, ConfigError> {
     let mut names = Vec::new();
-    if let Some(z) = &zone {
-        names.push(zonal_name(&endpoint, z));
+    if let Some(z) = &p.zone {
+        names.push(zonal_name(&p.endpoint, z));
     }
-    names.push(endpoint.clone());
-    routes.push(route(
+    names.push(p.endpoint.clone());
+    let hosts = vec![format!("*.execute-api.{}.amazonaws.com", p.region)];
+    let mut routes = vec![route(
+        tc,
+        p,
         "aws-private-apis".into(),
-        vec![format!("*.execute-api.{region}.amazonaws.com")],
+        hosts,
         connect(names),
         "system",
-    )?);
-    for peer in peers {
+    )?];
+    for peer in &p.peers {
         check_endpoint(&peer.vpc_endpoint, &peer.region).map_err(|m| tc.err("peered", m))?;
         let hosts = vec![format!("*.execute-api.{}.amazonaws.com", peer.region)];
-        routes.push(route(
-            format!("aws-private-apis-{}", peer.region),
-            hosts,
-            connect(vec![peer.vpc_endpoint]),
-            "system",
-        )?);
+        let name = format!("aws-private-apis-{}", peer.region);
+        let action = connect(vec![peer.vpc_endpoint.clone()]);
+        routes.push(route(tc, p, name, hosts, action, "system")?);
     }
+    Ok(routes)
+}
+
+/// Explicit routes win: their patterns leave the generated routes, each with a note.
+fn drop_overridden(routes: &mut Vec<RouteSpec>, explicit: &[RouteSpec], notes: &mut Vec<String>) {
     let claimed: HashSet<&Pattern> = explicit
         .iter()
         .flat_map(|r| r.patterns.iter().map(|(p, _)| p))
         .collect();
-    for r in &mut routes {
+    for r in routes.iter_mut() {
         r.patterns.retain(|(p, _)| {
             let keep = !claimed.contains(p);
             if !keep {
@@ -193,7 +263,6 @@ pub(super) fn expand(
         });
     }
     routes.retain(|r| !r.patterns.is_empty());
-    Ok((routes, notes))
 }
 
 fn connect(names: Vec<String>) -> Action {
