@@ -231,111 +231,97 @@ impl Config {
 
     /// Cross-field checks: resolvers named by routes exist, patterns are unique, values sane.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |line, route: Option<&str>, key: &str, message: String| ConfigError::Invalid {
+        self.validate_proxy()?;
+        if let Some(t) = &self.transparent {
+            t.check(self.proxy.listen)
+                .map_err(|(key, message)| self.invalid(None, None, key, message))?;
+        }
+        for route in &self.routes {
+            self.validate_route(route)?;
+        }
+        crate::routes::RouteTable::new(&self.routes)
+            .map_err(|clash| self.invalid(Some(clash.line), Some(&clash.route), "hosts", clash.to_string()))?;
+        Ok(())
+    }
+
+    /// An error in this config's file at `line`, in `route`, at `key`.
+    fn invalid(&self, line: Option<usize>, route: Option<&str>, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
             origin: self.origin.clone(),
             line,
             route: route.map(str::to_owned),
             key: key.to_owned(),
             message,
-        };
+        }
+    }
+
+    /// `[proxy]` values the types alone do not rule out.
+    fn validate_proxy(&self) -> Result<(), ConfigError> {
         let p = &self.proxy;
+        let err = |key: &str, message: &str| Err(self.invalid(None, None, key, message.to_owned()));
         if p.connect_ports.contains(&0) {
-            return Err(err(
-                None,
-                None,
-                "proxy.connect_ports",
-                "port 0 is not a valid port".into(),
-            ));
+            return err("proxy.connect_ports", "port 0 is not a valid port");
         }
         if p.max_connections == 0 {
-            return Err(err(None, None, "proxy.max_connections", "must be at least 1".into()));
+            return err("proxy.max_connections", "must be at least 1");
         }
         if p.connect_timeout.is_zero() || p.idle_timeout.is_zero() {
-            return Err(err(
-                None,
-                None,
-                "proxy.connect_timeout",
-                "timeouts must be above zero".into(),
-            ));
+            return err("proxy.connect_timeout", "timeouts must be above zero");
         }
         if let Some(auth) = &p.auth {
             // RFC 7617 §2: the user-id cannot contain a colon; an empty one is a typo.
             if auth.username.is_empty() || auth.username.contains(':') || auth.username.chars().any(char::is_control) {
-                return Err(err(
-                    None,
-                    None,
+                return err(
                     "proxy.auth.username",
-                    "must be non-empty, without `:` or control characters".into(),
-                ));
+                    "must be non-empty, without `:` or control characters",
+                );
             }
             if auth.password.chars().any(char::is_control) {
-                return Err(err(
-                    None,
-                    None,
-                    "proxy.auth.password",
-                    "must not contain control characters".into(),
-                ));
+                return err("proxy.auth.password", "must not contain control characters");
             }
         }
-        if let Some(t) = &self.transparent {
-            t.check(p.listen)
-                .map_err(|(key, message)| err(None, None, key, message))?;
-        }
-        for route in &self.routes {
-            if let Some(rule) = route
-                .on_cname
-                .iter()
-                .find(|r| !self.resolvers.contains_key(&r.resolver))
-            {
-                let known: Vec<_> = self.resolvers.keys().map(String::as_str).collect();
-                return Err(err(
-                    route.on_cname_line.or(Some(route.line)),
-                    Some(&route.name),
-                    "on_cname",
-                    format!(
-                        "unknown resolver `{}` for match `{}`; define [resolver.{}] or use one of: {}",
-                        rule.resolver,
-                        rule.pattern,
-                        rule.resolver,
-                        known.join(", ")
-                    ),
-                ));
-            }
-            if !self.resolvers.contains_key(&route.resolver) {
-                let known: Vec<_> = self.resolvers.keys().map(String::as_str).collect();
-                return Err(err(
-                    Some(route.resolver_line.unwrap_or(route.line)),
-                    Some(&route.name),
-                    "resolver",
-                    format!(
-                        "unknown resolver `{}`; define [resolver.{}] or use one of: {}",
-                        route.resolver,
-                        route.resolver,
-                        known.join(", ")
-                    ),
-                ));
-            }
-        }
-        for route in &self.routes {
-            let Some(via) = &route.via else { continue };
-            if let Some(ip) = via
-                .literal_ips()
-                .find(|ip| p.deny_destinations.iter().any(|n| n.contains(ip)))
-            {
-                return Err(err(
-                    Some(route.line),
-                    Some(&route.name),
-                    "via",
-                    format!(
-                        "parent {ip} is inside [proxy] deny_destinations; remove it from deny_destinations or \
-                         use another parent"
-                    ),
-                ));
-            }
-        }
-        crate::routes::RouteTable::new(&self.routes)
-            .map_err(|clash| err(Some(clash.line), Some(&clash.route), "hosts", clash.to_string()))?;
         Ok(())
+    }
+
+    /// A route's resolvers exist (its own and its `on_cname` rules'), and its parents are not
+    /// in `deny_destinations`.
+    fn validate_route(&self, route: &RouteSpec) -> Result<(), ConfigError> {
+        let known = || self.resolvers.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+        let unknown = |r: &str| {
+            format!(
+                "unknown resolver `{r}`; define [resolver.{r}] or use one of: {}",
+                known()
+            )
+        };
+        if let Some(rule) = route
+            .on_cname
+            .iter()
+            .find(|r| !self.resolvers.contains_key(&r.resolver))
+        {
+            let line = route.on_cname_line.or(Some(route.line));
+            let message = format!("{} (match `{}`)", unknown(&rule.resolver), rule.pattern);
+            return Err(self.invalid(line, Some(&route.name), "on_cname", message));
+        }
+        if !self.resolvers.contains_key(&route.resolver) {
+            let line = Some(route.resolver_line.unwrap_or(route.line));
+            return Err(self.invalid(line, Some(&route.name), "resolver", unknown(&route.resolver)));
+        }
+        let Some(via) = &route.via else { return Ok(()) };
+        let denied = via
+            .literal_ips()
+            .find(|ip| self.proxy.deny_destinations.iter().any(|n| n.contains(ip)));
+        match denied {
+            Some(ip) => Err(self.invalid(
+                Some(route.line),
+                Some(&route.name),
+                "via",
+                format!(
+                    "parent {ip} is inside [proxy] deny_destinations; remove it from deny_destinations or \
+                     use another parent"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
