@@ -7,7 +7,7 @@ use http::header::PROXY_AUTHORIZATION;
 use crate::config::ProxyAuth;
 
 /// The `Proxy-Authenticate` challenge sent with a 407.
-pub const CHALLENGE: &str = "Basic realm=\"splitway\", charset=\"UTF-8\"";
+pub(crate) const CHALLENGE: &str = "Basic realm=\"splitway\", charset=\"UTF-8\"";
 
 /// The credentials of one config, ready to compare.
 #[derive(Clone)]

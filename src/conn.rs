@@ -13,15 +13,15 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use contain::contain;
-pub use prefixed::Prefixed;
+pub(crate) use contain::contain;
+pub(crate) use prefixed::Prefixed;
 
 use crate::metrics::Metrics;
 
 /// The IO type the server hands hyper for a client connection. A tunnel downcasts hyper's
 /// upgrade to exactly this type to get the client's own `TcpStream` back (the fast path); both
 /// sides name it here, so they cannot drift apart.
-pub type ClientIo = TokioIo<Prefixed>;
+pub(crate) type ClientIo = TokioIo<Prefixed>;
 
 /// Held by a client connection and by its tunnel: the connection-limit permit, the tracker
 /// the drain waits on, and the token that cuts everything at `drain_timeout`.

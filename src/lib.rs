@@ -28,14 +28,14 @@
 //! - a connection keeps the [`runtime::Runtime`] (routes, resolvers) it started with.
 
 pub mod admin;
-pub mod auth;
+pub(crate) mod auth;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod error;
 pub mod explain;
 pub mod iptables;
 pub mod metrics;
-pub mod outcome;
+pub(crate) mod outcome;
 pub mod probe;
 pub mod proxy;
 pub mod reload;
@@ -44,7 +44,7 @@ pub mod runtime;
 pub mod server;
 #[cfg(test)]
 mod test_util;
-pub mod transparent;
+pub(crate) mod transparent;
 pub mod upstream;
 
 use std::future::Future;
@@ -131,7 +131,7 @@ impl Proxy {
             runtime::Runtime::new_bound(config, metrics.clone(), own.clone(), None).map_err(StartError::Setup)?;
         let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
         shared
-            .ready
+            .ready()
             .set_transparent(transparent.iter().filter_map(|l| l.local_addr().ok()).collect());
         Ok(Proxy {
             listener,
@@ -169,8 +169,8 @@ impl Proxy {
         let stop_admin = tokio_util::sync::CancellationToken::new();
         let admin = self.admin.map(|l| {
             let (m, r, stop) = (
-                self.shared.metrics.clone(),
-                self.shared.ready.clone(),
+                self.shared.metrics().clone(),
+                self.shared.ready().clone(),
                 stop_admin.clone(),
             );
             tokio::spawn(admin::serve(l, m, r, Some(debug_route(self.shared.clone())), stop))
@@ -181,7 +181,7 @@ impl Proxy {
             runtime.prefetch().await;
             let handle = ProxyHandle { shared: shared.clone() };
             let failing = handle.check_dependencies().await;
-            shared.ready.set_ready();
+            shared.ready().set_ready();
             // Start-up is over; /readyz also wants every dependency check to pass.
             tracing::info!(failing_checks = failing.len(), "ready");
             let refresher = runtime.refresher();
@@ -273,12 +273,12 @@ pub struct ProxyHandle {
 impl ProxyHandle {
     /// Client connections open now; a tunnel counts as its client connection.
     pub fn open_connections(&self) -> usize {
-        *self.shared.open.borrow()
+        *self.shared.open().borrow()
     }
 
     /// Resolves once no client connection is open.
     pub async fn wait_idle(&self) {
-        let mut rx = self.shared.open.subscribe();
+        let mut rx = self.shared.open().subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
@@ -286,37 +286,37 @@ impl ProxyHandle {
     /// shutdown checks: while it waits, the tracker is closed, and it is reopened after
     /// unless the drain has begun.
     pub async fn wait_tasks_done(&self) {
-        let tracker = &self.shared.tracker;
+        let tracker = &self.shared.tracker();
         tracker.close();
         tracker.wait().await;
-        if !self.shared.draining.is_cancelled() {
+        if !self.shared.draining().is_cancelled() {
             tracker.reopen();
         }
     }
 
     /// Tasks the proxy is running for clients (connections and tunnels).
     pub fn tasks(&self) -> usize {
-        self.shared.tracker.len()
+        self.shared.tracker().len()
     }
 
     /// The Prometheus text the admin `/metrics` serves.
     pub fn metrics_text(&self) -> String {
-        self.shared.metrics.encode()
+        self.shared.metrics().encode()
     }
 
     /// `starting`, `ready` or `draining`.
     pub fn readiness(&self) -> &'static str {
-        self.shared.ready.state()
+        self.shared.ready().state()
     }
 
     /// Resolves once the proxy has begun draining.
     pub async fn wait_draining(&self) {
-        self.shared.ready.draining().await;
+        self.shared.ready().draining().await;
     }
 
     /// Resolves once start-up (resolution of route names) is over.
     pub async fn wait_started(&self) {
-        self.shared.ready.started().await;
+        self.shared.ready().started().await;
     }
 
     /// Replaces routes and resolvers for new connections; open ones keep theirs. A resolver
@@ -333,11 +333,11 @@ impl ProxyHandle {
         runtime::check_mark(&config)?;
         let next = Arc::new(runtime::Runtime::new_bound(
             config,
-            self.shared.metrics.clone(),
-            self.shared.own.clone(),
+            self.shared.metrics().clone(),
+            self.shared.own().to_vec(),
             Some(current.connector.resolvers()),
         )?);
-        *self.shared.runtime.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        self.shared.set_runtime(next.clone());
         // Open connections keep the old runtime, but its names are no longer kept fresh.
         current.stop_refresher();
         tokio::spawn(async move {
@@ -357,11 +357,11 @@ impl ProxyHandle {
             tracing::warn!(kind = c.kind, name = %c.name, reason = c.reason.as_deref().unwrap_or(""), "dependency check failed");
         }
         let failing = checks.iter().filter(|c| !c.ok).cloned().collect();
-        self.shared.ready.set_checks(checks);
+        self.shared.ready().set_checks(checks);
         failing
     }
 
     pub(crate) fn count_reload(&self, ok: bool) {
-        self.shared.metrics.config_reload(ok);
+        self.shared.metrics().config_reload(ok);
     }
 }

@@ -19,7 +19,7 @@ use crate::upstream::target::Target;
 pub const NO_ROUTE: &str = "none";
 
 /// How one request or tunnel ended.
-pub struct Ended<'a> {
+pub(crate) struct Ended<'a> {
     pub kind: RequestKind,
     pub client: SocketAddr,
     /// The request method, `CONNECT`, or on the transparent listener `TLS` / `TCP`.
@@ -38,7 +38,7 @@ pub struct Ended<'a> {
 }
 
 /// The way it ended.
-pub enum How<'a> {
+pub(crate) enum How<'a> {
     /// Refused with an HTTP error (or, on the transparent listener, closed): `status` 0 when
     /// no status was sent.
     Refused {
@@ -59,14 +59,20 @@ pub enum How<'a> {
 
 /// A tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged when it
 /// closes.
-pub fn answered(metrics: &Metrics, kind: RequestKind, route: &Route, upstream: &Upstream) {
+pub(crate) fn answered(metrics: &Metrics, kind: RequestKind, route: &Route, upstream: &Upstream) {
     metrics.request(kind, &route.name, Outcome::Ok);
     metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
 }
 
 impl<'a> Ended<'a> {
     /// A refusal by `e`, its status and Proxy-Status type.
-    pub fn refused(kind: RequestKind, client: SocketAddr, method: &'a str, e: &ProxyError, detail: &'a str) -> Self {
+    pub(crate) fn refused(
+        kind: RequestKind,
+        client: SocketAddr,
+        method: &'a str,
+        e: &ProxyError,
+        detail: &'a str,
+    ) -> Self {
         Self::new(
             kind,
             client,
@@ -80,7 +86,7 @@ impl<'a> Ended<'a> {
     }
 
     /// The other fields empty, to be filled in with struct update syntax.
-    pub fn new(kind: RequestKind, client: SocketAddr, method: &'a str, how: How<'a>) -> Self {
+    pub(crate) fn new(kind: RequestKind, client: SocketAddr, method: &'a str, how: How<'a>) -> Self {
         Self {
             kind,
             client,
@@ -97,7 +103,7 @@ impl<'a> Ended<'a> {
     }
 
     /// Counts it and writes the canonical line.
-    pub fn finish(&self, metrics: &Metrics) {
+    pub(crate) fn finish(&self, metrics: &Metrics) {
         let route = self.route.map_or(NO_ROUTE, |r| &*r.name);
         match &self.how {
             How::Refused { outcome, .. } => metrics.request(self.kind, route, *outcome),

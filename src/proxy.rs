@@ -5,10 +5,10 @@
 //! failure reaches the client as a status with `Proxy-Status` (RFC 9209).
 
 pub mod forward;
-pub mod pipe;
-pub mod report;
+pub(crate) mod pipe;
+pub(crate) mod report;
 pub mod sni;
-pub mod tunnel;
+pub(crate) mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

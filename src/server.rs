@@ -54,18 +54,18 @@ impl Default for Limits {
 
 /// State shared by the accept loop and every connection.
 pub struct Shared {
-    pub runtime: RwLock<Arc<Runtime>>,
-    pub limit: Arc<Semaphore>,
-    pub tracker: TaskTracker,
-    pub cancel: CancellationToken,
-    pub draining: CancellationToken,
+    runtime: RwLock<Arc<Runtime>>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    draining: CancellationToken,
     /// Client connections open now (a tunnel keeps its connection open).
-    pub open: Arc<watch::Sender<usize>>,
-    pub metrics: Arc<Metrics>,
-    pub ready: Arc<Readiness>,
-    pub limits: Limits,
+    open: Arc<watch::Sender<usize>>,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+    limits: Limits,
     /// The listeners' bound addresses, which the connector never connects to.
-    pub own: Vec<std::net::SocketAddr>,
+    own: Vec<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -83,6 +83,46 @@ impl Shared {
             limits,
             own,
         }
+    }
+
+    /// The metrics registry of this proxy.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Readiness: `/readyz`'s state and dependency checks.
+    pub fn ready(&self) -> &Arc<Readiness> {
+        &self.ready
+    }
+
+    /// Client connections open now, and a receiver that sees each change.
+    pub fn open(&self) -> &Arc<watch::Sender<usize>> {
+        &self.open
+    }
+
+    /// The tasks of every client connection and tunnel (the drain waits on it).
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Cancelled when the drain begins.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.draining
+    }
+
+    /// Limits the config file does not set.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The listeners' bound addresses.
+    pub fn own(&self) -> &[std::net::SocketAddr] {
+        &self.own
+    }
+
+    /// Replaces the runtime for new connections; open ones keep theirs.
+    pub fn set_runtime(&self, next: Arc<Runtime>) {
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {

@@ -8,7 +8,7 @@
 //! ([`http`]). Without a name, `[transparent] no_sni` decides.
 
 mod http;
-pub mod original_dst;
+pub(crate) mod original_dst;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// Binds `listen`; on `127.0.0.1`, also `[::1]` on the same port (where ip6tables `REDIRECT`
 /// sends IPv6), when the host has IPv6 loopback.
-pub async fn bind(listen: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
+pub(crate) async fn bind(listen: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = vec![TcpListener::bind(listen).await?];
     if listen.ip() == std::net::Ipv4Addr::LOCALHOST {
         // The port bound above: the same as `listen`'s unless that was 0.
@@ -57,7 +57,7 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
 
 /// Accepts on every listener until the returned set is dropped or aborted; each connection
 /// is tracked like a proxy connection (connection limit, drain).
-pub fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> JoinSet<()> {
+pub(crate) fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for listener in listeners {
         let shared = shared.clone();
@@ -86,10 +86,10 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, client: SocketAddr) {
         client,
         runtime: shared.runtime(),
         guard: guard.clone(),
-        own: DenyList::new(vec![], shared.own.clone()),
-        hello_timeout: shared.limits.client_hello_timeout,
-        header_timeout: shared.limits.header_read_timeout,
-        draining: shared.draining.clone(),
+        own: DenyList::new(vec![], shared.own().to_vec()),
+        hello_timeout: shared.limits().client_hello_timeout,
+        header_timeout: shared.limits().header_read_timeout,
+        draining: shared.draining().clone(),
         started: Instant::now(),
     };
     let span = tracing::info_span!("conn", client = %client, listener = "transparent");

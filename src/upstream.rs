@@ -1,11 +1,11 @@
 //! Everything on the upstream side: targets, resolution, the connector.
 
 pub mod connect;
-pub mod deny;
-pub mod detect;
+pub(crate) mod deny;
+pub(crate) mod detect;
 pub mod dns;
 pub mod http;
-pub mod parent;
+pub(crate) mod parent;
 pub mod plan;
-pub mod socket;
+pub(crate) mod socket;
 pub mod target;

@@ -29,7 +29,7 @@ pin_project_lite::pin_project! {
 ///
 /// `AssertUnwindSafe` is sound here because nothing observes the task's state after the
 /// panic: it is dropped, never polled again.
-pub fn contain<F: Future<Output = ()>>(task: F, what: &'static str, metrics: Arc<Metrics>) -> Contained<F> {
+pub(crate) fn contain<F: Future<Output = ()>>(task: F, what: &'static str, metrics: Arc<Metrics>) -> Contained<F> {
     Contained { task, what, metrics }
 }
 

@@ -12,18 +12,18 @@ use tokio::net::TcpStream;
 
 /// The client's socket with the bytes read from it first put back in front.
 #[derive(Debug)]
-pub struct Prefixed {
+pub(crate) struct Prefixed {
     prefix: Bytes,
     io: TcpStream,
 }
 
 impl Prefixed {
-    pub fn new(prefix: Bytes, io: TcpStream) -> Self {
+    pub(crate) fn new(prefix: Bytes, io: TcpStream) -> Self {
         Self { prefix, io }
     }
 
     /// The socket, and whatever of the prefix was not read yet.
-    pub fn into_parts(self) -> (Bytes, TcpStream) {
+    pub(crate) fn into_parts(self) -> (Bytes, TcpStream) {
         (self.prefix, self.io)
     }
 }

@@ -32,7 +32,7 @@ thread_local! {
 
 /// How a pipe ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PipeEnd {
+pub(crate) enum PipeEnd {
     /// Both directions reached end of stream.
     Closed,
     /// No byte moved for `idle_timeout`.
@@ -43,7 +43,7 @@ pub enum PipeEnd {
 
 /// Bytes moved and last activity, shared between the two directions and the idle watch.
 #[derive(Debug, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     pub client_to_upstream: AtomicU64,
     pub upstream_to_client: AtomicU64,
     /// Milliseconds since the pipe started at the last read.
@@ -65,7 +65,12 @@ impl Activity {
 
 /// Copies between `client` and `upstream` (half-closes propagate) until both ends close, an
 /// error, or `idle` without a byte either way.
-pub async fn run(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration, activity: &Activity) -> PipeEnd {
+pub(crate) async fn run(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    idle: Duration,
+    activity: &Activity,
+) -> PipeEnd {
     let started = Instant::now();
     let (client_r, client_w) = client.split();
     let (upstream_r, upstream_w) = upstream.split();
@@ -217,7 +222,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 /// [`run`] for a client that is not a plain `TcpStream` (hyper handed the connection back in
 /// another type): tokio's `copy_bidirectional` with a bounded buffer per direction, which it
 /// holds for the tunnel's whole life.
-pub async fn run_generic<C, U>(client: C, upstream: U, idle: Duration, activity: Arc<Activity>) -> PipeEnd
+pub(crate) async fn run_generic<C, U>(client: C, upstream: U, idle: Duration, activity: Arc<Activity>) -> PipeEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,

@@ -17,7 +17,7 @@ use crate::upstream::target::Target;
 
 /// Connects along the system path and, at the same time, works out what `route` would do;
 /// a difference is logged and counted under `route`'s name.
-pub async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
+pub(crate) async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
     let (actual, would) = tokio::join!(
         rt.connector.connect(&rt.system_route, target),
         would_connect(rt, route, target)

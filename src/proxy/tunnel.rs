@@ -24,10 +24,10 @@ use crate::upstream::connect::Upstream;
 use crate::upstream::target::{Host, Target};
 
 /// How long a client may take to send its whole ClientHello once the tunnel is open.
-pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A tunnel whose upstream is connected and whose `200` is on its way.
-pub struct Tunnel {
+pub(crate) struct Tunnel {
     pub client: SocketAddr,
     pub target: Target,
     pub route: Arc<Route>,
@@ -46,7 +46,7 @@ pub struct Tunnel {
 
 /// SNI is pinned for names on `sni = "match"` routes; a CONNECT to an IP literal routes by
 /// address, so there is no name to pin.
-pub fn expected_sni(route: &Route, target: &Target) -> Option<String> {
+pub(crate) fn expected_sni(route: &Route, target: &Target) -> Option<String> {
     match (&target.host, route.sni) {
         (Host::Name(n), SniMode::Match) => Some(n.clone()),
         _ => None,
@@ -87,7 +87,7 @@ impl Rejection {
 }
 
 impl Tunnel {
-    pub async fn run(mut self, upgrade: OnUpgrade) {
+    pub(crate) async fn run(mut self, upgrade: OnUpgrade) {
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 /// The original destination of a redirected connection. A connection that was not
 /// redirected has no conntrack NAT entry: `ENOENT`, or its own local address.
 #[cfg(target_os = "linux")]
-pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
+pub(crate) fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
     use rustix::net::sockopt;
     // A dual-stack listener on `::` sees IPv4 clients as IPv4-mapped: their NAT entry is IPv4.
     Ok(match stream.local_addr()? {

@@ -7,24 +7,24 @@ use ipnet::IpNet;
 
 /// `deny_destinations` plus the proxy's own bound addresses.
 #[derive(Debug, Clone, Default)]
-pub struct DenyList {
+pub(crate) struct DenyList {
     nets: Vec<IpNet>,
     own: Vec<SocketAddr>,
 }
 
 impl DenyList {
-    pub fn new(nets: Vec<IpNet>, own: Vec<SocketAddr>) -> Self {
+    pub(crate) fn new(nets: Vec<IpNet>, own: Vec<SocketAddr>) -> Self {
         Self { nets, own }
     }
 
-    pub fn with_own(self, own: Vec<SocketAddr>) -> Self {
+    pub(crate) fn with_own(self, own: Vec<SocketAddr>) -> Self {
         Self { own, ..self }
     }
 
     /// Whether `deny_destinations` covers `ip` itself or the IPv4 address it embeds: an
     /// IPv4-mapped `::ffff:127.0.0.1` is 127.0.0.1 on a dual-stack socket, and a NAT64 or
     /// 6to4 address is a way to reach an IPv4 one; a deny entry for 127.0.0.0/8 means them too.
-    pub fn covers(&self, ip: IpAddr) -> bool {
+    pub(crate) fn covers(&self, ip: IpAddr) -> bool {
         let embedded = match ip {
             IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
             IpAddr::V4(_) => None,
@@ -38,7 +38,7 @@ impl DenyList {
     /// listener on an unspecified address (`0.0.0.0`, `::`) is reached through loopback and
     /// the unspecified address; the host's interface addresses are not known here, which is
     /// why `connect_ports` should not list the proxy's port.
-    pub fn is_own(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn is_own(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
         self.own.iter().any(|own| {
             let own_ip = own.ip().to_canonical();
@@ -52,7 +52,7 @@ impl DenyList {
 /// IPv4-mapped `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2), IPv4-compatible `::a.b.c.d` (deprecated,
 /// §2.5.5.1; `::` and `::1` are excluded, they are IPv6's own), NAT64 `64:ff9b::a.b.c.d`
 /// (RFC 6052 §2.1) and 6to4 `2002:AABB:CCDD::/48` (RFC 3056 §2).
-pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+pub(crate) fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
     let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if let Some(v4) = v6.to_ipv4_mapped() {

@@ -31,7 +31,7 @@ pub(super) struct Resolved {
 
 /// The first rule (in order) whose pattern some CNAME of the chain matches, with that CNAME.
 /// A rule that names the resolver that already answered changes nothing.
-pub fn detect(rules: &[CnameRule], resolver: &str, answer: &Answer) -> Option<Detection> {
+pub(crate) fn detect(rules: &[CnameRule], resolver: &str, answer: &Answer) -> Option<Detection> {
     rules.iter().filter(|r| &*r.resolver != resolver).find_map(|rule| {
         answer
             .cnames

@@ -24,7 +24,7 @@ use crate::routes::Route;
 /// The resolver a named parent is looked up through: parents are infrastructure of the
 /// network splitway runs in, which the system resolver sees (a route's `public` resolver
 /// would not know `egress.corp.internal`).
-pub const PARENT_RESOLVER: &str = "system";
+pub(crate) const PARENT_RESOLVER: &str = "system";
 
 /// A parent's reply head larger than this is not a proxy's answer to a CONNECT.
 const MAX_REPLY_HEAD: usize = 16 * 1024;
@@ -235,7 +235,7 @@ pub(super) async fn dial_first(c: &Connector, route: &Route, via: &Via) -> Resul
 }
 
 /// Whether `parent` accepts a TCP connection within `connect_timeout` (`/readyz?verbose`).
-pub async fn reachable(c: &Connector, route: &Route, parent: &Parent) -> Result<SocketAddr, ParentFault> {
+pub(crate) async fn reachable(c: &Connector, route: &Route, parent: &Parent) -> Result<SocketAddr, ParentFault> {
     let deadline = Instant::now() + c.timeout();
     dial(c, route, parent, deadline).await.map(|(_, addr)| addr)
 }

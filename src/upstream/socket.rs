@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
 /// Connects to `addr`; with `mark`, the socket is marked before the SYN leaves.
-pub async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
     match mark {
         None => TcpStream::connect(addr).await,
         Some(mark) => marked(addr, mark)?.connect(addr).await,
@@ -16,7 +16,7 @@ pub async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpStrea
 
 /// Whether this process may mark sockets (`CAP_NET_ADMIN`); checked once at start-up so a
 /// missing capability is a start-up error, not a failure of every connection.
-pub fn check_mark(mark: u32) -> io::Result<()> {
+pub(crate) fn check_mark(mark: u32) -> io::Result<()> {
     marked(SocketAddr::from(([127, 0, 0, 1], 0)), mark).map(drop)
 }
 
