@@ -17,13 +17,23 @@
 //!   [`iptables`]: the capture rules `splitway iptables` prints, applies and removes;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
-//!   TLS probe (`--probe`).
+//!   TLS probe (`--probe`);
+//! - `conn` (below server and proxy): the connection guard, panic containment, `ClientIo`;
+//!   `outcome`: how a request or tunnel ended, counted and logged in one place; `auth`: Basic
+//!   credentials.
+//!
+//! Process-wide items (everything else belongs to a [`Proxy`]): the rustls crypto provider
+//! (ring, installed once by [`install_crypto_provider`]); the splice pipe pool (at most 64
+//! empty pipes shared by every tunnel, `proxy/pipe/splice.rs`); the per-thread 64 KiB scratch
+//! buffer the pipe copies through (`proxy/pipe.rs`).
 //!
 //! Invariants:
 //! - every outbound TCP connection goes through [`upstream::connect::Connector`]: resolve once,
 //!   check the addresses against `deny_destinations`, connect to exactly those;
 //! - a CONNECT gets `200` only after its upstream connection succeeded;
-//! - a `ProxyError` becomes a response in one place ([`proxy::error_response`]);
+//! - what a route does is decided in one place, [`upstream::plan`] (`Route::plan`);
+//! - a `ProxyError` becomes a response in one place ([`proxy::error_response`]), and a request
+//!   or tunnel becomes a metric and a log line in one place (`outcome::Ended::finish`);
 //! - no global state: everything belongs to a [`Proxy`], so tests run many side by side;
 //! - a connection keeps the [`runtime::Runtime`] (routes, resolvers) it started with.
 
