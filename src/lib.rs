@@ -13,7 +13,7 @@
 //!   CONNECT through parent proxies it makes for `via` routes);
 //! - [`error`]: `ProxyError` → status, `Proxy-Status`, metric label;
 //! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
-//! - [`transparent`]: the `[transparent]` listener for iptables-redirected connections;
+//! - `transparent`: the `[transparent]` listener for iptables-redirected connections;
 //!   [`iptables`]: the capture rules `splitway iptables` prints, applies and removes;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its

@@ -39,7 +39,7 @@ pub const MAX_HEADERS: usize = 100;
 pub struct Limits {
     /// [`HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
-    /// [`crate::proxy::tunnel::CLIENT_HELLO_TIMEOUT`].
+    /// `proxy::tunnel::CLIENT_HELLO_TIMEOUT`.
     pub client_hello_timeout: Duration,
 }
 

@@ -5,7 +5,7 @@
 //! forward proxy carries one request (a `CONNECT`), so splitway reads that first head itself,
 //! with the same parser (httparse) and limits hyper applies, refuses a bad one with its own
 //! status, `Proxy-Status` and a body that says what was wrong, and hands a good one, bytes
-//! unchanged, to hyper through [`crate::conn::Prefixed`]. Later heads on a kept-alive connection are still
+//! unchanged, to hyper through `crate::conn::Prefixed`. Later heads on a kept-alive connection are still
 //! hyper's to judge.
 
 use std::time::Duration;

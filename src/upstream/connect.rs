@@ -259,7 +259,7 @@ impl Connector {
     }
 
     /// Whether `deny_destinations` covers `ip`, or the IPv4 address it embeds (see
-    /// [`DenyList::covers`]).
+    /// `DenyList::covers`).
     pub fn is_denied(&self, ip: IpAddr) -> bool {
         self.deny.covers(ip)
     }
