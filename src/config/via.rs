@@ -111,89 +111,108 @@ enum OneOrMany {
 }
 
 /// Reads `{prefix}via` and its companion keys from a table; `None` without `{prefix}via`.
+/// The keys of one `via` (on a route, or `public_` ones in `[aws]`).
+struct Keys {
+    via: String,
+    target: String,
+    env: String,
+    file: String,
+}
+
 pub(super) fn parse(tc: &TableCtx<'_>, prefix: &str) -> Result<Option<Arc<Via>>, ConfigError> {
     let key = |k: &str| format!("{prefix}{k}");
-    let (via_key, target_key, env_key, file_key) = (
-        key("via"),
-        key("via_target"),
-        key("via_password_env"),
-        key("via_password_file"),
-    );
-    let env: Option<String> = tc.field(&env_key)?;
-    let file: Option<String> = tc.field(&file_key)?;
-    let target: Option<ViaTarget> = tc.field(&target_key)?;
-    let Some(list) = tc.field::<OneOrMany>(&via_key)? else {
+    let keys = Keys {
+        via: key("via"),
+        target: key("via_target"),
+        env: key("via_password_env"),
+        file: key("via_password_file"),
+    };
+    let env: Option<String> = tc.field(&keys.env)?;
+    let file: Option<String> = tc.field(&keys.file)?;
+    let target: Option<ViaTarget> = tc.field(&keys.target)?;
+    let Some(list) = tc.field::<OneOrMany>(&keys.via)? else {
         for (k, set) in [
-            (&target_key, target.is_some()),
-            (&env_key, env.is_some()),
-            (&file_key, file.is_some()),
+            (&keys.target, target.is_some()),
+            (&keys.env, env.is_some()),
+            (&keys.file, file.is_some()),
         ] {
             if set {
-                return Err(tc.err(
-                    k,
-                    format!("has no effect without `{via_key}`; add it or remove this key"),
-                ));
+                let message = format!("has no effect without `{}`; add it or remove this key", keys.via);
+                return Err(tc.err(k, message));
             }
         }
         return Ok(None);
     };
-    let list = match list {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    };
-    if list.is_empty() {
-        return Err(tc.err(&via_key, "must list at least one parent proxy, http://host:port"));
-    }
-    let parents = list
-        .iter()
-        .map(|s| parse_parent(s).map_err(|m| tc.err(&via_key, m)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let users: Vec<&str> = parents.iter().filter_map(|p| p.user.as_deref()).collect();
-    if users.iter().any(|u| *u != users[0]) || (!users.is_empty() && users.len() != parents.len()) {
-        return Err(tc.err(
-            &via_key,
-            "every parent of a route carries the same user (the password is the route's); split the route otherwise",
-        ));
-    }
-    let password_key = if file.is_some() { &file_key } else { &env_key };
-    let password = match (env, file) {
-        (Some(_), Some(_)) => {
-            return Err(tc.err(&file_key, format!("set one of `{env_key}` and `{file_key}`, not both")));
-        }
-        (Some(var), None) => Some(std::env::var(&var).map_err(|_| {
-            tc.err(
-                &env_key,
-                format!("environment variable `{var}` is not set (or not UTF-8)"),
-            )
-        })?),
-        (None, Some(path)) => Some(read_password_file(&path).map_err(|m| tc.err(&file_key, m))?),
-        (None, None) => None,
-    };
-    match (&password, users.is_empty()) {
-        (Some(_), true) => {
-            return Err(tc.err(
-                &via_key,
-                "a password is set but no parent names a user; write http://USER@host:port",
-            ));
-        }
-        (None, false) => {
-            return Err(tc.err(
-                &via_key,
-                format!("names a user but no password; set `{env_key}` or `{file_key}`"),
-            ));
-        }
-        _ => {}
-    }
-    if let Some(p) = &password
-        && p.chars().any(char::is_control)
-    {
-        return Err(tc.err(password_key, "the password must not contain control characters"));
-    }
+    let parents = parse_parents(tc, &keys, list)?;
+    let has_user = parents.iter().any(|p| p.user.is_some());
+    let password = password(tc, &keys, env, file, has_user)?;
     Ok(Some(Arc::new(Via {
         parents,
         target: target.unwrap_or_default(),
         password: password.map(Secret),
     })))
+}
+
+/// The parents, in order; all with the same user or none.
+fn parse_parents(tc: &TableCtx<'_>, keys: &Keys, list: OneOrMany) -> Result<Vec<Parent>, ConfigError> {
+    let list = match list {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    if list.is_empty() {
+        return Err(tc.err(&keys.via, "must list at least one parent proxy, http://host:port"));
+    }
+    let parents = list
+        .iter()
+        .map(|s| parse_parent(s).map_err(|m| tc.err(&keys.via, m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let users: Vec<&str> = parents.iter().filter_map(|p| p.user.as_deref()).collect();
+    if users.iter().any(|u| *u != users[0]) || (!users.is_empty() && users.len() != parents.len()) {
+        return Err(tc.err(
+            &keys.via,
+            "every parent of a route carries the same user (the password is the route's); split the route otherwise",
+        ));
+    }
+    Ok(parents)
+}
+
+/// The password from the environment or a file, required exactly when a parent names a user.
+fn password(
+    tc: &TableCtx<'_>,
+    keys: &Keys,
+    env: Option<String>,
+    file: Option<String>,
+    has_user: bool,
+) -> Result<Option<String>, ConfigError> {
+    let (env_key, file_key) = (&keys.env, &keys.file);
+    let password_key = if file.is_some() { file_key } else { env_key };
+    let password = match (env, file) {
+        (Some(_), Some(_)) => {
+            return Err(tc.err(file_key, format!("set one of `{env_key}` and `{file_key}`, not both")));
+        }
+        (Some(var), None) => Some(std::env::var(&var).map_err(|_| {
+            tc.err(
+                env_key,
+                format!("environment variable `{var}` is not set (or not UTF-8)"),
+            )
+        })?),
+        (None, Some(path)) => Some(read_password_file(&path).map_err(|m| tc.err(file_key, m))?),
+        (None, None) => None,
+    };
+    match (&password, has_user) {
+        (Some(_), false) => Err(tc.err(
+            &keys.via,
+            "a password is set but no parent names a user; write http://USER@host:port",
+        )),
+        (None, true) => Err(tc.err(
+            &keys.via,
+            format!("names a user but no password; set `{env_key}` or `{file_key}`"),
+        )),
+        (Some(p), true) if p.chars().any(char::is_control) => {
+            Err(tc.err(password_key, "the password must not contain control characters"))
+        }
+        _ => Ok(password),
+    }
 }
 
 fn read_password_file(path: &str) -> Result<String, String> {
@@ -206,8 +225,6 @@ fn read_password_file(path: &str) -> Result<String, String> {
     Ok(password.to_owned())
 }
 
-/// Parses `http://[user@]host:port`. A password in the URL is refused: it belongs in
-/// `via_password_env` or `via_password_file`, not in the config file.
 pub(super) fn parse_parent(s: &str) -> Result<Parent, String> {
     let rest = s
         .strip_prefix("http://")
