@@ -17,7 +17,7 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("request head too large: {0}")]
     HeadTooLarge(String),
-    #[error("bad CONNECT target")]
+    #[error("bad request target")]
     BadTarget(#[from] TargetError),
     #[error("method {0} is not allowed through the proxy")]
     MethodNotAllowed(String),
@@ -249,6 +249,14 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_target_names_the_request_target_and_its_cause_once() {
+        // The same error answers CONNECT targets and absolute-form http:// URLs.
+        let e = ProxyError::from(TargetError::PortOutOfRange("0".into()));
+        assert_eq!(e.describe(), "bad request target: port `0` out of range 1-65535");
+        assert_eq!(e.to_string(), "bad request target");
+    }
 
     #[test]
     fn a_parents_answer_is_its_received_status_in_proxy_status() {
