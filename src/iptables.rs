@@ -93,52 +93,64 @@ pub fn plan(config: &Config, exclude_uid: Option<u32>) -> Result<Plan, IptablesE
     for (binary, v6) in [("iptables", false), ("ip6tables", true)] {
         let of_family = |n: &&IpNet| matches!(n, IpNet::V6(_)) == v6;
         let capture: Vec<&IpNet> = t.capture.iter().filter(of_family).collect();
-        if !t.capture.is_empty() && capture.is_empty() {
+        if (!t.capture.is_empty() && capture.is_empty()) || !listens_for(t.listen.ip(), v6) {
             continue;
         }
-        if !listens_for(t.listen.ip(), v6) {
-            continue;
-        }
-        let mut rules = Vec::new();
-        if let Some(mark) = t.mark {
-            rules.push(args(&["-m", "mark", "--mark", &format!("{mark:#x}"), "-j", "RETURN"]));
-        }
-        if let Some(uid) = uid {
-            rules.push(args(&["-m", "owner", "--uid-owner", &uid.to_string(), "-j", "RETURN"]));
-        }
-        let redirect = |dest: Option<String>| {
-            let mut r = args(&["-p", "tcp"]);
-            if let Some(d) = dest {
-                r.extend(args(&["-d", &d]));
-            }
-            r.extend(args(&[
-                "-m",
-                "multiport",
-                "--dports",
-                &ports,
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                &to_port,
-            ]));
-            r
-        };
-        if capture.is_empty() {
-            let never = if v6 {
-                ["::1/128", "fe80::/10"]
-            } else {
-                ["127.0.0.0/8", "169.254.0.0/16"]
-            };
-            for net in never {
-                rules.push(args(&["-d", net, "-j", "RETURN"]));
-            }
-            rules.push(redirect(None));
-        } else {
-            rules.extend(capture.iter().map(|net| redirect(Some(net.to_string()))));
-        }
+        let rules = family_rules(t.mark, uid, &capture, v6, &ports, &to_port);
         families.push(Family { binary, rules });
     }
     Ok(Plan { families })
+}
+
+/// One address family's chain: the exclusions (mark, UID) return first, then what is
+/// captured is redirected to the listener (everything but loopback and link-local when
+/// `capture` is empty).
+fn family_rules(
+    mark: Option<u32>,
+    uid: Option<u32>,
+    capture: &[&IpNet],
+    v6: bool,
+    ports: &str,
+    to_port: &str,
+) -> Vec<Vec<String>> {
+    let mut rules = Vec::new();
+    if let Some(mark) = mark {
+        rules.push(args(&["-m", "mark", "--mark", &format!("{mark:#x}"), "-j", "RETURN"]));
+    }
+    if let Some(uid) = uid {
+        rules.push(args(&["-m", "owner", "--uid-owner", &uid.to_string(), "-j", "RETURN"]));
+    }
+    let redirect = |dest: Option<String>| {
+        let mut r = args(&["-p", "tcp"]);
+        if let Some(d) = dest {
+            r.extend(args(&["-d", &d]));
+        }
+        r.extend(args(&[
+            "-m",
+            "multiport",
+            "--dports",
+            ports,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            to_port,
+        ]));
+        r
+    };
+    if capture.is_empty() {
+        let never = if v6 {
+            ["::1/128", "fe80::/10"]
+        } else {
+            ["127.0.0.0/8", "169.254.0.0/16"]
+        };
+        for net in never {
+            rules.push(args(&["-d", net, "-j", "RETURN"]));
+        }
+        rules.push(redirect(None));
+    } else {
+        rules.extend(capture.iter().map(|net| redirect(Some(net.to_string()))));
+    }
+    rules
 }
 
 /// Whether a listener on `ip` receives what `REDIRECT` sends from this host: IPv4 to
