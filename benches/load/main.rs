@@ -12,7 +12,8 @@
 //! `BENCH_ONLY` (comma-separated workloads), `BENCH_CONTENDERS` (comma-separated),
 //! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
 //! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results), `BENCH_G3PROXY`
-//! (a g3proxy binary: contender `g3proxy`); for A/B runs
+//! (a g3proxy binary: contender `g3proxy`), `BENCH_SYSCALLS=N` (instead of the load run: system
+//! calls and CPU per fresh plain tunnel over N tunnels, `syscalls.rs`); for A/B runs
 //! while optimising, `BENCH_SPLITWAY_B` (another splitway binary, contender `splitway-b`) and
 //! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only); `BENCH_DISTINCT` (name counts for
 //! the `distinct` workload, default `10000`).
@@ -24,6 +25,8 @@ mod idle;
 mod proxies;
 mod report;
 mod svg;
+mod syscalls;
+mod tunnels;
 mod upstream;
 mod workloads;
 
@@ -148,6 +151,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut contenders = vec!["direct".to_owned()];
     contenders.extend(kinds.iter().map(|k| k.name().to_owned()));
+    if let Some(n) = std::env::var("BENCH_SYSCALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|_| !smoke)
+    {
+        let table = syscalls::run(&setup, &kinds, up.plain, n)?;
+        println!("\n{}\n\n{table}", machine());
+        std::fs::write(target_dir.join("bench-syscalls.md"), &table)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
 
     let env = Arc::new(Env {
         tls: up.tls,

@@ -114,13 +114,18 @@ impl Proxy {
 
     /// User + system CPU time the process (all its threads) has used.
     pub(crate) fn cpu_time(&self) -> Option<Duration> {
+        self.cpu_user_sys().map(|(u, s)| u + s)
+    }
+
+    /// User and system CPU time apart.
+    pub(crate) fn cpu_user_sys(&self) -> Option<(Duration, Duration)> {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
         // Fields after the `(comm)`, which may itself hold spaces; utime and stime are fields
         // 14 and 15, in USER_HZ ticks (100 per second on Linux, whatever the kernel HZ).
         let rest = &stat[stat.rfind(')')? + 2..];
         let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(Duration::from_millis(ticks * 10))
+        let ticks = |i: usize| Some(Duration::from_millis(fields.get(i)?.parse::<u64>().ok()? * 10));
+        Some((ticks(11)?, ticks(12)?))
     }
 
     /// Resident set size in KiB.
