@@ -206,7 +206,7 @@ fn ours(contenders: &[String]) -> impl Iterator<Item = &String> {
 }
 
 /// splitway (and splitway-b) beside the floor and the best peer: value, `÷ floor` and
-/// `÷ best peer`, for the rows issue #13 sets targets on (CPU per unit of work first).
+/// `÷ best peer`, for the rows issue #13 sets targets on (CPU per unit of work, rates, memory).
 pub(crate) fn judged(rows: &[Row], contenders: &[String]) -> String {
     let mut out = String::from("| workload | metric | floor | best peer |");
     for c in ours(contenders) {
