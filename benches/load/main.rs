@@ -1,25 +1,32 @@
 //! The side-by-side load benchmark: `cargo bench --bench load`.
 //!
-//! Starts an upstream (in-process, own runtime; plus a child process for `idle`), splitway's
-//! release binary, and squid and tinyproxy when installed; runs every workload against direct
-//! (no proxy) and each proxy, round-robin within each repetition, so that a noisy neighbour on
-//! the shared machine hurts every contender alike. Prints medians and ratios to direct, writes
+//! Starts an upstream (in-process, own runtime; plus a child process for `idle`), the floor (a
+//! minimal relay, `floor.rs`, in a child process of this binary), splitway's release binary,
+//! squid and tinyproxy when installed and g3proxy when `BENCH_G3PROXY` names its binary; runs
+//! every workload against direct (no proxy) and each proxy, round-robin within each repetition,
+//! so that a noisy neighbour on the shared machine hurts every contender alike. Prints medians
+//! and ratios to direct, then splitway's figures against the floor and the best peer; writes
 //! `target/bench-results.json`, `benches/results/latest.json` and `benches/results/latest.svg`.
 //!
 //! Knobs (environment): `BENCH_SECS` (length of one run, default 3), `BENCH_REPS` (default 3),
 //! `BENCH_ONLY` (comma-separated workloads), `BENCH_CONTENDERS` (comma-separated),
 //! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
-//! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results); for A/B runs
+//! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results), `BENCH_G3PROXY`
+//! (a g3proxy binary: contender `g3proxy`), `BENCH_SYSCALLS=N` (instead of the load run: system
+//! calls and CPU per fresh plain tunnel over N tunnels, `syscalls.rs`); for A/B runs
 //! while optimising, `BENCH_SPLITWAY_B` (another splitway binary, contender `splitway-b`) and
 //! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only); `BENCH_DISTINCT` (name counts for
 //! the `distinct` workload, default `10000`).
 
 mod client;
 mod distinct;
+mod floor;
 mod idle;
 mod proxies;
 mod report;
 mod svg;
+mod syscalls;
+mod tunnels;
 mod upstream;
 mod workloads;
 
@@ -40,6 +47,14 @@ fn main() {
     if std::env::args().any(|a| a == "--upstream-child") {
         if let Err(e) = upstream::run_child() {
             eprintln!("upstream child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor-child") {
+        if let Err(e) = floor::run_child(args.get(i + 1).map_or("", String::as_str)) {
+            eprintln!("floor child: {e}");
             std::process::exit(1);
         }
         return;
@@ -66,8 +81,8 @@ fn env_list(key: &str) -> Option<Vec<String>> {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     rustls::crypto::ring::default_provider().install_default().ok();
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
-    // and then a seconds-long smoke run (direct and splitway only, nothing saved) proves the
-    // harness works without turning the test suite into a benchmark.
+    // and then a seconds-long smoke run (direct, the floor and splitway only, nothing saved)
+    // proves the harness works without turning the test suite into a benchmark.
     let smoke = !std::env::args().any(|a| a == "--bench");
     let run_secs: f64 = if smoke { 0.2 } else { env_or("BENCH_SECS", 3.0) };
     let reps: usize = if smoke { 1 } else { env_or("BENCH_REPS", 3) };
@@ -115,6 +130,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }),
         squid_bin: which("squid").filter(|_| !smoke),
         tinyproxy_bin: which("tinyproxy").filter(|_| !smoke),
+        g3proxy_bin: std::env::var_os("BENCH_G3PROXY").map(PathBuf::from).filter(|_| !smoke),
+        floor_bin: std::env::current_exe()?,
         ports: vec![up.tls.port(), up.plain.port(), idle_port],
         dns,
         dir: dir.clone(),
@@ -134,6 +151,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut contenders = vec!["direct".to_owned()];
     contenders.extend(kinds.iter().map(|k| k.name().to_owned()));
+    if let Some(n) = std::env::var("BENCH_SYSCALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|_| !smoke)
+    {
+        let table = syscalls::run(&setup, &kinds, up.plain, n)?;
+        println!("\n{}\n\n{table}", machine());
+        std::fs::write(target_dir.join("bench-syscalls.md"), &table)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
 
     let env = Arc::new(Env {
         tls: up.tls,
@@ -164,6 +192,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for rep in 0..reps {
         for &w in WORKLOADS.iter().filter(|w| wanted(w)) {
             for i in 0..=running.len() {
+                // The floor speaks CONNECT only.
+                if w == "forward" && i > 0 && running[i - 1].kind == Kind::Floor {
+                    continue;
+                }
                 let (name, via, proxy) = match i {
                     0 => ("direct", Via::Direct, None),
                     _ => (
@@ -240,7 +272,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     notes.extend(report::error_notes(&runs));
     let machine = machine();
     let table = report::table(&rows, &contenders);
-    println!("\n{machine}\n\n{table}");
+    let judged = report::judged(&rows, &contenders);
+    println!("\n{machine}\n\n{table}\n{judged}");
     for n in &notes {
         println!("note: {n}");
     }
@@ -250,6 +283,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts },
         "contenders": contenders,
         "table_markdown": table,
+        "judged_markdown": judged,
     });
     let json = serde_json::to_string_pretty(&report::json(&rows, &runs, header, &notes))?;
     let picture = svg::render(
@@ -295,9 +329,10 @@ fn distinct_run(
     let name = format!("distinct-{n}");
     for &k in kinds {
         let resolves = match k {
-            Kind::Splitway | Kind::SplitwayB => true,
+            Kind::Splitway | Kind::SplitwayB | Kind::G3proxy => true,
             Kind::Squid => env.dns.port() == 53,
-            Kind::Tinyproxy => false,
+            // The floor takes IP literals only; tinyproxy asks the machine's resolver.
+            Kind::Floor | Kind::Tinyproxy => false,
         };
         if !resolves {
             continue;

@@ -1,5 +1,6 @@
-//! The contenders: splitway (the release binary), squid and tinyproxy, each a child process on
-//! a loopback port with a config written to a temp dir, plus what /proc says about them.
+//! The contenders: the floor (this bench's own minimal relay, `floor.rs`), splitway (the release
+//! binary), squid, tinyproxy and g3proxy, each a child process on a loopback port with a config
+//! written to a temp dir, plus what /proc says about them.
 
 use std::fs;
 use std::io;
@@ -12,21 +13,32 @@ use std::time::{Duration, Instant};
 /// Which proxy a process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// The minimal relay every figure is judged against (`floor.rs`).
+    Floor,
     Splitway,
     /// A second splitway build or setting, for A/B comparisons while optimising.
     SplitwayB,
     Squid,
     Tinyproxy,
+    /// ByteDance's g3proxy, when `BENCH_G3PROXY` names a binary.
+    G3proxy,
 }
 
 impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Kind::Floor => "floor",
             Kind::Splitway => "splitway",
             Kind::SplitwayB => "splitway-b",
             Kind::Squid => "squid",
             Kind::Tinyproxy => "tinyproxy",
+            Kind::G3proxy => "g3proxy",
         }
+    }
+
+    /// A proxy splitway is compared with (not direct, not the floor, not splitway itself).
+    pub(crate) fn is_peer(name: &str) -> bool {
+        matches!(name, "squid" | "tinyproxy" | "g3proxy")
     }
 }
 
@@ -37,6 +49,10 @@ pub(crate) struct Setup {
     pub(crate) splitway_b: Option<(PathBuf, Vec<(String, String)>)>,
     pub(crate) squid_bin: Option<PathBuf>,
     pub(crate) tinyproxy_bin: Option<PathBuf>,
+    /// `BENCH_G3PROXY`.
+    pub(crate) g3proxy_bin: Option<PathBuf>,
+    /// This bench's own executable, which is the floor with `--floor-child`.
+    pub(crate) floor_bin: PathBuf,
     pub(crate) ports: Vec<u16>,
     /// The bench DNS for the `distinct` names.
     pub(crate) dns: SocketAddr,
@@ -98,13 +114,18 @@ impl Proxy {
 
     /// User + system CPU time the process (all its threads) has used.
     pub(crate) fn cpu_time(&self) -> Option<Duration> {
+        self.cpu_user_sys().map(|(u, s)| u + s)
+    }
+
+    /// User and system CPU time apart.
+    pub(crate) fn cpu_user_sys(&self) -> Option<(Duration, Duration)> {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
         // Fields after the `(comm)`, which may itself hold spaces; utime and stime are fields
         // 14 and 15, in USER_HZ ticks (100 per second on Linux, whatever the kernel HZ).
         let rest = &stat[stat.rfind(')')? + 2..];
         let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(Duration::from_millis(ticks * 10))
+        let ticks = |i: usize| Some(Duration::from_millis(fields.get(i)?.parse::<u64>().ok()? * 10));
+        Some((ticks(11)?, ticks(12)?))
     }
 
     /// Resident set size in KiB.
@@ -122,7 +143,7 @@ impl Proxy {
 impl Setup {
     /// The contenders that are installed, in report order.
     pub(crate) fn kinds(&self) -> Vec<Kind> {
-        let mut kinds = vec![Kind::Splitway];
+        let mut kinds = vec![Kind::Floor, Kind::Splitway];
         if self.splitway_b.is_some() {
             kinds.push(Kind::SplitwayB);
         }
@@ -131,6 +152,9 @@ impl Setup {
         }
         if self.tinyproxy_bin.is_some() {
             kinds.push(Kind::Tinyproxy);
+        }
+        if self.g3proxy_bin.is_some() {
+            kinds.push(Kind::G3proxy);
         }
         kinds
     }
@@ -145,6 +169,11 @@ impl Setup {
         let _ = Command::new("chmod").arg("0777").arg(&dir).status();
         let ports = self.ports.iter().map(u16::to_string).collect::<Vec<_>>();
         let mut cmd = match kind {
+            Kind::Floor => {
+                let mut c = Command::new(&self.floor_bin);
+                c.arg("--floor-child").arg(addr.to_string());
+                c
+            }
             Kind::Splitway | Kind::SplitwayB => {
                 let conf = dir.join("splitway.toml");
                 fs::write(&conf, splitway_config(addr, &ports, self.dns))?;
@@ -173,9 +202,22 @@ impl Setup {
                 c.arg("-d").arg("-c").arg(conf);
                 c
             }
+            Kind::G3proxy => {
+                let conf = dir.join("g3proxy.yaml");
+                fs::write(&conf, g3proxy_config(addr, self.dns))?;
+                let mut c = Command::new(self.g3proxy_bin.as_ref().expect("given"));
+                c.arg("-c").arg(conf).arg("-C").arg(&dir);
+                c
+            }
         };
         let log = fs::File::create(dir.join("stderr.log"))?;
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?;
+        // The floor exits when its stdin closes: it holds our pipe (kept in `Child` until drop).
+        let stdin = if kind == Kind::Floor {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let child = cmd.stdin(stdin).stdout(Stdio::null()).stderr(log).spawn()?;
         self.children.lock().unwrap_or_else(|p| p.into_inner()).push(child.id());
         let mut proxy = Proxy {
             kind,
@@ -300,5 +342,41 @@ PidFile \"{d}/tinyproxy.pid\"
         port = addr.port(),
         ip = addr.ip(),
         d = dir.display(),
+    )
+}
+
+/// One `http_proxy` server on loopback and a `direct_fixed` escaper allowed to reach loopback
+/// (its default filter forbids it), resolving through the bench DNS with c-ares (which answers
+/// every name, `localhost` included, with 127.0.0.1), IPv4 only. Each task is logged to stdout,
+/// which is /dev/null, as the other peers log to /dev/null. Worker threads: g3proxy's default,
+/// one per core, as splitway's tokio runtime.
+fn g3proxy_config(addr: SocketAddr, dns: SocketAddr) -> String {
+    format!(
+        r#"---
+log: stdout
+
+server:
+  - name: bench
+    type: http_proxy
+    escaper: bench
+    listen:
+      address: "{addr}"
+
+resolver:
+  - name: bench
+    type: c-ares
+    server: "{dns}"
+
+escaper:
+  - name: bench
+    type: direct_fixed
+    resolver: bench
+    resolve_strategy: IPv4Only
+    no_ipv6: true
+    egress_network_filter:
+      default: allow
+      allow:
+        - 127.0.0.0/8
+"#
     )
 }

@@ -1,10 +1,12 @@
-//! From samples to medians, ratios to direct, a markdown table and the JSON record.
+//! From samples to medians, ratios to direct, a markdown table, splitway against the floor and
+//! the best peer (issue #13's targets), and the JSON record.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::proxies::Kind;
 use crate::workloads::Sample;
 
 /// Every run of every (workload, contender) pair, in the order run.
@@ -41,7 +43,45 @@ impl Row {
 
     /// `value / direct`, where both exist.
     pub(crate) fn ratio(&self, contender: &str) -> Option<f64> {
-        Some(self.value(contender)? / self.value("direct").filter(|d| *d > 0.0)?)
+        self.ratio_to(contender, "direct")
+    }
+
+    /// `value / other's value`, where both exist.
+    pub(crate) fn ratio_to(&self, contender: &str, other: &str) -> Option<f64> {
+        Some(self.value(contender)? / self.value(other).filter(|d| *d > 0.0)?)
+    }
+
+    /// For cost metrics (CPU, memory) less is better; for rates more is.
+    fn lower_is_better(&self) -> bool {
+        self.metric.contains("CPU") || self.metric.starts_with("RSS")
+    }
+
+    /// The peer (squid, tinyproxy, g3proxy) with the best value, and that value.
+    pub(crate) fn best_peer(&self) -> Option<(&str, f64)> {
+        let peers = self
+            .values
+            .iter()
+            .filter(|(c, _, _)| Kind::is_peer(c))
+            .filter_map(|(c, v, _)| Some((c.as_str(), (*v)?)));
+        if self.lower_is_better() {
+            peers.min_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            peers.max_by(|a, b| a.1.total_cmp(&b.1))
+        }
+    }
+
+    /// `value / the best peer's value`.
+    pub(crate) fn ratio_to_best_peer(&self, contender: &str) -> Option<f64> {
+        let (peer, _) = self.best_peer()?;
+        self.ratio_to(contender, peer)
+    }
+
+    /// Whether the row is one the #13 targets speak of.
+    fn judged(&self) -> bool {
+        matches!(
+            self.metric,
+            "req/s" | "throughput" | "proxy CPU/req" | "proxy CPU/GiB" | "RSS/tunnel"
+        )
     }
 }
 
@@ -59,9 +99,14 @@ fn metrics(workload: &str) -> Vec<Metric> {
     match workload {
         "fresh-tls" | "fresh-plain" => vec![rate, p50, p99, cpu],
         "keepalive" | "forward" => vec![rate, cpu],
-        "bulk" => vec![("throughput", "MB/s", |s| {
-            (s.bytes > 0).then(|| s.bytes as f64 / 1e6 / s.secs)
-        })],
+        "bulk" => vec![
+            ("throughput", "MB/s", |s| {
+                (s.bytes > 0).then(|| s.bytes as f64 / 1e6 / s.secs)
+            }),
+            ("proxy CPU/GiB", "s", |s| {
+                Some(s.cpu?.as_secs_f64() / (s.bytes as f64 / f64::from(1u32 << 30))).filter(|_| s.bytes > 0)
+            }),
+        ],
         w if w.starts_with("distinct") => vec![
             ("RSS/10k names", "KiB", |s| s.kib_per_10k_names),
             ("tunnels opened", "", |s| Some(s.requests as f64)),
@@ -155,6 +200,53 @@ pub(crate) fn table(rows: &[Row], contenders: &[String]) -> String {
     out
 }
 
+/// Contenders judged against the floor and the best peer: splitway and its A/B twin.
+fn ours(contenders: &[String]) -> impl Iterator<Item = &String> {
+    contenders.iter().filter(|c| c.starts_with("splitway"))
+}
+
+/// splitway (and splitway-b) beside the floor and the best peer: value, `÷ floor` and
+/// `÷ best peer`, for the rows issue #13 sets targets on (CPU per unit of work, rates, memory).
+pub(crate) fn judged(rows: &[Row], contenders: &[String]) -> String {
+    let mut out = String::from("| workload | metric | floor | best peer |");
+    for c in ours(contenders) {
+        let _ = write!(out, " {c} | ÷ floor | ÷ best peer |");
+    }
+    out.push_str("\n|---|---|---:|---:|");
+    out.push_str(&"---:|---:|---:|".repeat(ours(contenders).count()));
+    out.push('\n');
+    let cell = |v: Option<f64>| v.map_or("–".to_owned(), fmt);
+    let times = |v: Option<f64>| v.map_or("–".to_owned(), |x| format!("{x:.2}×"));
+    for r in rows.iter().filter(|r| r.judged()) {
+        let unit = if r.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.unit)
+        };
+        let peer = r
+            .best_peer()
+            .map_or("–".to_owned(), |(p, v)| format!("{} ({p})", fmt(v)));
+        let _ = write!(
+            out,
+            "| {} | {}{unit} | {} | {peer} |",
+            r.workload,
+            r.metric,
+            cell(r.value("floor"))
+        );
+        for c in ours(contenders) {
+            let _ = write!(
+                out,
+                " {} | {} | {} |",
+                cell(r.value(c)),
+                times(r.ratio_to(c, "floor")),
+                times(r.ratio_to_best_peer(c))
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Errors seen per (workload, contender), with the first error's text.
 pub(crate) fn error_notes(runs: &Runs) -> Vec<String> {
     runs.samples
@@ -187,6 +279,15 @@ pub(crate) fn json(rows: &[Row], runs: &Runs, header: Value, notes: &[String]) -
             entry[key.as_str()] = json!(v);
             if let Some(x) = r.ratio(c).filter(|_| c != "direct") {
                 entry[format!("{key} ratio to direct").as_str()] = json!(x);
+            }
+            if c.starts_with("splitway") {
+                if let Some(x) = r.ratio_to(c, "floor") {
+                    entry[format!("{key} ratio to floor").as_str()] = json!(x);
+                }
+                if let (Some(x), Some((peer, _))) = (r.ratio_to_best_peer(c), r.best_peer()) {
+                    entry[format!("{key} ratio to best peer").as_str()] = json!(x);
+                    entry[format!("{key} best peer").as_str()] = json!(peer);
+                }
             }
         }
     }

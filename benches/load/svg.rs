@@ -14,6 +14,9 @@ fn color(contender: &str) -> &'static str {
         "splitway" => "#1f6fd1",
         "squid" => "#e08a1e",
         "tinyproxy" => "#3a9d4f",
+        "floor" => "#222222",
+        "g3proxy" => "#9b3fb5",
+        "splitway-b" => "#7fb2f0",
         _ => "#777777",
     }
 }
@@ -91,7 +94,12 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
         r#"<text x="20" y="24" font-size="16" font-weight="bold">splitway load benchmark: medians of one run</text>"#
     );
     let _ = writeln!(out, r##"<text x="20" y="42" fill="#555">{}</text>"##, escape(caption));
-    legend(&mut out, contenders, 600.0, 20.0);
+    legend(
+        &mut out,
+        contenders,
+        WIDTH - 20.0 - 80.0 * contenders.len() as f64,
+        12.0,
+    );
     panel(
         &mut out,
         60.0,
@@ -119,7 +127,7 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
 
 fn legend(out: &mut String, contenders: &[String], x: f64, y: f64) {
     for (i, c) in contenders.iter().enumerate() {
-        let x = x + i as f64 * 90.0;
+        let x = x + i as f64 * 80.0;
         let _ = writeln!(
             out,
             r#"<rect x="{x}" y="{y}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{c}</text>"#,
