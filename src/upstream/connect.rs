@@ -184,25 +184,12 @@ impl Connector {
                 Ok(c) => {
                     let dns_time = started.elapsed();
                     let connecting = Instant::now();
-                    if c.detected.is_some() {
-                        self.metrics.custom_domain_detected(&route.name);
-                    }
                     self.attempt(route, target, &c.addrs, deadline)
                         .await
                         .map(|(stream, addr)| {
-                            let (resolver, detected) = match c.detected {
-                                Some(d) => (d.resolver, Some(d.cname)),
-                                None => (resolver.clone(), None),
-                            };
                             let upstream = Upstream {
-                                addr,
-                                resolver: c.answer.as_ref().map(|_| resolver),
-                                dns_source: c.source,
-                                dns_time,
                                 connect_time: connecting.elapsed(),
-                                detected,
-                                parent: None,
-                                asked: None,
+                                ..self.resolved_upstream(route, resolver, &c, addr, dns_time)
                             };
                             (stream, upstream)
                         })
@@ -216,6 +203,33 @@ impl Connector {
             }
         }
         Err(last.unwrap_or_else(|| denied(route, target)))
+    }
+
+    /// The `Upstream` of a connection to `addr`, one of `c`'s addresses, which `resolver`
+    /// answered — or an `on_cname` rule's resolver, when detection re-planned the name (counted
+    /// here, once per connection made).
+    pub(super) fn resolved_upstream(
+        &self,
+        route: &Route,
+        resolver: &Arc<str>,
+        c: &Candidates,
+        addr: SocketAddr,
+        dns_time: Duration,
+    ) -> Upstream {
+        let (resolver, detected) = match &c.detected {
+            Some(d) => {
+                self.metrics.custom_domain_detected(&route.name);
+                (d.resolver.clone(), Some(d.cname.clone()))
+            }
+            None => (resolver.clone(), None),
+        };
+        Upstream {
+            resolver: c.answer.as_ref().map(|_| resolver),
+            detected,
+            dns_source: c.source,
+            dns_time,
+            ..Upstream::fixed_at(addr, Duration::ZERO)
+        }
     }
 
     /// Resolves one name (IP literals are never looked up) and filters `deny_destinations`.

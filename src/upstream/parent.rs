@@ -135,20 +135,7 @@ async fn locate(
                 match c.candidates(route, resolver, on_cname, host, *port, deadline).await {
                     Ok(found) => match found.addrs.iter().find(|a| !c.is_own(**a)) {
                         Some(addr) => {
-                            let (resolver, detected) = match &found.detected {
-                                Some(d) => (d.resolver.clone(), Some(d.cname.clone())),
-                                None => (resolver.clone(), None),
-                            };
-                            if detected.is_some() {
-                                c.metrics().custom_domain_detected(&route.name);
-                            }
-                            let upstream = Upstream {
-                                resolver: found.answer.as_ref().map(|_| resolver),
-                                detected,
-                                dns_source: found.source,
-                                dns_time: started.elapsed(),
-                                ..Upstream::fixed_at(*addr, Duration::ZERO)
-                            };
+                            let upstream = c.resolved_upstream(route, resolver, &found, *addr, started.elapsed());
                             return Ok((*addr, upstream));
                         }
                         None => last = found.addrs.first().map(|a| own(*a)),
