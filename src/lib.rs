@@ -101,8 +101,9 @@ impl Proxy {
         let addr = config.proxy.listen;
         let admin_addr = config.admin.as_ref().map(|a| a.listen);
         // Fail on a bad config before taking the ports; the real runtime is built after binding,
-        // when port 0 has become a real port the connector can refuse to loop back to.
-        drop(runtime::Runtime::new(config.clone(), metrics.clone()).map_err(StartError::Setup)?);
+        // when port 0 has become a real port the connector can refuse to loop back to. It takes
+        // over this one's resolvers, so /etc/resolv.conf and `ca_file` are read once.
+        let checked = runtime::Runtime::new(config.clone(), metrics.clone()).map_err(StartError::Setup)?;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
             addr,
             key: "[proxy] listen",
@@ -137,8 +138,14 @@ impl Proxy {
             .chain(&transparent)
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let runtime =
-            runtime::Runtime::new_bound(config, metrics.clone(), own.clone(), None).map_err(StartError::Setup)?;
+        let runtime = runtime::Runtime::new_bound(
+            config,
+            metrics.clone(),
+            own.clone(),
+            Some(checked.connector.resolvers()),
+        )
+        .map_err(StartError::Setup)?;
+        drop(checked);
         let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
         shared
             .ready()
