@@ -94,7 +94,15 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            None | Some(Command::Run) => run(&cli.run).await,
+            // On a worker, not this `block_on` thread: the accept loop and the connections it
+            // spawns then share a worker's run queue, with no wake-up across threads per
+            // accepted connection.
+            None | Some(Command::Run) => {
+                let args = cli.run.clone();
+                tokio::spawn(async move { run(&args).await })
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the proxy task ended: {e}")))
+            }
             Some(Command::Check) => check(&cli.run.config),
             Some(Command::Explain {
                 target,

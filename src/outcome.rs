@@ -153,12 +153,12 @@ impl<'a> Ended<'a> {
                     kind = self.kind.as_str(),
                     client = %self.client,
                     method = self.method,
-                    original = %self.original.map(|a| a.to_string()).unwrap_or_default(),
-                    host = %self.target.map(ToString::to_string).unwrap_or_default(),
+                    original = %Shown(self.original),
+                    host = %Shown(self.target),
                     route = self.route.map_or("", |r| &*r.name),
                     resolver = up_.and_then(|u| u.resolver.as_deref()).or(self.route.map(|r| &*r.resolver)).unwrap_or(""),
                     path = self.path.unwrap_or(""),
-                    upstream = %up_.map(|u| u.addr.to_string()).unwrap_or_default(),
+                    upstream = %Shown(up_.map(|u| u.addr)),
                     parent = up_.and_then(|u| u.parent.as_deref()).unwrap_or(""),
                     asked = up_.and_then(|u| u.asked.as_deref()).unwrap_or(""),
                     detected = up_.and_then(|u| u.detected.as_deref()).unwrap_or(""),
@@ -181,6 +181,19 @@ impl<'a> Ended<'a> {
             How::Forwarded { .. } => line!(info, "request forwarded"),
             How::Tunnel { rejected: Some(_), .. } => line!(warn, "tunnel closed by SNI pinning"),
             How::Tunnel { .. } => line!(info, "tunnel closed"),
+        }
+    }
+}
+
+/// A field shown as its value, or empty when absent: the canonical line is formatted
+/// straight into the log writer's buffer, with no `String` per field.
+struct Shown<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Shown<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => Ok(()),
         }
     }
 }

@@ -71,21 +71,13 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
             )),
         ))
     };
-    let mut resp = result.unwrap_or_else(|(target, route, e)| {
+    let mut resp = result.unwrap_or_else(|refusal| {
         let kind = if method == Method::CONNECT {
             RequestKind::Connect
         } else {
             RequestKind::Forward
         };
-        let detail = e.describe();
-        Ended {
-            target: target.as_ref(),
-            route: route.as_deref(),
-            took: started.elapsed(),
-            ..Ended::refused(kind, ctx.client, method.as_str(), &e, &detail)
-        }
-        .finish(ctx.guard.metrics());
-        error_response(&e)
+        error_response(&refused(&ctx, kind, method.as_str(), started, refusal))
     });
     if ctx.draining.is_cancelled() && method != Method::CONNECT {
         // Draining: let keep-alive clients go, so the drain can finish.
@@ -131,28 +123,50 @@ pub use crate::outcome::NO_ROUTE;
 
 type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
 
+/// Counts and logs a refusal; the error to answer.
+fn refused(ctx: &ConnCtx, kind: RequestKind, method: &str, started: Instant, refusal: Refusal) -> ProxyError {
+    let (target, route, e) = refusal;
+    let detail = e.describe();
+    Ended {
+        target: target.as_ref(),
+        route: route.as_deref(),
+        took: started.elapsed(),
+        ..Ended::refused(kind, ctx.client, method, &e, &detail)
+    }
+    .finish(ctx.guard.metrics());
+    e
+}
+
+/// A `CONNECT` on a kept-alive connection, after another request: hyper's upgrade hands the
+/// client back to the tunnel task. The first request of a connection, when it is a
+/// `CONNECT`, is [`serve_connect`]'s.
 async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) -> Result<Response<Body>, Refusal> {
-    // RFC 9112 §3.2.3: CONNECT takes the authority-form only; `CONNECT http://host:443` is
-    // not a target (hyper's URI would hand out its authority all the same).
-    let uri = req.uri();
+    let tunnel = open_tunnel(ctx, req.uri(), started).await?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    // The tunnel outlives this request's future: it takes the connection's span along.
+    ctx.guard
+        .spawn("tunnel", tunnel.run(upgrade).instrument(tracing::Span::current()));
+    Ok(Response::new(empty()))
+}
+
+/// What a `CONNECT` to `uri` connects to: RFC 9112 §3.2.3 allows the authority-form only, so
+/// `CONNECT http://host:443` is not a target (hyper's URI would hand out its authority all
+/// the same).
+fn connect_target(uri: &http::Uri) -> Result<Target, ProxyError> {
     let authority_form = uri.scheme().is_none() && uri.path_and_query().is_none_or(|p| p.as_str().is_empty());
-    let authority = uri
-        .authority()
-        .filter(|_| authority_form)
-        .map(|a| a.as_str().to_owned());
-    let target = match authority.as_deref().map(Target::parse_authority) {
-        Some(Ok(t)) => t,
-        Some(Err(e)) => return Err((None, None, e.into())),
-        None => {
-            return Err((
-                None,
-                None,
-                ProxyError::BadRequest(format!("CONNECT target `{}` is not host:port", req.uri())),
-            ));
-        }
-    };
+    match uri.authority().filter(|_| authority_form) {
+        Some(a) => Ok(Target::parse_authority(a.as_str())?),
+        None => Err(ProxyError::BadRequest(format!(
+            "CONNECT target `{uri}` is not host:port"
+        ))),
+    }
+}
+
+/// Routes and connects a `CONNECT`'s tunnel, and counts it answered: its `200` is the
+/// caller's to send.
+async fn open_tunnel(ctx: &ConnCtx, uri: &http::Uri, started: Instant) -> Result<tunnel::Tunnel, Refusal> {
+    let target = connect_target(uri).map_err(|e| (None, None, e))?;
     let rt = &ctx.runtime;
-    let settings = &rt.config.proxy;
     if let Err(e) = rt.check_connect_port(&target) {
         return Err((Some(target), None, e));
     }
@@ -162,24 +176,112 @@ async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) ->
         Err(e) => return Err((Some(target), Some(route), e)),
     };
     outcome::answered(ctx.guard.metrics(), RequestKind::Connect, &route, &upstream);
-    let upgrade = hyper::upgrade::on(&mut req);
-    let tunnel = tunnel::Tunnel {
+    Ok(tunnel::Tunnel {
         client: ctx.client,
         expect_sni: tunnel::expected_sni(&route, &target),
         target,
         route,
         stream,
         upstream,
-        idle_timeout: settings.idle_timeout,
+        idle_timeout: rt.config.proxy.idle_timeout,
         hello_timeout: ctx.client_hello_timeout,
         started,
         guard: ctx.guard.clone(),
         sni: None,
+    })
+}
+
+/// A connection's first head when it is a `CONNECT` without a body, as `server::head` read
+/// it: the request of almost every connection to a forward proxy, which splitway answers and
+/// tunnels itself, in the connection's own task ([`serve_connect`]), with no hyper
+/// connection, upgrade or second task. Everything else, and whatever follows a refused
+/// `CONNECT` on a kept-alive connection, is hyper's.
+#[derive(Debug)]
+pub struct Connect {
+    /// The request target, as hyper would have parsed it.
+    pub uri: http::Uri,
+    /// Where the head ends in the bytes read: what follows went early to the tunnel.
+    pub len: usize,
+    /// The `Proxy-Authorization` fields (nothing else is kept).
+    pub auth: http::HeaderMap,
+    /// HTTP/1.0 or `Connection: close`: a refusal closes the connection.
+    pub close: bool,
+}
+
+/// The `200` that opens a tunnel.
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
+
+/// Serves a connection's first request when it is a `CONNECT` (see [`Connect`]):
+/// answers it and runs its tunnel in this task, from the head to the close. After a refusal
+/// that leaves the connection open, the client's socket and the bytes after the head come
+/// back, for hyper to serve what the client sends next.
+pub(crate) async fn serve_connect(
+    ctx: &ConnCtx,
+    head: Connect,
+    prefix: Bytes,
+    mut client: tokio::net::TcpStream,
+) -> Option<(Bytes, tokio::net::TcpStream)> {
+    use tokio::io::AsyncWriteExt;
+    let started = Instant::now();
+    let authorized = ctx.runtime.auth.as_ref().is_none_or(|basic| basic.allows(&head.auth));
+    let opened = if authorized {
+        open_tunnel(ctx, &head.uri, started).await
+    } else {
+        Err((None, None, ProxyError::AuthRequired))
     };
-    // The tunnel outlives this request's future: it takes the connection's span along.
-    ctx.guard
-        .spawn("tunnel", tunnel.run(upgrade).instrument(tracing::Span::current()));
-    Ok(Response::new(empty()))
+    let rest = prefix.slice(head.len..);
+    drop(prefix);
+    match opened {
+        Ok(tunnel) => {
+            if let Err(e) = client.write_all(ESTABLISHED).await {
+                tracing::debug!(error = %e, "client left before the tunnel opened");
+                return None;
+            }
+            tunnel.serve(tunnel::Client::Tcp(client, rest)).await;
+            None
+        }
+        Err(refusal) => {
+            let e = refused(ctx, RequestKind::Connect, "CONNECT", started, refusal);
+            let resp = error_response(&e);
+            let close = head.close || resp.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
+            let answer = error_head(&resp, &error_body(&e), close);
+            // Bounded, so a client that does not read cannot hold the connection.
+            let written = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, client.write_all(&answer)).await;
+            match written {
+                Ok(Ok(())) if !close => Some((rest, client)),
+                Ok(Ok(())) => {
+                    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, client.shutdown()).await;
+                    None
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+/// How long an error answer written by hand may take to leave.
+pub(crate) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An error response and its body as bytes on the wire, for the paths that answer without
+/// hyper; `connection: close` when `close`.
+pub(crate) fn error_head(resp: &Response<Body>, body: &str, close: bool) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let status = resp.status();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in resp.headers().iter().filter(|(n, _)| *n != header::CONNECTION) {
+        let _ = write!(head, "{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes()));
+    }
+    let _ = write!(head, "content-length: {}\r\n", body.len());
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    head.into_bytes()
 }
 
 /// Routes `target` and connects along its route (report mode: along the system path, and the

@@ -236,8 +236,8 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
         first = head::read_first(&mut stream, limits.header_read_timeout) => first,
         () = guard.cancelled() => return,
     };
-    let prefix = match first {
-        head::First::Head(prefix) => prefix,
+    let (prefix, connect) = match first {
+        head::First::Head(prefix, connect) => (prefix, connect),
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
             Ended::refused(kind, ctx.client, "", &e, &detail).finish(guard.metrics());
@@ -246,21 +246,36 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
         }
         head::First::Close => return,
     };
+    let (prefix, stream) = match connect {
+        // Biased: once the drain cuts, a tunnel still ends (and is logged) in its own select.
+        Some(connect) => match tokio::select! {
+            biased;
+            rest = proxy::serve_connect(&ctx, connect, prefix, stream) => rest,
+            () = guard.cancelled() => None,
+        } {
+            Some(rest) => rest,
+            None => return,
+        },
+        None => (prefix, stream),
+    };
     // The first head passed head.rs with these same limits; on a kept-alive connection hyper
     // judges the later heads and answers one over them itself (431, then closes), a malformed
     // one with 400. `max_header_size` is the exact cap on a complete head; `max_buf_size`
     // alone only stops a head still incomplete at the limit. The header timer needs `timer`.
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Some(limits.header_read_timeout))
-        .max_header_size(MAX_HEAD_BYTES)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS)
-        .serve_connection(
-            ClientIo::new(Prefixed::new(prefix, stream)),
-            service_fn(move |req| proxy::serve(ctx.clone(), req)),
-        )
-        .with_upgrades();
+    // Boxed: a tunnel served in this task (above) then holds no room for hyper's state.
+    let conn = Box::pin(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Some(limits.header_read_timeout))
+            .max_header_size(MAX_HEAD_BYTES)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_headers(MAX_HEADERS)
+            .serve_connection(
+                ClientIo::new(Prefixed::new(prefix, stream)),
+                service_fn(move |req| proxy::serve(ctx.clone(), req)),
+            )
+            .with_upgrades(),
+    );
     tokio::select! {
         result = conn => if let Err(e) = result {
             tracing::debug!(error = %e, "client connection ended with an error");
@@ -273,23 +288,9 @@ async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
 /// splitway refused), then closes it; bounded, so a client that does not read cannot hold it.
 /// The status, headers and body are [`proxy::error_response`]'s, written out by hand.
 async fn refuse(mut stream: TcpStream, e: &ProxyError) {
-    let resp = proxy::error_response(e);
-    let body = proxy::error_body(e);
-    let status = resp.status();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in resp.headers().iter().filter(|(n, _)| *n != http::header::CONNECTION) {
-        head.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes())));
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    ));
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(head.as_bytes()).await?;
+    let answer = proxy::error_head(&proxy::error_response(e), &proxy::error_body(e), true);
+    let _ = tokio::time::timeout(proxy::REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(&answer).await?;
         stream.shutdown().await
     })
     .await;

@@ -11,7 +11,6 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -188,14 +187,14 @@ fn step(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &WriteHalf<'_>) -> Po
 }
 
 /// Counts bytes read through a generic stream (for [`run_generic`]).
-struct Counted<S> {
+struct Counted<'a, S> {
     inner: S,
-    activity: Arc<Activity>,
+    activity: &'a Activity,
     started: Instant,
     from_client: bool,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -207,7 +206,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -222,7 +221,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 /// [`run`] for a client that is not a plain `TcpStream` (hyper handed the connection back in
 /// another type): tokio's `copy_bidirectional` with a bounded buffer per direction, which it
 /// holds for the tunnel's whole life.
-pub(crate) async fn run_generic<C, U>(client: C, upstream: U, idle: Duration, activity: Arc<Activity>) -> PipeEnd
+pub(crate) async fn run_generic<C, U>(client: C, upstream: U, idle: Duration, activity: &Activity) -> PipeEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -230,13 +229,13 @@ where
     let started = Instant::now();
     let mut client = Counted {
         inner: client,
-        activity: activity.clone(),
+        activity,
         started,
         from_client: true,
     };
     let mut upstream = Counted {
         inner: upstream,
-        activity: activity.clone(),
+        activity,
         started,
         from_client: false,
     };
@@ -246,7 +245,7 @@ where
         GENERIC_BUF_SIZE,
         GENERIC_BUF_SIZE
     ));
-    until_idle(copy, started, idle, &activity).await
+    until_idle(copy, started, idle, activity).await
 }
 
 #[cfg(target_os = "linux")]

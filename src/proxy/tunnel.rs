@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -86,8 +87,19 @@ impl Rejection {
     }
 }
 
+/// The client side of a tunnel.
+pub(crate) enum Client {
+    /// The client's own socket, and the bytes that arrived with the `CONNECT` head: the pipe
+    /// waits on readiness and holds no buffer.
+    Tcp(TcpStream, Bytes),
+    /// Only if hyper's upgrade was not `conn::ClientIo`: every tunnel would then hold a copy
+    /// buffer and take the slow path.
+    Generic(Upgraded),
+}
+
 impl Tunnel {
-    pub(crate) async fn run(mut self, upgrade: OnUpgrade) {
+    /// The tunnel of a `CONNECT` hyper answered: takes the client back from hyper's upgrade.
+    pub(crate) async fn run(self, upgrade: OnUpgrade) {
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -95,12 +107,36 @@ impl Tunnel {
                 return;
             }
         };
+        let client = match upgraded.downcast::<ClientIo>() {
+            Ok(parts) => {
+                let (unread, client) = parts.io.into_inner().into_parts();
+                // hyper's read-ahead came first; any of the first head's read that hyper left.
+                // Even empty, `unread` keeps the whole first-head buffer alive: let it go now.
+                let early = if unread.is_empty() {
+                    parts.read_buf
+                } else {
+                    [&parts.read_buf[..], &unread[..]].concat().into()
+                };
+                Client::Tcp(client, early)
+            }
+            Err(upgraded) => {
+                // Loud in logs, fatal in debug builds, so every tunnel test fails on it.
+                tracing::error!("tunnel: hyper's upgrade is not conn::ClientIo; relaying on the generic path");
+                debug_assert!(false, "the tunnel's fast-path downcast to conn::ClientIo failed");
+                Client::Generic(upgraded)
+            }
+        };
+        self.serve(client).await;
+    }
+
+    /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it.
+    pub(crate) async fn serve(mut self, client: Client) {
         let guard = self.guard.clone();
         let metrics = guard.metrics();
         metrics.tunnel_opened(&self.route.name);
-        let activity = Arc::new(Activity::default());
+        let activity = Activity::default();
         let end = tokio::select! {
-            end = self.relay(upgraded, &activity) => end,
+            end = self.relay(client, &activity) => end,
             () = guard.cancelled() => Ok(TunnelEnd::Cancelled),
         };
         let (up, down) = (
@@ -135,39 +171,23 @@ impl Tunnel {
         .finish(metrics);
     }
 
-    /// SNI check (when pinned), then the byte pipe. hyper hands back the client's own
-    /// `TcpStream` (and any bytes it read past the CONNECT head), so the pipe can wait on
-    /// readiness without holding a buffer; any other I/O type takes the generic copy.
-    async fn relay(&mut self, upgraded: Upgraded, activity: &Arc<Activity>) -> Result<TunnelEnd, Rejection> {
-        let end = match upgraded.downcast::<ClientIo>() {
-            Ok(parts) => {
-                let (unread, mut client) = parts.io.into_inner().into_parts();
-                // hyper's read-ahead came first; any of the first head's read that hyper left.
-                // Even empty, `unread` keeps the whole first-head buffer alive: let it go now.
-                let early = if unread.is_empty() {
-                    parts.read_buf
-                } else {
-                    [&parts.read_buf[..], &unread[..]].concat().into()
-                };
-                drop(unread);
+    /// SNI check (when pinned), then the byte pipe.
+    async fn relay(&mut self, client: Client, activity: &Activity) -> Result<TunnelEnd, Rejection> {
+        let end = match client {
+            Client::Tcp(mut client, early) => {
                 if let Some(end) = self.preamble(&mut client, &early, activity).await? {
                     return Ok(end);
                 }
-                // Even empty, it may share hyper's whole read buffer: let it go before idling.
+                // Even empty, it may share a whole read buffer: let it go before idling.
                 drop(early);
                 pipe::run(&mut client, &mut self.stream, self.idle_timeout, activity).await
             }
-            Err(upgraded) => {
-                // Only if the server stopped handing hyper `ClientIo`: every tunnel would then
-                // hold a copy buffer and take the slow path. Loud in logs, fatal in debug
-                // builds, so every tunnel test fails on it.
-                tracing::error!("tunnel: hyper's upgrade is not conn::ClientIo; relaying on the generic path");
-                debug_assert!(false, "the tunnel's fast-path downcast to conn::ClientIo failed");
+            Client::Generic(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
                 if let Some(end) = self.preamble(&mut client, &[], activity).await? {
                     return Ok(end);
                 }
-                pipe::run_generic(client, &mut self.stream, self.idle_timeout, activity.clone()).await
+                pipe::run_generic(client, &mut self.stream, self.idle_timeout, activity).await
             }
         };
         Ok(match end {

@@ -17,12 +17,14 @@ use tokio::net::TcpStream;
 use super::{MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::error::ProxyError;
 use crate::metrics::RequestKind;
+use crate::proxy::Connect;
 
 /// What the first head came to.
 #[derive(Debug)]
 pub enum First {
-    /// A head hyper will accept: every byte read so far, to be replayed to hyper.
-    Head(Bytes),
+    /// A head hyper would accept: every byte read so far (to be replayed to hyper), and the
+    /// `CONNECT` in it when splitway serves it itself (see [`Connect`]).
+    Head(Bytes, Option<Connect>),
     /// A head splitway refuses (counted as a CONNECT when it starts like one); the connection
     /// is answered and closed.
     Refuse(RequestKind, ProxyError),
@@ -52,8 +54,8 @@ pub async fn read_first(stream: &mut TcpStream, timeout: Duration) -> First {
                 RequestKind::Forward
             }
         };
-        match check(&buf) {
-            Some(Ok(())) => return First::Head(buf.freeze()),
+        match parse(&buf) {
+            Some(Ok(connect)) => return First::Head(buf.freeze(), connect),
             Some(Err(e)) => return First::Refuse(kind(), e),
             None if buf.len() >= MAX_HEAD_BYTES => return First::Refuse(kind(), too_large()),
             None => {
@@ -78,11 +80,16 @@ fn bad(what: impl Into<String>) -> ProxyError {
 
 /// `None` while the head is incomplete; else whether hyper would take it.
 pub fn check(buf: &[u8]) -> Option<Result<(), ProxyError>> {
+    parse(buf).map(|r| r.map(drop))
+}
+
+/// [`check`], and the [`Connect`] splitway serves itself.
+fn parse(buf: &[u8]) -> Option<Result<Option<Connect>, ProxyError>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let parsed = match req.parse(buf) {
         Ok(httparse::Status::Partial) => return None,
-        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Ok(httparse::Status::Complete(len)) => Ok(len),
         Err(httparse::Error::TooManyHeaders) => Err(too_large()),
         // A TLS handshake record: a client told to use `https://` for this plain-HTTP proxy.
         Err(_) if buf.starts_with(&[0x16, 0x03]) => Err(bad(
@@ -90,16 +97,16 @@ pub fn check(buf: &[u8]) -> Option<Result<(), ProxyError>> {
         )),
         Err(e) => Err(bad(format!("the request head is not valid HTTP/1.1 ({e})"))),
     };
-    Some(parsed.and_then(|()| semantics(&req)))
+    Some(parsed.and_then(|len| semantics(&req, len)))
 }
 
 /// What hyper checks after parsing: the target is a URI, and the body framing is unambiguous
-/// (RFC 9112 §6.3).
-fn semantics(req: &httparse::Request<'_, '_>) -> Result<(), ProxyError> {
+/// (RFC 9112 §6.3). A bodiless `CONNECT` comes back as a [`Connect`].
+fn semantics(req: &httparse::Request<'_, '_>, len: usize) -> Result<Option<Connect>, ProxyError> {
     let target = req.path.unwrap_or_default();
-    if http::Uri::try_from(target).is_err() {
+    let Ok(uri) = http::Uri::try_from(target) else {
         return Err(bad(format!("request target `{}` is not a URI", target.escape_debug())));
-    }
+    };
     let mut length = None;
     let mut chunked_last = None;
     for h in req.headers.iter() {
@@ -120,7 +127,25 @@ fn semantics(req: &httparse::Request<'_, '_>) -> Result<(), ProxyError> {
     if chunked_last == Some(false) {
         return Err(bad("Transfer-Encoding does not end in chunked"));
     }
-    Ok(())
+    let bodiless = chunked_last.is_none() && length.is_none_or(|n| n == 0);
+    if req.method != Some("CONNECT") || !bodiless {
+        return Ok(None);
+    }
+    let mut auth = http::HeaderMap::new();
+    let mut close = req.version == Some(0);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("proxy-authorization") {
+            if let Ok(v) = http::HeaderValue::from_bytes(h.value) {
+                auth.append(http::header::PROXY_AUTHORIZATION, v);
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    Ok(Some(Connect { uri, len, auth, close }))
 }
 
 #[cfg(test)]
