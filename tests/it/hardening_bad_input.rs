@@ -775,3 +775,103 @@ async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
     assert_eq!(rejected, 2.0, "{m}");
     proxy.stop().await;
 }
+
+/// A `CONNECT` as a connection's first request is splitway's own; one after another request
+/// on a kept-alive connection goes through hyper's upgrade. Both tunnel, pin SNI and count
+/// alike.
+#[tokio::test]
+async fn hardening_a_connect_after_a_refused_one_on_the_same_connection_tunnels_through_hyper() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&(scenario_config(net, PrivateDns::On) + extra_routes())).await;
+    let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
+    for (sni, want) in [(CUSTOM_DOMAIN, "tunnel"), ("other.example", "SNI refusal")] {
+        let (refused, mut stream) = exchange(
+            proxy.addr,
+            connect(&format!("blocked.example:{}", net.port), "").as_bytes(),
+        )
+        .await;
+        assert_eq!(refused.status, Some(403), "{refused:?}");
+        assert!(
+            refused
+                .header("proxy-status")
+                .is_some_and(|ps| ps.starts_with("splitway; error=http_request_denied;")),
+            "{refused:?}"
+        );
+        assert!(
+            refused.body.contains("route `blocked` denies blocked.example"),
+            "{refused:?}"
+        );
+        within(
+            HANG_SECS,
+            "the second CONNECT sent",
+            stream.write_all(&connect_request(&target)),
+        )
+        .await
+        .expect("send");
+        let opened = read_reply(&mut stream).await;
+        assert_eq!(opened.status, Some(200), "the second CONNECT, for a {want}: {opened:?}");
+        let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
+        let name = ServerName::try_from(sni.to_owned()).expect("name");
+        let handshake = within(
+            HANG_SECS,
+            "a TLS handshake in hyper's tunnel",
+            TlsConnector::from(config).connect(name, stream),
+        )
+        .await;
+        match want {
+            "tunnel" => assert_eq!(get_over_tls(handshake.expect("handshake"), CUSTOM_DOMAIN).await.0, 200),
+            _ => assert!(
+                handshake.is_err(),
+                "a hello naming {sni} must not reach {CUSTOM_DOMAIN}"
+            ),
+        }
+    }
+    proxy.assert_no_leaks().await;
+    let m = proxy.handle.metrics_text();
+    let mismatched = metric(&m, "splitway_sni_rejections_total", &[("reason", "sni_mismatch")]);
+    assert_eq!(mismatched, 1.0, "{m}");
+    proxy.stop().await;
+}
+
+/// A refused `CONNECT` from an HTTP/1.0 client, or with `Connection: close`, ends the
+/// connection after its answer; an HTTP/1.1 one keeps it for the next request.
+#[tokio::test]
+async fn hardening_a_refused_first_connect_closes_only_when_the_client_asked() {
+    let net = aws_net();
+    let proxy = TestProxy::start(&(scenario_config(net, PrivateDns::On) + extra_routes())).await;
+    let blocked = format!("blocked.example:{}", net.port);
+    for (head, close) in [
+        (format!("CONNECT {blocked} HTTP/1.0\r\n\r\n"), true),
+        (connect(&blocked, "Connection: close\r\n"), true),
+        (connect(&blocked, "Connection: keep-alive\r\n"), false),
+    ] {
+        let (reply, mut stream) = exchange(proxy.addr, head.as_bytes()).await;
+        assert_eq!(reply.status, Some(403), "{head:?}: {reply:?}");
+        assert!(
+            reply
+                .header("proxy-status")
+                .is_some_and(|ps| ps.starts_with("splitway; error=http_request_denied;")),
+            "{reply:?}"
+        );
+        assert!(
+            reply.body.contains("route `blocked` denies blocked.example"),
+            "{reply:?}"
+        );
+        assert_eq!(
+            reply.header("connection") == Some("close"),
+            close,
+            "{head:?}: {reply:?}"
+        );
+        if close {
+            assert!(closed(&mut stream).await, "{head:?}: the connection must end");
+        } else {
+            let again = connect(&blocked, "");
+            within(HANG_SECS, "a second request sent", stream.write_all(again.as_bytes()))
+                .await
+                .expect("send");
+            assert_eq!(read_reply(&mut stream).await.status, Some(403), "{head:?}: kept alive");
+        }
+    }
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
