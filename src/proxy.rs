@@ -211,35 +211,45 @@ pub struct Connect {
 /// The `200` that opens a tunnel.
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 
-/// Serves a connection's first request when it is a `CONNECT` (see [`Connect`]):
-/// answers it and runs its tunnel in this task, from the head to the close. After a refusal
-/// that leaves the connection open, the client's socket and the bytes after the head come
-/// back, for hyper to serve what the client sends next.
+/// What a connection does after its first `CONNECT` ([`serve_connect`]).
+pub(crate) enum Next {
+    /// Answered `200`: its tunnel, to run in the connection's task.
+    Tunnel(tunnel::Tunnel, tunnel::Client),
+    /// Refused, and the connection stays open: the socket and the bytes after the head, for
+    /// hyper to serve what the client sends next.
+    Hyper(Bytes, tokio::net::TcpStream),
+    /// Nothing more: the answer was a close, or the client left.
+    Closed,
+}
+
+/// Serves a connection's first request when it is a `CONNECT` (see [`Connect`]): connects
+/// and answers it. The tunnel then runs in the connection's own task, from the head to the
+/// close, with no hyper connection, upgrade or second task.
 pub(crate) async fn serve_connect(
     ctx: &ConnCtx,
     head: Connect,
     prefix: Bytes,
     mut client: tokio::net::TcpStream,
-) -> Option<(Bytes, tokio::net::TcpStream)> {
+) -> Next {
     use tokio::io::AsyncWriteExt;
     let started = Instant::now();
     let authorized = ctx.runtime.auth.as_ref().is_none_or(|basic| basic.allows(&head.auth));
     let opened = if authorized {
-        open_tunnel(ctx, &head.uri, started).await
+        // Boxed: the connect's state (DNS, happy eyeballs) is freed once it is done.
+        Box::pin(open_tunnel(ctx, &head.uri, started)).await
     } else {
         Err((None, None, ProxyError::AuthRequired))
     };
     let rest = prefix.slice(head.len..);
     drop(prefix);
     match opened {
-        Ok(tunnel) => {
-            if let Err(e) = client.write_all(ESTABLISHED).await {
+        Ok(tunnel) => match client.write_all(ESTABLISHED).await {
+            Ok(()) => Next::Tunnel(tunnel, tunnel::Client::Tcp(client, rest)),
+            Err(e) => {
                 tracing::debug!(error = %e, "client left before the tunnel opened");
-                return None;
+                Next::Closed
             }
-            tunnel.serve(tunnel::Client::Tcp(client, rest)).await;
-            None
-        }
+        },
         Err(refusal) => {
             let e = refused(ctx, RequestKind::Connect, "CONNECT", started, refusal);
             let resp = error_response(&e);
@@ -248,12 +258,12 @@ pub(crate) async fn serve_connect(
             // Bounded, so a client that does not read cannot hold the connection.
             let written = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, client.write_all(&answer)).await;
             match written {
-                Ok(Ok(())) if !close => Some((rest, client)),
+                Ok(Ok(())) if !close => Next::Hyper(rest, client),
                 Ok(Ok(())) => {
                     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, client.shutdown()).await;
-                    None
+                    Next::Closed
                 }
-                _ => None,
+                _ => Next::Closed,
             }
         }
     }

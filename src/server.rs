@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
@@ -21,7 +22,7 @@ use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::outcome::Ended;
-use crate::proxy::{self, ConnCtx};
+use crate::proxy::{self, ConnCtx, Next};
 use crate::runtime::Runtime;
 use tracing::Instrument;
 
@@ -230,52 +231,56 @@ pub fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
     Some(guard)
 }
 
-async fn serve_connection(mut stream: TcpStream, ctx: ConnCtx, limits: Limits) {
+async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {
     let guard = ctx.guard.clone();
-    let first = tokio::select! {
-        first = head::read_first(&mut stream, limits.header_read_timeout) => first,
+    // In a statement of its own, so that none of the first request's state is held while a
+    // tunnel idles: the task then holds the tunnel alone.
+    let mut next = tokio::select! {
+        next = first_request(stream, &ctx, limits) => next,
         () = guard.cancelled() => return,
     };
-    let (prefix, connect) = match first {
-        head::First::Head(prefix, connect) => (prefix, connect),
+    match next {
+        // By reference: the tunnel is held here once, not again in its future.
+        Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client).await,
+        // Boxed: a tunnel's task holds no room for hyper's state.
+        Next::Hyper(prefix, stream) => Box::pin(serve_http(prefix, stream, ctx, limits)).await,
+        Next::Closed => {}
+    }
+}
+
+/// Reads the first head and serves it when it is a `CONNECT`; any other request is hyper's.
+async fn first_request(mut stream: TcpStream, ctx: &ConnCtx, limits: Limits) -> Next {
+    match head::read_first(&mut stream, limits.header_read_timeout).await {
+        head::First::Head(prefix, Some(connect)) => proxy::serve_connect(ctx, connect, prefix, stream).await,
+        head::First::Head(prefix, None) => Next::Hyper(prefix, stream),
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
-            Ended::refused(kind, ctx.client, "", &e, &detail).finish(guard.metrics());
+            Ended::refused(kind, ctx.client, "", &e, &detail).finish(ctx.guard.metrics());
             refuse(stream, &e).await;
-            return;
+            Next::Closed
         }
-        head::First::Close => return,
-    };
-    let (prefix, stream) = match connect {
-        // Biased: once the drain cuts, a tunnel still ends (and is logged) in its own select.
-        Some(connect) => match tokio::select! {
-            biased;
-            rest = proxy::serve_connect(&ctx, connect, prefix, stream) => rest,
-            () = guard.cancelled() => None,
-        } {
-            Some(rest) => rest,
-            None => return,
-        },
-        None => (prefix, stream),
-    };
+        head::First::Close => Next::Closed,
+    }
+}
+
+/// hyper's HTTP/1.1 connection, after `prefix` (bytes already read from `stream`).
+async fn serve_http(prefix: Bytes, stream: TcpStream, ctx: ConnCtx, limits: Limits) {
+    let guard = ctx.guard.clone();
     // The first head passed head.rs with these same limits; on a kept-alive connection hyper
     // judges the later heads and answers one over them itself (431, then closes), a malformed
     // one with 400. `max_header_size` is the exact cap on a complete head; `max_buf_size`
     // alone only stops a head still incomplete at the limit. The header timer needs `timer`.
-    // Boxed: a tunnel served in this task (above) then holds no room for hyper's state.
-    let conn = Box::pin(
-        http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Some(limits.header_read_timeout))
-            .max_header_size(MAX_HEAD_BYTES)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .max_headers(MAX_HEADERS)
-            .serve_connection(
-                ClientIo::new(Prefixed::new(prefix, stream)),
-                service_fn(move |req| proxy::serve(ctx.clone(), req)),
-            )
-            .with_upgrades(),
-    );
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(limits.header_read_timeout))
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(
+            ClientIo::new(Prefixed::new(prefix, stream)),
+            service_fn(move |req| proxy::serve(ctx.clone(), req)),
+        )
+        .with_upgrades();
     tokio::select! {
         result = conn => if let Err(e) = result {
             tracing::debug!(error = %e, "client connection ended with an error");

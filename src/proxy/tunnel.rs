@@ -94,12 +94,12 @@ pub(crate) enum Client {
     Tcp(TcpStream, Bytes),
     /// Only if hyper's upgrade was not `conn::ClientIo`: every tunnel would then hold a copy
     /// buffer and take the slow path.
-    Generic(Upgraded),
+    Generic(Option<Upgraded>),
 }
 
 impl Tunnel {
     /// The tunnel of a `CONNECT` hyper answered: takes the client back from hyper's upgrade.
-    pub(crate) async fn run(self, upgrade: OnUpgrade) {
+    pub(crate) async fn run(mut self, upgrade: OnUpgrade) {
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -107,7 +107,7 @@ impl Tunnel {
                 return;
             }
         };
-        let client = match upgraded.downcast::<ClientIo>() {
+        let mut client = match upgraded.downcast::<ClientIo>() {
             Ok(parts) => {
                 let (unread, client) = parts.io.into_inner().into_parts();
                 // hyper's read-ahead came first; any of the first head's read that hyper left.
@@ -123,14 +123,15 @@ impl Tunnel {
                 // Loud in logs, fatal in debug builds, so every tunnel test fails on it.
                 tracing::error!("tunnel: hyper's upgrade is not conn::ClientIo; relaying on the generic path");
                 debug_assert!(false, "the tunnel's fast-path downcast to conn::ClientIo failed");
-                Client::Generic(upgraded)
+                Client::Generic(Some(upgraded))
             }
         };
-        self.serve(client).await;
+        self.serve(&mut client).await;
     }
 
-    /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it.
-    pub(crate) async fn serve(mut self, client: Client) {
+    /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it. By
+    /// reference: a connection's task that runs its tunnel then holds the tunnel once.
+    pub(crate) async fn serve(&mut self, client: &mut Client) {
         let guard = self.guard.clone();
         let metrics = guard.metrics();
         metrics.tunnel_opened(&self.route.name);
@@ -172,17 +173,21 @@ impl Tunnel {
     }
 
     /// SNI check (when pinned), then the byte pipe.
-    async fn relay(&mut self, client: Client, activity: &Activity) -> Result<TunnelEnd, Rejection> {
+    async fn relay(&mut self, client: &mut Client, activity: &Activity) -> Result<TunnelEnd, Rejection> {
         let end = match client {
-            Client::Tcp(mut client, early) => {
-                if let Some(end) = self.preamble(&mut client, &early, activity).await? {
+            Client::Tcp(client, early) => {
+                // Even empty, it may share a whole read buffer: let it go before idling.
+                let early = std::mem::take(early);
+                if let Some(end) = self.preamble(client, &early, activity).await? {
                     return Ok(end);
                 }
-                // Even empty, it may share a whole read buffer: let it go before idling.
                 drop(early);
-                pipe::run(&mut client, &mut self.stream, self.idle_timeout, activity).await
+                pipe::run(client, &mut self.stream, self.idle_timeout, activity).await
             }
             Client::Generic(upgraded) => {
+                let Some(upgraded) = upgraded.take() else {
+                    return Ok(TunnelEnd::Error);
+                };
                 let mut client = TokioIo::new(upgraded);
                 if let Some(end) = self.preamble(&mut client, &[], activity).await? {
                     return Ok(end);
