@@ -146,6 +146,9 @@ impl<'a> Ended<'a> {
             ),
         };
         let up_ = self.upstream;
+        // The fields of the contract are always there; the ones that only apply to some
+        // connections (a transparent destination, a path, a parent, a CNAME, a refusal's
+        // detail, a tunnel's end) are left out where they don't.
         macro_rules! line {
             ($level:ident, $message:literal) => {
                 tracing::$level!(
@@ -153,25 +156,25 @@ impl<'a> Ended<'a> {
                     kind = self.kind.as_str(),
                     client = %self.client,
                     method = self.method,
-                    original = %Shown(self.original),
+                    original = self.original.map(tracing::field::display),
                     host = %Shown(self.target),
                     route = self.route.map_or("", |r| &*r.name),
                     resolver = up_.and_then(|u| u.resolver.as_deref()).or(self.route.map(|r| &*r.resolver)).unwrap_or(""),
-                    path = self.path.unwrap_or(""),
+                    path = self.path,
                     upstream = %Shown(up_.map(|u| u.addr)),
-                    parent = up_.and_then(|u| u.parent.as_deref()).unwrap_or(""),
-                    asked = up_.and_then(|u| u.asked.as_deref()).unwrap_or(""),
-                    detected = up_.and_then(|u| u.detected.as_deref()).unwrap_or(""),
+                    parent = up_.and_then(|u| u.parent.as_deref()),
+                    asked = up_.and_then(|u| u.asked.as_deref()),
+                    detected = up_.and_then(|u| u.detected.as_deref()),
                     status,
                     error,
-                    detail = %detail,
+                    detail = (!detail.is_empty()).then_some(tracing::field::display(detail)),
                     sni = self.sni.unwrap_or(""),
                     bytes_up = up,
                     bytes_down = down,
                     dns_ms = up_.map_or(0, |u| u.dns_time.as_millis() as u64),
                     connect_ms = up_.map_or(0, |u| u.connect_time.as_millis() as u64),
                     duration_ms = self.took.as_millis() as u64,
-                    end,
+                    end = (!end.is_empty()).then_some(end),
                     $message
                 )
             };
