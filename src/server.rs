@@ -231,20 +231,28 @@ pub fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
     Some(guard)
 }
 
-async fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) {
-    let guard = ctx.guard.clone();
-    // In a statement of its own, so that none of the first request's state is held while a
-    // tunnel idles: the task then holds the tunnel alone.
-    let mut next = tokio::select! {
-        next = first_request(stream, &ctx, limits) => next,
-        () = guard.cancelled() => return,
-    };
-    match next {
-        // By reference: the tunnel is held here once, not again in its future.
-        Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client).await,
-        // Boxed: a tunnel's task holds no room for hyper's state.
-        Next::Hyper(prefix, stream) => Box::pin(serve_http(prefix, stream, ctx, limits)).await,
-        Next::Closed => {}
+/// One client connection, from its first head to its close. Not an `async fn`: its
+/// arguments then live once in the task, not once more as locals.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments in the task"
+)]
+fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) -> impl Future<Output = ()> {
+    async move {
+        let guard = ctx.guard.clone();
+        // Boxed, and a statement of its own: none of the first request's state (head, connect,
+        // answer) is held while a tunnel idles; the task then holds the tunnel alone.
+        let mut next = tokio::select! {
+            next = Box::pin(first_request(stream, &ctx, limits)) => next,
+            () = guard.cancelled() => return,
+        };
+        match next {
+            // By reference: the tunnel is held here once, not again in its future.
+            Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client).await,
+            // Boxed: a tunnel's task holds no room for hyper's state.
+            Next::Hyper(prefix, stream) => Box::pin(serve_http(prefix, stream, ctx, limits)).await,
+            Next::Closed => {}
+        }
     }
 }
 

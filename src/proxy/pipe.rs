@@ -12,12 +12,11 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 /// Scratch buffer per worker thread: the most one read moves.
@@ -64,44 +63,149 @@ impl Activity {
 
 /// Copies between `client` and `upstream` (half-closes propagate) until both ends close, an
 /// error, or `idle` without a byte either way.
-pub(crate) async fn run(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
+pub(crate) fn run<'a>(
+    client: &'a mut TcpStream,
+    upstream: &'a mut TcpStream,
     idle: Duration,
-    activity: &Activity,
-) -> PipeEnd {
+    activity: &'a Activity,
+) -> Relay<'a> {
     let started = Instant::now();
-    let (client_r, client_w) = client.split();
-    let (upstream_r, upstream_w) = upstream.split();
-    // Pinned where it is built: moved into `until_idle`, the future's space would be
-    // reserved twice in the task (the argument and the pinned copy).
-    let copy = std::pin::pin!(async {
-        tokio::try_join!(
-            one_way(client_r, upstream_w, true, activity, started),
-            one_way(upstream_r, client_w, false, activity, started),
-        )
-    });
-    until_idle(copy, started, idle, activity).await
+    Relay {
+        client,
+        upstream,
+        up: Way::new(true),
+        down: Way::new(false),
+        activity,
+        started,
+        idle,
+        seen: Duration::ZERO,
+        sleep: tokio::time::sleep_until(started + idle),
+    }
 }
 
-/// Drives `copy` until it ends or `idle` passes with no read.
-async fn until_idle<T>(
-    mut copy: Pin<&mut impl Future<Output = io::Result<T>>>,
-    started: Instant,
-    idle: Duration,
-    activity: &Activity,
-) -> PipeEnd {
-    loop {
-        let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-        tokio::select! {
-            result = &mut copy => return match result {
-                Ok(_) => PipeEnd::Closed,
-                Err(e) => PipeEnd::Error(e.kind()),
-            },
-            () = tokio::time::sleep_until(started + last + idle) => {
-                let now_last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-                if now_last == last {
-                    return PipeEnd::Idle;
+pin_project_lite::pin_project! {
+    /// [`run`]'s future: both directions and the idle watch in one state, polled in one
+    /// place (no future per direction, no select), so an idle tunnel holds a few hundred
+    /// bytes for its pipe.
+    pub(crate) struct Relay<'a> {
+        client: &'a mut TcpStream,
+        upstream: &'a mut TcpStream,
+        up: Way,
+        down: Way,
+        activity: &'a Activity,
+        started: Instant,
+        idle: Duration,
+        // The last activity the idle watch has seen (ms since `started`, as in `Activity`).
+        seen: Duration,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+}
+
+impl Future for Relay<'_> {
+    type Output = PipeEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PipeEnd> {
+        let mut this = self.project();
+        let (activity, started) = (*this.activity, *this.started);
+        let up = this.up.poll(cx, this.client, this.upstream, activity, started);
+        let down = this.down.poll(cx, this.upstream, this.client, activity, started);
+        match (up, down) {
+            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => return Poll::Ready(PipeEnd::Error(e.kind())),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(PipeEnd::Closed),
+            _ => {}
+        }
+        // Idle once a whole `idle` passed after the last read with no read since.
+        while this.sleep.as_mut().poll(cx).is_ready() {
+            let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+            if last == *this.seen {
+                return Poll::Ready(PipeEnd::Idle);
+            }
+            *this.seen = last;
+            this.sleep.as_mut().reset(started + last + *this.idle);
+        }
+        Poll::Pending
+    }
+}
+
+/// One direction of a [`Relay`].
+struct Way {
+    from_client: bool,
+    /// Bytes read that the destination has not taken yet (empty, unallocated, while idle).
+    pending: Vec<u8>,
+    state: WayState,
+}
+
+enum WayState {
+    /// Read into the scratch buffer, write straight out.
+    Copy,
+    /// Bulk data: spliced while it keeps coming (a full scratch buffer started it).
+    #[cfg(target_os = "linux")]
+    Splice(splice::Splicing),
+    /// The source ended: half-close the destination (RFC 9112 §9.6 leaves the rest to the
+    /// ends; the other direction keeps going).
+    Shutdown,
+    Done,
+}
+
+impl Way {
+    fn new(from_client: bool) -> Self {
+        Self {
+            from_client,
+            pending: Vec::new(),
+            state: WayState::Copy,
+        }
+    }
+
+    /// Moves what `from` has to `to`; ready once the source ended and `to` is shut down.
+    /// A writable destination comes first, so a slow reader throttles the source.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut TcpStream,
+        to: &mut TcpStream,
+        activity: &Activity,
+        started: Instant,
+    ) -> Poll<io::Result<()>> {
+        let from_client = self.from_client;
+        let mut moved = |n| activity.moved(from_client, n, started);
+        loop {
+            match &mut self.state {
+                WayState::Done => return Poll::Ready(Ok(())),
+                WayState::Shutdown => {
+                    ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                    self.state = WayState::Done;
+                }
+                #[cfg(target_os = "linux")]
+                WayState::Splice(splicing) => match ready!(splicing.poll(cx, from, to, &mut moved))? {
+                    splice::Burst::Eof => self.state = WayState::Shutdown,
+                    splice::Burst::Done => self.state = WayState::Copy,
+                },
+                WayState::Copy if !self.pending.is_empty() => {
+                    let n = ready!(Pin::new(&mut *to).poll_write(cx, &self.pending))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.pending.drain(..n);
+                    if self.pending.is_empty() {
+                        self.pending = Vec::new();
+                    }
+                }
+                WayState::Copy => {
+                    ready!(to.poll_write_ready(cx))?;
+                    match ready!(step(cx, from, to))? {
+                        #[cfg(target_os = "linux")]
+                        Step::Moved(n) if n == SCRATCH_SIZE => {
+                            moved(n);
+                            self.state = WayState::Splice(splice::Splicing::start());
+                        }
+                        Step::Moved(n) => moved(n),
+                        Step::Partial { n, rest } => {
+                            moved(n);
+                            self.pending = rest;
+                        }
+                        Step::Eof => self.state = WayState::Shutdown,
+                    }
                 }
             }
         }
@@ -120,43 +224,10 @@ enum Step {
     Eof,
 }
 
-/// One direction: a writable destination first (so a slow reader throttles the source), then
-/// a read and a write within one poll, so the scratch buffer is never held across an await.
-async fn one_way(
-    mut from: ReadHalf<'_>,
-    mut to: WriteHalf<'_>,
-    from_client: bool,
-    activity: &Activity,
-    started: Instant,
-) -> io::Result<()> {
-    loop {
-        to.writable().await?;
-        match std::future::poll_fn(|cx| step(cx, &mut from, &to)).await? {
-            #[cfg(target_os = "linux")]
-            Step::Moved(n) if n == SCRATCH_SIZE => {
-                // A full scratch buffer: bulk data. Splice it while it keeps coming.
-                let moved = |n| activity.moved(from_client, n, started);
-                moved(n);
-                // Boxed: an idle tunnel's task then holds no room for a burst's state.
-                if let splice::Burst::Eof = Box::pin(splice::burst(from.as_ref(), to.as_ref(), moved)).await? {
-                    return to.shutdown().await;
-                }
-            }
-            Step::Moved(n) => activity.moved(from_client, n, started),
-            Step::Partial { n, rest } => {
-                activity.moved(from_client, n, started);
-                to.write_all(&rest).await?;
-            }
-            // Half-close: the other direction keeps going (RFC 9112 §9.6 leaves it to the ends).
-            Step::Eof => return to.shutdown().await,
-        }
-    }
-}
-
 /// Reads through `poll_read`, not `try_read`: tokio then takes a short read as proof the
 /// socket is drained and waits for the next edge, instead of one more `recv` that would
 /// answer EAGAIN after every message.
-fn step(cx: &mut Context<'_>, from: &mut ReadHalf<'_>, to: &WriteHalf<'_>) -> Poll<io::Result<Step>> {
+fn step(cx: &mut Context<'_>, from: &mut TcpStream, to: &TcpStream) -> Poll<io::Result<Step>> {
     SCRATCH.with_borrow_mut(|buf| {
         let mut read = ReadBuf::new(buf);
         if let Err(e) = std::task::ready!(Pin::new(from).poll_read(cx, &mut read)) {
@@ -215,6 +286,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Drives `copy` until it ends or `idle` passes with no read.
+async fn until_idle<T>(
+    mut copy: Pin<&mut impl Future<Output = io::Result<T>>>,
+    started: Instant,
+    idle: Duration,
+    activity: &Activity,
+) -> PipeEnd {
+    loop {
+        let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+        tokio::select! {
+            result = &mut copy => return match result {
+                Ok(_) => PipeEnd::Closed,
+                Err(e) => PipeEnd::Error(e.kind()),
+            },
+            () = tokio::time::sleep_until(started + last + idle) => {
+                let now_last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+                if now_last == last {
+                    return PipeEnd::Idle;
+                }
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use tokio::io::Interest;
@@ -117,59 +118,75 @@ pub(super) enum Burst {
     Eof,
 }
 
-/// Moves bytes from `from` to `to` through a pooled pipe until a read comes up short or the
-/// source ends, reporting each chunk read to `moved`. With no pipe to be had it returns
-/// [`Burst::Done`] at once, having moved nothing.
-pub(super) async fn burst(from: &TcpStream, to: &TcpStream, mut moved: impl FnMut(usize)) -> io::Result<Burst> {
-    let Some(pipe) = POOL.take() else {
-        return Ok(Burst::Done);
-    };
-    let Some((pipe_r, pipe_w)) = pipe.ends.as_ref() else {
-        return Ok(Burst::Done);
-    };
-    loop {
-        from.readable().await?;
-        let n = match from.try_io(Interest::READABLE, || {
-            splice(
-                from,
-                None,
-                pipe_w,
-                None,
-                CHUNK,
-                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-            )
-            .map_err(io::Error::from)
-        }) {
-            Ok(0) => return Ok(Burst::Eof),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        pipe.pending.set(n);
-        moved(n);
-        while pipe.pending.get() > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(
-                    pipe_r,
-                    None,
-                    to,
-                    None,
-                    pipe.pending.get(),
-                    SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-                )
-                .map_err(io::Error::from)
-            }) {
-                Ok(m) => pipe.pending.set(pipe.pending.get() - m),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
+/// One burst of one direction: bytes move from `from` to `to` through a pooled pipe until a
+/// read comes up short or the source ends. A state polled by the relay's own future (no
+/// future of its own to store, so an idle tunnel holds nothing for it).
+pub(super) struct Splicing {
+    /// `None` when no pipe was to be had: the burst ends at once, having moved nothing.
+    pipe: Option<Lent<'static>>,
+    /// The last read came up short: once the pipe is drained, the burst is over.
+    short: bool,
+}
+
+impl Splicing {
+    /// A burst with a pipe from the pool, if one is free.
+    pub(super) fn start() -> Self {
+        Self {
+            pipe: POOL.take(),
+            short: false,
         }
-        if n < BULK_READ {
-            return Ok(Burst::Done);
+    }
+
+    /// Moves what `from` has, reporting each chunk read to `moved`; ready when the burst is
+    /// over.
+    pub(super) fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+        moved: &mut impl FnMut(usize),
+    ) -> Poll<io::Result<Burst>> {
+        let Some(pipe) = self.pipe.as_ref() else {
+            return Poll::Ready(Ok(Burst::Done));
+        };
+        let Some((pipe_r, pipe_w)) = pipe.ends.as_ref() else {
+            return Poll::Ready(Ok(Burst::Done));
+        };
+        loop {
+            if pipe.pending.get() > 0 {
+                ready!(to.poll_write_ready(cx))?;
+                let sent = to.try_io(Interest::WRITABLE, || {
+                    splice(pipe_r, None, to, None, pipe.pending.get(), FLAGS).map_err(io::Error::from)
+                });
+                match sent {
+                    Ok(m) => pipe.pending.set(pipe.pending.get() - m),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                continue;
+            }
+            if self.short {
+                return Poll::Ready(Ok(Burst::Done));
+            }
+            ready!(from.poll_read_ready(cx))?;
+            let read = from.try_io(Interest::READABLE, || {
+                splice(from, None, pipe_w, None, CHUNK, FLAGS).map_err(io::Error::from)
+            });
+            match read {
+                Ok(0) => return Poll::Ready(Ok(Burst::Eof)),
+                Ok(n) => {
+                    pipe.pending.set(n);
+                    moved(n);
+                    self.short = n < BULK_READ;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
     }
 }
+
+const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
 
 #[cfg(test)]
 mod tests;

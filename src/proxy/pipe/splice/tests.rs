@@ -3,7 +3,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Burst, Pool, burst};
+use super::{Burst, Pool, Splicing};
 use crate::test_util::within;
 
 #[test]
@@ -66,7 +66,10 @@ async fn a_burst_splices_every_byte_in_order_until_end_of_stream() {
     // before the writer is done: then the relay waits for readiness and bursts again.
     let bursts = async {
         loop {
-            match within("burst", burst(&from, &to, |n| moved += n)).await.expect("burst") {
+            let mut splicing = Splicing::start();
+            let mut count = |n| moved += n;
+            let burst = std::future::poll_fn(|cx| splicing.poll(cx, &from, &to, &mut count));
+            match within("burst", burst).await.expect("burst") {
                 Burst::Eof => return,
                 Burst::Done => within("readable", from.readable()).await.expect("readable"),
             }
