@@ -208,7 +208,7 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     };
     // One span per client connection: every event of it (hyper's, the tunnel's) carries it.
     let span = tracing::info_span!("conn", client = %client);
-    guard.spawn("connection", serve_connection(stream, ctx, limits).instrument(span));
+    guard.spawn("connection", serve_connection(stream, ctx, limits, span));
     true
 }
 
@@ -231,26 +231,28 @@ pub fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
     Some(guard)
 }
 
-/// One client connection, from its first head to its close. Not an `async fn`: its
-/// arguments then live once in the task, not once more as locals.
+/// One client connection, from its first head to its close, in `span`. Not an `async fn`:
+/// its arguments then live once in the task, not once more as locals.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn keeps a second copy of its arguments in the task"
 )]
-fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits) -> impl Future<Output = ()> {
+fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: tracing::Span) -> impl Future<Output = ()> {
     async move {
         let guard = ctx.guard.clone();
         // Boxed, and a statement of its own: none of the first request's state (head, connect,
         // answer) is held while a tunnel idles; the task then holds the tunnel alone.
+        let first = Box::pin(first_request(stream, &ctx, limits).instrument(span.clone()));
         let mut next = tokio::select! {
-            next = Box::pin(first_request(stream, &ctx, limits)) => next,
+            next = first => next,
             () = guard.cancelled() => return,
         };
         match next {
-            // By reference: the tunnel is held here once, not again in its future.
-            Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client).await,
+            // By reference: the tunnel is held here once, not again in its future. Not
+            // instrumented: a tunnel enters its span only to log, not on every message.
+            Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client, &span).await,
             // Boxed: a tunnel's task holds no room for hyper's state.
-            Next::Hyper(prefix, stream) => Box::pin(serve_http(prefix, stream, ctx, limits)).await,
+            Next::Hyper(prefix, stream) => Box::pin(serve_http(prefix, stream, ctx, limits).instrument(span)).await,
             Next::Closed => {}
         }
     }

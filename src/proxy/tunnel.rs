@@ -126,12 +126,13 @@ impl Tunnel {
                 Client::Generic(Some(upgraded))
             }
         };
-        self.serve(&mut client).await;
+        self.serve(&mut client, &tracing::Span::current()).await;
     }
 
-    /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it. By
-    /// reference: a connection's task that runs its tunnel then holds the tunnel once.
-    pub(crate) async fn serve(&mut self, client: &mut Client) {
+    /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it, in `span`
+    /// (the connection's). By reference: a connection's task that runs its tunnel then holds
+    /// the tunnel once.
+    pub(crate) async fn serve(&mut self, client: &mut Client, span: &tracing::Span) {
         let guard = self.guard.clone();
         let metrics = guard.metrics();
         metrics.tunnel_opened(&self.route.name);
@@ -151,7 +152,7 @@ impl Tunnel {
             }
             Err(r) => (TunnelEnd::SniRejected, Some(r.reason()), None),
         };
-        Ended {
+        let ended = Ended {
             target: Some(&self.target),
             route: Some(&self.route),
             upstream: Some(&self.upstream),
@@ -168,8 +169,8 @@ impl Tunnel {
                     down,
                 },
             )
-        }
-        .finish(metrics);
+        };
+        span.in_scope(|| ended.finish(metrics));
     }
 
     /// SNI check (when pinned), then the byte pipe.
