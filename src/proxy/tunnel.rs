@@ -189,18 +189,21 @@ impl Tunnel {
                 let Some(upgraded) = upgraded.take() else {
                     return Ok(TunnelEnd::Error);
                 };
-                let mut client = TokioIo::new(upgraded);
-                if let Some(end) = self.preamble(&mut client, &[], activity).await? {
-                    return Ok(end);
-                }
-                pipe::run_generic(client, &mut self.stream, self.idle_timeout, activity).await
+                // Boxed: the fallback's copy buffers and state take no room in every tunnel.
+                return Box::pin(self.relay_generic(upgraded, activity)).await;
             }
         };
-        Ok(match end {
-            PipeEnd::Closed => TunnelEnd::Closed,
-            PipeEnd::Idle => TunnelEnd::Idle,
-            PipeEnd::Error(_) => TunnelEnd::Error,
-        })
+        Ok(tunnel_end(end))
+    }
+
+    /// [`Tunnel::relay`] for a client hyper handed back in another type.
+    async fn relay_generic(&mut self, upgraded: Upgraded, activity: &Activity) -> Result<TunnelEnd, Rejection> {
+        let mut client = TokioIo::new(upgraded);
+        if let Some(end) = self.preamble(&mut client, &[], activity).await? {
+            return Ok(end);
+        }
+        let end = pipe::run_generic(client, &mut self.stream, self.idle_timeout, activity).await;
+        Ok(tunnel_end(end))
     }
 
     /// Reads the ClientHello when SNI is pinned, then forwards it and whatever the client sent
@@ -233,6 +236,14 @@ impl Tunnel {
             }
         }
         Ok(None)
+    }
+}
+
+fn tunnel_end(end: PipeEnd) -> TunnelEnd {
+    match end {
+        PipeEnd::Closed => TunnelEnd::Closed,
+        PipeEnd::Idle => TunnelEnd::Idle,
+        PipeEnd::Error(_) => TunnelEnd::Error,
     }
 }
 
