@@ -2,6 +2,7 @@
 //! guard (connection-limit permit, drain tracker, the token that cuts it), panic containment
 //! of its tasks, and the IO type hyper is handed ([`ClientIo`]), which a tunnel takes back.
 
+mod cancel;
 mod contain;
 mod prefixed;
 
@@ -13,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use cancel::UntilCancelled;
 pub(crate) use contain::contain;
 pub(crate) use prefixed::Prefixed;
 
@@ -68,8 +70,10 @@ impl ConnGuard {
         &self.metrics
     }
 
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
+    /// `task`'s output, or `None` once the drain cuts connections; the token's lock is taken
+    /// once, not on every poll (see `conn/cancel.rs`). For futures polled by one task.
+    pub(crate) fn until_cancelled<F: Future>(&self, task: F) -> UntilCancelled<'_, F> {
+        cancel::until_cancelled(&self.cancel, task)
     }
 
     /// Runs `task` tracked for the drain, with a panic in it contained and counted.

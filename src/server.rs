@@ -243,9 +243,8 @@ fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: traci
         // Boxed, and a statement of its own: none of the first request's state (head, connect,
         // answer) is held while a tunnel idles; the task then holds the tunnel alone.
         let first = Box::pin(first_request(stream, &ctx, limits).instrument(span.clone()));
-        let mut next = tokio::select! {
-            next = first => next,
-            () = guard.cancelled() => return,
+        let Some(mut next) = guard.until_cancelled(first).await else {
+            return;
         };
         match next {
             // By reference: the tunnel is held here once, not again in its future. Not
@@ -291,11 +290,8 @@ async fn serve_http(prefix: Bytes, stream: TcpStream, ctx: ConnCtx, limits: Limi
             service_fn(move |req| proxy::serve(ctx.clone(), req)),
         )
         .with_upgrades();
-    tokio::select! {
-        result = conn => if let Err(e) = result {
-            tracing::debug!(error = %e, "client connection ended with an error");
-        },
-        () = guard.cancelled() => {}
+    if let Some(Err(e)) = guard.until_cancelled(conn).await {
+        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 

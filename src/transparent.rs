@@ -95,10 +95,7 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, client: SocketAddr) {
     let span = tracing::info_span!("conn", client = %client, listener = "transparent");
     let task = async move {
         let guard = conn.guard.clone();
-        tokio::select! {
-            () = conn.run(stream) => {}
-            () = guard.cancelled() => {}
-        }
+        guard.until_cancelled(conn.run(stream)).await;
     };
     guard.spawn("transparent", task.instrument(span));
 }

@@ -137,10 +137,10 @@ impl Tunnel {
         let metrics = guard.metrics();
         metrics.tunnel_opened(&self.route.name);
         let activity = Activity::default();
-        let end = tokio::select! {
-            end = self.relay(client, &activity) => end,
-            () = guard.cancelled() => Ok(TunnelEnd::Cancelled),
-        };
+        let end = guard
+            .until_cancelled(self.relay(client, &activity))
+            .await
+            .unwrap_or(Ok(TunnelEnd::Cancelled));
         let (up, down) = (
             activity.client_to_upstream.load(Ordering::Relaxed),
             activity.upstream_to_client.load(Ordering::Relaxed),
