@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
-use crate::support::raw::{closed, exchange, read_reply};
+use crate::support::raw::{assert_refused, closed, exchange, read_reply};
 use crate::support::*;
 
 /// What the proxy must do with one input.
@@ -790,16 +790,11 @@ async fn hardening_a_connect_after_a_refused_one_on_the_same_connection_tunnels_
             connect(&format!("blocked.example:{}", net.port), "").as_bytes(),
         )
         .await;
-        assert_eq!(refused.status, Some(403), "{refused:?}");
-        assert!(
-            refused
-                .header("proxy-status")
-                .is_some_and(|ps| ps.starts_with("splitway; error=http_request_denied;")),
-            "{refused:?}"
-        );
-        assert!(
-            refused.body.contains("route `blocked` denies blocked.example"),
-            "{refused:?}"
+        assert_refused(
+            &refused,
+            403,
+            "http_request_denied",
+            "route `blocked` denies blocked.example",
         );
         within(
             HANG_SECS,
@@ -846,16 +841,11 @@ async fn hardening_a_refused_first_connect_closes_only_when_the_client_asked() {
         (connect(&blocked, "Connection: keep-alive\r\n"), false),
     ] {
         let (reply, mut stream) = exchange(proxy.addr, head.as_bytes()).await;
-        assert_eq!(reply.status, Some(403), "{head:?}: {reply:?}");
-        assert!(
-            reply
-                .header("proxy-status")
-                .is_some_and(|ps| ps.starts_with("splitway; error=http_request_denied;")),
-            "{reply:?}"
-        );
-        assert!(
-            reply.body.contains("route `blocked` denies blocked.example"),
-            "{reply:?}"
+        assert_refused(
+            &reply,
+            403,
+            "http_request_denied",
+            "route `blocked` denies blocked.example",
         );
         assert_eq!(
             reply.header("connection") == Some("close"),

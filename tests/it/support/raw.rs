@@ -68,3 +68,16 @@ pub(crate) async fn closed(stream: &mut TcpStream) -> bool {
         Err(_) => false,
     }
 }
+
+/// Asserts `reply` is splitway's refusal: `status`, `Proxy-Status` with the RFC 9209 `error`
+/// type, and a body that `says` what was wrong.
+#[track_caller]
+pub(crate) fn assert_refused(reply: &Reply, status: u16, error: &str, says: &str) {
+    assert_eq!(reply.status, Some(status), "{reply:?}");
+    let want = format!("splitway; error={error};");
+    assert!(
+        reply.header("proxy-status").is_some_and(|ps| ps.starts_with(&want)),
+        "Proxy-Status is not {want:?}: {reply:?}"
+    );
+    assert!(reply.body.contains(says), "the body does not say {says:?}: {reply:?}");
+}
