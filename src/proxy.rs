@@ -256,29 +256,41 @@ pub(crate) async fn serve_connect(
         },
         Err(refusal) => {
             let e = refused(ctx, RequestKind::Connect, "CONNECT", started, refusal);
-            let resp = error_response(&e);
-            let close = head.close || resp.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
-            let answer = error_head(&resp, &error_body(&e), close);
-            // Bounded, so a client that does not read cannot hold the connection.
-            let written = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, client.write_all(&answer)).await;
-            match written {
-                Ok(Ok(())) if !close => Next::Hyper(rest, client),
-                Ok(Ok(())) => {
-                    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, client.shutdown()).await;
-                    Next::Closed
-                }
-                _ => Next::Closed,
+            if answer(&mut client, &e, head.close).await {
+                Next::Hyper(rest, client)
+            } else {
+                Next::Closed
             }
         }
     }
 }
 
 /// How long an error answer written by hand may take to leave.
-pub(crate) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// An error response and its body as bytes on the wire, for the paths that answer without
-/// hyper; `connection: close` when `close`.
-pub(crate) fn error_head(resp: &Response<Body>, body: &str, close: bool) -> Vec<u8> {
+/// Answers `e` on a connection hyper does not hold, written out by hand with
+/// [`error_response`]'s status, headers and body, and shuts the connection down when `close`
+/// or when the error itself ends it (a malformed request). Bounded, so a client that does not
+/// read cannot hold the connection. `true` when the connection stays open for what the client
+/// sends next.
+pub(crate) async fn answer(stream: &mut tokio::net::TcpStream, e: &ProxyError, close: bool) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let resp = error_response(e);
+    let close = close || resp.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
+    let bytes = error_head(&resp, &error_body(e), close);
+    let written = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(&bytes).await?;
+        if close {
+            stream.shutdown().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    !close && matches!(written, Ok(Ok(())))
+}
+
+/// An error response and its body as bytes on the wire; `connection: close` when `close`.
+fn error_head(resp: &Response<Body>, body: &str, close: bool) -> Vec<u8> {
     use std::fmt::Write as _;
     let status = resp.status();
     let mut head = format!(

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -192,7 +191,10 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
     let Some(guard) = admit(shared) else {
         let max = shared.runtime().config.proxy.max_connections;
         shared.tracker.spawn(contain(
-            async move { refuse(stream, &ProxyError::ConnectionLimit(max)).await },
+            async move {
+                let mut stream = stream;
+                proxy::answer(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
+            },
             "refusal",
             shared.metrics.clone(),
         ));
@@ -265,7 +267,7 @@ async fn first_request(mut stream: TcpStream, ctx: &ConnCtx, limits: Limits) -> 
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
             Ended::refused(kind, ctx.client, "", &e, &detail).finish(ctx.guard.metrics());
-            refuse(stream, &e).await;
+            proxy::answer(&mut stream, &e, true).await;
             Next::Closed
         }
         head::First::Close => Next::Closed,
@@ -293,16 +295,4 @@ async fn serve_http(prefix: Bytes, stream: TcpStream, ctx: ConnCtx, limits: Limi
     if let Some(Err(e)) = guard.until_cancelled(conn).await {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
-}
-
-/// Answers `e` on a connection hyper never saw (over `max_connections`, or a first head
-/// splitway refused), then closes it; bounded, so a client that does not read cannot hold it.
-/// The status, headers and body are [`proxy::error_response`]'s, written out by hand.
-async fn refuse(mut stream: TcpStream, e: &ProxyError) {
-    let answer = proxy::error_head(&proxy::error_response(e), &proxy::error_body(e), true);
-    let _ = tokio::time::timeout(proxy::REFUSAL_WRITE_TIMEOUT, async {
-        stream.write_all(&answer).await?;
-        stream.shutdown().await
-    })
-    .await;
 }
