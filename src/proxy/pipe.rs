@@ -69,17 +69,51 @@ pub(crate) fn run<'a>(
     idle: Duration,
     activity: &'a Activity,
 ) -> Relay<'a> {
-    let started = Instant::now();
     Relay {
         client,
         upstream,
         up: Way::new(true),
         down: Way::new(false),
         activity,
-        started,
-        idle,
-        seen: Duration::ZERO,
-        sleep: tokio::time::sleep_until(started + idle),
+        watch: IdleWatch::new(idle),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The idle timeout of a pipe: ready once a whole `idle` passed after the last read
+    /// (`Activity::last_ms`, counted from `started`) with no read since.
+    struct IdleWatch {
+        started: Instant,
+        idle: Duration,
+        // The last activity the watch has seen.
+        seen: Duration,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+}
+
+impl IdleWatch {
+    fn new(idle: Duration) -> Self {
+        let started = Instant::now();
+        Self {
+            started,
+            idle,
+            seen: Duration::ZERO,
+            sleep: tokio::time::sleep_until(started + idle),
+        }
+    }
+
+    fn poll_idle(self: Pin<&mut Self>, cx: &mut Context<'_>, activity: &Activity) -> Poll<()> {
+        let mut this = self.project();
+        while this.sleep.as_mut().poll(cx).is_ready() {
+            let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+            if last == *this.seen {
+                return Poll::Ready(());
+            }
+            *this.seen = last;
+            this.sleep.as_mut().reset(*this.started + last + *this.idle);
+        }
+        Poll::Pending
     }
 }
 
@@ -93,12 +127,8 @@ pin_project_lite::pin_project! {
         up: Way,
         down: Way,
         activity: &'a Activity,
-        started: Instant,
-        idle: Duration,
-        // The last activity the idle watch has seen (ms since `started`, as in `Activity`).
-        seen: Duration,
         #[pin]
-        sleep: tokio::time::Sleep,
+        watch: IdleWatch,
     }
 }
 
@@ -106,8 +136,8 @@ impl Future for Relay<'_> {
     type Output = PipeEnd;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PipeEnd> {
-        let mut this = self.project();
-        let (activity, started) = (*this.activity, *this.started);
+        let this = self.project();
+        let (activity, started) = (*this.activity, this.watch.started);
         let up = this.up.poll(cx, this.client, this.upstream, activity, started);
         let down = this.down.poll(cx, this.upstream, this.client, activity, started);
         match (up, down) {
@@ -115,16 +145,7 @@ impl Future for Relay<'_> {
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(PipeEnd::Closed),
             _ => {}
         }
-        // Idle once a whole `idle` passed after the last read with no read since.
-        while this.sleep.as_mut().poll(cx).is_ready() {
-            let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-            if last == *this.seen {
-                return Poll::Ready(PipeEnd::Idle);
-            }
-            *this.seen = last;
-            this.sleep.as_mut().reset(started + last + *this.idle);
-        }
-        Poll::Pending
+        this.watch.poll_idle(cx, activity).map(|()| PipeEnd::Idle)
     }
 }
 
@@ -289,30 +310,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     }
 }
 
-/// Drives `copy` until it ends or `idle` passes with no read.
-async fn until_idle<T>(
-    mut copy: Pin<&mut impl Future<Output = io::Result<T>>>,
-    started: Instant,
-    idle: Duration,
-    activity: &Activity,
-) -> PipeEnd {
-    loop {
-        let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-        tokio::select! {
-            result = &mut copy => return match result {
-                Ok(_) => PipeEnd::Closed,
-                Err(e) => PipeEnd::Error(e.kind()),
-            },
-            () = tokio::time::sleep_until(started + last + idle) => {
-                let now_last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-                if now_last == last {
-                    return PipeEnd::Idle;
-                }
-            }
-        }
-    }
-}
-
 /// [`run`] for a client that is not a plain `TcpStream` (hyper handed the connection back in
 /// another type): tokio's `copy_bidirectional` with a bounded buffer per direction, which it
 /// holds for the tunnel's whole life.
@@ -321,7 +318,8 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let started = Instant::now();
+    let mut watch = std::pin::pin!(IdleWatch::new(idle));
+    let started = watch.started;
     let mut client = Counted {
         inner: client,
         activity,
@@ -334,13 +332,18 @@ where
         started,
         from_client: false,
     };
-    let copy = std::pin::pin!(tokio::io::copy_bidirectional_with_sizes(
+    let mut copy = std::pin::pin!(tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut upstream,
         GENERIC_BUF_SIZE,
         GENERIC_BUF_SIZE
     ));
-    until_idle(copy, started, idle, activity).await
+    std::future::poll_fn(|cx| match copy.as_mut().poll(cx) {
+        Poll::Ready(Ok(_)) => Poll::Ready(PipeEnd::Closed),
+        Poll::Ready(Err(e)) => Poll::Ready(PipeEnd::Error(e.kind())),
+        Poll::Pending => watch.as_mut().poll_idle(cx, activity).map(|()| PipeEnd::Idle),
+    })
+    .await
 }
 
 #[cfg(target_os = "linux")]

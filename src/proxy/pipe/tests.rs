@@ -36,11 +36,24 @@ fn spawn_pipe(
     )
 }
 
+/// How a test starts a pipe: [`spawn_pipe`] (the fast path) or [`spawn_generic`].
+type Spawn = fn(TcpStream, TcpStream, Duration) -> (Arc<Activity>, tokio::task::JoinHandle<PipeEnd>);
+
 #[tokio::test]
 async fn bytes_cross_both_ways_and_half_closes_propagate() {
+    crosses_both_ways_and_closes(spawn_pipe).await;
+}
+
+/// The fallback for a client hyper hands back in another type: the same counts and ends.
+#[tokio::test]
+async fn the_generic_pipe_crosses_both_ways_and_half_closes_propagate() {
+    crosses_both_ways_and_closes(spawn_generic).await;
+}
+
+async fn crosses_both_ways_and_closes(spawn: Spawn) {
     let (mut app, client_side) = pair().await;
     let (upstream_side, mut origin) = pair().await;
-    let (activity, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
+    let (activity, pipe) = spawn(client_side, upstream_side, Duration::from_secs(60));
 
     within("write", app.write_all(b"hello")).await.expect("write");
     within("half-close", app.shutdown()).await.expect("half-close");
@@ -114,9 +127,18 @@ async fn a_slow_reader_gets_every_byte_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_tunnel_ends_idle() {
+    ends_idle_when_silent(spawn_pipe).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_generic_pipe_ends_idle() {
+    ends_idle_when_silent(spawn_generic).await;
+}
+
+async fn ends_idle_when_silent(spawn: Spawn) {
     let (_app, client_side) = connected_pair().await;
     let (upstream_side, _origin) = connected_pair().await;
-    let (_, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(300));
+    let (_, pipe) = spawn(client_side, upstream_side, Duration::from_secs(300));
     assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Idle);
 }
 
@@ -199,4 +221,17 @@ async fn the_relay_future_is_a_few_hundred_bytes() {
         size <= sleep + 320,
         "pipe::run is {size} bytes ({sleep} of them its idle timer)"
     );
+}
+
+fn spawn_generic(
+    client: TcpStream,
+    mut upstream: TcpStream,
+    idle: Duration,
+) -> (Arc<Activity>, tokio::task::JoinHandle<PipeEnd>) {
+    let activity = Arc::new(Activity::default());
+    let a = activity.clone();
+    (
+        activity,
+        tokio::spawn(async move { super::run_generic(client, &mut upstream, idle, &a).await }),
+    )
 }
