@@ -203,13 +203,14 @@ async fn hardening_connect_to_the_proxy_itself_is_prohibited() {
         .proxy("connect_ports", format!("[{port}]"))
         .build();
     let proxy = TestProxy::start(&toml).await;
-    for target in [
-        format!("127.0.0.1:{port}"),
-        format!("[::ffff:127.0.0.1]:{port}"),
-        format!("0.0.0.0:{port}"),
-    ] {
+    for target in [format!("127.0.0.1:{port}"), format!("[::ffff:127.0.0.1]:{port}")] {
         let (reply, _) = exchange(proxy.addr, &connect_request(&target)).await;
         assert_refused(&reply, 403, "destination_ip_prohibited", "own listener");
+    }
+    // The unspecified address is never a destination, whatever deny_destinations says.
+    for target in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+        let (reply, _) = exchange(proxy.addr, &connect_request(&target)).await;
+        assert_refused(&reply, 403, "destination_ip_prohibited", "every address of");
     }
     proxy.assert_no_leaks().await;
     proxy.stop().await;

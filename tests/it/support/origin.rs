@@ -30,7 +30,14 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) async fn start(ip: IpAddr) -> Recorder {
-        let listener = TcpListener::bind((ip, 0)).await.expect("bind the recorder");
+        Self::start_at(SocketAddr::new(ip, 0)).await
+    }
+
+    /// A recorder on a given address and port (a port a proxy would be asked for).
+    pub(crate) async fn start_at(addr: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind the recorder on {addr}: {e}"));
         let addr = listener.local_addr().expect("recorder address");
         let (tx, seen) = watch::channel(Seen::default());
         let tx = Arc::new(tx);
@@ -53,6 +60,11 @@ impl Recorder {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What it has seen so far.
+    pub(crate) fn seen(&self) -> Seen {
+        *self.seen.borrow()
     }
 
     /// Waits until `closed` connections have ended, then returns what was seen.
