@@ -10,11 +10,13 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::netns::{NetNs, NsNet};
-use crate::support::origin::Recorder;
+use crate::support::origin::{Recorder, echo_head_origin};
+use crate::support::proxy::TestProxy;
 use crate::support::raw::{Reply, assert_refused, read_reply};
 use crate::support::transparent::{Splitway, iptables, write_temp};
-use crate::support::{FakeDns, Zone};
+use crate::support::{FakeDns, HANG_SECS, Zone, aws_net, within};
 
 const PROXY: &str = "127.0.0.1:3128";
 /// The transparent listener, on every address (a documented option).
@@ -263,4 +265,83 @@ async fn an_attacker_reaches_no_local_or_metadata_address_and_no_open_listener()
         splitway.log()
     );
     iptables(&ns, &config, &["--remove"]).await;
+}
+
+/// The password file of a parent the tests never reach.
+fn parent_password_file() -> String {
+    let path = write_temp("parent-password", "pw-Zr8-never-sent\n");
+    path.to_str().expect("UTF-8 temp path").to_owned()
+}
+
+/// Report mode forwards along the system path, straight to the origin: the credentials of
+/// the parent that the enforcing route names must not go with it.
+#[tokio::test]
+async fn report_mode_never_sends_a_parents_credentials_to_the_origin() {
+    let net = aws_net();
+    let origin = echo_head_origin().await;
+    let parent = crate::support::parent::down_parent(IpAddr::from([127, 60, 9, 1])).await;
+    let toml = ConfigBuilder::new(net)
+        .proxy_str("mode", "report")
+        .route(
+            Route::new("everything")
+                .hosts(["*"])
+                .str("via", format!("http://svc-splitway@{parent}"))
+                .str("via_password_file", parent_password_file()),
+        )
+        .build();
+    let proxy = TestProxy::start(&toml).await;
+    let req = format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    let (reply, _) = crate::support::raw::exchange(proxy.addr, req.as_bytes()).await;
+    assert_eq!(
+        reply.status,
+        Some(200),
+        "report mode follows the system path: {reply:?}"
+    );
+    assert!(reply.body.starts_with("GET / HTTP/1.1"), "{}", reply.body);
+    assert!(
+        !reply.body.to_ascii_lowercase().contains("proxy-authorization"),
+        "a parent's credentials reached the origin: {}",
+        reply.body
+    );
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+/// Sends `req` on a kept-alive connection and reads its reply.
+async fn send(stream: &mut TcpStream, req: String) -> Reply {
+    within(HANG_SECS, "send", stream.write_all(req.as_bytes()))
+        .await
+        .expect("send");
+    read_reply(stream).await
+}
+
+/// A reload reaches a kept-alive connection at its next request: an old connection cannot
+/// keep the rules (no auth, no deny) of the config it was opened under.
+#[tokio::test]
+async fn a_reload_reaches_a_kept_alive_connection_at_its_next_request() {
+    let net = aws_net();
+    let origin = echo_head_origin().await;
+    let echo = Route::new("echo")
+        .hosts(["echo.test"])
+        .key("addresses", strings([origin]));
+    let before = ConfigBuilder::new(net).route(echo.clone());
+    let proxy = TestProxy::start(&before.build()).await;
+    let mut stream = within(HANG_SECS, "connect", TcpStream::connect(proxy.addr))
+        .await
+        .expect("connect");
+    let get = |auth: &str| format!("GET http://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n{auth}\r\n");
+    let reply = send(&mut stream, get("")).await;
+    assert_eq!(reply.status, Some(200), "before the reload: {reply:?}");
+    let after = before
+        .proxy("auth", "{ username = \"app\", password = \"s3cret\" }")
+        .replace_route(Route::new("echo").hosts(["echo.test"]).deny());
+    let config = splitway::Config::from_toml(&after.build(), "reloaded.toml").expect("valid config");
+    proxy.handle.reload(config).expect("reloads");
+    let reply = send(&mut stream, get("")).await;
+    assert_refused(&reply, 407, "http_request_denied", "");
+    let reply = send(&mut stream, get("Proxy-Authorization: Basic YXBwOnMzY3JldA==\r\n")).await;
+    assert_refused(&reply, 403, "http_request_denied", "route `echo` denies");
+    drop(stream);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
 }

@@ -111,3 +111,28 @@ pub(crate) async fn keep_alive_origin(ip: IpAddr) -> SocketAddr {
     });
     addr
 }
+
+/// A plain-HTTP origin that answers each connection's first request with its head, byte for
+/// byte, as the body: what a proxy forwarded, header by header.
+pub(crate) async fn echo_head_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = s.read_u8().await else { return };
+                    head.push(b);
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.write_all(&head).await;
+            });
+        }
+    });
+    addr
+}
