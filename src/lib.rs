@@ -212,10 +212,7 @@ impl Proxy {
             tokio::join!(refresher, checks);
         });
         let shared = self.shared.clone();
-        // Aborted when the drain is over; until then redirected connections are served too.
-        let transparent = transparent::serve(self.transparent, shared.clone());
-        server::serve(self.listener, self.shared, shutdown).await;
-        drop(transparent);
+        server::serve(self.listener, self.transparent, self.shared, shutdown).await;
         warm.abort();
         shared.runtime().stop_refresher();
         stop_admin.cancel();

@@ -9,6 +9,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, Outcome, RequestKind, SniReason, TunnelEnd};
 use crate::routes::Route;
@@ -18,23 +20,95 @@ use crate::upstream::target::Target;
 /// The `route` label of refusals made before a route was chosen.
 pub const NO_ROUTE: &str = "none";
 
-/// How one request or tunnel ended.
-pub(crate) struct Ended<'a> {
-    pub kind: RequestKind,
-    pub client: SocketAddr,
-    /// The request method, `CONNECT`, or on the transparent listener `TLS` / `TCP`.
-    pub method: &'a str,
+/// One client exchange — a request, or a tunnel — on the listener it came in on: made once
+/// where it starts, and every way it can end (refused, forwarded, tunnelled) goes through
+/// [`Exchange::ended`] or [`Exchange::refused`], the only places an [`Ended`] is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exchange {
+    kind: RequestKind,
+    client: SocketAddr,
     /// Transparent listener: the destination the kernel redirected.
-    pub original: Option<SocketAddr>,
-    pub target: Option<&'a Target>,
-    pub route: Option<&'a Route>,
-    pub upstream: Option<&'a Upstream>,
+    original: Option<SocketAddr>,
+    started: Instant,
+}
+
+impl Exchange {
+    /// An exchange of `client`'s starting now.
+    pub(crate) fn start(kind: RequestKind, client: SocketAddr) -> Self {
+        Self {
+            kind,
+            client,
+            original: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// The same exchange, its original destination known (transparent listener).
+    pub(crate) fn redirected(self, original: SocketAddr) -> Self {
+        Self {
+            original: Some(original),
+            ..self
+        }
+    }
+
+    pub(crate) fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// How it ended, to complete with what is known ([`Ended::target`] …) and then
+    /// [`Ended::finish`].
+    pub(crate) fn ended<'a>(&self, method: &'a str, how: How<'a>) -> Ended<'a> {
+        Ended {
+            kind: self.kind,
+            client: self.client,
+            method,
+            original: self.original,
+            target: None,
+            route: None,
+            upstream: None,
+            sni: None,
+            path: None,
+            took: self.started.elapsed(),
+            how,
+        }
+    }
+
+    /// Refused by `e`, with its status and Proxy-Status type; `detail` is `e` described.
+    pub(crate) fn refused<'a>(&self, method: &'a str, e: &ProxyError, detail: &'a str) -> Ended<'a> {
+        self.ended(
+            method,
+            How::Refused {
+                status: e.status().as_u16(),
+                outcome: e.outcome(),
+                detail,
+            },
+        )
+    }
+
+    /// Its tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged
+    /// when it closes.
+    pub(crate) fn answered(&self, metrics: &Metrics, route: &Route, upstream: &Upstream) {
+        metrics.request(self.kind, &route.name, Outcome::Ok);
+        metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
+    }
+}
+
+/// How one request or tunnel ended: made by an [`Exchange`] only.
+pub(crate) struct Ended<'a> {
+    kind: RequestKind,
+    client: SocketAddr,
+    /// The request method, `CONNECT`, or on the transparent listener `TLS` / `TCP`.
+    method: &'a str,
+    original: Option<SocketAddr>,
+    target: Option<&'a Target>,
+    route: Option<&'a Route>,
+    upstream: Option<&'a Upstream>,
     /// The ClientHello's server name, once read.
-    pub sni: Option<&'a str>,
+    sni: Option<&'a str>,
     /// Plain HTTP: the request path.
-    pub path: Option<&'a str>,
-    pub took: Duration,
-    pub how: How<'a>,
+    path: Option<&'a str>,
+    took: Duration,
+    how: How<'a>,
 }
 
 /// The way it ended.
@@ -57,48 +131,30 @@ pub(crate) enum How<'a> {
     },
 }
 
-/// A tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged when it
-/// closes.
-pub(crate) fn answered(metrics: &Metrics, kind: RequestKind, route: &Route, upstream: &Upstream) {
-    metrics.request(kind, &route.name, Outcome::Ok);
-    metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
-}
-
 impl<'a> Ended<'a> {
-    /// A refusal by `e`, its status and Proxy-Status type.
-    pub(crate) fn refused(
-        kind: RequestKind,
-        client: SocketAddr,
-        method: &'a str,
-        e: &ProxyError,
-        detail: &'a str,
-    ) -> Self {
-        Self::new(
-            kind,
-            client,
-            method,
-            How::Refused {
-                status: e.status().as_u16(),
-                outcome: e.outcome(),
-                detail,
-            },
-        )
+    pub(crate) fn target(self, target: Option<&'a Target>) -> Self {
+        Self { target, ..self }
     }
 
-    /// The other fields empty, to be filled in with struct update syntax.
-    pub(crate) fn new(kind: RequestKind, client: SocketAddr, method: &'a str, how: How<'a>) -> Self {
+    pub(crate) fn route(self, route: Option<&'a Route>) -> Self {
+        Self { route, ..self }
+    }
+
+    pub(crate) fn upstream(self, upstream: &'a Upstream) -> Self {
         Self {
-            kind,
-            client,
-            method,
-            original: None,
-            target: None,
-            route: None,
-            upstream: None,
-            sni: None,
-            path: None,
-            took: Duration::ZERO,
-            how,
+            upstream: Some(upstream),
+            ..self
+        }
+    }
+
+    pub(crate) fn sni(self, sni: Option<&'a str>) -> Self {
+        Self { sni, ..self }
+    }
+
+    pub(crate) fn path(self, path: &'a str) -> Self {
+        Self {
+            path: Some(path),
+            ..self
         }
     }
 
@@ -265,7 +321,9 @@ mod tests {
         let detail = r#"evil route="payments" status=200 x\"y"#;
         let client = SocketAddr::from(([10, 0, 0, 1], 40000));
         tracing::subscriber::with_default(subscriber, || {
-            Ended::refused(RequestKind::Connect, client, "CONNECT", &e, detail).log();
+            Exchange::start(RequestKind::Connect, client)
+                .refused("CONNECT", &e, detail)
+                .log();
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let fields = fields(text.trim_end());

@@ -268,7 +268,7 @@ impl Connector {
     }
 
     /// Whether `addr` is one of the proxy's own listeners.
-    pub(super) fn is_own(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn is_own(&self, addr: SocketAddr) -> bool {
         self.deny.is_own(addr)
     }
 
