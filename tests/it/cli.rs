@@ -3,6 +3,7 @@
 use std::process::Output;
 
 use crate::support::bin::run as splitway;
+use crate::support::config::ConfigBuilder;
 use crate::support::proxy::{PrivateDns, scenario_config};
 use crate::support::tmp::TempFile;
 use crate::support::*;
@@ -241,5 +242,38 @@ async fn explain_probe_text_names_the_failure() {
     assert!(
         text.contains("probe:      system") && text.contains("does NOT cover the host"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_and_explain_show_private_custom_domains() {
+    let net = aws_net();
+    let preset = crate::aws_private_domains::private_domains_preset(Some("us-east-1a"));
+    let toml = ConfigBuilder::with_resolvers(net, PrivateDns::On).aws(preset).build();
+    let path = write_config("private-domains.toml", &toml);
+    let out = splitway(&["check", "--config", path.arg()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        format!("aws-private-domains      [{PRIVATE_DOMAIN}] -> connect {VPCE_ZONAL} then {VPCE} via `system`"),
+        format!("aws-private-domains-us-west-2 [{WEST_PRIVATE_DOMAIN}] -> connect {WEST_VPCE} via `system`"),
+    ] {
+        assert!(stdout.contains(&want), "missing {want:?} in:\n{stdout}");
+    }
+    // explain: the zonal endpoint name is looked up and connected to; the system resolver
+    // does not know the name at all.
+    let e = explain_json(&path, PRIVATE_DOMAIN).await;
+    assert_eq!(e["route"], "aws-private-domains", "{e}");
+    assert_eq!(e["lookups"][0]["name"], VPCE_ZONAL, "{e}");
+    assert_eq!(e["connect_to"], format!("{VPCE_ZONAL_IP}:{}", net.port), "{e}");
+    assert!(e["system"]["error"].is_string(), "{e}");
+    let e = explain_json(&path, WEST_PRIVATE_DOMAIN).await;
+    assert_eq!(
+        (&e["route"], &e["connect_to"]),
+        (
+            &serde_json::json!("aws-private-domains-us-west-2"),
+            &serde_json::json!(format!("{WEST_VPCE_IP}:{}", net.port))
+        ),
+        "{e}"
     );
 }

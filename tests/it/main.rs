@@ -3,6 +3,7 @@
 
 mod aws_failures;
 mod aws_preset;
+mod aws_private_domains;
 mod cli;
 mod custom_domains;
 mod deploy;
