@@ -147,6 +147,13 @@ impl Proxy {
         .map_err(StartError::Setup)?;
         drop(checked);
         let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
+        // Weak: the readiness the view lives in belongs to `shared` itself.
+        let weak = Arc::downgrade(&shared);
+        shared.ready().set_backoffs(admin::BackoffView(Arc::new(move || {
+            weak.upgrade()
+                .map(|s| s.runtime().connector.backoffs().snapshot())
+                .unwrap_or_default()
+        })));
         shared
             .ready()
             .set_transparent(transparent.iter().filter_map(|l| l.local_addr().ok()).collect());
@@ -319,6 +326,11 @@ impl ProxyHandle {
     /// The Prometheus text the admin `/metrics` serves.
     pub fn metrics_text(&self) -> String {
         self.shared.metrics().encode()
+    }
+
+    /// The upstream addresses in `[proxy] address_backoff` now, soonest to end first.
+    pub fn address_backoffs(&self) -> Vec<upstream::backoff::Backoff> {
+        self.shared.runtime().connector.backoffs().snapshot()
     }
 
     /// `starting`, `ready` or `draining`.

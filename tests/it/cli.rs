@@ -277,3 +277,35 @@ async fn check_and_explain_show_private_custom_domains() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn check_and_explain_show_the_address_backoff() {
+    let net = aws_net();
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .proxy("address_backoff", "\"45s\"")
+        .build();
+    let path = write_config("backoff.toml", &toml);
+    let out = splitway(&["check", "--config", path.arg()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = "address_backoff 45s (an upstream address that timed out or refused is tried after the others)";
+    assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    let host = execute_api_host(PRIVATE_API_ID, REGION);
+    assert_eq!(explain_json(&path, &host).await["address_backoff"], "45s");
+    let out = splitway(&["explain", &host, "--config", path.arg()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = "backoff:    no address in backoff (address_backoff 45s)";
+    assert!(text.contains(want), "missing {want:?} in:\n{text}");
+
+    let bad = write_config("backoff-bad.toml", "[proxy]\naddress_backoff = \"soon\"\n");
+    let out = splitway(&["check", "--config", bad.arg()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:2: invalid value: string \"soon\", expected a duration",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! splitway's integration tests: one binary, run against the emulated AWS network in
 //! `support/` (loopback only; never the machine's resolver).
 
+mod aws_az_outage;
 mod aws_failures;
 mod aws_preset;
 mod aws_private_domains;
