@@ -15,6 +15,7 @@
 //! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
 //! - `transparent`: the `[transparent]` listener for iptables-redirected connections;
 //!   [`iptables`]: the capture rules `splitway iptables` prints, applies and removes;
+//! - [`lambda`]: `splitway lambda-extension`, the Lambda Extensions API client;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
 //!   TLS probe (`--probe`);
@@ -44,6 +45,7 @@ pub(crate) mod conn;
 pub mod error;
 pub mod explain;
 pub mod iptables;
+pub mod lambda;
 pub mod metrics;
 pub(crate) mod outcome;
 pub mod probe;

@@ -19,6 +19,7 @@ mod hardening_dns;
 mod hardening_faults;
 mod hardening_limits;
 mod hardening_load;
+mod lambda;
 mod lifecycle;
 mod operations;
 mod parent;
