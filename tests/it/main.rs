@@ -20,6 +20,7 @@ mod hardening_faults;
 mod hardening_limits;
 mod hardening_load;
 mod lambda;
+mod lambda_deploy;
 mod lifecycle;
 mod operations;
 mod parent;
