@@ -14,7 +14,7 @@ use crate::support::*;
 
 const ROUTE: &str = "two-enis";
 /// Short, so the test waits little for the backoff to end; long enough for a few tunnels.
-const BACKOFF: &str = "3s";
+const BACKOFF: &str = "5s";
 /// RFC 8305's attempt delay is 250 ms: a tunnel that did not wait on the dead ENI connects
 /// well within this.
 const FAST: &str = "0.1";
@@ -71,6 +71,7 @@ async fn aws_a_dark_zone_is_tried_last_until_its_backoff_is_over() {
                 .str("connect", VPCE),
         )
         .admin()
+        .admin_key("debug", "true")
         .build();
     let proxy = nsnet
         .run("the proxy", async move { TestProxy::start(&toml).await })
@@ -113,6 +114,18 @@ async fn aws_a_dark_zone_is_tried_last_until_its_backoff_is_over() {
         (&dark.to_string().into(), &ROUTE.into(), &"timed_out".into()),
         "{body}"
     );
+
+    // explain on the running proxy (/debug/route) shows it, and connects elsewhere first.
+    let host = execute_api_host(PRIVATE_API_ID, REGION);
+    let path = format!("/debug/route?host={host}:{}", net.port);
+    let (status, body) = nsnet
+        .run("/debug/route", async move { admin_get(admin, &path).await })
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(e["backoffs"][0]["address"], dark.to_string(), "{body}");
+    assert_ne!(e["connect_to"], dark.to_string(), "{body}");
+    assert_eq!(e["address_backoff"], BACKOFF, "{body}");
 
     // The next tunnels go straight to the healthy ENI: none waits the 250 ms attempt delay.
     let before = fast_connects(&proxy);

@@ -267,6 +267,17 @@ async fn check_and_explain_show_private_custom_domains() {
     assert_eq!(e["lookups"][0]["name"], VPCE_ZONAL, "{e}");
     assert_eq!(e["connect_to"], format!("{VPCE_ZONAL_IP}:{}", net.port), "{e}");
     assert!(e["system"]["error"].is_string(), "{e}");
+    // --probe: the endpoint presents a certificate covering the domain and serves it.
+    let ca = write_config("private-domains-ca.pem", &net.ca_pem);
+    let target = format!("{PRIVATE_DOMAIN}:{}", net.port);
+    let out = explain_probe(&target, &path, &ca, &["--json"]).await;
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ours = &e["probes"][0];
+    assert_eq!(
+        (&ours["path"], &ours["covers_host"], &ours["http_status"]),
+        (&"splitway".into(), &true.into(), &200.into()),
+        "{e}"
+    );
     let e = explain_json(&path, WEST_PRIVATE_DOMAIN).await;
     assert_eq!(
         (&e["route"], &e["connect_to"]),
