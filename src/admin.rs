@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,8 +22,12 @@ use crate::metrics::{self, Metrics};
 pub use crate::runtime::Check;
 
 /// How long an admin client may take to send a request head (slowloris guard); probes and
-/// scrapers send theirs in one write.
+/// scrapers send theirs in one write. It is also the idle timeout of a kept-alive admin
+/// connection: hyper starts the timer as soon as it waits for the next head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections open at once; one more is closed at once. Probes and a scraper or two
+/// need a handful.
+pub const MAX_CONNECTIONS: usize = 32;
 /// hyper's smallest allowed read buffer: an admin request is a request line and a few headers.
 const MAX_BUF_BYTES: usize = 8 * 1024;
 /// Pause after a failed accept (EMFILE and friends) so the loop does not spin on the error.
@@ -187,13 +191,29 @@ pub async fn serve(
 ) {
     let admin = Arc::new(Admin { metrics, ready, debug });
     let tracker = TaskTracker::new();
+    // The admin port's own small budget, apart from the proxy's `max_connections`: held-open
+    // admin connections can never take the descriptors the proxy needs.
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => drop(tracker.spawn(connection(stream, admin.clone(), shutdown.clone()))),
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let (admin, shutdown) = (admin.clone(), shutdown.clone());
+                    drop(tracker.spawn(async move {
+                        connection(stream, admin, shutdown).await;
+                        drop(slot);
+                    }));
+                }
+                Err(_) => {
+                    // Closed at once: a probe that finds the admin port full retries.
+                    tracing::debug!(%peer, max = MAX_CONNECTIONS, "admin connection refused: too many open");
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "admin listener: accept failed");
                 tokio::select! {

@@ -5,6 +5,7 @@ use http::HeaderMap;
 use http::header::PROXY_AUTHORIZATION;
 
 use crate::config::ProxyAuth;
+use crate::error::ProxyError;
 
 /// The `Proxy-Authenticate` challenge sent with a 407.
 pub(crate) const CHALLENGE: &str = "Basic realm=\"splitway\", charset=\"UTF-8\"";
@@ -23,18 +24,27 @@ impl Basic {
         }
     }
 
-    /// Whether the request's `Proxy-Authorization` carries these credentials.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
-        headers.get_all(PROXY_AUTHORIZATION).iter().any(|value| {
-            let value = value.as_bytes();
-            // The scheme is case-insensitive (RFC 9110 §11.1); one or more spaces follow it.
-            let Some((scheme, token)) = value.split_at_checked(5) else {
-                return false;
-            };
+    /// Whether the request carries these credentials: exactly one `Proxy-Authorization` field
+    /// (RFC 9110 §11.7.2 defines one credential per request; a request with several would be
+    /// several guesses for the price of one), a `407` without the right one, a `400` with more.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
+        let mut fields = headers.get_all(PROXY_AUTHORIZATION).iter();
+        let (Some(value), None) = (fields.next(), fields.next()) else {
+            return Err(match headers.contains_key(PROXY_AUTHORIZATION) {
+                true => {
+                    ProxyError::BadRequest("more than one Proxy-Authorization field: send the credentials once".into())
+                }
+                false => ProxyError::AuthRequired,
+            });
+        };
+        let value = value.as_bytes();
+        // The scheme is case-insensitive (RFC 9110 §11.1); one or more spaces follow it.
+        let matches = value.split_at_checked(5).is_some_and(|(scheme, token)| {
             scheme.eq_ignore_ascii_case(b"basic")
                 && token.first() == Some(&b' ')
                 && constant_time_eq(token.trim_ascii(), &self.token)
-        })
+        });
+        if matches { Ok(()) } else { Err(ProxyError::AuthRequired) }
     }
 }
 
@@ -69,6 +79,12 @@ pub(crate) fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Basic {
+        fn allows(&self, headers: &HeaderMap) -> bool {
+            self.check(headers).is_ok()
+        }
+    }
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -105,7 +121,24 @@ mod tests {
         assert!(!basic.allows(&headers("Bearer QWxhZGRpbjpvcGVuIHNlc2FtZQ==")));
         assert!(!basic.allows(&headers("BasicQWxhZGRpbjpvcGVuIHNlc2FtZQ==")));
         assert!(!basic.allows(&headers("Basic")));
-        assert!(!basic.allows(&HeaderMap::new()));
+        assert!(matches!(basic.check(&HeaderMap::new()), Err(ProxyError::AuthRequired)));
+    }
+
+    #[test]
+    fn exactly_one_field_a_second_is_a_bad_request() {
+        let basic = Basic::new(&ProxyAuth {
+            username: "Aladdin".into(),
+            password: "open sesame".into(),
+        });
+        let mut h = HeaderMap::new();
+        h.append(PROXY_AUTHORIZATION, "Basic d3Jvbmc6Z3Vlc3M=".parse().unwrap());
+        h.append(
+            PROXY_AUTHORIZATION,
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==".parse().unwrap(),
+        );
+        let e = basic.check(&h).expect_err("two fields are two guesses");
+        assert!(matches!(e, ProxyError::BadRequest(_)), "{e:?}");
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
     }
 
     #[test]

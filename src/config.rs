@@ -47,9 +47,21 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ADDRESS_BACKOFF: Duration = Duration::from_secs(30);
 /// Default for `[proxy] max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default for `[proxy] deny_destinations`: loopback, link-local (instance metadata) and "this
-/// network", the classic SSRF targets of a proxy beside an application.
-pub const DEFAULT_DENY_DESTINATIONS: &[&str] = &["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"];
+/// Default for `[proxy] deny_destinations`: loopback, the unspecified addresses ("this host"
+/// on Linux), link-local (IPv4 instance metadata, the ECS and EKS credential agents) and the
+/// IPv6 instance metadata (`fd00:ec2::254`) and EKS Pod Identity (`fd00:ec2::23`) endpoints:
+/// the classic SSRF targets of a proxy beside an application. The unspecified addresses are
+/// refused even when the list leaves them out (`upstream::deny`).
+pub const DEFAULT_DENY_DESTINATIONS: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "fd00:ec2::23/128",
+];
 
 /// The config used when no file is given: a plain forward proxy on the system resolver.
 pub const EMBEDDED_DEFAULT: &str = "\

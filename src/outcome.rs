@@ -167,7 +167,7 @@ impl<'a> Ended<'a> {
                     detected = up_.and_then(|u| u.detected.as_deref()),
                     status,
                     error,
-                    detail = (!detail.is_empty()).then_some(tracing::field::display(detail)),
+                    detail = (!detail.is_empty()).then_some(detail),
                     sni = self.sni.unwrap_or(""),
                     bytes_up = up,
                     bytes_down = down,
@@ -198,5 +198,87 @@ impl<T: std::fmt::Display> std::fmt::Display for Shown<T> {
             Some(v) => v.fmt(f),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A log writer that keeps what the text formatter wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `key=value` pairs of one text line, values quoted per the formatter's escaping.
+    fn fields(line: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = line;
+        while let Some(eq) = rest.find('=') {
+            let key = rest[..eq].rsplit(' ').next().unwrap_or_default().to_owned();
+            let after = &rest[eq + 1..];
+            let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+                let mut end = 0;
+                let mut escaped = false;
+                for (i, c) in quoted.char_indices() {
+                    match (escaped, c) {
+                        (false, '\\') => escaped = true,
+                        (false, '"') => {
+                            end = i;
+                            break;
+                        }
+                        _ => escaped = false,
+                    }
+                }
+                (quoted[..end].to_owned(), &quoted[end + 1..])
+            } else {
+                let end = after.find(' ').unwrap_or(after.len());
+                (after[..end].to_owned(), &after[end..])
+            };
+            out.push((key, value));
+            rest = next;
+        }
+        out
+    }
+
+    #[test]
+    fn text_line_quotes_free_text_so_it_cannot_add_fields() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let e = ProxyError::BadRequest("bad".into());
+        let detail = r#"evil route="payments" status=200 x\"y"#;
+        let client = SocketAddr::from(([10, 0, 0, 1], 40000));
+        tracing::subscriber::with_default(subscriber, || {
+            Ended::refused(RequestKind::Connect, client, "CONNECT", &e, detail).log();
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let fields = fields(text.trim_end());
+        let count = |k: &str| fields.iter().filter(|(key, _)| key == k).count();
+        assert_eq!(count("route"), 1, "one route field: {text}");
+        assert_eq!(count("status"), 1, "one status field: {text}");
+        let route = fields.iter().find(|(k, _)| k == "route").map(|(_, v)| v.as_str());
+        assert_eq!(route, Some(""), "the real route, empty: {text}");
+        let status = fields.iter().find(|(k, _)| k == "status").map(|(_, v)| v.as_str());
+        assert_eq!(status, Some("400"), "{text}");
+        assert!(
+            fields.iter().any(|(k, v)| k == "detail" && v.contains("evil route")),
+            "detail kept whole, quoted: {text}"
+        );
     }
 }

@@ -26,7 +26,7 @@ use crate::error::ProxyError;
 use crate::metrics::RequestKind;
 use crate::outcome::{self, Ended, How};
 use crate::routes::Route;
-use crate::runtime::Runtime;
+use crate::runtime::{Current, Runtime};
 use crate::upstream::target::Target;
 use tracing::Instrument;
 
@@ -39,10 +39,23 @@ pub struct ConnCtx {
     pub client: SocketAddr,
     /// Cancelled when the proxy starts draining.
     pub draining: tokio_util::sync::CancellationToken,
+    /// The runtime of the request being served.
     pub runtime: Arc<Runtime>,
+    /// Where the next request reads its runtime (reloads replace it).
+    pub current: Arc<Current>,
     pub guard: Arc<ConnGuard>,
     /// How long a pinned tunnel waits for the whole ClientHello.
     pub client_hello_timeout: Duration,
+}
+
+impl ConnCtx {
+    /// The context of a connection's next request, on the runtime current now.
+    pub fn next_request(&self) -> ConnCtx {
+        ConnCtx {
+            runtime: self.current.load(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Serves one request from a client connection.
@@ -53,9 +66,9 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
         .runtime
         .auth
         .as_ref()
-        .is_none_or(|basic| basic.allows(req.headers()));
-    let result = if !authorized {
-        Err((None, None, ProxyError::AuthRequired))
+        .map_or(Ok(()), |basic| basic.check(req.headers()));
+    let result = if let Err(e) = authorized {
+        Err((None, None, e))
     } else if method == Method::CONNECT {
         connect(&ctx, req, started).await
     } else if req.uri().scheme().is_some() {
@@ -79,8 +92,10 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
         };
         error_response(&refused(&ctx, kind, method.as_str(), started, refusal))
     });
-    if ctx.draining.is_cancelled() && method != Method::CONNECT {
-        // Draining: let keep-alive clients go, so the drain can finish.
+    let refused_connect = method == Method::CONNECT && !resp.status().is_success();
+    if refused_connect || (ctx.draining.is_cancelled() && method != Method::CONNECT) {
+        // A refused CONNECT: what the client sent after it may be tunnel bytes, never a
+        // request (RFC 9110 §9.3.6). Draining: let keep-alive clients go.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -93,11 +108,10 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Res
     }
     let target = forward::target_of(req.uri()).map_err(|e| (None, None, e))?;
     let rt = &ctx.runtime;
-    let route = rt.routes.lookup(&target.host).clone();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    match forward::forward(&rt.client, &route, &target, req).await {
-        Ok(resp) => {
+    match forward::forward(&rt.client, &target, req).await {
+        (route, Ok(resp)) => {
             Ended {
                 target: Some(&target),
                 route: Some(&route),
@@ -115,7 +129,7 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Res
             .finish(ctx.guard.metrics());
             Ok(resp)
         }
-        Err(e) => Err((Some(target), Some(route), e)),
+        (route, Err(e)) => Err((Some(target), Some(route), e)),
     }
 }
 
@@ -204,8 +218,6 @@ pub struct Connect {
     pub len: usize,
     /// The `Proxy-Authorization` fields (nothing else is kept).
     pub auth: http::HeaderMap,
-    /// HTTP/1.0 or `Connection: close`: a refusal closes the connection.
-    pub close: bool,
 }
 
 /// The `200` that opens a tunnel.
@@ -219,8 +231,7 @@ const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 pub(crate) enum Next {
     /// Answered `200`: its tunnel, to run in the connection's task.
     Tunnel(tunnel::Tunnel, tunnel::Client),
-    /// Refused, and the connection stays open: the socket and the bytes after the head, for
-    /// hyper to serve what the client sends next.
+    /// Not a connection's first `CONNECT`: the socket and the bytes read so far, for hyper.
     Hyper(Bytes, tokio::net::TcpStream),
     /// Nothing more: the answer was a close, or the client left.
     Closed,
@@ -237,12 +248,15 @@ pub(crate) async fn serve_connect(
 ) -> Next {
     use tokio::io::AsyncWriteExt;
     let started = Instant::now();
-    let authorized = ctx.runtime.auth.as_ref().is_none_or(|basic| basic.allows(&head.auth));
-    let opened = if authorized {
+    let authorized = ctx
+        .runtime
+        .auth
+        .as_ref()
+        .map_or(Ok(()), |basic| basic.check(&head.auth));
+    let opened = match authorized {
         // Boxed: the connect's state (DNS, happy eyeballs) is freed once it is done.
-        Box::pin(open_tunnel(ctx, &head.uri, started)).await
-    } else {
-        Err((None, None, ProxyError::AuthRequired))
+        Ok(()) => Box::pin(open_tunnel(ctx, &head.uri, started)).await,
+        Err(e) => Err((None, None, e)),
     };
     let rest = prefix.slice(head.len..);
     drop(prefix);
@@ -256,11 +270,10 @@ pub(crate) async fn serve_connect(
         },
         Err(refusal) => {
             let e = refused(ctx, RequestKind::Connect, "CONNECT", started, refusal);
-            if answer(&mut client, &e, head.close).await {
-                Next::Hyper(rest, client)
-            } else {
-                Next::Closed
-            }
+            // RFC 9110 §9.3.6: after a refused CONNECT the client cannot tell its tunnel bytes
+            // from a next request, so nothing it sent after the head is read as one.
+            answer(&mut client, &e, true).await;
+            Next::Closed
         }
     }
 }

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 pub mod glob;
 
 use crate::config::{Action, Pattern, RouteSpec, SniMode, Via};
-use crate::upstream::target::Host;
+use crate::upstream::target::{Host, embedded_ipv4};
 
 /// Name of the implicit catch-all route.
 pub const DEFAULT_ROUTE: &str = "default";
@@ -168,14 +168,16 @@ impl RouteTable {
         &self.catch_all
     }
 
-    /// The route for an IP literal. An IPv4-mapped IPv6 literal (`[::ffff:10.0.0.1]`) that no
-    /// IPv6 pattern claims routes as its IPv4 address, so IPv4 routes cannot be sidestepped.
+    /// The route for an IP literal. An IPv6 literal that stands for an IPv4 address (mapped
+    /// `[::ffff:10.0.0.1]`, compatible, NAT64 `[64:ff9b::a00:1]`, 6to4) and that no IPv6
+    /// pattern claims routes as that IPv4 address, so IPv4 routes cannot be sidestepped; the
+    /// deny list reads the same forms with the same function ([`embedded_ipv4`]).
     pub fn lookup_ip(&self, ip: IpAddr) -> &Arc<Route> {
         let route = self.lookup_ip_as_written(ip);
         match ip {
-            IpAddr::V6(v6) if Arc::ptr_eq(route, &self.catch_all) => v6
-                .to_ipv4_mapped()
-                .map_or(route, |v4| self.lookup_ip_as_written(IpAddr::V4(v4))),
+            IpAddr::V6(v6) if Arc::ptr_eq(route, &self.catch_all) => {
+                embedded_ipv4(v6).map_or(route, |v4| self.lookup_ip_as_written(IpAddr::V4(v4)))
+            }
             _ => route,
         }
     }

@@ -72,6 +72,27 @@ pub struct Check {
     pub reason: Option<String>,
 }
 
+/// The runtime new connections and requests take: replaced atomically on reload. A request
+/// reads it once and keeps what it read to its end, so a reload never changes a request or
+/// tunnel half-way, and reaches a kept-alive connection at its next request.
+pub struct Current(std::sync::RwLock<Arc<Runtime>>);
+
+impl Current {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self(std::sync::RwLock::new(runtime))
+    }
+
+    /// The runtime now.
+    pub fn load(&self) -> Arc<Runtime> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces it for what starts next.
+    pub fn store(&self, next: Arc<Runtime>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+}
+
 /// The state derived from one config.
 pub struct Runtime {
     pub config: Config,
@@ -162,6 +183,22 @@ impl Runtime {
         Err(ProxyError::PortNotAllowed {
             port: target.port,
             allowed,
+        })
+    }
+
+    /// Plain HTTP on the transparent listener may reach only the ports `splitway iptables`
+    /// captures: `[proxy] connect_ports` and `[transparent] http_ports`.
+    pub fn check_transparent_http_port(&self, target: &Target) -> Result<(), ProxyError> {
+        let http_ports = self.config.transparent.as_ref().map_or(&[][..], |t| &t.http_ports[..]);
+        if http_ports.contains(&target.port) {
+            return Ok(());
+        }
+        self.check_connect_port(target).map_err(|_| {
+            let ports = self.config.proxy.connect_ports.iter().chain(http_ports);
+            ProxyError::PortNotAllowed {
+                port: target.port,
+                allowed: ports.map(u16::to_string).collect::<Vec<_>>().join(", "),
+            }
         })
     }
 

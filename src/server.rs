@@ -4,7 +4,7 @@
 pub mod head;
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::outcome::Ended;
 use crate::proxy::{self, ConnCtx, Next};
-use crate::runtime::Runtime;
+use crate::runtime::{Current, Runtime};
 use tracing::Instrument;
 
 /// How long a client may take to send a request head (slowloris guard).
@@ -54,7 +54,7 @@ impl Default for Limits {
 
 /// State shared by the accept loop and every connection.
 pub struct Shared {
-    runtime: RwLock<Arc<Runtime>>,
+    runtime: Arc<Current>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -72,7 +72,7 @@ impl Shared {
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>, limits: Limits, own: Vec<std::net::SocketAddr>) -> Self {
         let max = runtime.config.proxy.max_connections;
         Self {
-            runtime: RwLock::new(Arc::new(runtime)),
+            runtime: Arc::new(Current::new(Arc::new(runtime))),
             limit: Arc::new(Semaphore::new(max)),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -120,13 +120,19 @@ impl Shared {
         &self.own
     }
 
-    /// Replaces the runtime for new connections; open ones keep theirs.
+    /// Replaces the runtime for new connections and the next request of kept-alive ones;
+    /// open tunnels and requests in flight keep theirs.
     pub fn set_runtime(&self, next: Arc<Runtime>) {
-        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.runtime.store(next);
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.runtime.load()
+    }
+
+    /// Where each request reads the runtime it runs on.
+    pub fn current(&self) -> &Arc<Current> {
+        &self.runtime
     }
 }
 
@@ -205,6 +211,7 @@ fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::
         client,
         draining: shared.draining.clone(),
         runtime: shared.runtime(),
+        current: shared.current().clone(),
         guard: guard.clone(),
         client_hello_timeout: limits.client_hello_timeout,
     };
@@ -289,7 +296,9 @@ async fn serve_http(prefix: Bytes, stream: TcpStream, ctx: ConnCtx, limits: Limi
         .max_headers(MAX_HEADERS)
         .serve_connection(
             ClientIo::new(Prefixed::new(prefix, stream)),
-            service_fn(move |req| proxy::serve(ctx.clone(), req)),
+            // Each request on the runtime current when it starts: a reload reaches kept-alive
+            // connections at their next request.
+            service_fn(move |req| proxy::serve(ctx.next_request(), req)),
         )
         .with_upgrades();
     if let Some(Err(e)) = guard.until_cancelled(conn).await {

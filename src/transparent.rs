@@ -29,7 +29,7 @@ use crate::proxy::pipe::{self, Activity, PipeEnd};
 use crate::proxy::tunnel::{Rejection, read_client_hello};
 use crate::proxy::{self, NO_ROUTE};
 use crate::routes::Route;
-use crate::runtime::Runtime;
+use crate::runtime::{Current, Runtime};
 use crate::server::Shared;
 use crate::upstream::connect::Upstream;
 use crate::upstream::deny::DenyList;
@@ -85,6 +85,7 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, client: SocketAddr) {
     let conn = Conn {
         client,
         runtime: shared.runtime(),
+        current: shared.current().clone(),
         guard: guard.clone(),
         own: DenyList::new(vec![], shared.own().to_vec()),
         hello_timeout: shared.limits().client_hello_timeout,
@@ -103,7 +104,10 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, client: SocketAddr) {
 /// One redirected connection.
 struct Conn {
     client: SocketAddr,
+    /// The runtime the connection was accepted on (a TLS or TCP relay keeps it).
     runtime: Arc<Runtime>,
+    /// Where each plain-HTTP request reads its runtime (reloads replace it).
+    current: Arc<Current>,
     guard: Arc<ConnGuard>,
     own: DenyList,
     hello_timeout: Duration,
@@ -118,6 +122,10 @@ struct Conn {
 enum Refused {
     #[error("no original destination (SO_ORIGINAL_DST); only iptables REDIRECT should reach this listener")]
     NoOriginalDst(#[source] std::io::Error),
+    #[error(
+        "not redirected: the client connected to the transparent listener itself; only iptables REDIRECT should reach it"
+    )]
+    NotRedirected,
     #[error(transparent)]
     Proxy(ProxyError),
     #[error("first flight: {}", .0.as_str())]
@@ -130,7 +138,7 @@ impl Refused {
     /// The `outcome` label.
     fn outcome(&self) -> Outcome {
         match self {
-            Self::NoOriginalDst(_) => Outcome::NoOriginalDst,
+            Self::NoOriginalDst(_) | Self::NotRedirected => Outcome::NoOriginalDst,
             Self::Proxy(e) => e.outcome(),
             Self::FirstFlight(r) => Outcome::FirstFlight(r.reason()),
             Self::NoName => Outcome::NoSni,
@@ -144,6 +152,12 @@ impl Conn {
             Ok(a) => a,
             Err(e) => return self.refused(None, None, None, &Refused::NoOriginalDst(e)),
         };
+        // Not redirected: a client that connected to the listener itself (on 0.0.0.0, at one
+        // of this host's addresses) has its own address as the "original" destination. It
+        // would be an open proxy that skips [proxy] auth, and a loop.
+        if stream.local_addr().is_ok_and(|local| local == original) {
+            return self.refused(Some(original), None, None, &Refused::NotRedirected);
+        }
         if self.own.is_own(original) {
             let e = ProxyError::LoopToSelf {
                 route: NO_ROUTE.into(),
@@ -159,6 +173,13 @@ impl Conn {
             Ok((_, true)) => None,
             Ok((sni, false)) => sni,
             Err(Rejection::NotTls) if http::sniff(&mut stream, &mut first, self.header_timeout).await => {
+                let at = Target {
+                    host: Host::Ip(original.ip().to_canonical()),
+                    port: original.port(),
+                };
+                if let Err(e) = self.runtime.check_transparent_http_port(&at) {
+                    return self.refused(Some(original), Some(&at), None, &Refused::Proxy(e));
+                }
                 return http::serve(self, stream, first, original).await;
             }
             Err(Rejection::NotTls) => None,

@@ -286,3 +286,50 @@ async fn shutdown_ends_the_server_and_its_open_connections() {
         assert!(matches!(read, Ok(0) | Err(_)), "connection still open: {read:?}");
     }
 }
+
+/// A kept-alive admin connection that has been answered once (so it holds a slot).
+async fn held(addr: SocketAddr) -> BufReader<TcpStream> {
+    let mut conn = BufReader::new(within("connect", TcpStream::connect(addr)).await.expect("connect"));
+    within(
+        "write",
+        conn.get_mut()
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"),
+    )
+    .await
+    .expect("write");
+    assert_eq!(read_one(&mut conn).await.1, "ok\n");
+    conn
+}
+
+#[tokio::test]
+async fn held_open_connections_cannot_take_more_than_the_admin_budget() {
+    let admin = start().await;
+    let mut open = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        open.push(held(admin.addr).await);
+    }
+    // One more is accepted by the kernel and closed by the listener without an answer.
+    let mut extra = within("connect", TcpStream::connect(admin.addr))
+        .await
+        .expect("connect");
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let read = within("the refused connection to close", extra.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "over the budget: closed, no answer; got {rest:?}"
+    );
+    // A slot freed is a slot for the next probe.
+    drop(open.pop());
+    let answered = crate::test_util::poll_until("a freed admin slot", || async {
+        let mut s = TcpStream::connect(admin.addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.ok()?;
+        raw.starts_with("HTTP/1.1 200").then_some(raw)
+    })
+    .await;
+    assert!(answered.ends_with("ok\n"), "{answered}");
+}

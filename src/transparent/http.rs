@@ -91,7 +91,8 @@ pub(super) async fn serve(conn: Conn, stream: TcpStream, first: Vec<u8>, origina
 
 async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let rt = &conn.runtime;
+    // The runtime current now: a reload reaches a kept-alive connection at its next request.
+    let rt = conn.current.load();
     if req.method() == http::Method::TRACE {
         let e = ProxyError::MethodNotAllowed("TRACE".into());
         conn.refused(Some(original), None, None, &Refused::Proxy(e.clone()));
@@ -108,7 +109,10 @@ async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) 
             return proxy::error_response(&e);
         }
     };
-    let route = rt.routes.lookup(&target.host).clone();
+    if let Err(e) = rt.check_transparent_http_port(&target) {
+        conn.refused(Some(original), Some(&target), None, &Refused::Proxy(e.clone()));
+        return proxy::error_response(&e);
+    }
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     // The pooled client connects by the URI's authority: the absolute form of the request.
     match Uri::builder()
@@ -121,8 +125,8 @@ async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) 
         Err(_) => return proxy::error_response(&ProxyError::BadRequest(format!("bad request target `{path}`"))),
     }
     let method = req.method().clone();
-    match forward::forward(&rt.client, &route, &target, req).await {
-        Ok(resp) => {
+    match forward::forward(&rt.client, &target, req).await {
+        (route, Ok(resp)) => {
             Ended {
                 original: Some(original),
                 target: Some(&target),
@@ -141,7 +145,7 @@ async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) 
             .finish(conn.guard.metrics());
             resp
         }
-        Err(e) => {
+        (route, Err(e)) => {
             conn.refused(Some(original), Some(&target), Some(&route), &Refused::Proxy(e.clone()));
             proxy::error_response(&e)
         }

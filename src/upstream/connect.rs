@@ -299,13 +299,23 @@ impl Connector {
         addrs: &[SocketAddr],
         deadline: Instant,
     ) -> Result<(TcpStream, SocketAddr), ProxyError> {
-        // Even a route's explicit `addresses` never lead back into the proxy: that would loop.
+        // Even a route's explicit `addresses` never lead back into the proxy (that would loop)
+        // nor to an unspecified address (this host itself).
         let (own, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| self.deny.is_own(**a));
         if addrs.is_empty() && !own.is_empty() {
             return Err(ProxyError::LoopToSelf {
                 route: route.name.to_string(),
                 host: target.to_string(),
                 addr: own[0],
+            });
+        }
+        let (nowhere, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            addrs.into_iter().partition(|a| super::deny::unspecified(a.ip()));
+        if addrs.is_empty() && !nowhere.is_empty() {
+            return Err(ProxyError::DestinationProhibited {
+                route: route.name.to_string(),
+                host: target.to_string(),
+                addrs: nowhere.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             });
         }
         let addrs = self.backoffs.order(&addrs);

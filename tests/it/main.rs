@@ -29,6 +29,7 @@ mod parent_faults;
 mod refusals;
 mod reload_process;
 mod scenarios;
+mod security;
 mod sni_pinning;
 mod source_rules;
 mod support;
