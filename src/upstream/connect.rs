@@ -319,7 +319,13 @@ impl Connector {
             });
         }
         let addrs = self.backoffs.order(&addrs);
-        let failures = match race(&addrs, self.mark, deadline).await {
+        let mark = self.mark;
+        let connect = move |addr: SocketAddr| async move {
+            let stream = super::socket::connect(addr, mark).await?;
+            stream.set_nodelay(true)?;
+            Ok::<_, io::Error>(stream)
+        };
+        let failures = match race(&addrs, deadline, connect).await {
             Race::Won { stream, addr, slow } => {
                 self.backoffs.succeeded(addr);
                 for a in slow {

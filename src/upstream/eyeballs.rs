@@ -1,7 +1,8 @@
 //! Happy Eyeballs (RFC 8305): address ordering (§4) and the connection race (§5), for the one
-//! connector. The race reports which attempts it abandoned unanswered, so the connector can
-//! remember them (`address_backoff`).
+//! connector, which hands the race its way of opening a socket. The race reports which
+//! attempts it abandoned unanswered, so the connector can remember them (`address_backoff`).
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -42,17 +43,15 @@ pub(super) fn interleave(ips: Vec<IpAddr>, port: u16) -> Vec<SocketAddr> {
     }
 }
 
-async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
-    let stream = super::socket::connect(addr, mark).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
 /// RFC 8305 §5: start the next attempt when the previous one fails or after [`ATTEMPT_DELAY`];
 /// the first to connect wins and the rest are dropped (the JoinSet aborts them).
-pub(super) async fn race(addrs: &[SocketAddr], mark: Option<u32>, deadline: Instant) -> Race {
+pub(super) async fn race<C, F>(addrs: &[SocketAddr], deadline: Instant, connect: C) -> Race
+where
+    C: Fn(SocketAddr) -> F,
+    F: Future<Output = io::Result<TcpStream>> + Send + 'static,
+{
     if let [addr] = addrs {
-        return match timeout_at(deadline, connect(*addr, mark)).await {
+        return match timeout_at(deadline, connect(*addr)).await {
             Ok(Ok(stream)) => Race::Won {
                 stream,
                 addr: *addr,
@@ -73,7 +72,8 @@ pub(super) async fn race(addrs: &[SocketAddr], mark: Option<u32>, deadline: Inst
     let mut start = |running: &mut JoinSet<_>, started: &mut usize| match next.next() {
         Some((i, addr)) => {
             *started = i + 1;
-            running.spawn(async move { (i, connect(addr, mark).await) });
+            let attempt = connect(addr);
+            running.spawn(async move { (i, attempt.await) });
             true
         }
         None => false,
@@ -108,3 +108,6 @@ pub(super) async fn race(addrs: &[SocketAddr], mark: Option<u32>, deadline: Inst
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
