@@ -333,3 +333,18 @@ async fn held_open_connections_cannot_take_more_than_the_admin_budget() {
     .await;
     assert!(answered.ends_with("ok\n"), "{answered}");
 }
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
+    let admin = start().await;
+    let mut conn = held(admin.addr).await;
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // Bounded by `within`: only a connection that is never closed trips it.
+    let read = within("the idle admin connection to close", conn.read_to_end(&mut rest)).await;
+    assert!(read.is_ok_and(|n| n == 0), "closed without another answer: {rest:?}");
+    assert!(
+        started.elapsed() >= HEADER_READ_TIMEOUT / 2,
+        "closed by the idle timer, not at once"
+    );
+}

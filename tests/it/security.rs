@@ -218,6 +218,52 @@ async fn an_attacker_reaches_no_local_or_metadata_address_and_no_open_listener()
         splitway.log()
     );
 
+    // ... and TLS, by the ClientHello's SNI (names only: an SNI is never an address).
+    let captured_tls = SocketAddr::new(CAPTURED_IP.parse().unwrap(), 443);
+    for name in TARGETS.iter().filter(|t| t.ends_with(".test")) {
+        let hello = crate::support::pki::client_hello(name);
+        let read = ns_net
+            .run("a redirected ClientHello", async move {
+                let mut s = TcpStream::connect(captured_tls).await.expect("connect (redirected)");
+                s.write_all(&hello).await.expect("send the ClientHello");
+                let mut buf = [0u8; 64];
+                s.read(&mut buf).await
+            })
+            .await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "{name}: closed without an answer: {read:?}"
+        );
+    }
+    let m = ns_net
+        .run(
+            "metrics",
+            crate::support::client::admin_get("127.0.0.1:9901".parse().unwrap(), "/metrics"),
+        )
+        .await
+        .1;
+    let prohibited = crate::support::metrics::metric(
+        &m,
+        "splitway_requests_total",
+        &[
+            ("kind", "transparent"),
+            ("route", "default"),
+            ("outcome", "destination_ip_prohibited"),
+        ],
+    );
+    let names = TARGETS.iter().filter(|t| t.ends_with(".test")).count();
+    assert_eq!(
+        prohibited as usize,
+        TARGETS.len() + names,
+        "every transparent case refused and counted:\n{m}"
+    );
+    assert_eq!(
+        recorded(&recorders),
+        Vec::<String>::new(),
+        "nothing may connect:\n{}",
+        splitway.log()
+    );
+
     // A deny route holds for the name resolved: no search domain turns `secret` into
     // `secret.corp.test` behind the route's back.
     let reply = exchange(
