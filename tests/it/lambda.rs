@@ -181,3 +181,21 @@ async fn lambda_is_chosen_when_the_runtime_api_is_set_and_no_command_is_given() 
     assert!(ext.wait().await.success());
     assert_eq!(api.paths(), ["register", "event/next"]);
 }
+
+#[tokio::test]
+async fn lambda_a_listener_that_cannot_bind_reaches_init_error() {
+    let api = ExtensionsApi::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address");
+    let mut ext = extension(&api, &format!("[proxy]\nlisten = \"{addr}\"\n"));
+    assert_eq!(ext.wait().await.code(), Some(1));
+    let error = api.wait_call("init/error", 1).await;
+    assert_eq!(api.paths(), ["register", "init/error"]);
+    assert_eq!(error.error_type.as_deref(), Some("Extension.StartFailed"));
+    let message = error.body["errorMessage"].as_str().expect("errorMessage");
+    assert!(
+        message.starts_with(&format!("cannot listen on {addr} ([proxy] listen): ")),
+        "{message}"
+    );
+    drop(taken);
+}
