@@ -78,6 +78,8 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
             ..
         }) => {
             let deadline = Instant::now() + rt.config.proxy.connect_timeout;
+            // A name whose every address is in backoff is tried after the others.
+            let mut deferred = None;
             for (host, port) in names {
                 let mut lookup = Lookup::new(host, resolver);
                 match rt
@@ -100,12 +102,17 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
                         let ordered = backoffs.order(&c.addrs);
                         let now = backoffs.snapshot().into_iter();
                         out.backoffs.extend(now.filter(|b| c.addrs.contains(&b.address)));
-                        out.connect_to = out.connect_to.or(ordered.first().copied());
+                        if c.addrs.iter().all(|a| backoffs.contains(*a)) {
+                            deferred = deferred.or(ordered.first().copied());
+                        } else {
+                            out.connect_to = out.connect_to.or(ordered.first().copied());
+                        }
                     }
                     Err(e) => lookup.error = Some(e.to_string()),
                 }
                 out.lookups.push(lookup);
             }
+            out.connect_to = out.connect_to.or(deferred);
             if out.connect_to.is_none() {
                 out.error = out.lookups.iter().rev().find_map(|l| l.error.clone());
             }

@@ -181,7 +181,9 @@ impl Connector {
     }
 
     /// `connect` names are tried in order of preference: the first that resolves and accepts
-    /// the connection wins; the last failure is the one reported.
+    /// the connection wins; the last failure is the one reported. A name whose every address
+    /// is in `address_backoff` goes after the others (RFC 8305 §4 across the preference list:
+    /// a dark zone's zonal endpoint name is tried after the regional one).
     async fn resolve_and_connect(
         &self,
         route: &Route,
@@ -192,31 +194,60 @@ impl Connector {
         deadline: Instant,
     ) -> Result<(TcpStream, Upstream), ProxyError> {
         let mut last = None;
-        for (host, port) in names {
+        let mut deferred = Vec::new();
+        for (i, (host, port)) in names.iter().enumerate() {
             let started = Instant::now();
-            let result = match self.candidates(route, resolver, on_cname, host, *port, deadline).await {
-                Ok(c) => {
-                    let dns_time = started.elapsed();
-                    let connecting = Instant::now();
-                    self.attempt(route, target, &c.addrs, deadline)
-                        .await
-                        .map(|(stream, addr)| {
-                            let upstream = Upstream {
-                                connect_time: connecting.elapsed(),
-                                ..self.resolved_upstream(route, resolver, &c, addr, dns_time)
-                            };
-                            (stream, upstream)
-                        })
+            let c = match self.candidates(route, resolver, on_cname, host, *port, deadline).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
                 }
-                Err(e) => Err(e),
             };
-            match result {
-                Ok(c) => return Ok(c),
+            let dns_time = started.elapsed();
+            if i + 1 < names.len() && c.addrs.iter().all(|a| self.backoffs.contains(*a)) {
+                deferred.push((c, dns_time));
+                continue;
+            }
+            match self
+                .connect_candidates(route, target, resolver, &c, dns_time, deadline)
+                .await
+            {
+                Ok(ok) => return Ok(ok),
+                Err(e @ ProxyError::ConnectTimeout { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        for (c, dns_time) in deferred {
+            match self
+                .connect_candidates(route, target, resolver, &c, dns_time, deadline)
+                .await
+            {
+                Ok(ok) => return Ok(ok),
                 Err(e @ ProxyError::ConnectTimeout { .. }) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| denied(route, target)))
+    }
+
+    /// Connects to one name's resolved addresses.
+    async fn connect_candidates(
+        &self,
+        route: &Route,
+        target: &Target,
+        resolver: &Arc<str>,
+        c: &Candidates,
+        dns_time: Duration,
+        deadline: Instant,
+    ) -> Result<(TcpStream, Upstream), ProxyError> {
+        let connecting = Instant::now();
+        let (stream, addr) = self.attempt(route, target, &c.addrs, deadline).await?;
+        let upstream = Upstream {
+            connect_time: connecting.elapsed(),
+            ..self.resolved_upstream(route, resolver, c, addr, dns_time)
+        };
+        Ok((stream, upstream))
     }
 
     /// The `Upstream` of a connection to `addr`, one of `c`'s addresses, which `resolver`

@@ -6,10 +6,11 @@
 use std::net::IpAddr;
 
 use crate::support::client::{admin_get, get_url};
-use crate::support::config::{ConfigBuilder, Route, quoted};
+use crate::support::config::{Aws, ConfigBuilder, Route, quoted};
 use crate::support::metrics::{find_metric, metric};
 use crate::support::netns::{NetNs, NsNet};
 use crate::support::proxy::TestProxy;
+use crate::support::raw::{assert_refused, exchange};
 use crate::support::*;
 
 const ROUTE: &str = "two-enis";
@@ -35,10 +36,10 @@ async fn served_by(ns: &NsNet, proxy: std::net::SocketAddr) -> String {
     served.served_by
 }
 
-/// Connects of `ROUTE` so far that took at most `FAST` seconds.
-fn fast_connects(proxy: &TestProxy) -> f64 {
+/// Connects of `route` so far that took at most `FAST` seconds.
+fn fast_connects(proxy: &TestProxy, route: &str) -> f64 {
     let m = proxy.handle.metrics_text();
-    let labels = [("route", ROUTE), ("le", FAST)];
+    let labels = [("route", route), ("le", FAST)];
     find_metric(&m, "splitway_connect_duration_seconds_bucket", &labels).unwrap_or(0.0)
 }
 
@@ -128,13 +129,13 @@ async fn aws_a_dark_zone_is_tried_last_until_its_backoff_is_over() {
     assert_eq!(e["address_backoff"], BACKOFF, "{body}");
 
     // The next tunnels go straight to the healthy ENI: none waits the 250 ms attempt delay.
-    let before = fast_connects(&proxy);
+    let before = fast_connects(&proxy, ROUTE);
     for _ in 0..3 {
         assert_eq!(served_by(&nsnet, addr).await, other);
     }
     let m = proxy.handle.metrics_text();
     assert_eq!(
-        fast_connects(&proxy) - before,
+        fast_connects(&proxy, ROUTE) - before,
         3.0,
         "every tunnel after the first connects within {FAST}s:\n{m}"
     );
@@ -159,6 +160,67 @@ async fn aws_a_dark_zone_is_tried_last_until_its_backoff_is_over() {
         1.0,
         "{m}"
     );
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+    drop(dns);
+}
+
+/// The preset's zonal endpoint name first: when its zone goes dark, the names whose every
+/// address is in backoff go after the regional name, so only the first tunnel fails.
+#[tokio::test]
+async fn aws_a_dark_zonal_endpoint_name_is_tried_after_the_regional_one() {
+    let Some(ns) = NetNs::for_test("aws_a_dark_zonal_endpoint_name_is_tried_after_the_regional_one") else {
+        return;
+    };
+    let nsnet = NsNet::start(&ns);
+    let net = nsnet.net;
+    let zone = Zone::new().addr(VPCE, VPCE_IP).addr(VPCE_ZONAL, VPCE_ZONAL_IP);
+    let dns = nsnet
+        .run("the VPC resolver", FakeDns::start("127.53.9.4".parse().unwrap(), zone))
+        .await;
+    let toml = ConfigBuilder::new(net)
+        .resolver("system", dns.addr())
+        .resolver_key("system", "hosts_file", "false")
+        .proxy("address_backoff", quoted(BACKOFF))
+        .proxy("connect_timeout", quoted("1s"))
+        .aws(Aws::new(REGION, VPCE).str("availability_zone", "us-east-1a"))
+        .build();
+    let proxy = nsnet
+        .run("the proxy", async move { TestProxy::start(&toml).await })
+        .await;
+    let addr = proxy.addr;
+    assert_eq!(served_by(&nsnet, addr).await, "vpce-us-east-1a", "the zonal name first");
+
+    iptables(&ns, "-I", VPCE_ZONAL_IP);
+    // The one address of the zonal name does not answer within connect_timeout: refused with
+    // 504, and that address goes into backoff.
+    let host = execute_api_host(PRIVATE_API_ID, REGION);
+    let connect = format!("CONNECT {host}:{0} HTTP/1.1\r\nHost: {host}:{0}\r\n\r\n", net.port);
+    let (reply, _) = nsnet
+        .run("a CONNECT to the dark zone", async move {
+            exchange(addr, connect.as_bytes()).await
+        })
+        .await;
+    assert_refused(&reply, 504, "connection_timeout", "aws-private-apis");
+    let m = proxy.handle.metrics_text();
+    let labels = [("route", "aws-private-apis")];
+    assert_eq!(metric(&m, "splitway_upstream_backoffs_total", &labels), 1.0, "{m}");
+
+    // From now on the regional name is tried first: no tunnel waits on the dark zone.
+    let before = fast_connects(&proxy, "aws-private-apis");
+    for _ in 0..3 {
+        assert_eq!(served_by(&nsnet, addr).await, "vpce-us-east-1");
+    }
+    assert_eq!(fast_connects(&proxy, "aws-private-apis") - before, 3.0);
+
+    iptables(&ns, "-D", VPCE_ZONAL_IP);
+    let handle = proxy.handle.clone();
+    poll_until(HANG_SECS, "the address backoff to end", || {
+        let over = handle.address_backoffs().is_empty();
+        async move { over.then_some(()) }
+    })
+    .await;
+    assert_eq!(served_by(&nsnet, addr).await, "vpce-us-east-1a", "the zone is back");
     proxy.assert_no_leaks().await;
     proxy.stop().await;
     drop(dns);
