@@ -50,6 +50,18 @@ pub struct Readiness {
     checks: std::sync::Mutex<Vec<Check>>,
     /// The `[transparent]` listeners (empty when off), shown by `/readyz?verbose`.
     transparent: std::sync::Mutex<Vec<std::net::SocketAddr>>,
+    /// The running connector's addresses in `address_backoff`, shown by `/readyz?verbose`.
+    backoffs: std::sync::Mutex<Option<BackoffView>>,
+}
+
+/// Reads the addresses in backoff of whatever runtime is current (it changes on reload).
+#[derive(Clone)]
+pub struct BackoffView(pub Arc<dyn Fn() -> Vec<crate::upstream::backoff::Backoff> + Send + Sync>);
+
+impl std::fmt::Debug for BackoffView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackoffView")
+    }
 }
 
 /// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON; `None` while
@@ -73,7 +85,13 @@ impl Readiness {
             state: watch::Sender::new(STARTING),
             checks: std::sync::Mutex::new(Vec::new()),
             transparent: std::sync::Mutex::new(Vec::new()),
+            backoffs: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Where `/readyz?verbose` reads the addresses in `address_backoff` from.
+    pub fn set_backoffs(&self, view: BackoffView) {
+        *self.backoffs.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
     }
 
     /// Start-up is done: config loaded, proxy listener bound, start-up resolution finished.
@@ -116,11 +134,14 @@ impl Readiness {
     fn verbose(&self) -> String {
         let transparent = self.transparent.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let transparent = (!transparent.is_empty()).then(|| serde_json::json!({ "listen": transparent }));
+        let view = self.backoffs.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body = serde_json::json!({
             "ready": self.is_ready(),
             "state": self.state(),
             "checks": self.checks(),
             "transparent": transparent,
+            // Not a readiness failure: the other addresses carry the traffic meanwhile.
+            "address_backoff": view.map(|v| (v.0)()).unwrap_or_default(),
         });
         format!("{body:#}\n")
     }

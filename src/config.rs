@@ -43,6 +43,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default for `[proxy] drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `[proxy] address_backoff`.
+pub const DEFAULT_ADDRESS_BACKOFF: Duration = Duration::from_secs(30);
 /// Default for `[proxy] max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default for `[proxy] deny_destinations`: loopback, the unspecified addresses ("this host"
@@ -111,6 +113,10 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// Resolved addresses never connected to; [`DEFAULT_DENY_DESTINATIONS`].
     pub deny_destinations: Vec<IpNet>,
+    /// An upstream address that timed out or refused is tried after the others for this long
+    /// (RFC 8305 §4); a success resets it; `"0s"` turns it off. [`DEFAULT_ADDRESS_BACKOFF`].
+    #[serde(with = "humantime_serde")]
+    pub address_backoff: Duration,
     /// `enforce` (default) or `report`: route as the system resolver would and only log and
     /// count what splitway would have done differently.
     pub mode: Mode,
@@ -158,6 +164,7 @@ impl Default for ProxySettings {
                 .iter()
                 .map(|n| n.parse().expect("DEFAULT_DENY_DESTINATIONS are CIDR blocks"))
                 .collect(),
+            address_backoff: DEFAULT_ADDRESS_BACKOFF,
             mode: Mode::Enforce,
             auth: None,
         }

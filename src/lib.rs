@@ -15,6 +15,7 @@
 //! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
 //! - `transparent`: the `[transparent]` listener for iptables-redirected connections;
 //!   [`iptables`]: the capture rules `splitway iptables` prints, applies and removes;
+//! - [`lambda`]: `splitway lambda-extension`, the Lambda Extensions API client;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
 //!   TLS probe (`--probe`);
@@ -44,6 +45,7 @@ pub(crate) mod conn;
 pub mod error;
 pub mod explain;
 pub mod iptables;
+pub mod lambda;
 pub mod metrics;
 pub(crate) mod outcome;
 pub mod probe;
@@ -147,6 +149,13 @@ impl Proxy {
         .map_err(StartError::Setup)?;
         drop(checked);
         let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
+        // Weak: the readiness the view lives in belongs to `shared` itself.
+        let weak = Arc::downgrade(&shared);
+        shared.ready().set_backoffs(admin::BackoffView(Arc::new(move || {
+            weak.upgrade()
+                .map(|s| s.runtime().connector.backoffs().snapshot())
+                .unwrap_or_default()
+        })));
         shared
             .ready()
             .set_transparent(transparent.iter().filter_map(|l| l.local_addr().ok()).collect());
@@ -316,6 +325,11 @@ impl ProxyHandle {
     /// The Prometheus text the admin `/metrics` serves.
     pub fn metrics_text(&self) -> String {
         self.shared.metrics().encode()
+    }
+
+    /// The upstream addresses in `[proxy] address_backoff` now, soonest to end first.
+    pub fn address_backoffs(&self) -> Vec<upstream::backoff::Backoff> {
+        self.shared.runtime().connector.backoffs().snapshot()
     }
 
     /// `starting`, `ready` or `draining`.

@@ -76,6 +76,10 @@ enum Command {
         #[arg(long)]
         exclude_uid: Option<u32>,
     },
+    /// Run as an AWS Lambda external extension (chosen by itself when AWS_LAMBDA_RUNTIME_API is
+    /// set and no command is given); config from --config, SPLITWAY_CONFIG or
+    /// /opt/splitway/splitway.toml.
+    LambdaExtension,
     /// GET the admin /healthz; exit 0 when healthy (for container health checks).
     Health {
         #[arg(long, default_value = splitway::config::DEFAULT_ADMIN_LISTEN)]
@@ -97,6 +101,8 @@ fn main() -> ExitCode {
             // On a worker, not this `block_on` thread: the accept loop and the connections it
             // spawns then share a worker's run queue, with no wake-up across threads per
             // accepted connection.
+            None if std::env::var_os(splitway::lambda::RUNTIME_API_ENV).is_some() => lambda(&cli.run).await,
+            Some(Command::LambdaExtension) => lambda(&cli.run).await,
             None | Some(Command::Run) => {
                 let args = cli.run.clone();
                 tokio::spawn(async move { run(&args).await })
@@ -177,6 +183,25 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+async fn lambda(args: &RunArgs) -> Result<()> {
+    use splitway::lambda;
+    init_logging(args.log_format);
+    let api = std::env::var(lambda::RUNTIME_API_ENV).map_err(|_| lambda::LambdaError::NoRuntimeApi)?;
+    let config = args
+        .config
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(lambda::DEFAULT_CONFIG));
+    // Lambda knows an extension by its file name under /opt/extensions/.
+    let name = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "splitway".into());
+    lambda::run(&api, &name, &config, shutdown_signal()).await?;
+    Ok(())
 }
 
 fn check(arg: &ConfigArg) -> Result<()> {

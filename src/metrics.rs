@@ -59,6 +59,7 @@ pub struct Metrics {
     report: Family<ReportLabels, Counter>,
     custom_domains: Family<RouteLabels, Counter>,
     parent_tunnels: Family<ParentLabels, Counter>,
+    upstream_backoffs: Family<RouteLabels, Counter>,
     connections_open: Gauge,
     connections_rejected: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
@@ -90,6 +91,7 @@ impl Metrics {
             report: Family::default(),
             custom_domains: Family::default(),
             parent_tunnels: Family::default(),
+            upstream_backoffs: Family::default(),
             connections_open: Gauge::default(),
             connections_rejected: Counter::default(),
             config_reloads: Family::default(),
@@ -169,6 +171,11 @@ impl Metrics {
             "parent_tunnels",
             "CONNECTs sent to parent proxies (via), by route, parent (host:port) and result",
             self.parent_tunnels.clone(),
+        );
+        r.register(
+            "upstream_backoffs",
+            "Upstream addresses put into [proxy] address_backoff (they timed out or refused; tried after the others for a while), by route",
+            self.upstream_backoffs.clone(),
         );
         r.register(
             "connections_open",
@@ -306,7 +313,15 @@ impl Metrics {
             .inc();
     }
 
-    /// A client connection was refused at `max_connections`.
+    /// An upstream address of `route` timed out or refused and went into `address_backoff`.
+    pub fn upstream_backoff(&self, route: &str) {
+        self.upstream_backoffs
+            .get_or_create(&RouteLabels {
+                route: self.names.get(route),
+            })
+            .inc();
+    }
+
     /// One CONNECT to a parent proxy ended: `parent` is its `host:port` from the config.
     pub fn parent_tunnel(&self, route: &str, parent: &str, result: ParentResult) {
         let labels = ParentLabels {
@@ -317,6 +332,7 @@ impl Metrics {
         self.parent_tunnels.get_or_create(&labels).inc();
     }
 
+    /// A client connection was refused at `max_connections`.
     pub fn connection_rejected(&self) {
         self.connections_rejected.inc();
     }

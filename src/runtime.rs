@@ -137,7 +137,8 @@ impl Runtime {
         let connector = Arc::new(
             Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout)
                 .with_own(own)
-                .with_mark(mark),
+                .with_mark(mark)
+                .with_backoff(p.address_backoff),
         );
         let routes = Arc::new(routes);
         // Report mode: forwarded requests follow the system path too (an empty table routes

@@ -1,8 +1,10 @@
 //! splitway's integration tests: one binary, run against the emulated AWS network in
 //! `support/` (loopback only; never the machine's resolver).
 
+mod aws_az_outage;
 mod aws_failures;
 mod aws_preset;
+mod aws_private_domains;
 mod cli;
 mod custom_domains;
 mod deploy;
@@ -17,6 +19,8 @@ mod hardening_dns;
 mod hardening_faults;
 mod hardening_limits;
 mod hardening_load;
+mod lambda;
+mod lambda_deploy;
 mod lifecycle;
 mod operations;
 mod parent;

@@ -41,10 +41,20 @@ impl Running {
     /// Writes `toml` to a temporary file, starts `splitway run --log-format json` on it and
     /// waits until it logs that it serves and is ready.
     pub(crate) async fn start(toml: &str) -> Running {
+        let mut running = Self::spawn(toml, &["run"], &[]);
+        running.wait_serving().await;
+        running
+    }
+
+    /// Writes `toml` to a temporary file and starts `splitway COMMAND… --config FILE
+    /// --log-format json` with only `env` in its environment; waits for nothing.
+    pub(crate) fn spawn(toml: &str, command: &[&str], env: &[(&str, &str)]) -> Running {
         let config = TempFile::new("splitway.toml", toml);
         let mut child = Command::new(SPLITWAY)
-            .args(["run", "--config", config.arg(), "--log-format", "json"])
+            .args(command)
+            .args(["--config", config.arg(), "--log-format", "json"])
             .env_clear()
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -59,23 +69,27 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        let mut running = Running {
+        Running {
             child,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: None,
             config,
             log,
-        };
-        let serving = running.next_log("splitway serving").await;
+        }
+    }
+
+    /// Waits until the process logs that it serves (taking its addresses) and is ready.
+    pub(crate) async fn wait_serving(&mut self) {
+        let serving = self.next_log("splitway serving").await;
         let addr = |key: &str| {
             serving[key]
                 .as_str()
+                .filter(|s| *s != "off")
                 .map(|s| s.parse().unwrap_or_else(|e| panic!("{key}: {e}")))
         };
-        running.listen = addr("listen").unwrap_or_else(|| panic!("no listen address in {serving}"));
-        running.admin = addr("admin");
-        running.next_log("\"ready\"").await;
-        running
+        self.listen = addr("listen").unwrap_or_else(|| panic!("no listen address in {serving}"));
+        self.admin = addr("admin");
+        self.next_log("\"ready\"").await;
     }
 
     /// The admin listener; panics when the config has none.
