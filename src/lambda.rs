@@ -287,6 +287,8 @@ pub async fn run(
 
 async fn load_and_bind(path: &Path) -> Result<Proxy, (&'static str, LambdaError)> {
     let config = Config::load(path).map_err(|e| ("Extension.ConfigInvalid", e.into()))?;
+    crate::routes::RouteTable::new(&config.routes)
+        .map_err(|clash| ("Extension.ConfigInvalid", clash.located(&config.origin).into()))?;
     Proxy::bind(config)
         .await
         .map_err(|e| ("Extension.StartFailed", e.into()))

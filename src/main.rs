@@ -133,11 +133,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config, its route table built once to find routes that claim one pattern.
 fn load(arg: &ConfigArg) -> Result<Config> {
-    Ok(match &arg.config {
+    let config = match &arg.config {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
-    })
+    };
+    splitway::routes::RouteTable::new(&config.routes).map_err(|clash| clash.located(&config.origin))?;
+    Ok(config)
 }
 
 fn init_logging(format: LogFormat) {

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 pub mod glob;
 
-use crate::config::{Action, Pattern, RouteSpec, SniMode, Via};
+use crate::config::{Action, ConfigError, Pattern, RouteSpec, SniMode, Via};
 use crate::upstream::target::{Host, embedded_ipv4};
 
 /// Name of the implicit catch-all route.
@@ -64,6 +64,19 @@ pub struct Clash {
     pub first: String,
     pub route: String,
     pub line: usize,
+}
+
+impl Clash {
+    /// The clash as an error of the config file it is in.
+    pub fn located(self, origin: &str) -> ConfigError {
+        ConfigError::Invalid {
+            origin: origin.to_owned(),
+            line: Some(self.line),
+            route: Some(self.route.clone()),
+            key: "hosts".into(),
+            message: self.to_string(),
+        }
+    }
 }
 
 /// Host → route, most specific wins; file order never matters.

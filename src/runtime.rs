@@ -28,12 +28,9 @@ pub const SYSTEM_PATH: &str = "system-path";
 /// Why a config could not be turned into a runtime (validation catches most of this first).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{origin}: the route table cannot be built")]
-    Routes {
-        origin: String,
-        #[source]
-        source: crate::routes::Clash,
-    },
+    /// Two routes claim one pattern.
+    #[error(transparent)]
+    Routes(crate::config::ConfigError),
     #[error(transparent)]
     Resolver(#[from] SetupError),
     #[error(
@@ -127,10 +124,8 @@ impl Runtime {
         own: Vec<SocketAddr>,
         previous: Option<&Resolvers>,
     ) -> Result<Self, RuntimeError> {
-        let routes = RouteTable::new(&config.routes).map_err(|source| RuntimeError::Routes {
-            origin: config.origin.clone(),
-            source,
-        })?;
+        let routes =
+            RouteTable::new(&config.routes).map_err(|clash| RuntimeError::Routes(clash.located(&config.origin)))?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone(), previous)?);
         let p = &config.proxy;
         let mark = config.transparent.as_ref().and_then(|t| t.mark);
@@ -145,10 +140,9 @@ impl Runtime {
         // everything through the implicit default route).
         let forward_routes = match config.proxy.mode {
             Mode::Enforce => routes.clone(),
-            Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|source| RuntimeError::Routes {
-                origin: config.origin.clone(),
-                source,
-            })?),
+            Mode::Report => {
+                Arc::new(RouteTable::new(&[]).map_err(|clash| RuntimeError::Routes(clash.located(&config.origin)))?)
+            }
         };
         let client = forward::client(forward_routes, connector.clone());
         let system_route = Arc::new(Route::resolving(SYSTEM_PATH, "system"));

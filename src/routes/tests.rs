@@ -107,12 +107,15 @@ fn explicit_catch_all_replaces_default() {
 
 #[test]
 fn duplicate_pattern_is_a_clash_naming_both_routes() {
-    let err = Config::from_toml(
+    let config = Config::from_toml(
         "[[route]]\nname = \"a\"\nhosts = [\"x.example.com\"]\n[[route]]\nname = \"b\"\nhosts = [\"X.example.com.\"]\n",
         "dup.toml",
     )
-    .unwrap_err()
-    .to_string();
+    .expect("each route is valid alone");
+    let err = RouteTable::new(&config.routes)
+        .unwrap_err()
+        .located("dup.toml")
+        .to_string();
     assert!(err.contains("dup.toml:6"), "{err}");
     assert!(err.contains("route `a`") && err.contains("route `b`"), "{err}");
 }
