@@ -9,6 +9,7 @@ mod deploy;
 mod diagnostics;
 mod dns_cache_bounds;
 mod dns_cache_reload;
+mod docs;
 mod encrypted_dns;
 mod forward;
 mod forward_pool;
