@@ -11,6 +11,7 @@ mod dns_cache_bounds;
 mod dns_cache_reload;
 mod docs;
 mod encrypted_dns;
+mod env_clients;
 mod forward;
 mod forward_pool;
 mod hardening_bad_input;
