@@ -216,8 +216,8 @@ async fn every_metric_is_in_the_operations_page_and_nothing_else_is() {
     proxy.stop().await;
 }
 
-/// The inline code spans of a markdown text, fenced blocks left out.
-fn code_spans(text: &str) -> Vec<String> {
+/// A markdown text without its fenced code blocks.
+fn without_blocks(text: &str) -> String {
     let mut prose = String::new();
     let mut fenced = false;
     for line in text.lines() {
@@ -228,6 +228,12 @@ fn code_spans(text: &str) -> Vec<String> {
             prose.push('\n');
         }
     }
+    prose
+}
+
+/// The inline code spans of a markdown text, fenced blocks left out.
+fn code_spans(text: &str) -> Vec<String> {
+    let prose = without_blocks(text);
     prose.split('`').skip(1).step_by(2).map(str::to_owned).collect()
 }
 
@@ -301,4 +307,59 @@ async fn every_command_and_flag_shown_exists() {
             );
         }
     }
+}
+
+/// Pages the README links to that other work is writing: their links are checked once the
+/// page exists.
+const PENDING: &[&str] = &["docs/security.md", "docs/lambda.md"];
+
+/// GitHub's anchor for a heading: lowercase, punctuation but `-` dropped, spaces to `-`.
+fn anchor(heading: &str) -> String {
+    let text = heading.trim_start_matches('#').trim().to_lowercase();
+    let kept = text
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ');
+    kept.map(|c| if c == ' ' { '-' } else { c }).collect()
+}
+
+#[test]
+fn every_relative_link_and_anchor_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for (path, text) in doc_files() {
+        let dir = path.parent().expect("a file has a directory");
+        let prose: String = code_spans_removed(&text);
+        for link in prose.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            if link.starts_with("http://") || link.starts_with("https://") {
+                continue;
+            }
+            let (file, fragment) = link.split_once('#').unwrap_or((link, ""));
+            let target = if file.is_empty() { path.clone() } else { dir.join(file) };
+            let shown = format!("{}: link `{link}`", path.display());
+            let relative = target.strip_prefix(root).map(|p| p.to_string_lossy().into_owned());
+            if !target.exists() {
+                let pending = relative
+                    .as_deref()
+                    .is_ok_and(|r| PENDING.iter().any(|p| r.ends_with(p)));
+                assert!(pending, "{shown}: no such file");
+                continue;
+            }
+            if !fragment.is_empty() {
+                let page = std::fs::read_to_string(&target).unwrap_or_default();
+                let anchors: BTreeSet<String> = page.lines().filter(|l| l.starts_with('#')).map(anchor).collect();
+                assert!(
+                    anchors.contains(fragment),
+                    "{shown}: no heading makes `#{fragment}` in {}",
+                    target.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} links checked");
+}
+
+/// The text without fenced blocks and inline code, where `](` is not a link.
+fn code_spans_removed(text: &str) -> String {
+    without_blocks(text).split('`').step_by(2).collect::<Vec<_>>().join("")
 }
