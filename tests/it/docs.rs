@@ -363,3 +363,40 @@ fn every_relative_link_and_anchor_resolves() {
 fn code_spans_removed(text: &str) -> String {
     without_blocks(text).split('`').step_by(2).collect::<Vec<_>>().join("")
 }
+
+/// The tokens an enum's `as_str` returns, read from the source of `src/metrics/values.rs`
+/// (where every closed label set lives): `=> "token"` arms from `impl NAME` to its end.
+fn tokens_of(name: &str) -> Vec<String> {
+    let source = doc_text("src/metrics/values.rs");
+    let start = source
+        .find(&format!("impl {name} {{"))
+        .unwrap_or_else(|| panic!("no `impl {name}` in src/metrics/values.rs"));
+    let body = &source[start..];
+    let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
+    let tokens: Vec<String> = body
+        .split("=> \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(tokens.len() >= 5, "only {tokens:?} found for {name}");
+    tokens
+}
+
+#[test]
+fn every_error_type_is_in_troubleshooting_and_every_sni_reason_in_operations() {
+    let troubleshooting = doc_text("docs/troubleshooting.md");
+    for token in tokens_of("ErrorType") {
+        assert!(
+            troubleshooting.contains(&format!("| `{token}`")) || troubleshooting.contains(&format!("/ `{token}`")),
+            "Proxy-Status error `{token}` has no row (cause and fix) in docs/troubleshooting.md"
+        );
+    }
+    let operations = doc_text("docs/operations.md");
+    for token in tokens_of("SniReason") {
+        assert!(
+            operations.contains(&format!("`{token}`")),
+            "SNI rejection reason `{token}` is not in docs/operations.md"
+        );
+    }
+}
