@@ -10,6 +10,7 @@ mod diagnostics;
 mod dns_cache_bounds;
 mod dns_cache_reload;
 mod docs;
+mod docs_reference;
 mod encrypted_dns;
 mod env_clients;
 mod forward;
