@@ -11,10 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::{Config, ProxyAuth};
 
-/// The instance metadata service (IMDS) and the container credential endpoints: an SDK's
-/// credential lookup must never go through the proxy (whose `deny_destinations` refuses
-/// link-local by default). ECS task metadata, EKS Pod Identity, IMDS over IPv6 and EKS Pod
-/// Identity over IPv6.
+/// Where SDKs fetch credentials, which must never go through the proxy (its default
+/// `deny_destinations` refuses link-local): EC2 instance metadata (IMDS), ECS task metadata
+/// and credentials, EKS Pod Identity, then IMDS and EKS Pod Identity over IPv6.
 pub const METADATA_HOSTS: &[&str] = &[
     "169.254.169.254",
     "169.254.170.2",
