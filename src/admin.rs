@@ -35,12 +35,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const STARTING: u8 = 0;
-const READY: u8 = 1;
+const RUNNING: u8 = 1;
 const DRAINING: u8 = 2;
 
 /// Readiness: not ready until start-up is done; not ready again once draining.
 ///
-/// The states only move forward (starting → ready → draining), so a late `set_ready` from
+/// The states only move forward (starting → running → draining), so a late `set_ready` from
 /// start-up cannot undo a drain that a signal already began.
 #[derive(Debug)]
 pub struct Readiness {
@@ -100,7 +100,7 @@ impl Readiness {
         self.state.send_if_modified(|s| {
             let starting = *s == STARTING;
             if starting {
-                *s = READY;
+                *s = RUNNING;
             }
             starting
         });
@@ -113,7 +113,7 @@ impl Readiness {
 
     /// Whether `/readyz` answers 200: started, not draining, every dependency check passing.
     pub fn is_ready(&self) -> bool {
-        *self.state.borrow() == READY && self.checks().iter().all(|c| c.ok)
+        *self.state.borrow() == RUNNING && self.checks().iter().all(|c| c.ok)
     }
 
     /// Replaces the dependency check results.
@@ -137,7 +137,9 @@ impl Readiness {
         let view = self.backoffs.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body = serde_json::json!({
             "ready": self.is_ready(),
-            "state": self.state(),
+            // Where the process is in its life, apart from whether its checks pass: "running"
+            // with "ready": false means started, but a dependency check is failing.
+            "lifecycle": self.lifecycle(),
             "checks": self.checks(),
             "transparent": transparent,
             // Not a readiness failure: the other addresses carry the traffic meanwhile.
@@ -156,11 +158,12 @@ impl Readiness {
         failing.join("\n")
     }
 
-    /// `"starting"`, `"ready"` or `"draining"`.
-    pub fn state(&self) -> &'static str {
+    /// The lifecycle phase: `"starting"`, `"running"` (start-up done; readiness then also
+    /// needs every check to pass) or `"draining"`.
+    pub fn lifecycle(&self) -> &'static str {
         match *self.state.borrow() {
             STARTING => "starting",
-            READY => "ready",
+            RUNNING => "running",
             _ => "draining",
         }
     }
@@ -280,7 +283,7 @@ impl Admin {
                 response(status, JSON, self.ready.verbose())
             }
             "/readyz" if self.ready.is_ready() => response(StatusCode::OK, TEXT, "ready\n"),
-            "/readyz" if self.ready.state() == "ready" => response(
+            "/readyz" if self.ready.lifecycle() == "running" => response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
                 format!("not ready:\n{}\n", self.ready.failing()),
@@ -288,7 +291,7 @@ impl Admin {
             "/readyz" => response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
-                format!("{}\n", self.ready.state()),
+                format!("{}\n", self.ready.lifecycle()),
             ),
             "/debug/route" => {
                 let host = query

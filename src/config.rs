@@ -6,9 +6,11 @@
 mod aws;
 mod describe;
 mod error;
+mod placeholders;
 pub mod resolv_conf;
 mod resolver;
 mod route;
+pub mod schema;
 mod transparent;
 mod via;
 
@@ -220,6 +222,7 @@ impl Config {
             routes.extend(generated);
             notes = overridden;
         }
+        notes.extend(placeholders::notes(src));
         let config = Config {
             origin: origin.to_owned(),
             proxy: raw.proxy,

@@ -18,7 +18,7 @@
 //! - [`lambda`]: `splitway lambda-extension`, the Lambda Extensions API client;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
-//!   TLS probe (`--probe`);
+//!   TLS probe (`--probe`); [`env`]: the client settings `splitway env` prints;
 //! - `conn` (below server and proxy): the connection guard, panic containment, `ClientIo`;
 //!   `outcome`: how a request or tunnel ended, counted and logged in one place; `auth`: Basic
 //!   credentials.
@@ -42,6 +42,7 @@ pub mod admin;
 pub(crate) mod auth;
 pub mod config;
 pub(crate) mod conn;
+pub mod env;
 pub mod error;
 pub mod explain;
 pub mod iptables;
@@ -332,9 +333,9 @@ impl ProxyHandle {
         self.shared.runtime().connector.backoffs().snapshot()
     }
 
-    /// `starting`, `ready` or `draining`.
+    /// The lifecycle phase: `starting`, `running` or `draining`.
     pub fn readiness(&self) -> &'static str {
-        self.shared.ready().state()
+        self.shared.ready().lifecycle()
     }
 
     /// Resolves once the proxy has begun draining.

@@ -80,11 +80,27 @@ enum Command {
     /// set and no command is given); config from --config, SPLITWAY_CONFIG or
     /// /opt/splitway/splitway.toml.
     LambdaExtension,
+    /// Print the client settings for this config: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (both
+    /// cases), JAVA_TOOL_OPTIONS and NODE_USE_ENV_PROXY.
+    Env {
+        /// shell (`eval "$(splitway env)"`), dotenv (docker --env-file), json, or kubernetes
+        /// (a container's `env:` list).
+        #[arg(long, value_enum, default_value = "shell")]
+        format: EnvFormat,
+    },
     /// GET the admin /healthz; exit 0 when healthy (for container health checks).
     Health {
         #[arg(long, default_value = splitway::config::DEFAULT_ADMIN_LISTEN)]
         admin: SocketAddr,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EnvFormat {
+    Shell,
+    Dotenv,
+    Json,
+    Kubernetes,
 }
 
 fn main() -> ExitCode {
@@ -121,6 +137,7 @@ fn main() -> ExitCode {
                 remove,
                 exclude_uid,
             }) => iptables(&cli.run.config, apply, remove, exclude_uid),
+            Some(Command::Env { format }) => env(&cli.run.config, format),
             Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
         }
     });
@@ -162,6 +179,9 @@ async fn run(args: &RunArgs) -> Result<()> {
     init_logging(args.log_format);
     let config = load(&args.config)?;
     let origin = config.origin.clone();
+    for note in &config.notes {
+        tracing::warn!(config = %origin, "{note}");
+    }
     let proxy = Proxy::bind(config).await?;
     let admin = proxy
         .admin_addr()
@@ -210,6 +230,18 @@ async fn lambda(args: &RunArgs) -> Result<()> {
 fn check(arg: &ConfigArg) -> Result<()> {
     let config = load(arg)?;
     print!("{}", splitway::config::describe(&config));
+    Ok(())
+}
+
+fn env(arg: &ConfigArg, format: EnvFormat) -> Result<()> {
+    use splitway::env::{ClientEnv, Format};
+    let format = match format {
+        EnvFormat::Shell => Format::Shell,
+        EnvFormat::Dotenv => Format::Dotenv,
+        EnvFormat::Json => Format::Json,
+        EnvFormat::Kubernetes => Format::Kubernetes,
+    };
+    print!("{}", ClientEnv::new(&load(arg)?)?.render(format));
     Ok(())
 }
 

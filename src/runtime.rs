@@ -347,7 +347,14 @@ impl Runtime {
                 (Ok(_), false) => {}
             }
             if is_connect {
-                let reason = result.err().map(|e| format!("resolver `{resolver}`: {e}"));
+                let reason = result.err().map(|e| match e {
+                    // The usual first-run cause: a placeholder or mistyped endpoint name.
+                    DnsError::NotFound { .. } => format!(
+                        "resolver `{resolver}`: {e}; check the name in the route's `connect` (or [aws] \
+                         vpc_endpoint): a VPC endpoint's names are listed by `aws ec2 describe-vpc-endpoints`"
+                    ),
+                    e => format!("resolver `{resolver}`: {e}"),
+                });
                 checks.push(Check {
                     kind: "connect",
                     name,

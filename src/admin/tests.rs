@@ -142,18 +142,18 @@ async fn readyz_follows_starting_ready_draining() {
 #[test]
 fn readiness_only_moves_forward() {
     let r = Readiness::new();
-    assert_eq!((r.state(), r.is_ready()), ("starting", false));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("starting", false));
     r.set_ready();
-    assert_eq!((r.state(), r.is_ready()), ("ready", true));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("running", true));
     r.set_draining();
-    assert_eq!((r.state(), r.is_ready()), ("draining", false));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("draining", false));
     r.set_ready();
-    assert_eq!((r.state(), r.is_ready()), ("draining", false));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("draining", false));
 
     let early = Readiness::new();
     early.set_draining();
     early.set_ready();
-    assert_eq!(early.state(), "draining");
+    assert_eq!(early.lifecycle(), "draining");
 }
 
 #[tokio::test]
@@ -217,7 +217,9 @@ async fn verbose_readiness_is_json_with_the_checks() {
     let r = get(admin.addr, "/readyz?verbose").await;
     assert_eq!(r.status, "HTTP/1.1 503 Service Unavailable");
     let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
-    assert_eq!(v["state"], "ready");
+    assert_eq!(v["lifecycle"], "running");
+    assert_eq!(v["ready"], false);
+    assert!(v.get("state").is_none(), "the old field name: {v}");
     assert_eq!(v["checks"][0]["reason"], "no answer");
     assert_eq!(
         get(admin.addr, "/readyz").await.body,

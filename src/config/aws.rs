@@ -12,7 +12,7 @@ use super::route::{Action, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
 use crate::routes::glob::NameGlob;
 use crate::upstream::target::Host;
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "region",
     "vpc_endpoint",
     "availability_zone",
@@ -34,7 +34,7 @@ pub(crate) const DETECT_ROUTE: &str = "aws-custom-domains";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Peer {
+pub(super) struct Peer {
     region: String,
     vpc_endpoint: String,
     /// That region's private custom domain names, reached through its endpoint.

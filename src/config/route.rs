@@ -133,7 +133,7 @@ pub struct RouteSpec {
     pub line: usize,
 }
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "name",
     "hosts",
     "addresses",
@@ -150,7 +150,7 @@ const KEYS: &[&str] = &[
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCnameRule {
+pub(super) struct RawCnameRule {
     #[serde(rename = "match")]
     pattern: String,
     resolver: String,

@@ -16,9 +16,15 @@ pub(crate) const SPLITWAY: &str = env!("CARGO_BIN_EXE_splitway");
 
 /// Runs `splitway ARGS…` to its exit, with an empty environment.
 pub(crate) async fn run(args: &[&str]) -> Output {
+    run_with_env(args, &[]).await
+}
+
+/// Runs `splitway ARGS…` to its exit, with only `env` in its environment.
+pub(crate) async fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let command = Command::new(SPLITWAY)
         .args(args)
         .env_clear()
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     within(HANG_SECS * 3, format!("`splitway {}` to exit", args.join(" ")), command)
