@@ -65,6 +65,10 @@ pub const DEFAULT_DENY_DESTINATIONS: &[&str] = &[
     "fd00:ec2::23/128",
 ];
 
+/// The name of the implicit catch-all route (a plain forward proxy on the system resolver)
+/// when no route claims `*`.
+pub const DEFAULT_ROUTE: &str = "default";
+
 /// The config used when no file is given: a plain forward proxy on the system resolver.
 pub const EMBEDDED_DEFAULT: &str = "\
 [proxy]

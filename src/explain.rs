@@ -13,9 +13,9 @@ use crate::config::ViaTarget;
 use crate::probe::{self, Probe};
 use crate::routes::Route;
 use crate::runtime::Runtime;
+use crate::target::{Host, Target};
 use crate::upstream::backoff::Backoff;
 use crate::upstream::plan::Plan;
-use crate::upstream::target::{Host, Target};
 
 /// One name looked up through one resolver.
 #[derive(Debug, Clone, Serialize)]

@@ -45,6 +45,7 @@ pub(crate) mod conn;
 pub mod env;
 pub mod error;
 pub mod explain;
+pub mod glob;
 pub mod iptables;
 pub mod lambda;
 pub mod metrics;
@@ -55,6 +56,7 @@ pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod target;
 #[cfg(test)]
 mod test_util;
 pub(crate) mod transparent;
@@ -266,7 +268,7 @@ fn debug_route(shared: Arc<server::Shared>) -> admin::DebugRoute {
                 )
             };
             let Some(host) = host else { return Some(usage()) };
-            let target = match upstream::target::Target::parse_host_port(&host, 443) {
+            let target = match target::Target::parse_host_port(&host, 443) {
                 Ok(t) => t,
                 Err(e) => return Some((http::StatusCode::BAD_REQUEST, format!("bad host `{host}`: {e}\n"))),
             };

@@ -269,7 +269,7 @@ fn iptables(arg: &ConfigArg, apply: bool, remove: bool, exclude_uid: Option<u32>
 
 async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option<PathBuf>>) -> Result<()> {
     let config = load(arg)?;
-    let target = splitway::upstream::target::Target::parse_host_port(target, 443)
+    let target = splitway::target::Target::parse_host_port(target, 443)
         .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
     splitway::install_crypto_provider();
     let runtime = splitway::runtime::Runtime::new(config, Default::default())?;

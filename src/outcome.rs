@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, Outcome, RequestKind, SniReason, TunnelEnd};
 use crate::routes::Route;
+use crate::target::Target;
 use crate::upstream::connect::Upstream;
-use crate::upstream::target::Target;
 
 /// The `route` label of refusals made before a route was chosen.
 pub const NO_ROUTE: &str = "none";

@@ -26,7 +26,7 @@ use crate::metrics::RequestKind;
 use crate::outcome::{Exchange, How};
 use crate::routes::Route;
 use crate::runtime::{Current, Runtime};
-use crate::upstream::target::Target;
+use crate::target::Target;
 use tracing::Instrument;
 
 /// Response body type of the proxy service.

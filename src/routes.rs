@@ -10,13 +10,10 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-pub mod glob;
-
 use crate::config::{Action, ConfigError, Pattern, RouteSpec, SniMode, Via};
-use crate::upstream::target::{Host, embedded_ipv4};
+use crate::target::{Host, embedded_ipv4};
 
-/// Name of the implicit catch-all route.
-pub const DEFAULT_ROUTE: &str = "default";
+pub use crate::config::DEFAULT_ROUTE;
 
 /// A route as the proxy uses it.
 #[derive(Debug)]
@@ -36,7 +33,7 @@ pub struct Route {
 /// A route's `on_cname` rule as the connector uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CnameRule {
-    pub pattern: glob::NameGlob,
+    pub pattern: crate::glob::NameGlob,
     pub resolver: Arc<str>,
 }
 

@@ -15,12 +15,12 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::Route;
 use crate::routes::RouteTable;
+use crate::target::Target;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::DnsError;
 use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers, SetupError};
 use crate::upstream::http::{self as forward, ForwardClient};
 use crate::upstream::parent;
-use crate::upstream::target::Target;
 
 /// The route name of report mode's actual path.
 pub const SYSTEM_PATH: &str = "system-path";

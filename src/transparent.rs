@@ -26,7 +26,7 @@ use crate::proxy::tunnel::{Client, Rejection, Tunnel, read_client_hello};
 use crate::proxy::{self, ConnCtx, NO_ROUTE};
 use crate::routes::Route;
 use crate::runtime::Runtime;
-use crate::upstream::target::{Host, Target};
+use crate::target::{Host, Target};
 
 /// Binds `listen`; on `127.0.0.1`, also `[::1]` on the same port (where ip6tables `REDIRECT`
 /// sends IPv6), when the host has IPv6 loopback.

@@ -10,4 +10,3 @@ pub mod http;
 pub(crate) mod parent;
 pub mod plan;
 pub(crate) mod socket;
-pub mod target;

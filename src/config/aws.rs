@@ -9,8 +9,8 @@ use toml::Spanned;
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
 use super::route::{Action, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
-use crate::routes::glob::NameGlob;
-use crate::upstream::target::Host;
+use crate::glob::NameGlob;
+use crate::target::Host;
 
 pub(super) const KEYS: &[&str] = &[
     "region",

@@ -51,7 +51,7 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(
             out,
             "  {:<24} [*] -> resolve via `system` (implicit)",
-            crate::routes::DEFAULT_ROUTE
+            super::DEFAULT_ROUTE
         );
     }
     out

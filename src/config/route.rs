@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
 use super::via::Via;
-use crate::routes::glob::NameGlob;
-use crate::upstream::target::{Host, Target};
+use crate::glob::NameGlob;
+use crate::target::{Host, Target};
 
 /// One host pattern of a route (SPEC: exact names, `*.suffix`, `*`, IP literals, CIDR blocks).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

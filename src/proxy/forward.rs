@@ -13,10 +13,10 @@ use hyper::body::Incoming;
 use super::Body;
 use crate::error::ProxyError;
 use crate::routes::Route;
+use crate::target::Target;
 pub use crate::upstream::http::{
     ForwardClient, POOL_IDLE_TIMEOUT, POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo, client, target_of,
 };
-use crate::upstream::target::Target;
 
 /// How long an upstream may take to send its response head.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);

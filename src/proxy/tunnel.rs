@@ -20,8 +20,8 @@ use crate::conn::ConnGuard;
 use crate::metrics::{SniReason, TunnelEnd};
 use crate::outcome::{Exchange, How};
 use crate::routes::Route;
+use crate::target::{Host, Target};
 use crate::upstream::connect::Upstream;
-use crate::upstream::target::{Host, Target};
 
 /// How long a client may take to send its whole ClientHello once the tunnel is open.
 pub(crate) const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::metrics::RequestKind;
 use crate::outcome::Exchange;
 use crate::proxy::{self, ConnCtx};
-use crate::upstream::target::Target;
+use crate::target::Target;
 
 /// RFC 9110 §9 methods (and PATCH, RFC 5789): what plain HTTP starts with.
 const METHODS: &[&[u8]] = &[

@@ -18,11 +18,11 @@ use super::detect::Detection;
 use super::dns::{Answer, Resolvers, Source};
 use super::eyeballs::{Race, interleave, race};
 use super::plan::Plan;
-use super::target::{Host, Target};
 use crate::config::Via;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::{CnameRule, Route};
+use crate::target::{Host, Target};
 
 /// How an upstream connection was reached (for the canonical log line).
 #[derive(Debug, Clone)]

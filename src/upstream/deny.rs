@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) use super::target::embedded_ipv4;
+pub(crate) use crate::target::embedded_ipv4;
 
 use ipnet::IpNet;
 

@@ -19,8 +19,8 @@ use self::pool::Budget;
 pub use self::pool::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo};
 use crate::error::ProxyError;
 use crate::routes::{Route, RouteTable};
+use crate::target::Target;
 use crate::upstream::connect::Connector;
-use crate::upstream::target::Target;
 
 /// Idle pooled upstream connections are closed after this.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
