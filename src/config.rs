@@ -11,6 +11,7 @@ pub mod resolv_conf;
 mod resolver;
 mod route;
 pub mod schema;
+mod tier;
 mod transparent;
 mod via;
 
@@ -30,6 +31,7 @@ pub use resolver::{
     ResolverSettings,
 };
 pub use route::{Action, AddrSpec, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
+pub use tier::{ClientSpec, DEFAULT_DRAIN_DELAY, DEFAULT_TCP_KEEPALIVE, ProxyProtocol, UNMATCHED, name_glob};
 pub use transparent::{DEFAULT_TRANSPARENT_LISTEN, NoSni, TransparentSettings};
 pub use via::{Parent, Secret, Via, ViaTarget};
 
@@ -94,6 +96,9 @@ pub struct Config {
     pub resolvers: BTreeMap<String, ResolverSettings>,
     /// Routes in file order (order never affects matching), then those `[aws]` generated.
     pub routes: Vec<RouteSpec>,
+    /// `[[client]]` policies in file order (the first that matches applies); empty: every
+    /// client may use every route.
+    pub clients: Vec<ClientSpec>,
     /// Things `check` reports that are not errors (e.g. `[aws]` patterns overridden).
     pub notes: Vec<String>,
 }
@@ -129,6 +134,19 @@ pub struct ProxySettings {
     /// `auth = { username = "...", password = "..." }`: Basic credentials every request must
     /// carry in `Proxy-Authorization` (RFC 9110 §11.7.1, RFC 7617); none by default.
     pub auth: Option<ProxyAuth>,
+    /// On SIGTERM, the listener keeps accepting this long (a load balancer's deregistration)
+    /// before it closes; [`DEFAULT_DRAIN_DELAY`].
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// TCP keepalive idle time on client and upstream sockets; `None` (`"off"`): none.
+    /// [`DEFAULT_TCP_KEEPALIVE`].
+    #[serde(deserialize_with = "tier::keepalive")]
+    pub tcp_keepalive: Option<Duration>,
+    /// PROXY protocol on the proxy listener; off by default.
+    pub proxy_protocol: ProxyProtocol,
+    /// The only peers whose PROXY header is believed (the load balancer's subnets).
+    #[serde(deserialize_with = "tier::nets")]
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 /// `[proxy] mode`.
@@ -173,6 +191,10 @@ impl Default for ProxySettings {
             address_backoff: DEFAULT_ADDRESS_BACKOFF,
             mode: Mode::Enforce,
             auth: None,
+            drain_delay: DEFAULT_DRAIN_DELAY,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -201,6 +223,8 @@ struct RawConfig {
     #[serde(default)]
     route: Vec<Spanned<toml::Table>>,
     aws: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    client: Vec<Spanned<ClientSpec>>,
 }
 
 impl Config {
@@ -227,6 +251,14 @@ impl Config {
             notes = overridden;
         }
         notes.extend(placeholders::notes(src));
+        let clients = raw
+            .client
+            .into_iter()
+            .map(|c| {
+                let line = ctx.line(c.span().start);
+                ClientSpec { line, ..c.into_inner() }
+            })
+            .collect();
         let config = Config {
             origin: origin.to_owned(),
             proxy: raw.proxy,
@@ -234,6 +266,7 @@ impl Config {
             transparent: raw.transparent,
             resolvers,
             routes,
+            clients,
             notes,
         };
         config.validate()?;
@@ -265,6 +298,7 @@ impl Config {
         for route in &self.routes {
             self.validate_route(route)?;
         }
+        self.validate_clients()?;
         // Two routes claiming one pattern: found where the route table is built
         // (`RouteTable::new`), which every command that reads a config builds.
         Ok(())
@@ -294,6 +328,12 @@ impl Config {
         if p.connect_timeout.is_zero() || p.idle_timeout.is_zero() {
             return err("proxy.connect_timeout", "timeouts must be above zero");
         }
+        if p.proxy_protocol != ProxyProtocol::Off && p.proxy_protocol_from.is_empty() {
+            return err(
+                "proxy.proxy_protocol_from",
+                "list the load balancer's subnets: a PROXY header is believed only from them",
+            );
+        }
         if let Some(auth) = &p.auth {
             // RFC 7617 §2: the user-id cannot contain a colon; an empty one is a typo.
             if auth.username.is_empty() || auth.username.contains(':') || auth.username.chars().any(char::is_control) {
@@ -307,6 +347,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[[client]]` names, route patterns and users (see `tier::check_clients`).
+    fn validate_clients(&self) -> Result<(), ConfigError> {
+        let mut names: Vec<&str> = self.routes.iter().map(|r| &*r.name).collect();
+        if !self
+            .routes
+            .iter()
+            .any(|r| r.patterns.iter().any(|(p, _)| *p == Pattern::CatchAll))
+        {
+            names.push(DEFAULT_ROUTE);
+        }
+        let user = self.proxy.auth.as_ref().map(|a| a.username.as_str());
+        tier::check_clients(&self.clients, &names, user)
+            .map_err(|(line, key, message)| self.invalid(Some(line), None, &format!("client.{key}"), message))
     }
 
     /// A route's resolvers exist (its own and its `on_cname` rules'), and its parents are not

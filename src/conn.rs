@@ -43,8 +43,12 @@ pub struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.open.send_modify(|n| *n -= 1);
-        self.metrics.connections_open(*self.open.borrow() as i64);
+        // Set inside the update: two connections closing at once could otherwise each read
+        // the count after both updates and leave the gauge off by one.
+        self.open.send_modify(|n| {
+            *n -= 1;
+            self.metrics.connections_open(*n as i64);
+        });
     }
 }
 
@@ -57,8 +61,10 @@ impl ConnGuard {
         open: Arc<watch::Sender<usize>>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        open.send_modify(|n| *n += 1);
-        metrics.connections_open(*open.borrow() as i64);
+        open.send_modify(|n| {
+            *n += 1;
+            metrics.connections_open(*n as i64);
+        });
         Self {
             _permit: permit,
             tracker,

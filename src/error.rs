@@ -23,6 +23,16 @@ pub enum ProxyError {
     MethodNotAllowed(String),
     #[error("route `{route}` denies {host}")]
     Denied { route: String, host: String },
+    /// A `[[client]]` policy does not list the route (`client` is the policy's name, or
+    /// `unmatched`).
+    #[error(
+        "client policy `{client}` may not use route `{route}` (for {host}); list the route in its [[client]] routes"
+    )]
+    ClientDenied {
+        client: String,
+        route: String,
+        host: String,
+    },
     #[error("CONNECT to port {port} is not allowed (allowed: {allowed}); add it to [proxy] connect_ports")]
     PortNotAllowed { port: u16, allowed: String },
     #[error(
@@ -162,6 +172,7 @@ impl ProxyError {
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Denied { .. }
+            | Self::ClientDenied { .. }
             | Self::PortNotAllowed { .. }
             | Self::DestinationProhibited { .. }
             | Self::LoopToSelf { .. } => StatusCode::FORBIDDEN,
@@ -179,7 +190,9 @@ impl ProxyError {
             Self::BadRequest(_) | Self::BadTarget(_) | Self::HeadTooLarge(_) | Self::MethodNotAllowed(_) => {
                 ErrorType::HttpRequestError
             }
-            Self::Denied { .. } | Self::PortNotAllowed { .. } | Self::AuthRequired => ErrorType::HttpRequestDenied,
+            Self::Denied { .. } | Self::ClientDenied { .. } | Self::PortNotAllowed { .. } | Self::AuthRequired => {
+                ErrorType::HttpRequestDenied
+            }
             Self::DestinationProhibited { .. } | Self::LoopToSelf { .. } => ErrorType::DestinationIpProhibited,
             Self::Dns { .. } => ErrorType::DnsError,
             Self::DnsTimeout { .. } => ErrorType::DnsTimeout,

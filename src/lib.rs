@@ -50,6 +50,7 @@ pub mod iptables;
 pub mod lambda;
 pub mod metrics;
 pub(crate) mod outcome;
+pub mod policy;
 pub mod probe;
 pub mod proxy;
 pub mod reload;

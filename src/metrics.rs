@@ -10,6 +10,7 @@
 
 mod families;
 mod labels;
+mod tier;
 mod values;
 
 use prometheus_client::encoding::prometheus_text;
@@ -26,6 +27,7 @@ use labels::{
     RouteLabels, SniLabels, TunnelLabels,
 };
 pub use labels::{DnsResult, ParentResult, RequestKind, TunnelEnd};
+pub use tier::{PolicyAction, ProxyHeader};
 pub use values::{ErrorType, Outcome, ReportAction, SniReason};
 
 /// The `Content-Type` of what [`Metrics::encode`] returns (Prometheus text format 0.0.4).
@@ -69,6 +71,7 @@ pub struct Metrics {
     connections_rejected: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
     panics: Counter,
+    tier: tier::Tier,
 }
 
 impl Default for Metrics {
@@ -102,6 +105,7 @@ impl Metrics {
             connections_rejected: Counter::default(),
             config_reloads: Family::default(),
             panics: Counter::default(),
+            tier: tier::Tier::default(),
         };
         (m.registry, m.families) = m.registry().finish();
         // Both results exist from the start, so an alert on `error` increasing has a baseline.
@@ -185,7 +189,7 @@ impl Metrics {
         );
         r.register(
             "connections_open",
-            "Client connections open now",
+            "Client connections open now on this replica (what an HPA or ECS target tracking scales a shared tier on)",
             self.connections_open.clone(),
         );
         r.register(
@@ -199,15 +203,18 @@ impl Metrics {
             self.config_reloads.clone(),
         );
         r.register("panics", "Panics caught in connection tasks", self.panics.clone());
+        self.tier.register(&mut r);
         r
     }
 
     /// One CONNECT or forwarded request finished deciding: `outcome` is `"ok"` or the RFC 9209
     /// error type (e.g. `"dns_error"`).
-    pub fn request(&self, kind: RequestKind, route: &str, outcome: Outcome) {
+    /// `client` is the `[[client]]` policy's name (`None` without policies).
+    pub fn request(&self, kind: RequestKind, route: &str, client: Option<&str>, outcome: Outcome) {
         let labels = RequestLabels {
             kind,
             route: self.names.get(route),
+            client: client.map(|c| self.names.get(c)),
             outcome,
         };
         self.requests.get_or_create(&labels).inc();
@@ -223,7 +230,14 @@ impl Metrics {
     }
 
     /// A tunnel opened with [`Metrics::tunnel_opened`] ended, having copied these bytes.
-    pub fn tunnel_closed(&self, route: &str, end: TunnelEnd, client_to_upstream: u64, upstream_to_client: u64) {
+    pub fn tunnel_closed(
+        &self,
+        route: &str,
+        client: Option<&str>,
+        end: TunnelEnd,
+        client_to_upstream: u64,
+        upstream_to_client: u64,
+    ) {
         let route = self.names.get(route);
         // One statement per family: holding two read guards of one family can deadlock.
         self.tunnels_open
@@ -232,6 +246,7 @@ impl Metrics {
         self.tunnels
             .get_or_create(&TunnelLabels {
                 route: route.clone(),
+                client: client.map(|c| self.names.get(c)),
                 end,
             })
             .inc();

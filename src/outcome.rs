@@ -7,12 +7,14 @@
 //! (`tunnels_total`, bytes, the canonical line: [`Ended::finish`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, Outcome, RequestKind, SniReason, TunnelEnd};
+use crate::policy::{Identity, Policy};
 use crate::routes::Route;
 use crate::target::Target;
 use crate::upstream::connect::Upstream;
@@ -23,10 +25,13 @@ pub const NO_ROUTE: &str = "none";
 /// One client exchange — a request, or a tunnel — on the listener it came in on: made once
 /// where it starts, and every way it can end (refused, forwarded, tunnelled) goes through
 /// [`Exchange::ended`] or [`Exchange::refused`], the only places an [`Ended`] is made.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Exchange {
     kind: RequestKind,
-    client: SocketAddr,
+    /// The client, its peer and VPC endpoint, as the connection's accept learnt them.
+    who: Arc<Identity>,
+    /// Its `[[client]]` policy; `None` without `[[client]]` tables.
+    policy: Option<Policy>,
     /// Transparent listener: the destination the kernel redirected.
     original: Option<SocketAddr>,
     started: Instant,
@@ -34,10 +39,11 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     /// An exchange of `client`'s starting now.
-    pub(crate) fn start(kind: RequestKind, client: SocketAddr) -> Self {
+    pub(crate) fn start(kind: RequestKind, who: Arc<Identity>) -> Self {
         Self {
             kind,
-            client,
+            who,
+            policy: None,
             original: None,
             started: Instant::now(),
         }
@@ -51,8 +57,22 @@ impl Exchange {
         }
     }
 
+    /// The same exchange under its client's `[[client]]` policy.
+    pub(crate) fn with_policy(self, policy: Option<Policy>) -> Self {
+        Self { policy, ..self }
+    }
+
     pub(crate) fn client(&self) -> SocketAddr {
-        self.client
+        self.who.client
+    }
+
+    pub(crate) fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// The `client` label of its metrics: the policy's name, when there are policies.
+    fn client_label(&self) -> Option<&str> {
+        self.policy.as_ref().map(Policy::name)
     }
 
     /// How it ended, to complete with what is known ([`Ended::target`] …) and then
@@ -60,7 +80,8 @@ impl Exchange {
     pub(crate) fn ended<'a>(&self, method: &'a str, how: How<'a>) -> Ended<'a> {
         Ended {
             kind: self.kind,
-            client: self.client,
+            who: self.who.clone(),
+            policy: self.policy.clone(),
             method,
             original: self.original,
             target: None,
@@ -88,7 +109,7 @@ impl Exchange {
     /// Its tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged
     /// when it closes.
     pub(crate) fn answered(&self, metrics: &Metrics, route: &Route, upstream: &Upstream) {
-        metrics.request(self.kind, &route.name, Outcome::Ok);
+        metrics.request(self.kind, &route.name, self.client_label(), Outcome::Ok);
         metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
     }
 }
@@ -96,7 +117,8 @@ impl Exchange {
 /// How one request or tunnel ended: made by an [`Exchange`] only.
 pub(crate) struct Ended<'a> {
     kind: RequestKind,
-    client: SocketAddr,
+    who: Arc<Identity>,
+    policy: Option<Policy>,
     /// The request method, `CONNECT`, or on the transparent listener `TLS` / `TCP`.
     method: &'a str,
     original: Option<SocketAddr>,
@@ -161,9 +183,10 @@ impl<'a> Ended<'a> {
     /// Counts it and writes the canonical line.
     pub(crate) fn finish(&self, metrics: &Metrics) {
         let route = self.route.map_or(NO_ROUTE, |r| &*r.name);
+        let client = self.policy.as_ref().map(Policy::name);
         match &self.how {
-            How::Refused { outcome, .. } => metrics.request(self.kind, route, *outcome),
-            How::Forwarded { .. } => metrics.request(self.kind, route, Outcome::Ok),
+            How::Refused { outcome, .. } => metrics.request(self.kind, route, client, *outcome),
+            How::Forwarded { .. } => metrics.request(self.kind, route, client, Outcome::Ok),
             How::Tunnel {
                 end,
                 rejected,
@@ -173,7 +196,10 @@ impl<'a> Ended<'a> {
                 if let Some(reason) = rejected {
                     metrics.sni_rejected(route, *reason);
                 }
-                metrics.tunnel_closed(route, *end, *up, *down);
+                metrics.tunnel_closed(route, client, *end, *up, *down);
+                if *end == TunnelEnd::Cancelled {
+                    metrics.tunnels_cut_at_shutdown(1);
+                }
             }
         }
         self.log();
@@ -210,7 +236,10 @@ impl<'a> Ended<'a> {
                 tracing::$level!(
                     target: "splitway::access",
                     kind = self.kind.as_str(),
-                    client = %self.client,
+                    client = %self.who.client,
+                    peer = self.who.peer.map(tracing::field::display),
+                    vpc_endpoint = self.who.vpc_endpoint.as_deref(),
+                    client_name = self.policy.as_ref().map(Policy::name),
                     method = self.method,
                     original = self.original.map(tracing::field::display),
                     host = %Shown(self.target),
@@ -321,7 +350,7 @@ mod tests {
         let detail = r#"evil route="payments" status=200 x\"y"#;
         let client = SocketAddr::from(([10, 0, 0, 1], 40000));
         tracing::subscriber::with_default(subscriber, || {
-            Exchange::start(RequestKind::Connect, client)
+            Exchange::start(RequestKind::Connect, Arc::new(Identity::direct(client)))
                 .refused("CONNECT", &e, detail)
                 .log();
         });

@@ -10,7 +10,6 @@ pub(crate) mod report;
 pub mod sni;
 pub(crate) mod tunnel;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use crate::conn::ConnGuard;
 use crate::error::ProxyError;
 use crate::metrics::RequestKind;
 use crate::outcome::{Exchange, How};
+use crate::policy::{Identity, Policy};
 use crate::routes::Route;
 use crate::runtime::{Current, Runtime};
 use crate::target::Target;
@@ -35,7 +35,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// Per-client-connection context handed to each request.
 #[derive(Clone)]
 pub struct ConnCtx {
-    pub client: SocketAddr,
+    /// The client (a PROXY header's source, or the peer), its peer and VPC endpoint.
+    pub who: Arc<Identity>,
     /// Cancelled when the proxy starts draining.
     pub draining: tokio_util::sync::CancellationToken,
     /// The runtime of the request being served.
@@ -65,16 +66,16 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
     } else {
         RequestKind::Forward
     };
-    let exchange = Exchange::start(kind, ctx.client);
     let authorized = ctx
         .runtime
         .auth
         .as_ref()
         .map_or(Ok(()), |basic| basic.check(req.headers()));
+    let exchange = Exchange::start(kind, ctx.who.clone()).with_policy(policy_of(&ctx, authorized.is_ok()));
     let mut resp = if let Err(e) = authorized {
         refuse(&ctx, exchange, method.as_str(), e.into())
     } else if method == Method::CONNECT {
-        match connect(&ctx, exchange, req).await {
+        match connect(&ctx, exchange.clone(), req).await {
             Ok(resp) => resp,
             Err(refusal) => refuse(&ctx, exchange, method.as_str(), refusal),
         }
@@ -117,6 +118,10 @@ pub(crate) async fn forward_to(
         Ok(target) => target,
         Err(e) => return refuse(ctx, exchange, method.as_str(), e.into()),
     };
+    if let Err(e) = may_use(ctx, &exchange, ctx.runtime.client.route(&target), &target) {
+        let route = ctx.runtime.client.route(&target).clone();
+        return refuse(ctx, exchange, method.as_str(), Refusal::on(target, route, e));
+    }
     let path = req.uri().path().to_owned();
     match forward::forward(&ctx.runtime.client, &target, req).await {
         (route, Ok(resp)) => {
@@ -135,6 +140,23 @@ pub(crate) async fn forward_to(
 }
 
 pub use crate::outcome::NO_ROUTE;
+
+/// The `[[client]]` policy of the connection's client, `authenticated` as `[proxy] auth`'s
+/// user or not; `None` without policies.
+fn policy_of(ctx: &ConnCtx, authenticated: bool) -> Option<Policy> {
+    let user = ctx.runtime.config.proxy.auth.as_ref().filter(|_| authenticated);
+    ctx.runtime
+        .policies
+        .for_client(&ctx.who, user.map(|a| a.username.as_str()))
+}
+
+/// Whether the exchange's client may use `route`: the one place a `[[client]]` policy is
+/// applied, wherever a route is chosen (CONNECT, transparent, forwarded requests).
+fn may_use(ctx: &ConnCtx, exchange: &Exchange, route: &Route, target: &Target) -> Result<(), ProxyError> {
+    exchange
+        .policy()
+        .map_or(Ok(()), |p| p.check(ctx.guard.metrics(), &route.name, target))
+}
 
 /// A request refused before it was forwarded or tunnelled: the error, with the target and
 /// route when they were known.
@@ -223,7 +245,7 @@ async fn open_tunnel(ctx: &ConnCtx, exchange: Exchange, uri: &http::Uri) -> Resu
     if let Err(e) = rt.check_connect_port(&target) {
         return Err(Refusal::at(target, e));
     }
-    let (route, connected) = connect_for(rt, &target).await;
+    let (route, connected) = connect_for(ctx, &exchange, &target).await;
     let (stream, upstream) = match connected {
         Ok(c) => c,
         Err(e) => return Err(Refusal::on(target, route, e)),
@@ -286,15 +308,16 @@ pub(crate) async fn serve_connect(
     mut client: tokio::net::TcpStream,
 ) -> Next {
     use tokio::io::AsyncWriteExt;
-    let exchange = Exchange::start(RequestKind::Connect, ctx.client);
     let authorized = ctx
         .runtime
         .auth
         .as_ref()
         .map_or(Ok(()), |basic| basic.check(&head.auth));
+    let policy = policy_of(ctx, authorized.is_ok());
+    let exchange = Exchange::start(RequestKind::Connect, ctx.who.clone()).with_policy(policy);
     let opened = match authorized {
         // Boxed: the connect's state (DNS, happy eyeballs) is freed once it is done.
-        Ok(()) => Box::pin(open_tunnel(ctx, exchange, &head.uri)).await,
+        Ok(()) => Box::pin(open_tunnel(ctx, exchange.clone(), &head.uri)).await,
         Err(e) => Err(e.into()),
     };
     let rest = prefix.slice(head.len..);
@@ -362,16 +385,22 @@ fn error_head(resp: &Response<Body>, body: &str, close: bool) -> Vec<u8> {
     head.into_bytes()
 }
 
-/// Routes `target` and connects along its route (report mode: along the system path, and the
-/// route actually taken is the one returned). CONNECT and the transparent listener share it.
-pub async fn connect_for(
-    rt: &Runtime,
+/// Routes `target`, applies the client's policy to the route, and connects along it (report
+/// mode: along the system path, and the route actually taken is the one returned). CONNECT
+/// and the transparent listener share it.
+pub(crate) async fn connect_for(
+    ctx: &ConnCtx,
+    exchange: &Exchange,
     target: &Target,
 ) -> (
     Arc<Route>,
     Result<(tokio::net::TcpStream, crate::upstream::connect::Upstream), ProxyError>,
 ) {
+    let rt = &ctx.runtime;
     let route = rt.routes.lookup(&target.host).clone();
+    if let Err(e) = may_use(ctx, exchange, &route, target) {
+        return (route, Err(e));
+    }
     if rt.config.proxy.mode == Mode::Report {
         let result = report::connect(rt, &route, target).await;
         (rt.system_route.clone(), result)

@@ -1,6 +1,7 @@
 //! `Runtime`: everything built from one config that requests read — the route table, the
 //! resolvers and the connector. A connection keeps the `Runtime` it started with.
 
+use crate::policy::Policies;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -102,6 +103,8 @@ pub struct Runtime {
     pub system_route: Arc<Route>,
     /// `[proxy] auth`, ready to compare.
     pub auth: Option<Basic>,
+    /// `[[client]]` policies.
+    pub policies: Policies,
     refresher_stop: CancellationToken,
 }
 
@@ -133,6 +136,7 @@ impl Runtime {
             Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout)
                 .with_own(own)
                 .with_mark(mark)
+                .with_keepalive(p.tcp_keepalive)
                 .with_backoff(p.address_backoff),
         );
         let routes = Arc::new(routes);
@@ -147,6 +151,7 @@ impl Runtime {
         let client = forward::client(forward_routes, connector.clone());
         let system_route = Arc::new(Route::resolving(SYSTEM_PATH, "system"));
         let auth = config.proxy.auth.as_ref().map(Basic::new);
+        let policies = Policies::new(&config.clients);
         let runtime = Self {
             config,
             routes,
@@ -154,6 +159,7 @@ impl Runtime {
             client,
             system_route,
             auth,
+            policies,
             refresher_stop: CancellationToken::new(),
         };
         // The names this runtime keeps warm are never evicted by other traffic.

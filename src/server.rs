@@ -2,12 +2,13 @@
 //! connection and tunnel for the drain on shutdown, panic containment per task.
 
 pub mod head;
+pub mod proxy_header;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
@@ -18,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Readiness;
+use crate::config::ProxyProtocol;
 use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProxyHeader};
 use crate::outcome::Exchange;
+use crate::policy::Identity;
 use crate::proxy::{self, ConnCtx, Next};
 use crate::runtime::{Current, Runtime};
 use crate::transparent;
@@ -154,7 +157,9 @@ impl Listener {
 
 /// Accepts on the proxy listener and the transparent ones until `shutdown`, then drains:
 /// keeps serving (new connections included) until no client connection is left or
-/// `drain_timeout` passes, then cuts what remains.
+/// `drain_timeout` passes, then cuts what remains (each tunnel cut is counted in
+/// `splitway_tunnels_cut_at_shutdown_total`). With `drain_delay`, the listeners accept for that
+/// long after `shutdown` and then close; the connections open then get `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     transparent: Vec<TcpListener>,
@@ -171,7 +176,20 @@ pub async fn serve(
     shutdown.await;
     shared.ready.set_draining();
     shared.draining.cancel();
-    let drain_timeout = shared.runtime().config.proxy.drain_timeout;
+    let (drain_delay, drain_timeout) = {
+        let p = &shared.runtime().config.proxy;
+        (p.drain_delay, p.drain_timeout)
+    };
+    if !drain_delay.is_zero() {
+        // Behind a load balancer: its deregistration takes a while, during which it still
+        // sends new connections here. Then the listeners close and the drain proper begins.
+        tracing::info!(
+            ?drain_delay,
+            "draining: accepting for drain_delay, then closing the listeners"
+        );
+        tokio::time::sleep(drain_delay).await;
+        accepting.shutdown().await;
+    }
     shared.tracker.close();
     tracing::info!(
         ?drain_timeout,
@@ -212,6 +230,7 @@ async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>)
 /// Serves or refuses one accepted connection, in a span of its own.
 fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::net::SocketAddr) {
     let _ = stream.set_nodelay(true);
+    crate::upstream::socket::keepalive(&stream, shared.runtime().config.proxy.tcp_keepalive);
     let Some(guard) = admit(shared) else {
         // A proxy client gets a 503 it can read; a redirected one expected its upstream,
         // not an HTTP answer, and is closed.
@@ -230,7 +249,7 @@ fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::
     };
     let limits = shared.limits;
     let ctx = ConnCtx {
-        client,
+        who: Arc::new(Identity::direct(client)),
         draining: shared.draining.clone(),
         runtime: shared.runtime(),
         current: shared.current().clone(),
@@ -238,7 +257,8 @@ fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::
         client_hello_timeout: limits.client_hello_timeout,
     };
     // One span per client connection: every event of it (hyper's, the tunnel's) carries it.
-    let span = tracing::info_span!("conn", client = %client, listener = kind.as_str());
+    // `client` is the peer until a PROXY header names someone else (then the peer is `peer`).
+    let span = tracing::info_span!("conn", client = %client, peer = tracing::field::Empty, listener = kind.as_str());
     match kind {
         Listener::Proxy => guard.spawn("connection", serve_connection(stream, ctx, limits, span)),
         Listener::Transparent => guard.spawn(
@@ -275,10 +295,11 @@ pub fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
 )]
 fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: tracing::Span) -> impl Future<Output = ()> {
     async move {
+        let mut ctx = ctx;
         let guard = ctx.guard.clone();
         // Boxed, and a statement of its own: none of the first request's state (head, connect,
         // answer) is held while a tunnel idles; the task then holds the tunnel alone.
-        let first = Box::pin(first_request(stream, &ctx, limits).instrument(span.clone()));
+        let first = Box::pin(first_request(stream, &mut ctx, limits, &span).instrument(span.clone()));
         let Some(mut next) = guard.until_cancelled(first).await else {
             return;
         };
@@ -293,18 +314,70 @@ fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: traci
     }
 }
 
-/// Reads the first head and serves it when it is a `CONNECT`; any other request is hyper's.
-async fn first_request(mut stream: TcpStream, ctx: &ConnCtx, limits: Limits) -> Next {
-    match head::read_first(&mut stream, limits.header_read_timeout).await {
+/// Reads the PROXY header (when the listener takes one) and the first head, and serves the
+/// head when it is a `CONNECT`; any other request is hyper's.
+async fn first_request(mut stream: TcpStream, ctx: &mut ConnCtx, limits: Limits, span: &tracing::Span) -> Next {
+    let Some(read) = arrival(&mut stream, ctx, limits, span).await else {
+        return Next::Closed;
+    };
+    let ctx = &*ctx;
+    match head::read_first(&mut stream, read, limits.header_read_timeout).await {
         head::First::Head(prefix, Some(connect)) => proxy::serve_connect(ctx, connect, prefix, stream).await,
         head::First::Head(prefix, None) => Next::Hyper(prefix, stream),
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
-            (Exchange::start(kind, ctx.client).refused("", &e, &detail)).finish(ctx.guard.metrics());
+            (Exchange::start(kind, ctx.who.clone()).refused("", &e, &detail)).finish(ctx.guard.metrics());
             proxy::answer(&mut stream, &e, true).await;
             Next::Closed
         }
         head::First::Close => Next::Closed,
+    }
+}
+
+/// The PROXY header, as `[proxy] proxy_protocol` says: the client it names goes into `ctx`
+/// and the span; the bytes read after it are returned. `None`: the connection is closed
+/// (a `LOCAL` health check, or a refused header, counted and logged).
+async fn arrival(stream: &mut TcpStream, ctx: &mut ConnCtx, limits: Limits, span: &tracing::Span) -> Option<BytesMut> {
+    let p = &ctx.runtime.config.proxy;
+    if p.proxy_protocol == ProxyProtocol::Off {
+        return Some(BytesMut::new());
+    }
+    let peer = ctx.who.client;
+    let arrival = proxy_header::read(
+        stream,
+        peer,
+        p.proxy_protocol,
+        &p.proxy_protocol_from,
+        limits.header_read_timeout,
+    )
+    .await;
+    let metrics = ctx.guard.metrics();
+    match arrival {
+        proxy_header::Arrival::Serve(who, read) => {
+            metrics.proxy_header(match who.peer {
+                Some(_) => ProxyHeader::Proxy,
+                None => ProxyHeader::Absent,
+            });
+            if let Some(peer) = who.peer {
+                span.record("client", tracing::field::display(who.client));
+                span.record("peer", tracing::field::display(peer));
+            }
+            ctx.who = Arc::new(who);
+            Some(read)
+        }
+        proxy_header::Arrival::Close(None) => None,
+        proxy_header::Arrival::Close(Some(result)) => {
+            metrics.proxy_header(result);
+            if result.refused() {
+                tracing::warn!(
+                    %peer,
+                    reason = result.as_str(),
+                    proxy_protocol = p.proxy_protocol.as_str(),
+                    "PROXY protocol header refused: connection closed ([proxy] proxy_protocol_from lists the trusted load balancers)"
+                );
+            }
+            None
+        }
     }
 }
 

@@ -100,7 +100,8 @@ impl Refused {
 /// Reads the first flight and routes it: the tunnel to run, or `None` when the connection was
 /// refused, or served as plain HTTP.
 async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -> Option<(Tunnel, Client)> {
-    let exchange = Exchange::start(RequestKind::Transparent, ctx.client);
+    let exchange = Exchange::start(RequestKind::Transparent, ctx.who.clone())
+        .with_policy(ctx.runtime.policies.for_client(&ctx.who, None));
     let original = match original_dst::original_dst(&stream) {
         Ok(a) => a,
         Err(e) => return closed(ctx, exchange, None, None, &Refused::NoOriginalDst(e)),
@@ -142,7 +143,7 @@ async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -
         Ok(t) => t,
         Err(r) => return closed(ctx, exchange, None, None, &r),
     };
-    let (route, connected) = proxy::connect_for(rt, &target).await;
+    let (route, connected) = proxy::connect_for(ctx, &exchange, &target).await;
     let (upstream_stream, upstream) = match connected {
         Ok(c) => c,
         Err(e) => return closed(ctx, exchange, Some(&target), Some(&route), &Refused::Proxy(e)),

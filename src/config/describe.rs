@@ -29,6 +29,26 @@ pub fn describe(config: &Config) -> String {
         Some(t) => drop(writeln!(out, "{}", t.describe())),
         None => drop(writeln!(out, "transparent off")),
     }
+    if config.proxy.proxy_protocol != super::ProxyProtocol::Off {
+        let from: Vec<String> = config
+            .proxy
+            .proxy_protocol_from
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            out,
+            "proxy_protocol {} (believed from {})",
+            config.proxy.proxy_protocol.as_str(),
+            from.join(", ")
+        );
+    }
+    if !config.clients.is_empty() {
+        let _ = writeln!(out, "\nclients (first match applies; no match: `unmatched`, refused):");
+        for c in &config.clients {
+            let _ = writeln!(out, "  {}", c.describe());
+        }
+    }
     let _ = writeln!(out, "\nresolvers:");
     for (name, r) in &config.resolvers {
         let _ = writeln!(out, "  {name:<12} {}", resolver(r));

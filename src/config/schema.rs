@@ -4,7 +4,9 @@
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
-use super::{AdminSettings, ProxyAuth, ProxySettings, RawConfig, TransparentSettings, aws, resolver, route};
+use super::{
+    AdminSettings, ClientSpec, ProxyAuth, ProxySettings, RawConfig, TransparentSettings, aws, resolver, route,
+};
 
 /// `(table header as written in a file, key)`, e.g. `("[proxy]", "listen")`; keys of an
 /// inline table are dotted (`("[proxy]", "auth.username")`).
@@ -33,6 +35,7 @@ pub fn keys() -> Vec<(&'static str, String)> {
                 add("[aws]", aws::KEYS);
                 add("[[aws.peered]]", fields_of::<aws::Peer>());
             }
+            "client" => add("[[client]]", fields_of::<ClientSpec>()),
             other => panic!("config table `{other}` has no entry in config::schema::keys: list its keys there"),
         }
     }

@@ -2,10 +2,9 @@
 //! label set (field names are label names), and the interned route and resolver names.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 
 use super::values::{Outcome, ReportAction, SniReason};
 
@@ -129,13 +128,17 @@ impl Direction {
 // convention is snake_case, so the enums encode through `as_str`.
 macro_rules! label_value_from_as_str {
     ($($t:ty),*) => {$(
-        impl EncodeLabelValue for $t {
-            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-                encoder.write_str(self.as_str())
+        impl prometheus_client::encoding::EncodeLabelValue for $t {
+            fn encode(
+                &self,
+                encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+            ) -> std::fmt::Result {
+                std::fmt::Write::write_str(encoder, self.as_str())
             }
         }
     )*};
 }
+pub(super) use label_value_from_as_str;
 label_value_from_as_str!(
     RequestKind,
     TunnelEnd,
@@ -148,17 +151,42 @@ label_value_from_as_str!(
 );
 
 // Label sets. Field names are the label names, in this order in the output.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+/// `client` (a `[[client]]` policy's name) is left out when the config has no policies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct RequestLabels {
     pub(super) kind: RequestKind,
     pub(super) route: Arc<str>,
+    pub(super) client: Option<Arc<str>>,
     pub(super) outcome: Outcome,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        ("kind", self.kind).encode(encoder.encode_label())?;
+        ("route", &*self.route).encode(encoder.encode_label())?;
+        if let Some(client) = &self.client {
+            ("client", &**client).encode(encoder.encode_label())?;
+        }
+        ("outcome", self.outcome).encode(encoder.encode_label())
+    }
+}
+
+/// `client` as in [`RequestLabels`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct TunnelLabels {
     pub(super) route: Arc<str>,
+    pub(super) client: Option<Arc<str>>,
     pub(super) end: TunnelEnd,
+}
+
+impl EncodeLabelSet for TunnelLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        ("route", &*self.route).encode(encoder.encode_label())?;
+        if let Some(client) = &self.client {
+            ("client", &**client).encode(encoder.encode_label())?;
+        }
+        ("end", self.end).encode(encoder.encode_label())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]

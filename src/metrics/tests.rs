@@ -55,6 +55,7 @@ fn a_new_registry_has_the_unlabelled_series_and_both_reload_results_at_zero() {
         ("splitway_config_reloads_total{result=\"ok\"}", 0.0),
         ("splitway_config_reloads_total{result=\"error\"}", 0.0),
         ("splitway_panics_total", 0.0),
+        ("splitway_tunnels_cut_at_shutdown_total", 0.0),
     ]);
     assert_eq!(got, want);
 }
@@ -62,7 +63,7 @@ fn a_new_registry_has_the_unlabelled_series_and_both_reload_results_at_zero() {
 #[test]
 fn request_counts_by_kind_route_and_outcome() {
     let m = Metrics::new();
-    let got = changes(&m, |m| m.request(RequestKind::Connect, "public", Outcome::Ok));
+    let got = changes(&m, |m| m.request(RequestKind::Connect, "public", None, Outcome::Ok));
     assert_eq!(
         got,
         expect(&[(
@@ -72,8 +73,13 @@ fn request_counts_by_kind_route_and_outcome() {
     );
 
     let got = changes(&m, |m| {
-        m.request(RequestKind::Connect, "public", Outcome::Ok);
-        m.request(RequestKind::Forward, "private", Outcome::Error(ErrorType::DnsError));
+        m.request(RequestKind::Connect, "public", None, Outcome::Ok);
+        m.request(
+            RequestKind::Forward,
+            "private",
+            None,
+            Outcome::Error(ErrorType::DnsError),
+        );
     });
     let want = expect(&[
         (
@@ -100,7 +106,7 @@ fn tunnel_closed_lowers_the_gauge_counts_the_end_and_adds_bytes_each_way() {
     let m = Metrics::new();
     m.tunnel_opened("public");
     m.tunnel_opened("public");
-    let got = changes(&m, |m| m.tunnel_closed("public", TunnelEnd::Idle, 517, 4096));
+    let got = changes(&m, |m| m.tunnel_closed("public", None, TunnelEnd::Idle, 517, 4096));
     let want = expect(&[
         ("splitway_tunnels_open{route=\"public\"}", 1.0),
         ("splitway_tunnels_total{route=\"public\",end=\"idle\"}", 1.0),
@@ -115,7 +121,7 @@ fn tunnel_closed_lowers_the_gauge_counts_the_end_and_adds_bytes_each_way() {
     ]);
     assert_eq!(got, want);
 
-    let got = changes(&m, |m| m.tunnel_closed("public", TunnelEnd::SniRejected, 3, 0));
+    let got = changes(&m, |m| m.tunnel_closed("public", None, TunnelEnd::SniRejected, 3, 0));
     let want = expect(&[
         ("splitway_tunnels_open{route=\"public\"}", 0.0),
         ("splitway_tunnels_total{route=\"public\",end=\"sni_rejected\"}", 1.0),
@@ -138,7 +144,7 @@ fn every_tunnel_end_has_its_label_value() {
         TunnelEnd::Cancelled,
     ];
     for end in ends {
-        m.tunnel_closed("r", end, 0, 0);
+        m.tunnel_closed("r", None, end, 0, 0);
     }
     let s = series(&m);
     for name in ["closed", "idle", "error", "sni_rejected", "cancelled"] {
@@ -235,9 +241,9 @@ fn panic_caught_counts() {
 #[test]
 fn every_family_has_help_and_type_lines() {
     let m = Metrics::new();
-    m.request(RequestKind::Connect, "r", Outcome::Ok);
+    m.request(RequestKind::Connect, "r", None, Outcome::Ok);
     m.tunnel_opened("r");
-    m.tunnel_closed("r", TunnelEnd::Closed, 1, 1);
+    m.tunnel_closed("r", None, TunnelEnd::Closed, 1, 1);
     m.connect_duration("r", 0.01);
     m.dns_lookup("d", DnsResult::Hit, 0.0);
     m.sni_rejected("r", SniReason::NotTls);
@@ -255,6 +261,7 @@ fn every_family_has_help_and_type_lines() {
         ("connections_rejected_total", "counter"),
         ("config_reloads_total", "counter"),
         ("panics_total", "counter"),
+        ("tunnels_cut_at_shutdown_total", "counter"),
     ];
     for (name, kind) in families {
         let help = format!("# HELP splitway_{name} ");
@@ -288,7 +295,7 @@ fn concurrent_recording_loses_nothing() {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..1000 {
-                    m.request(RequestKind::Connect, "public", Outcome::Ok);
+                    m.request(RequestKind::Connect, "public", None, Outcome::Ok);
                 }
             });
         }
@@ -303,4 +310,49 @@ fn concurrent_recording_loses_nothing() {
 fn metrics_is_send_and_sync() {
     fn shared<T: Send + Sync + 'static>() {}
     shared::<Metrics>();
+}
+
+#[test]
+fn request_and_tunnel_series_carry_client_only_with_policies() {
+    let m = Metrics::new();
+    let got = changes(&m, |m| {
+        m.request(RequestKind::Connect, "r", Some("payments"), Outcome::Ok);
+        m.tunnel_closed("r", Some("unmatched"), TunnelEnd::Closed, 1, 2);
+    });
+    assert_eq!(
+        got.get("splitway_requests_total{kind=\"connect\",route=\"r\",client=\"payments\",outcome=\"ok\"}"),
+        Some(&1.0),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.get("splitway_tunnels_total{route=\"r\",client=\"unmatched\",end=\"closed\"}"),
+        Some(&1.0),
+        "{got:?}"
+    );
+    let none = changes(&m, |m| m.request(RequestKind::Connect, "r", None, Outcome::Ok));
+    assert!(
+        none.contains_key("splitway_requests_total{kind=\"connect\",route=\"r\",outcome=\"ok\"}"),
+        "{none:?}"
+    );
+}
+
+#[test]
+fn tier_counters_have_closed_labels() {
+    let m = Metrics::new();
+    let got = changes(&m, |m| {
+        m.proxy_header(ProxyHeader::Untrusted);
+        m.client_policy_refusal("payments", "r", PolicyAction::Reported);
+        m.tunnels_cut_at_shutdown(2);
+    });
+    assert_eq!(
+        got.get("splitway_proxy_protocol_headers_total{result=\"untrusted\"}"),
+        Some(&1.0),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.get("splitway_client_policy_refusals_total{client=\"payments\",route=\"r\",action=\"reported\"}"),
+        Some(&1.0),
+        "{got:?}"
+    );
+    assert_eq!(got.get("splitway_tunnels_cut_at_shutdown_total"), Some(&2.0), "{got:?}");
 }

@@ -36,13 +36,17 @@ pub enum First {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// Reads until the first head is complete, over [`MAX_HEAD_BYTES`], or `timeout` passes.
-pub async fn read_first(stream: &mut TcpStream, timeout: Duration) -> First {
-    let mut buf = BytesMut::with_capacity(1024);
+/// `buf` holds what was read already (the bytes after a PROXY protocol header).
+pub async fn read_first(stream: &mut TcpStream, mut buf: BytesMut, timeout: Duration) -> First {
+    buf.reserve(1024);
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut read_already = !buf.is_empty();
     loop {
-        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return First::Close,
-            Ok(Ok(_)) => {}
+        if !std::mem::take(&mut read_already) {
+            match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return First::Close,
+                Ok(Ok(_)) => {}
+            }
         }
         if buf.starts_with(H2_PREFACE) {
             return First::Close;

@@ -70,7 +70,9 @@ pub(super) async fn serve(
     let service = service_fn(move |req| {
         let ctx = ctx.next_request();
         async move {
-            let exchange = Exchange::start(RequestKind::Transparent, ctx.client).redirected(original);
+            let exchange = Exchange::start(RequestKind::Transparent, ctx.who.clone())
+                .with_policy(ctx.runtime.policies.for_client(&ctx.who, None))
+                .redirected(original);
             let mut resp = proxy::forward_to(&ctx, exchange, req, |req| absolute(&ctx, req, original)).await;
             if ctx.draining.is_cancelled() {
                 // Draining: let keep-alive clients go, as the proxy listener does.

@@ -83,6 +83,8 @@ pub struct Connector {
     timeout: Duration,
     /// `[transparent] mark`: SO_MARK on every outbound socket.
     mark: Option<u32>,
+    /// `[proxy] tcp_keepalive` on every outbound socket.
+    keepalive: Option<Duration>,
     /// `[proxy] address_backoff`: addresses that timed out or refused, tried last for a while.
     backoffs: Backoffs,
 }
@@ -95,6 +97,7 @@ impl Connector {
             deny: DenyList::new(deny, vec![]),
             timeout,
             mark: None,
+            keepalive: None,
             backoffs: Backoffs::new(crate::config::DEFAULT_ADDRESS_BACKOFF),
         }
     }
@@ -128,6 +131,11 @@ impl Connector {
     /// can let splitway's own connections through.
     pub fn with_mark(self, mark: Option<u32>) -> Self {
         Self { mark, ..self }
+    }
+
+    /// TCP keepalive after `idle` on every outbound socket (`[proxy] tcp_keepalive`).
+    pub fn with_keepalive(self, keepalive: Option<Duration>) -> Self {
+        Self { keepalive, ..self }
     }
 
     /// `connect_timeout`: the budget for resolving and connecting.
@@ -350,10 +358,11 @@ impl Connector {
             });
         }
         let addrs = self.backoffs.order(&addrs);
-        let mark = self.mark;
+        let (mark, keepalive) = (self.mark, self.keepalive);
         let connect = move |addr: SocketAddr| async move {
             let stream = super::socket::connect(addr, mark).await?;
             stream.set_nodelay(true)?;
+            super::socket::keepalive(&stream, keepalive);
             Ok::<_, io::Error>(stream)
         };
         let failures = match race(&addrs, deadline, connect).await {

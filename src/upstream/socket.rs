@@ -1,8 +1,10 @@
 //! Outbound sockets: a plain TCP connect, or one whose socket carries `SO_MARK` (`[transparent]
-//! mark`) so the capture rules let splitway's own connections through instead of looping.
+//! mark`) so the capture rules let splitway's own connections through instead of looping; TCP
+//! keepalive (`[proxy] tcp_keepalive`) on client and upstream sockets alike.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -13,6 +15,24 @@ pub(crate) async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<T
         Some(mark) => marked(addr, mark)?.connect(addr).await,
     }
 }
+
+/// TCP keepalive after `idle` on a socket (`[proxy] tcp_keepalive`): an idle tunnel through a
+/// load balancer or NAT is probed before its flow is forgotten and reset.
+pub(crate) fn keepalive(stream: &TcpStream, idle: Option<Duration>) {
+    let Some(idle) = idle else { return };
+    let params = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
+/// Between keepalive probes once the idle time passed, and how many go unanswered before the
+/// kernel gives the connection up.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 4;
 
 /// Whether this process may mark sockets (`CAP_NET_ADMIN`); checked once at start-up so a
 /// missing capability is a start-up error, not a failure of every connection.
