@@ -36,4 +36,5 @@ mod security;
 mod sni_pinning;
 mod source_rules;
 mod support;
+mod tier;
 mod transparent;

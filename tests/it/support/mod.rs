@@ -20,6 +20,7 @@ pub(crate) mod origin;
 pub(crate) mod parent;
 pub(crate) mod pki;
 pub(crate) mod proxy;
+pub(crate) mod proxy_protocol;
 pub(crate) mod raw;
 pub(crate) mod relay;
 pub(crate) mod squid;
