@@ -58,6 +58,9 @@ pub struct Explanation {
     pub transparent: Option<String>,
     /// `[proxy] address_backoff` (`"off"` when zero).
     pub address_backoff: String,
+    /// With `--client` / `--source`: whether that client's `[[client]]` policy allows the route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Addresses of this host in backoff now: tried after the others (`connect_to` already
     /// skips them). Only a running proxy has any (`/debug/route`).
     pub backoffs: Vec<Backoff>,
@@ -163,6 +166,7 @@ fn decision(rt: &Runtime, target: &Target) -> (Explanation, Arc<Route>, Plan) {
             d => humantime::format_duration(d).to_string(),
         },
         backoffs: vec![],
+        client: None,
     };
     (out, route, plan)
 }
@@ -309,6 +313,9 @@ impl fmt::Display for Explanation {
             (None, Some(a), _) => writeln!(f, "connect to: {a}")?,
             (None, None, Some(e)) => writeln!(f, "refused:    {e}")?,
             (None, None, None) => writeln!(f, "connect to: -")?,
+        }
+        if let Some(c) = &self.client {
+            writeln!(f, "client:     {c}")?;
         }
         for b in &self.backoffs {
             writeln!(f, "backoff:    {b}")?;

@@ -63,6 +63,12 @@ enum Command {
         /// Extra trust roots (PEM) for --probe, e.g. a private CA.
         #[arg(long, requires = "probe")]
         ca_file: Option<PathBuf>,
+        /// Say whether this [[client]] policy may use the route.
+        #[arg(long, conflicts_with = "source")]
+        client: Option<String>,
+        /// Say whether the client at this address may use the route.
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
     },
     /// Print the nat rules that capture TCP for [transparent]; --apply installs them
     /// (idempotently), --remove removes them.
@@ -131,7 +137,16 @@ fn main() -> ExitCode {
                 json,
                 probe,
                 ca_file,
-            }) => explain(&cli.run.config, &target, json, probe.then_some(ca_file)).await,
+                client,
+                source,
+            }) => {
+                let asked = match (client, source) {
+                    (Some(name), _) => Some(splitway::policy::Asked::Named(name)),
+                    (None, Some(ip)) => Some(splitway::policy::Asked::Source(ip)),
+                    (None, None) => None,
+                };
+                explain(&cli.run.config, &target, json, probe.then_some(ca_file), asked).await
+            }
             Some(Command::Iptables {
                 apply,
                 remove,
@@ -267,13 +282,19 @@ fn iptables(arg: &ConfigArg, apply: bool, remove: bool, exclude_uid: Option<u32>
     Ok(())
 }
 
-async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option<PathBuf>>) -> Result<()> {
+async fn explain(
+    arg: &ConfigArg,
+    target: &str,
+    json: bool,
+    probe: Option<Option<PathBuf>>,
+    asked: Option<splitway::policy::Asked>,
+) -> Result<()> {
     let config = load(arg)?;
     let target = splitway::target::Target::parse_host_port(target, 443)
         .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
     splitway::install_crypto_provider();
     let runtime = splitway::runtime::Runtime::new(config, Default::default())?;
-    let e = match probe {
+    let mut e = match probe {
         None => splitway::explain::explain(&runtime, &target).await,
         Some(ca_file) => {
             let pem = match &ca_file {
@@ -284,6 +305,10 @@ async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option
             splitway::explain::explain_and_probe(&runtime, &target, &roots, splitway::explain::ProbeFrom::Cli).await
         }
     };
+    if let Some(asked) = &asked {
+        let said = splitway::policy::explain(&runtime.policies, asked, &e.route);
+        e.client = Some(said.map_err(anyhow::Error::msg)?);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {

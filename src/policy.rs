@@ -60,6 +60,42 @@ impl Policies {
     }
 }
 
+/// Which client `splitway explain` asks about.
+#[derive(Debug, Clone)]
+pub enum Asked {
+    /// `--client NAME`: a policy by its name (`unmatched` included).
+    Named(String),
+    /// `--source IP`: the policy a client at that address gets (no VPC endpoint, no user).
+    Source(std::net::IpAddr),
+}
+
+/// What `splitway explain --client/--source` says about `route`, or why it cannot.
+pub fn explain(policies: &Policies, asked: &Asked, route: &str) -> Result<String, String> {
+    let policy = match asked {
+        Asked::Named(name) => policies.named(name).ok_or_else(|| {
+            let names: Vec<&str> = policies.0.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "no [[client]] named `{name}`; the policies are: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?,
+        Asked::Source(ip) => match policies.for_client(&Identity::direct(SocketAddr::new(*ip, 0)), None) {
+            Some(p) => p,
+            None => return Ok("no [[client]] policies: every client may use every route".to_owned()),
+        },
+    };
+    let name = policy.name();
+    Ok(match policy.verdict(route) {
+        Verdict::Allow => format!("`{name}` may use route `{route}`"),
+        Verdict::Report => format!("`{name}` does not list route `{route}`: let through and counted (report mode)"),
+        Verdict::Deny => format!("`{name}` may not use route `{route}`: refused (403 http_request_denied)"),
+    })
+}
+
 /// Every key the table gives matches.
 fn matches(c: &ClientSpec, who: &Identity, user: Option<&str>) -> bool {
     let source = c.sources.is_empty() || c.sources.iter().any(|n| n.contains(&who.client.ip()));

@@ -304,3 +304,52 @@ async fn tier_drain_delay_keeps_accepting_then_closes_and_cuts_at_drain_timeout(
     );
     assert!(closed(&mut open).await && closed(&mut late).await);
 }
+
+#[tokio::test]
+async fn tier_check_prints_policies_and_explain_answers_for_a_client() {
+    use crate::support::bin::run as splitway;
+    use crate::support::tmp::TempFile;
+    let file = TempFile::new("tier.toml", &tier_config("10.0.0.0/24", "required").build());
+    let out = splitway(&["check", "--config", file.arg()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("proxy_protocol required (believed from 10.0.0.0/24)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("payments") && text.contains(PAYMENTS_VPCE) && text.contains("(report)"),
+        "{text}"
+    );
+    let private = format!("{}:{}", execute_api_host(PRIVATE_API_ID, REGION), aws_net().port);
+    let explain = |who: &'static str, value: &'static str| {
+        let (file, private) = (file.arg().to_owned(), private.clone());
+        async move {
+            let out = splitway(&["explain", &private, "--config", &file, who, value]).await;
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+    let (ok, text) = explain("--client", "payments").await;
+    assert!(
+        ok && text.contains("client:     `payments` may use route `private-apis`"),
+        "{text}"
+    );
+    let (ok, text) = explain("--source", "10.2.3.4").await;
+    assert!(
+        ok && text.contains("`partners` does not list route `private-apis`: let through"),
+        "{text}"
+    );
+    let (ok, text) = explain("--source", "192.0.2.1").await;
+    assert!(
+        ok && text.contains("`unmatched` may not use route `private-apis`: refused (403"),
+        "{text}"
+    );
+    let (ok, text) = explain("--client", "nobody").await;
+    assert!(
+        !ok && text.contains("no [[client]] named `nobody`; the policies are: payments, partners, internal"),
+        "{text}"
+    );
+}
