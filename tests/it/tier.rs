@@ -309,7 +309,7 @@ async fn tier_drain_delay_keeps_accepting_then_closes_and_cuts_at_drain_timeout(
 async fn tier_check_prints_policies_and_explain_answers_for_a_client() {
     use crate::support::bin::run as splitway;
     use crate::support::tmp::TempFile;
-    let file = TempFile::new("tier.toml", &tier_config("10.0.0.0/24", "required").build());
+    let file = TempFile::new("tier.toml", tier_config("10.0.0.0/24", "required").build());
     let out = splitway(&["check", "--config", file.arg()]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
