@@ -37,4 +37,5 @@ mod sni_pinning;
 mod source_rules;
 mod support;
 mod tier;
+mod tier_haproxy;
 mod transparent;

@@ -11,6 +11,7 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod dns;
 pub(crate) mod dns_tls;
+pub(crate) mod haproxy;
 pub(crate) mod lambda;
 pub(crate) mod metrics;
 pub(crate) mod names;
