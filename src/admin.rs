@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::conn::Prefixed;
 use crate::metrics::{self, Metrics};
 pub use crate::runtime::Check;
 
@@ -190,6 +191,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     debug: Option<DebugRoute>,
+    proxy_from: Arc<[ipnet::IpNet]>,
     shutdown: CancellationToken,
 ) {
     let admin = Arc::new(Admin { metrics, ready, debug });
@@ -205,9 +207,11 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
-                    let (admin, shutdown) = (admin.clone(), shutdown.clone());
+                    let (admin, shutdown, from) = (admin.clone(), shutdown.clone(), proxy_from.clone());
                     drop(tracker.spawn(async move {
-                        connection(stream, admin, shutdown).await;
+                        if let Some(stream) = behind_header(stream, peer, &from).await {
+                            connection(stream, admin, shutdown).await;
+                        }
                         drop(slot);
                     }));
                 }
@@ -230,8 +234,27 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// The connection after the PROXY header a load balancer's health check may send (an AWS NLB
+/// sends one on every health check connection once its target group has proxy protocol on,
+/// whichever port it checks): read from `from` only, and only when the proxy listener takes
+/// PROXY protocol (`from` empty: none is read). `None`: a malformed header, closed.
+async fn behind_header(mut stream: TcpStream, peer: SocketAddr, from: &[ipnet::IpNet]) -> Option<Prefixed> {
+    use crate::server::proxy_header::{Arrival, read};
+    if from.is_empty() {
+        return Some(Prefixed::new(Bytes::new(), stream));
+    }
+    let optional = crate::config::ProxyProtocol::Optional;
+    match read(&mut stream, peer, optional, from, HEADER_READ_TIMEOUT).await {
+        Arrival::Serve(_, rest) | Arrival::Local(rest) => Some(Prefixed::new(rest.freeze(), stream)),
+        Arrival::Close(why) => {
+            tracing::debug!(%peer, reason = why.map(|w| w.as_str()), "admin connection: PROXY header refused");
+            None
+        }
+    }
+}
+
 /// One admin connection, keep-alive included, until the client leaves or `shutdown`.
-async fn connection(stream: TcpStream, admin: Arc<Admin>, shutdown: CancellationToken) {
+async fn connection(stream: Prefixed, admin: Arc<Admin>, shutdown: CancellationToken) {
     let service = service_fn(move |req| {
         let admin = admin.clone();
         async move { Ok::<_, Infallible>(admin.respond(&req).await) }

@@ -203,7 +203,14 @@ impl Proxy {
                 self.shared.ready().clone(),
                 stop_admin.clone(),
             );
-            tokio::spawn(admin::serve(l, m, r, Some(debug_route(self.shared.clone())), stop))
+            // An NLB's health checks carry a PROXY header when the proxy listener takes them.
+            let p = &self.shared.runtime().config.proxy;
+            let from: Arc<[ipnet::IpNet]> = match p.proxy_protocol {
+                config::ProxyProtocol::Off => Arc::from([]),
+                _ => Arc::from(p.proxy_protocol_from.as_slice()),
+            };
+            let debug = Some(debug_route(self.shared.clone()));
+            tokio::spawn(admin::serve(l, m, r, debug, from, stop))
         });
         let shared = self.shared.clone();
         let warm = tokio::spawn(async move {

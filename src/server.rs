@@ -365,6 +365,10 @@ async fn arrival(stream: &mut TcpStream, ctx: &mut ConnCtx, limits: Limits, span
             ctx.who = Arc::new(who);
             Some(read)
         }
+        proxy_header::Arrival::Local(_) => {
+            metrics.proxy_header(ProxyHeader::Local);
+            None
+        }
         proxy_header::Arrival::Close(None) => None,
         proxy_header::Arrival::Close(Some(result)) => {
             metrics.proxy_header(result);

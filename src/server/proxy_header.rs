@@ -35,6 +35,9 @@ const PP2_SUBTYPE_AWS_VPCE_ID: u8 = 0x01;
 pub enum Arrival {
     /// Serve it: the client, and the bytes read after the header (the first head's start).
     Serve(Identity, BytesMut),
+    /// A `LOCAL` header (a load balancer's health check), and the bytes read after it: the
+    /// proxy listener closes it quietly, the admin listener answers the check behind it.
+    Local(BytesMut),
     /// Close it: `result` says why (counted; logged unless it is a `LOCAL` health check or a
     /// connection that sent nothing).
     Close(Option<ProxyHeader>),
@@ -75,7 +78,7 @@ pub async fn read(
     let header = buf.split_to(len);
     match parse(&header, peer) {
         Ok(Some(who)) => Arrival::Serve(who, buf),
-        Ok(None) => Arrival::Close(Some(ProxyHeader::Local)),
+        Ok(None) => Arrival::Local(buf),
         Err(()) => Arrival::Close(Some(ProxyHeader::Malformed)),
     }
 }

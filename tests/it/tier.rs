@@ -353,3 +353,21 @@ async fn tier_check_prints_policies_and_explain_answers_for_a_client() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn tier_admin_answers_health_checks_behind_a_proxy_header() {
+    let proxy = TestProxy::start(&tier_config("127.0.0.1", "required").admin().build()).await;
+    let admin = proxy.admin.expect("admin listener");
+    for header in [v2_local(), v2(source([10, 0, 0, 9]), admin, None), vec![]] {
+        let mut s = connect_with(
+            admin,
+            &header,
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(read_reply(&mut s).await.status, Some(200), "{header:?}");
+    }
+    let mut s = connect_with(admin, b"PROXY TCP4 nonsense\r\n", b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    assert_eq!(read_reply(&mut s).await.status, None, "a malformed header is closed");
+    proxy.stop().await;
+}

@@ -140,7 +140,7 @@ async fn trust_and_requirement_decide() {
     ));
     assert!(matches!(
         arrive(&v2(Command::Local, None), ProxyProtocol::Required, true).await,
-        Arrival::Close(Some(ProxyHeader::Local))
+        Arrival::Local(_)
     ));
     assert!(matches!(
         arrive(b"", ProxyProtocol::Required, true).await,

@@ -55,8 +55,9 @@ impl HaProxy {
             .enumerate()
             .map(|(i, r)| format!("  server r{i} {} check port {}\n", r.proxy, r.admin.port()))
             .collect();
-        // `option httpchk` in TCP mode: the checks are HTTP on the admin port, without the
-        // PROXY header (only `check-send-proxy` would add it), like an NLB's HTTP checks.
+        // `option httpchk` in TCP mode: the checks are HTTP on the admin port; `check-send-proxy`
+        // puts a PROXY header in front of them, as an AWS NLB does on every health check once
+        // its target group has proxy protocol on.
         let conf = format!(
             "global
   stats socket {sock} level admin
@@ -73,7 +74,7 @@ backend splitway
   source {source}
   option httpchk GET /healthz
   http-check expect status 200
-  default-server inter 100ms fall 2 rise 1 send-proxy-v2
+  default-server inter 100ms fall 2 rise 1 send-proxy-v2 check-send-proxy
 {servers}",
             sock = dir.join("admin.sock").display(),
         );
@@ -124,7 +125,10 @@ backend splitway
         };
         poll_until(HANG_SECS, format!("haproxy to see {server} {state}"), || async move {
             // The socket appears once HAProxy has started.
-            let table = self.try_command("show servers state splitway").await.unwrap_or_default();
+            let table = self
+                .try_command("show servers state splitway")
+                .await
+                .unwrap_or_default();
             // Columns: be_id be_name srv_id srv_name srv_addr srv_op_state …
             table
                 .lines()
