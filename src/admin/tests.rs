@@ -21,7 +21,14 @@ async fn start() -> Running {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(Readiness::new());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, metrics.clone(), ready.clone(), None, Arc::from([]), shutdown.clone()));
+    let task = tokio::spawn(serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+        None,
+        Arc::from([]),
+        shutdown.clone(),
+    ));
     Running {
         addr,
         metrics,

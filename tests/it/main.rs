@@ -37,5 +37,6 @@ mod sni_pinning;
 mod source_rules;
 mod support;
 mod tier;
+mod tier_deploy;
 mod tier_haproxy;
 mod transparent;
