@@ -7,7 +7,10 @@
 //! Module map (dependencies point one way, server → proxy → upstream):
 //! - [`config`]: the TOML schema, defaults and validation;
 //! - [`routes`]: the route table;
-//! - [`server`]: accept loop, connection limit, drain;
+//! - [`server`]: accept loop, connection limit, the PROXY protocol header at accept, drain
+//!   (`drain_delay`, then `drain_timeout`);
+//! - [`policy`]: who a client is (PROXY source, peer, VPC endpoint, auth user) and which
+//!   `[[client]]` policy applies;
 //! - [`proxy`]: the hyper service, tunnels, SNI pinning, the byte pipe;
 //! - [`upstream`]: CONNECT targets, named resolvers with caches, the one connector (and the
 //!   CONNECT through parent proxies it makes for `via` routes);
