@@ -298,7 +298,7 @@ impl Config {
         for route in &self.routes {
             self.validate_route(route)?;
         }
-        self.validate_clients()?;
+        tier::check(self).map_err(|(line, key, message)| self.invalid(line, None, key, message))?;
         // Two routes claiming one pattern: found where the route table is built
         // (`RouteTable::new`), which every command that reads a config builds.
         Ok(())
@@ -328,12 +328,6 @@ impl Config {
         if p.connect_timeout.is_zero() || p.idle_timeout.is_zero() {
             return err("proxy.connect_timeout", "timeouts must be above zero");
         }
-        if p.proxy_protocol != ProxyProtocol::Off && p.proxy_protocol_from.is_empty() {
-            return err(
-                "proxy.proxy_protocol_from",
-                "list the load balancer's subnets: a PROXY header is believed only from them",
-            );
-        }
         if let Some(auth) = &p.auth {
             // RFC 7617 §2: the user-id cannot contain a colon; an empty one is a typo.
             if auth.username.is_empty() || auth.username.contains(':') || auth.username.chars().any(char::is_control) {
@@ -347,21 +341,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// `[[client]]` names, route patterns and users (see `tier::check_clients`).
-    fn validate_clients(&self) -> Result<(), ConfigError> {
-        let mut names: Vec<&str> = self.routes.iter().map(|r| &*r.name).collect();
-        if !self
-            .routes
-            .iter()
-            .any(|r| r.patterns.iter().any(|(p, _)| *p == Pattern::CatchAll))
-        {
-            names.push(DEFAULT_ROUTE);
-        }
-        let user = self.proxy.auth.as_ref().map(|a| a.username.as_str());
-        tier::check_clients(&self.clients, &names, user)
-            .map_err(|(line, key, message)| self.invalid(Some(line), None, &format!("client.{key}"), message))
     }
 
     /// A route's resolvers exist (its own and its `on_cname` rules'), and its parents are not

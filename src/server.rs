@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
@@ -19,10 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Readiness;
-use crate::config::ProxyProtocol;
 use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
-use crate::metrics::{Metrics, ProxyHeader};
+use crate::metrics::Metrics;
 use crate::outcome::Exchange;
 use crate::policy::Identity;
 use crate::proxy::{self, ConnCtx, Next};
@@ -317,7 +316,7 @@ fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: traci
 /// Reads the PROXY header (when the listener takes one) and the first head, and serves the
 /// head when it is a `CONNECT`; any other request is hyper's.
 async fn first_request(mut stream: TcpStream, ctx: &mut ConnCtx, limits: Limits, span: &tracing::Span) -> Next {
-    let Some(read) = arrival(&mut stream, ctx, limits, span).await else {
+    let Some(read) = proxy_header::arrive(&mut stream, ctx, limits.header_read_timeout, span).await else {
         return Next::Closed;
     };
     let ctx = &*ctx;
@@ -331,57 +330,6 @@ async fn first_request(mut stream: TcpStream, ctx: &mut ConnCtx, limits: Limits,
             Next::Closed
         }
         head::First::Close => Next::Closed,
-    }
-}
-
-/// The PROXY header, as `[proxy] proxy_protocol` says: the client it names goes into `ctx`
-/// and the span; the bytes read after it are returned. `None`: the connection is closed
-/// (a `LOCAL` health check, or a refused header, counted and logged).
-async fn arrival(stream: &mut TcpStream, ctx: &mut ConnCtx, limits: Limits, span: &tracing::Span) -> Option<BytesMut> {
-    let p = &ctx.runtime.config.proxy;
-    if p.proxy_protocol == ProxyProtocol::Off {
-        return Some(BytesMut::new());
-    }
-    let peer = ctx.who.client;
-    let arrival = proxy_header::read(
-        stream,
-        peer,
-        p.proxy_protocol,
-        &p.proxy_protocol_from,
-        limits.header_read_timeout,
-    )
-    .await;
-    let metrics = ctx.guard.metrics();
-    match arrival {
-        proxy_header::Arrival::Serve(who, read) => {
-            metrics.proxy_header(match who.peer {
-                Some(_) => ProxyHeader::Proxy,
-                None => ProxyHeader::Absent,
-            });
-            if let Some(peer) = who.peer {
-                span.record("client", tracing::field::display(who.client));
-                span.record("peer", tracing::field::display(peer));
-            }
-            ctx.who = Arc::new(who);
-            Some(read)
-        }
-        proxy_header::Arrival::Local(_) => {
-            metrics.proxy_header(ProxyHeader::Local);
-            None
-        }
-        proxy_header::Arrival::Close(None) => None,
-        proxy_header::Arrival::Close(Some(result)) => {
-            metrics.proxy_header(result);
-            if result.refused() {
-                tracing::warn!(
-                    %peer,
-                    reason = result.as_str(),
-                    proxy_protocol = p.proxy_protocol.as_str(),
-                    "PROXY protocol header refused: connection closed ([proxy] proxy_protocol_from lists the trusted load balancers)"
-                );
-            }
-            None
-        }
     }
 }
 

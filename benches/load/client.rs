@@ -25,6 +25,9 @@ pub(crate) const CLOSED_BEFORE_HEAD: &str = "closed before a response head";
 pub(crate) enum Via {
     Direct,
     Proxy(SocketAddr),
+    /// A proxy behind a load balancer: a PROXY v2 header (as an AWS NLB sends it, with a VPC
+    /// endpoint TLV) precedes the CONNECT, in the same write.
+    ProxyV2(SocketAddr),
 }
 
 pub(crate) fn err(msg: impl Into<String>) -> io::Error {
@@ -49,10 +52,17 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 pub(crate) async fn open(via: Via, direct: SocketAddr, target: &str, buf: &mut Vec<u8>) -> io::Result<TcpStream> {
     match via {
         Via::Direct => connect(direct).await,
-        Via::Proxy(proxy) => {
+        Via::Proxy(proxy) | Via::ProxyV2(proxy) => {
             let mut s = connect(proxy).await?;
             let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-            s.write_all(req.as_bytes()).await?;
+            match via {
+                Via::ProxyV2(_) => {
+                    let local = s.local_addr()?;
+                    s.write_all(&[proxy_v2(local, proxy), req.into_bytes()].concat())
+                        .await?;
+                }
+                _ => s.write_all(req.as_bytes()).await?,
+            }
             buf.clear();
             let end = read_head(&mut s, buf).await?;
             let status = status_of(&buf[..end])?;
@@ -65,6 +75,16 @@ pub(crate) async fn open(via: Via, direct: SocketAddr, target: &str, buf: &mut V
             Ok(s)
         }
     }
+}
+
+/// A PROXY v2 header from `source` to `destination` with an AWS VPC endpoint ID TLV.
+fn proxy_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    let vpce = [&[0x01u8][..], b"vpce-0a1b2c3d4e5f60789"].concat();
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (source, destination))
+        .write_tlv(0xEA, &vpce)
+        .and_then(Builder::build)
+        .unwrap_or_default()
 }
 
 pub(crate) async fn tls(config: &Arc<ClientConfig>, name: &str, s: TcpStream) -> io::Result<TlsStream<TcpStream>> {

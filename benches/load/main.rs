@@ -43,7 +43,14 @@ use proxies::{Kind, Proxy, Setup};
 use report::Runs;
 use workloads::{Env, Sample};
 
-pub(crate) const WORKLOADS: &[&str] = &["fresh-tls", "fresh-plain", "keepalive", "bulk", "forward"];
+pub(crate) const WORKLOADS: &[&str] = &[
+    "fresh-tls",
+    "fresh-plain",
+    "fresh-proxy-v2",
+    "keepalive",
+    "bulk",
+    "forward",
+];
 
 fn main() {
     if std::env::args().any(|a| a == "--upstream-child") {
@@ -194,19 +201,32 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..clone_env(&env)
     });
     for p in std::iter::once(None).chain(running.iter().map(Some)) {
-        let via = p.map_or(Via::Direct, |p| Via::Proxy(p.addr));
+        let via = match p {
+            None => Via::Direct,
+            Some(p) if p.kind == Kind::SplitwayPp => Via::ProxyV2(p.addr),
+            Some(p) => Via::Proxy(p.addr),
+        };
         rt.block_on(workloads::fresh(warm.clone(), via, true, || None));
     }
 
     for rep in 0..reps {
         for &w in WORKLOADS.iter().filter(|w| wanted(w)) {
             for i in 0..=running.len() {
-                // The floor speaks CONNECT only.
-                if w == "forward" && i > 0 && running[i - 1].kind == Kind::Floor {
+                // The floor speaks CONNECT only; splitway-pp is there for fresh-proxy-v2 alone,
+                // which only it runs.
+                let kind = (i > 0).then(|| running[i - 1].kind);
+                if w == "forward" && kind == Some(Kind::Floor)
+                    || (w == "fresh-proxy-v2") != (kind == Some(Kind::SplitwayPp))
+                {
                     continue;
                 }
                 let (name, via, proxy) = match i {
                     0 => ("direct", Via::Direct, None),
+                    _ if kind == Some(Kind::SplitwayPp) => (
+                        running[i - 1].kind.name(),
+                        Via::ProxyV2(running[i - 1].addr),
+                        Some(&running[i - 1]),
+                    ),
                     _ => (
                         running[i - 1].kind.name(),
                         Via::Proxy(running[i - 1].addr),
@@ -217,7 +237,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 let s = rt.block_on(async {
                     match w {
                         "fresh-tls" => workloads::fresh(env.clone(), via, true, cpu).await,
-                        "fresh-plain" => workloads::fresh(env.clone(), via, false, cpu).await,
+                        "fresh-plain" | "fresh-proxy-v2" => workloads::fresh(env.clone(), via, false, cpu).await,
                         "keepalive" => workloads::keepalive(env.clone(), via, cpu).await,
                         "bulk" => workloads::bulk(env.clone(), via, cpu).await,
                         _ => workloads::forward(env.clone(), via, cpu).await,
@@ -240,7 +260,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         if wanted("idle") {
             for &n in &idle_counts {
-                for &k in &kinds {
+                // splitway-pp is fresh-proxy-v2's alone.
+                for &k in kinds.iter().filter(|&&k| k != Kind::SplitwayPp) {
                     let name = format!("idle-{n}");
                     // A fresh process: memory an allocator kept from earlier runs would hide growth.
                     let p = setup.start(k)?;
@@ -279,6 +300,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     workloads.extend(distinct_counts.iter().map(|n| format!("distinct-{n}")));
     let rows = report::rows(&runs, &workloads, &contenders);
     notes.extend(report::error_notes(&runs));
+    notes.extend(report::proxy_header_cost(&rows));
     let machine = machine();
     let table = report::table(&rows, &contenders);
     let judged = report::judged(&rows, &contenders);
@@ -339,6 +361,8 @@ fn distinct_run(
     for &k in kinds {
         let resolves = match k {
             Kind::Splitway | Kind::SplitwayB | Kind::G3proxy => true,
+            // Its PROXY header is fresh-proxy-v2's alone.
+            Kind::SplitwayPp => false,
             Kind::Squid => env.dns.port() == 53,
             // The floor takes IP literals only; tinyproxy asks the machine's resolver.
             Kind::Floor | Kind::Tinyproxy => false,

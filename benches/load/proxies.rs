@@ -18,6 +18,9 @@ pub(crate) enum Kind {
     Splitway,
     /// A second splitway build or setting, for A/B comparisons while optimising.
     SplitwayB,
+    /// splitway behind a load balancer: `proxy_protocol = "required"`, every connection
+    /// starting with a PROXY v2 header (the `fresh-proxy-v2` workload only).
+    SplitwayPp,
     Squid,
     Tinyproxy,
     /// ByteDance's g3proxy, when `BENCH_G3PROXY` names a binary.
@@ -30,6 +33,7 @@ impl Kind {
             Kind::Floor => "floor",
             Kind::Splitway => "splitway",
             Kind::SplitwayB => "splitway-b",
+            Kind::SplitwayPp => "splitway-pp",
             Kind::Squid => "squid",
             Kind::Tinyproxy => "tinyproxy",
             Kind::G3proxy => "g3proxy",
@@ -143,7 +147,7 @@ impl Proxy {
 impl Setup {
     /// The contenders that are installed, in report order.
     pub(crate) fn kinds(&self) -> Vec<Kind> {
-        let mut kinds = vec![Kind::Floor, Kind::Splitway];
+        let mut kinds = vec![Kind::Floor, Kind::Splitway, Kind::SplitwayPp];
         if self.splitway_b.is_some() {
             kinds.push(Kind::SplitwayB);
         }
@@ -174,9 +178,17 @@ impl Setup {
                 c.arg("--floor-child").arg(addr.to_string());
                 c
             }
-            Kind::Splitway | Kind::SplitwayB => {
+            Kind::Splitway | Kind::SplitwayB | Kind::SplitwayPp => {
                 let conf = dir.join("splitway.toml");
-                fs::write(&conf, splitway_config(addr, &ports, self.dns))?;
+                let mut toml = splitway_config(addr, &ports, self.dns);
+                if kind == Kind::SplitwayPp {
+                    toml = toml.replacen(
+                        "[proxy]\n",
+                        "[proxy]\nproxy_protocol = \"required\"\nproxy_protocol_from = [\"127.0.0.1\"]\n",
+                        1,
+                    );
+                }
+                fs::write(&conf, toml)?;
                 let (bin, vars) = match (&self.splitway_b, kind) {
                     (Some((bin, vars)), Kind::SplitwayB) => (bin, vars.as_slice()),
                     _ => (&self.splitway_bin, &[][..]),

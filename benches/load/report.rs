@@ -97,7 +97,7 @@ pub(crate) fn metrics(workload: &str) -> Vec<Metric> {
         Some(s.cpu?.as_secs_f64() * 1e6 / s.requests.max(1) as f64).filter(|_| s.requests > 0)
     });
     match workload {
-        "fresh-tls" | "fresh-plain" => vec![rate, p50, p99, cpu],
+        "fresh-tls" | "fresh-plain" | "fresh-proxy-v2" => vec![rate, p50, p99, cpu],
         "keepalive" | "forward" => vec![rate, cpu],
         "bulk" => vec![
             ("throughput", "MB/s", |s| {
@@ -248,6 +248,22 @@ pub(crate) fn judged(rows: &[Row], contenders: &[String]) -> String {
 }
 
 /// Errors seen per (workload, contender), with the first error's text.
+/// The PROXY v2 header's cost: splitway-pp's CPU per `fresh-proxy-v2` tunnel against
+/// splitway's per `fresh-plain` tunnel (the same tunnel without the header).
+pub(crate) fn proxy_header_cost(rows: &[Row]) -> Option<String> {
+    let cpu = |w: &str, c: &str| {
+        rows.iter()
+            .find(|r| r.workload == w && r.metric == "proxy CPU/req")
+            .and_then(|r| r.value(c))
+    };
+    let with = cpu("fresh-proxy-v2", "splitway-pp")?;
+    let without = cpu("fresh-plain", "splitway")?;
+    Some(format!(
+        "PROXY v2 header (with a VPC endpoint TLV): {with:.1} µs of proxy CPU per fresh tunnel against {without:.1} µs without, {:+.1} % of a fresh tunnel's CPU",
+        (with - without) / without * 100.0
+    ))
+}
+
 pub(crate) fn error_notes(runs: &Runs) -> Vec<String> {
     runs.samples
         .iter()

@@ -28,7 +28,7 @@ struct Profile {
 /// Measures every contender; the markdown table.
 pub(crate) fn run(setup: &Setup, kinds: &[Kind], target: SocketAddr, n: usize) -> io::Result<String> {
     let mut profiles = Vec::new();
-    for &k in kinds {
+    for &k in kinds.iter().filter(|&&k| k != Kind::SplitwayPp) {
         let p = setup.start(k)?;
         tunnels::run(p.addr, target, 200.min(n));
         let cpu0 = p.cpu_user_sys();

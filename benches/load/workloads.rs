@@ -199,7 +199,7 @@ pub(crate) async fn bulk(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Durat
 pub(crate) async fn forward(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Duration>) -> Sample {
     let (addr, req) = match via {
         Via::Direct => (env.plain, format!("GET / HTTP/1.1\r\nhost: {}\r\n\r\n", env.plain)),
-        Via::Proxy(p) => (p, format!("GET http://{0}/ HTTP/1.1\r\nhost: {0}\r\n\r\n", env.plain)),
+        Via::Proxy(p) | Via::ProxyV2(p) => (p, format!("GET http://{0}/ HTTP/1.1\r\nhost: {0}\r\n\r\n", env.plain)),
     };
     let req: Arc<[u8]> = req.into_bytes().into();
     let cpu0 = cpu();

@@ -153,6 +153,26 @@ pub fn name_glob(pattern: &str, name: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// The tier's cross-field checks: `proxy_protocol` names its trusted sources, and the
+/// `[[client]]` tables (see [`check_clients`]). The error is `(line, key, message)`.
+pub(super) fn check(config: &super::Config) -> Result<(), (Option<usize>, &'static str, String)> {
+    let p = &config.proxy;
+    if p.proxy_protocol != ProxyProtocol::Off && p.proxy_protocol_from.is_empty() {
+        let message = "list the load balancer's subnets: a PROXY header is believed only from them";
+        return Err((None, "proxy.proxy_protocol_from", message.into()));
+    }
+    let mut names: Vec<&str> = config.routes.iter().map(|r| &*r.name).collect();
+    if !config
+        .routes
+        .iter()
+        .any(|r| r.patterns.iter().any(|(p, _)| *p == super::Pattern::CatchAll))
+    {
+        names.push(super::DEFAULT_ROUTE);
+    }
+    let user = p.auth.as_ref().map(|a| a.username.as_str());
+    check_clients(&config.clients, &names, user).map_err(|(line, key, message)| (Some(line), key, message))
+}
+
 /// The `[[client]]` checks that need the rest of the config: names unique and not
 /// [`UNMATCHED`], every route pattern names a route, users are `[proxy] auth`'s. The error is
 /// `(line, key, message)`.
@@ -165,17 +185,21 @@ pub(super) fn check_clients(
         if c.name.is_empty() || c.name == UNMATCHED || c.name.chars().any(char::is_control) {
             return Err((
                 c.line,
-                "name",
+                "client.name",
                 format!("`{}` is reserved or empty; pick another name", c.name),
             ));
         }
         if clients[..i].iter().any(|o| o.name == c.name) {
-            return Err((c.line, "name", format!("two [[client]] tables are named `{}`", c.name)));
+            return Err((
+                c.line,
+                "client.name",
+                format!("two [[client]] tables are named `{}`", c.name),
+            ));
         }
         if let Some(p) = c.routes.iter().find(|p| !route_names.iter().any(|r| name_glob(p, r))) {
             return Err((
                 c.line,
-                "routes",
+                "client.routes",
                 format!(
                     "[[client]] `{}`: `{p}` names no route; the routes are: {}",
                     c.name,
@@ -186,7 +210,7 @@ pub(super) fn check_clients(
         if let Some(u) = c.users.iter().find(|u| Some(u.as_str()) != auth_user) {
             return Err((
                 c.line,
-                "users",
+                "client.users",
                 format!(
                     "[[client]] `{}`: `{u}` is not the [proxy] auth username; set [proxy] auth or remove it",
                     c.name

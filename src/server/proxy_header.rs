@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use crate::config::ProxyProtocol;
 use crate::metrics::ProxyHeader;
 use crate::policy::Identity;
+use crate::proxy::ConnCtx;
 
 /// The v2 signature (spec §2.2).
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -79,13 +80,68 @@ pub async fn read(
     match parse(&header, peer) {
         Ok(Some(who)) => Arrival::Serve(who, buf),
         Ok(None) => Arrival::Local(buf),
-        Err(()) => Arrival::Close(Some(ProxyHeader::Malformed)),
+        Err(Malformed) => Arrival::Close(Some(ProxyHeader::Malformed)),
     }
 }
 
+/// The PROXY header, as `[proxy] proxy_protocol` says: the client it names goes into `ctx`
+/// and the span; the bytes read after it are returned. `None`: the connection is closed
+/// (a `LOCAL` health check, or a refused header, counted and logged).
+pub(crate) async fn arrive(
+    stream: &mut TcpStream,
+    ctx: &mut ConnCtx,
+    timeout: Duration,
+    span: &tracing::Span,
+) -> Option<BytesMut> {
+    let p = &ctx.runtime.config.proxy;
+    if p.proxy_protocol == ProxyProtocol::Off {
+        return Some(BytesMut::new());
+    }
+    let peer = ctx.who.client;
+    let arrival = read(stream, peer, p.proxy_protocol, &p.proxy_protocol_from, timeout).await;
+    let metrics = ctx.guard.metrics();
+    match arrival {
+        Arrival::Serve(who, read) => {
+            metrics.proxy_header(match who.peer {
+                Some(_) => ProxyHeader::Proxy,
+                None => ProxyHeader::Absent,
+            });
+            if let Some(peer) = who.peer {
+                span.record("client", tracing::field::display(who.client));
+                span.record("peer", tracing::field::display(peer));
+            }
+            ctx.who = Arc::new(who);
+            Some(read)
+        }
+        Arrival::Local(_) => {
+            metrics.proxy_header(ProxyHeader::Local);
+            None
+        }
+        Arrival::Close(None) => None,
+        Arrival::Close(Some(result)) => {
+            metrics.proxy_header(result);
+            if result.refused() {
+                tracing::warn!(
+                    %peer,
+                    reason = result.as_str(),
+                    proxy_protocol = p.proxy_protocol.as_str(),
+                    "PROXY protocol header refused: connection closed ([proxy] proxy_protocol_from lists the trusted load balancers)"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// A complete header that is not a valid v1 or v2 header, or names nothing splitway can use
+/// (a Unix socket source, a VPC endpoint ID that is not one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed PROXY protocol header")]
+pub struct Malformed;
+
 /// How far the bytes read so far go.
 #[derive(Debug, PartialEq, Eq)]
-enum Frame {
+pub enum Frame {
     /// Could still be a header: read more.
     Incomplete,
     /// Not a header.
@@ -96,7 +152,9 @@ enum Frame {
     TooLarge,
 }
 
-fn frame(buf: &[u8]) -> Frame {
+/// Where a header in `buf` (the first bytes of a connection) ends, if it is one; decided as
+/// soon as the bytes allow, and never changed by more bytes after that.
+pub fn frame(buf: &[u8]) -> Frame {
     let prefix_of = |sig: &[u8]| buf.len() < sig.len() && sig.starts_with(buf);
     if buf.starts_with(V2_SIGNATURE) {
         let Some(len) = buf.get(14..16) else {
@@ -126,10 +184,10 @@ fn frame(buf: &[u8]) -> Frame {
 
 /// The client a complete header names: `None` for `LOCAL` (a health check), the peer itself
 /// for `UNKNOWN` / `UNSPEC` (spec: use the real connection's addresses).
-fn parse(header: &[u8], peer: SocketAddr) -> Result<Option<Identity>, ()> {
+pub fn parse(header: &[u8], peer: SocketAddr) -> Result<Option<Identity>, Malformed> {
     if header.starts_with(V1_PREFIX) {
-        let text = std::str::from_utf8(header).map_err(drop)?;
-        let h = ppp::v1::Header::try_from(text).map_err(drop)?;
+        let text = std::str::from_utf8(header).map_err(|_| Malformed)?;
+        let h = ppp::v1::Header::try_from(text).map_err(|_| Malformed)?;
         let client = match h.addresses {
             ppp::v1::Addresses::Tcp4(a) => SocketAddr::from((a.source_address, a.source_port)),
             ppp::v1::Addresses::Tcp6(a) => SocketAddr::from((a.source_address, a.source_port)),
@@ -137,7 +195,7 @@ fn parse(header: &[u8], peer: SocketAddr) -> Result<Option<Identity>, ()> {
         };
         return Ok(Some(proxied(client, peer, None)));
     }
-    let h = v2::Header::try_from(header).map_err(drop)?;
+    let h = v2::Header::try_from(header).map_err(|_| Malformed)?;
     if h.command == v2::Command::Local {
         return Ok(None);
     }
@@ -146,15 +204,15 @@ fn parse(header: &[u8], peer: SocketAddr) -> Result<Option<Identity>, ()> {
         v2::Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
         v2::Addresses::Unspecified => peer,
         // A Unix socket source says nothing a policy could match on.
-        v2::Addresses::Unix(_) => return Err(()),
+        v2::Addresses::Unix(_) => return Err(Malformed),
     };
     let mut vpce = None;
     for tlv in h.tlvs() {
-        let tlv = tlv.map_err(drop)?;
+        let tlv = tlv.map_err(|_| Malformed)?;
         if tlv.kind == PP2_TYPE_AWS && tlv.value.first() == Some(&PP2_SUBTYPE_AWS_VPCE_ID) {
-            let id = std::str::from_utf8(&tlv.value[1..]).map_err(drop)?;
+            let id = std::str::from_utf8(&tlv.value[1..]).map_err(|_| Malformed)?;
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(());
+                return Err(Malformed);
             }
             vpce = Some(Arc::from(id));
         }
