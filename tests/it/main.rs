@@ -37,3 +37,4 @@ mod sni_pinning;
 mod source_rules;
 mod support;
 mod transparent;
+mod walk;
