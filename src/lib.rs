@@ -52,6 +52,7 @@ pub mod metrics;
 pub(crate) mod outcome;
 pub mod probe;
 pub mod proxy;
+pub mod ready;
 pub mod reload;
 pub mod routes;
 pub mod runtime;

@@ -17,12 +17,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::Readiness;
 use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::outcome::Exchange;
 use crate::proxy::{self, ConnCtx, Next};
+use crate::ready::Readiness;
 use crate::runtime::{Current, Runtime};
 use crate::transparent;
 use tracing::Instrument;

@@ -22,6 +22,7 @@ mod hardening_dns;
 mod hardening_faults;
 mod hardening_limits;
 mod hardening_load;
+mod house;
 mod lambda;
 mod lambda_deploy;
 mod lifecycle;
