@@ -280,7 +280,7 @@ async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option
                 Some(path) => Some(std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?),
                 None => None,
             };
-            let roots = splitway::probe::roots(pem.as_deref()).map_err(anyhow::Error::msg)?;
+            let roots = splitway::probe::roots(pem.as_deref())?;
             splitway::explain::explain_and_probe(&runtime, &target, &roots, splitway::explain::ProbeFrom::Cli).await
         }
     };

@@ -141,6 +141,18 @@ pub(super) struct TableCtx<'a> {
 }
 
 impl TableCtx<'_> {
+    /// `e` at `key`, its causes after it.
+    pub(super) fn bad(&self, key: &str, e: &(dyn std::error::Error + 'static)) -> ConfigError {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        self.err(key, message)
+    }
+
     pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let line = self.ctx.key_line(&self.table.span(), key);
         self.ctx

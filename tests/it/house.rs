@@ -278,6 +278,40 @@ fn the_places_that_exist_once() {
 }
 
 #[test]
+fn errors_are_types_not_strings() {
+    let stringly: Vec<String> = modules()
+        .into_iter()
+        .filter(|(_, path)| {
+            let code = code(path);
+            code.match_indices("Result<").any(|(i, _)| {
+                // The error type of this `Result<…>`: what follows its top-level comma.
+                let mut depth = 0;
+                let rest = &code[i + "Result<".len()..];
+                let mut comma = None;
+                for (j, c) in rest.char_indices() {
+                    match c {
+                        '<' | '(' => depth += 1,
+                        ')' => depth -= 1,
+                        '>' if depth == 0 => {
+                            return comma.is_some_and(|k: usize| rest[k + 1..j].trim() == "String");
+                        }
+                        '>' => depth -= 1,
+                        ',' if depth == 0 => comma = Some(j),
+                        _ => {}
+                    }
+                }
+                false
+            })
+        })
+        .map(|(module, _)| module)
+        .collect();
+    assert!(
+        stringly.is_empty(),
+        "`Result<_, String>` in: {stringly:?}; give the error a type"
+    );
+}
+
+#[test]
 fn the_checker_reads_imports_as_written() {
     // A grouped `use`, `super::` from a child module, and a path inside an expression.
     let code = "use crate::{config::Via, routes::{Route, RouteTable}};\nlet x = crate::target::Host::Ip(ip);";
