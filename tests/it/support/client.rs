@@ -245,16 +245,6 @@ where
     (response.status, response.body)
 }
 
-/// Whether a `curl` binary can be run.
-pub(crate) fn curl_available() -> bool {
-    std::process::Command::new("curl")
-        .arg("--version")
-        .env_clear()
-        .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
 /// Runs `curl` on `url(host)` reaching it `via`, trusting only the test CA, with `extra`
 /// arguments before the URL. Async, so a proxy on the test's own runtime keeps running.
 pub(crate) async fn curl(net: &AwsNet, via: Via, host: &str, extra: &[&str]) -> Output {
