@@ -32,7 +32,7 @@ async fn check_prints_the_route_table() {
 
 #[tokio::test]
 async fn check_on_a_bad_file_names_file_line_route_and_key() {
-    let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"custom-domains\"\nhosts = [\"api.mydomain.com\"]\nresolver = \"publik\"\n";
+    let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"custom-domains\"\nhosts = [\"api.mydomain.com\"]\nresolver = \"publik\"\n\n[resolver.system]\nnameservers = [\"127.53.0.2\"]\nhosts_file = false\n";
     let path = write_config("check-bad.toml", bad);
     let out = splitway(&["check", "--config", path.arg()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -195,6 +195,7 @@ async fn spawn_proxy(upstream: SocketAddr) -> Running {
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{port}]\nmax_connections = {max}\n\
          deny_destinations = [\"169.254.0.0/16\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\nhosts_file = false\n\n\
          [[route]]\nname = \"load\"\nhosts = [\"load.test\"]\naddresses = [\"{ip}\"]\nsni = \"any\"\n",
         port = upstream.port(),
         max = PROCESS_TUNNELS + 1_000,

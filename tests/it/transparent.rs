@@ -360,7 +360,10 @@ async fn reported_by_readyz_and_explain(ns: &NetNs, ns_net: &NsNet, config: &Pat
 async fn mark_without_cap_net_admin_is_a_start_up_error() {
     let config = write_temp(
         "transparent-mark.toml",
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[transparent]\nlisten = \"127.0.0.1:15999\"\nmark = 0x539\n",
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\n\
+             hosts_file = false\n[transparent]\nlisten = \"127.0.0.1:15999\"\nmark = 0x539\n"
+        ),
     );
     let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()

@@ -41,6 +41,7 @@ impl Running {
     /// Writes `toml` to a temporary file, starts `splitway run --log-format json` on it and
     /// waits until it logs that it serves and is ready.
     pub(crate) async fn start(toml: &str) -> Running {
+        super::config::assert_hermetic_toml(toml);
         let config = TempFile::new("splitway.toml", toml);
         let mut child = Command::new(SPLITWAY)
             .args(["run", "--config", config.arg(), "--log-format", "json"])

@@ -62,6 +62,8 @@ pub(crate) struct Splitway {
 impl Splitway {
     /// Runs the binary in `ns`, as user `uid` when given (through util-linux `setpriv`).
     pub(crate) async fn start(ns: &NetNs, config: &Path, uid: Option<u32>) -> Splitway {
+        let toml = std::fs::read_to_string(config).expect("read the test config");
+        super::config::assert_hermetic_toml(&toml);
         let mut command = match uid {
             None => ns.command(env!("CARGO_BIN_EXE_splitway")),
             Some(uid) => {
