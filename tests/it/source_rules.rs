@@ -207,6 +207,9 @@ fn every_test_config_brings_its_own_system_resolver() {
 #[test]
 fn string_literals_are_told_from_code() {
     let src = "let a = \"[proxy]\"; // \"not this\"\nlet c = '\"'; let r = r#\"raw \"q\"\"#; 'a: loop {}\n";
-    let found: Vec<_> = string_literals(src).into_iter().map(|(l, s)| (l, s)).collect();
-    assert_eq!(found, [(1, "[proxy]".to_owned()), (2, "raw \"q\"".to_owned())], "{src}");
+    assert_eq!(
+        string_literals(src),
+        [(1, "[proxy]".to_owned()), (2, "raw \"q\"".to_owned())],
+        "{src}"
+    );
 }
