@@ -213,3 +213,29 @@ fn string_literals_are_told_from_code() {
         "{src}"
     );
 }
+
+#[test]
+fn every_skip_goes_through_support_require() {
+    // A test that returns early with a message of its own passes where CI cannot see it;
+    // support::require prints the same message locally and fails under CI.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("tests"), &mut files);
+    let mut stray = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(root).expect("below the root").display().to_string();
+        if rel == "tests/it/support/require.rs" || rel == "tests/it/source_rules.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read test source");
+        for (line, lit) in string_literals(&text) {
+            if lit.to_ascii_lowercase().contains("skip") && !lit.contains("--skip") {
+                stray.push(format!("{rel}:{line}: {lit:?}"));
+            }
+        }
+    }
+    assert!(
+        stray.is_empty(),
+        "skips that CI cannot see (use support::require): {stray:?}"
+    );
+}
