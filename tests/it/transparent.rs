@@ -19,7 +19,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn transparent_mode_routes_unproxied_clients() {
-    let Some(ns) = NetNs::for_test() else {
+    let Some(ns) = NetNs::for_test("transparent_mode_routes_unproxied_clients") else {
         return;
     };
     let ns_net = NsNet::start(&ns);
@@ -279,7 +279,7 @@ async fn the_problem_returns_without_the_rules(ns: &NetNs, ns_net: &NsNet, ca: &
 /// is closed, logged and counted.
 #[tokio::test]
 async fn uid_exclusion_and_no_sni_refuse() {
-    let Some(ns) = NetNs::for_test() else {
+    let Some(ns) = NetNs::for_test("uid_exclusion_and_no_sni_refuse") else {
         return;
     };
     let ns_net = NsNet::start(&ns);

@@ -36,11 +36,12 @@ impl NetNs {
         Ok(ns)
     }
 
-    /// A namespace for the calling test, or `None` where none can be made (skipped with the
-    /// reason printed; a failure under `CI`, see [`super::require`]).
+    /// A namespace for test `test`, or `None` where none can be made (skipped with the reason
+    /// printed; a failure under `CI`, see [`super::require`]).
     #[track_caller]
-    pub(crate) fn for_test() -> Option<NetNs> {
-        super::require("a network namespace (root and iproute2)", Self::create())
+    pub(crate) fn for_test(test: &str) -> Option<NetNs> {
+        let what = format!("a network namespace for {test} (root and iproute2)");
+        super::require(&what, Self::create())
     }
 
     /// Runs `program args` inside the namespace and waits for it; `Err` holds its stderr.
@@ -77,6 +78,11 @@ impl NetNs {
             .stdin(Stdio::null())
             .kill_on_drop(true);
         c
+    }
+
+    /// Whether IPv6 loopback works in the namespace.
+    pub(crate) fn has_ipv6(&self) -> bool {
+        self.ipv6().is_ok()
     }
 
     /// `Ok` when IPv6 loopback works in the namespace, else why not.
