@@ -21,8 +21,8 @@ use splitway::Config;
 use splitway::metrics::Metrics;
 use splitway::proxy::sni::{self, Hello};
 use splitway::routes::RouteTable;
+use splitway::target::{Host, Target};
 use splitway::upstream::dns::Resolver;
-use splitway::upstream::target::{Host, Target};
 use std::hint::black_box;
 
 /// Routes in the table under `cargo bench`. `cargo test --all-targets` runs this binary too

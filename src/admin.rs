@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,8 +22,12 @@ use crate::metrics::{self, Metrics};
 pub use crate::runtime::Check;
 
 /// How long an admin client may take to send a request head (slowloris guard); probes and
-/// scrapers send theirs in one write.
+/// scrapers send theirs in one write. It is also the idle timeout of a kept-alive admin
+/// connection: hyper starts the timer as soon as it waits for the next head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections open at once; one more is closed at once. Probes and a scraper or two
+/// need a handful.
+pub const MAX_CONNECTIONS: usize = 32;
 /// hyper's smallest allowed read buffer: an admin request is a request line and a few headers.
 const MAX_BUF_BYTES: usize = 8 * 1024;
 /// Pause after a failed accept (EMFILE and friends) so the loop does not spin on the error.
@@ -31,12 +35,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const STARTING: u8 = 0;
-const READY: u8 = 1;
+const RUNNING: u8 = 1;
 const DRAINING: u8 = 2;
 
 /// Readiness: not ready until start-up is done; not ready again once draining.
 ///
-/// The states only move forward (starting → ready → draining), so a late `set_ready` from
+/// The states only move forward (starting → running → draining), so a late `set_ready` from
 /// start-up cannot undo a drain that a signal already began.
 #[derive(Debug)]
 pub struct Readiness {
@@ -46,6 +50,18 @@ pub struct Readiness {
     checks: std::sync::Mutex<Vec<Check>>,
     /// The `[transparent]` listeners (empty when off), shown by `/readyz?verbose`.
     transparent: std::sync::Mutex<Vec<std::net::SocketAddr>>,
+    /// The running connector's addresses in `address_backoff`, shown by `/readyz?verbose`.
+    backoffs: std::sync::Mutex<Option<BackoffView>>,
+}
+
+/// Reads the addresses in backoff of whatever runtime is current (it changes on reload).
+#[derive(Clone)]
+pub struct BackoffView(pub Arc<dyn Fn() -> Vec<crate::upstream::backoff::Backoff> + Send + Sync>);
+
+impl std::fmt::Debug for BackoffView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackoffView")
+    }
 }
 
 /// The admin `/debug/route?host=` hook: explains (and probes) a host, as JSON; `None` while
@@ -69,7 +85,13 @@ impl Readiness {
             state: watch::Sender::new(STARTING),
             checks: std::sync::Mutex::new(Vec::new()),
             transparent: std::sync::Mutex::new(Vec::new()),
+            backoffs: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Where `/readyz?verbose` reads the addresses in `address_backoff` from.
+    pub fn set_backoffs(&self, view: BackoffView) {
+        *self.backoffs.lock().unwrap_or_else(|p| p.into_inner()) = Some(view);
     }
 
     /// Start-up is done: config loaded, proxy listener bound, start-up resolution finished.
@@ -78,7 +100,7 @@ impl Readiness {
         self.state.send_if_modified(|s| {
             let starting = *s == STARTING;
             if starting {
-                *s = READY;
+                *s = RUNNING;
             }
             starting
         });
@@ -91,7 +113,7 @@ impl Readiness {
 
     /// Whether `/readyz` answers 200: started, not draining, every dependency check passing.
     pub fn is_ready(&self) -> bool {
-        *self.state.borrow() == READY && self.checks().iter().all(|c| c.ok)
+        *self.state.borrow() == RUNNING && self.checks().iter().all(|c| c.ok)
     }
 
     /// Replaces the dependency check results.
@@ -112,11 +134,16 @@ impl Readiness {
     fn verbose(&self) -> String {
         let transparent = self.transparent.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let transparent = (!transparent.is_empty()).then(|| serde_json::json!({ "listen": transparent }));
+        let view = self.backoffs.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body = serde_json::json!({
             "ready": self.is_ready(),
-            "state": self.state(),
+            // Where the process is in its life, apart from whether its checks pass: "running"
+            // with "ready": false means started, but a dependency check is failing.
+            "lifecycle": self.lifecycle(),
             "checks": self.checks(),
             "transparent": transparent,
+            // Not a readiness failure: the other addresses carry the traffic meanwhile.
+            "address_backoff": view.map(|v| (v.0)()).unwrap_or_default(),
         });
         format!("{body:#}\n")
     }
@@ -131,11 +158,12 @@ impl Readiness {
         failing.join("\n")
     }
 
-    /// `"starting"`, `"ready"` or `"draining"`.
-    pub fn state(&self) -> &'static str {
+    /// The lifecycle phase: `"starting"`, `"running"` (start-up done; readiness then also
+    /// needs every check to pass) or `"draining"`.
+    pub fn lifecycle(&self) -> &'static str {
         match *self.state.borrow() {
             STARTING => "starting",
-            READY => "ready",
+            RUNNING => "running",
             _ => "draining",
         }
     }
@@ -166,13 +194,29 @@ pub async fn serve(
 ) {
     let admin = Arc::new(Admin { metrics, ready, debug });
     let tracker = TaskTracker::new();
+    // The admin port's own small budget, apart from the proxy's `max_connections`: held-open
+    // admin connections can never take the descriptors the proxy needs.
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => drop(tracker.spawn(connection(stream, admin.clone(), shutdown.clone()))),
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let (admin, shutdown) = (admin.clone(), shutdown.clone());
+                    drop(tracker.spawn(async move {
+                        connection(stream, admin, shutdown).await;
+                        drop(slot);
+                    }));
+                }
+                Err(_) => {
+                    // Closed at once: a probe that finds the admin port full retries.
+                    tracing::debug!(%peer, max = MAX_CONNECTIONS, "admin connection refused: too many open");
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "admin listener: accept failed");
                 tokio::select! {
@@ -239,7 +283,7 @@ impl Admin {
                 response(status, JSON, self.ready.verbose())
             }
             "/readyz" if self.ready.is_ready() => response(StatusCode::OK, TEXT, "ready\n"),
-            "/readyz" if self.ready.state() == "ready" => response(
+            "/readyz" if self.ready.lifecycle() == "running" => response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
                 format!("not ready:\n{}\n", self.ready.failing()),
@@ -247,7 +291,7 @@ impl Admin {
             "/readyz" => response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 TEXT,
-                format!("{}\n", self.ready.state()),
+                format!("{}\n", self.ready.lifecycle()),
             ),
             "/debug/route" => {
                 let host = query

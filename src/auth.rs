@@ -1,10 +1,13 @@
 //! `[proxy] auth`: HTTP Basic proxy authentication (RFC 9110 §11.7.1, RFC 7617). The expected
 //! token is encoded once per config; a request's token is compared in constant time.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 use http::header::PROXY_AUTHORIZATION;
 
 use crate::config::ProxyAuth;
+use crate::error::ProxyError;
 
 /// The `Proxy-Authenticate` challenge sent with a 407.
 pub(crate) const CHALLENGE: &str = "Basic realm=\"splitway\", charset=\"UTF-8\"";
@@ -19,22 +22,33 @@ pub struct Basic {
 impl Basic {
     pub fn new(auth: &ProxyAuth) -> Self {
         Self {
-            token: base64(format!("{}:{}", auth.username, auth.password).as_bytes()).into_bytes(),
+            token: STANDARD
+                .encode(format!("{}:{}", auth.username, auth.password))
+                .into_bytes(),
         }
     }
 
-    /// Whether the request's `Proxy-Authorization` carries these credentials.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
-        headers.get_all(PROXY_AUTHORIZATION).iter().any(|value| {
-            let value = value.as_bytes();
-            // The scheme is case-insensitive (RFC 9110 §11.1); one or more spaces follow it.
-            let Some((scheme, token)) = value.split_at_checked(5) else {
-                return false;
-            };
+    /// Whether the request carries these credentials: exactly one `Proxy-Authorization` field
+    /// (RFC 9110 §11.7.2 defines one credential per request; a request with several would be
+    /// several guesses for the price of one), a `407` without the right one, a `400` with more.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
+        let mut fields = headers.get_all(PROXY_AUTHORIZATION).iter();
+        let (Some(value), None) = (fields.next(), fields.next()) else {
+            return Err(match headers.contains_key(PROXY_AUTHORIZATION) {
+                true => {
+                    ProxyError::BadRequest("more than one Proxy-Authorization field: send the credentials once".into())
+                }
+                false => ProxyError::AuthRequired,
+            });
+        };
+        let value = value.as_bytes();
+        // The scheme is case-insensitive (RFC 9110 §11.1); one or more spaces follow it.
+        let matches = value.split_at_checked(5).is_some_and(|(scheme, token)| {
             scheme.eq_ignore_ascii_case(b"basic")
                 && token.first() == Some(&b' ')
                 && constant_time_eq(token.trim_ascii(), &self.token)
-        })
+        });
+        if matches { Ok(()) } else { Err(ProxyError::AuthRequired) }
     }
 }
 
@@ -44,52 +58,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Standard base64 with padding (RFC 4648 §4); twenty lines instead of a dependency.
-pub(crate) fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Basic {
+        fn allows(&self, headers: &HeaderMap) -> bool {
+            self.check(headers).is_ok()
+        }
+    }
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(PROXY_AUTHORIZATION, v.parse().unwrap());
         h
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let vectors = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in vectors {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
     }
 
     #[test]
@@ -105,7 +87,24 @@ mod tests {
         assert!(!basic.allows(&headers("Bearer QWxhZGRpbjpvcGVuIHNlc2FtZQ==")));
         assert!(!basic.allows(&headers("BasicQWxhZGRpbjpvcGVuIHNlc2FtZQ==")));
         assert!(!basic.allows(&headers("Basic")));
-        assert!(!basic.allows(&HeaderMap::new()));
+        assert!(matches!(basic.check(&HeaderMap::new()), Err(ProxyError::AuthRequired)));
+    }
+
+    #[test]
+    fn exactly_one_field_a_second_is_a_bad_request() {
+        let basic = Basic::new(&ProxyAuth {
+            username: "Aladdin".into(),
+            password: "open sesame".into(),
+        });
+        let mut h = HeaderMap::new();
+        h.append(PROXY_AUTHORIZATION, "Basic d3Jvbmc6Z3Vlc3M=".parse().unwrap());
+        h.append(
+            PROXY_AUTHORIZATION,
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==".parse().unwrap(),
+        );
+        let e = basic.check(&h).expect_err("two fields are two guesses");
+        assert!(matches!(e, ProxyError::BadRequest(_)), "{e:?}");
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -6,9 +6,11 @@
 mod aws;
 mod describe;
 mod error;
+mod placeholders;
 pub mod resolv_conf;
 mod resolver;
 mod route;
+pub mod schema;
 mod transparent;
 mod via;
 
@@ -43,11 +45,29 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default for `[proxy] drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `[proxy] address_backoff`.
+pub const DEFAULT_ADDRESS_BACKOFF: Duration = Duration::from_secs(30);
 /// Default for `[proxy] max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default for `[proxy] deny_destinations`: loopback, link-local (instance metadata) and "this
-/// network", the classic SSRF targets of a proxy beside an application.
-pub const DEFAULT_DENY_DESTINATIONS: &[&str] = &["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"];
+/// Default for `[proxy] deny_destinations`: loopback, the unspecified addresses ("this host"
+/// on Linux), link-local (IPv4 instance metadata, the ECS and EKS credential agents) and the
+/// IPv6 instance metadata (`fd00:ec2::254`) and EKS Pod Identity (`fd00:ec2::23`) endpoints:
+/// the classic SSRF targets of a proxy beside an application. The unspecified addresses are
+/// refused even when the list leaves them out (`upstream::deny`).
+pub const DEFAULT_DENY_DESTINATIONS: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "fd00:ec2::23/128",
+];
+
+/// The name of the implicit catch-all route (a plain forward proxy on the system resolver)
+/// when no route claims `*`.
+pub const DEFAULT_ROUTE: &str = "default";
 
 /// The config used when no file is given: a plain forward proxy on the system resolver.
 pub const EMBEDDED_DEFAULT: &str = "\
@@ -99,6 +119,10 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// Resolved addresses never connected to; [`DEFAULT_DENY_DESTINATIONS`].
     pub deny_destinations: Vec<IpNet>,
+    /// An upstream address that timed out or refused is tried after the others for this long
+    /// (RFC 8305 §4); a success resets it; `"0s"` turns it off. [`DEFAULT_ADDRESS_BACKOFF`].
+    #[serde(with = "humantime_serde")]
+    pub address_backoff: Duration,
     /// `enforce` (default) or `report`: route as the system resolver would and only log and
     /// count what splitway would have done differently.
     pub mode: Mode,
@@ -146,6 +170,7 @@ impl Default for ProxySettings {
                 .iter()
                 .map(|n| n.parse().expect("DEFAULT_DENY_DESTINATIONS are CIDR blocks"))
                 .collect(),
+            address_backoff: DEFAULT_ADDRESS_BACKOFF,
             mode: Mode::Enforce,
             auth: None,
         }
@@ -201,6 +226,7 @@ impl Config {
             routes.extend(generated);
             notes = overridden;
         }
+        notes.extend(placeholders::notes(src));
         let config = Config {
             origin: origin.to_owned(),
             proxy: raw.proxy,
@@ -239,8 +265,8 @@ impl Config {
         for route in &self.routes {
             self.validate_route(route)?;
         }
-        crate::routes::RouteTable::new(&self.routes)
-            .map_err(|clash| self.invalid(Some(clash.line), Some(&clash.route), "hosts", clash.to_string()))?;
+        // Two routes claiming one pattern: found where the route table is built
+        // (`RouteTable::new`), which every command that reads a config builds.
         Ok(())
     }
 

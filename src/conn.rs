@@ -20,6 +20,12 @@ pub(crate) use prefixed::Prefixed;
 
 use crate::metrics::Metrics;
 
+/// Largest request head accepted on any listener (RFC 9112 §2.3 leaves the limit to the
+/// server); hyper answers `431` beyond it.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in a request head; hyper answers `431` beyond it.
+pub const MAX_HEADERS: usize = 100;
+
 /// The IO type the server hands hyper for a client connection. A tunnel downcasts hyper's
 /// upgrade to exactly this type to get the client's own `TcpStream` back (the fast path); both
 /// sides name it here, so they cannot drift apart.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::metrics::{ErrorType, Outcome};
-use crate::upstream::target::TargetError;
+use crate::target::TargetError;
 
 /// A request that could not be proxied. Each variant names the route (where one was chosen) so
 /// the one-line body tells an operator which part of the config to look at.

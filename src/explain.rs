@@ -13,8 +13,9 @@ use crate::config::ViaTarget;
 use crate::probe::{self, Probe};
 use crate::routes::Route;
 use crate::runtime::Runtime;
+use crate::target::{Host, Target};
+use crate::upstream::backoff::Backoff;
 use crate::upstream::plan::Plan;
-use crate::upstream::target::{Host, Target};
 
 /// One name looked up through one resolver.
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +56,11 @@ pub struct Explanation {
     /// `[transparent]`, when on: redirected connections naming this host route the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transparent: Option<String>,
+    /// `[proxy] address_backoff` (`"off"` when zero).
+    pub address_backoff: String,
+    /// Addresses of this host in backoff now: tried after the others (`connect_to` already
+    /// skips them). Only a running proxy has any (`/debug/route`).
+    pub backoffs: Vec<Backoff>,
 }
 
 /// Explains where a connection to `target` would go, without connecting.
@@ -72,6 +78,8 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
             ..
         }) => {
             let deadline = Instant::now() + rt.config.proxy.connect_timeout;
+            // A name whose every address is in backoff is tried after the others.
+            let mut deferred = None;
             for (host, port) in names {
                 let mut lookup = Lookup::new(host, resolver);
                 match rt
@@ -90,12 +98,21 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
                             &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
                         );
                         lookup.denied = c.denied;
-                        out.connect_to = out.connect_to.or(c.addrs.first().copied());
+                        let backoffs = rt.connector.backoffs();
+                        let ordered = backoffs.order(&c.addrs);
+                        let now = backoffs.snapshot().into_iter();
+                        out.backoffs.extend(now.filter(|b| c.addrs.contains(&b.address)));
+                        if c.addrs.iter().all(|a| backoffs.contains(*a)) {
+                            deferred = deferred.or(ordered.first().copied());
+                        } else {
+                            out.connect_to = out.connect_to.or(ordered.first().copied());
+                        }
                     }
                     Err(e) => lookup.error = Some(e.to_string()),
                 }
                 out.lookups.push(lookup);
             }
+            out.connect_to = out.connect_to.or(deferred);
             if out.connect_to.is_none() {
                 out.error = out.lookups.iter().rev().find_map(|l| l.error.clone());
             }
@@ -141,6 +158,11 @@ fn decision(rt: &Runtime, target: &Target) -> (Explanation, Arc<Route>, Plan) {
         detected: None,
         probes: vec![],
         transparent: rt.config.transparent.as_ref().map(|t| t.describe()),
+        address_backoff: match rt.config.proxy.address_backoff {
+            d if d.is_zero() => "off".into(),
+            d => humantime::format_duration(d).to_string(),
+        },
+        backoffs: vec![],
     };
     (out, route, plan)
 }
@@ -287,6 +309,16 @@ impl fmt::Display for Explanation {
             (None, Some(a), _) => writeln!(f, "connect to: {a}")?,
             (None, None, Some(e)) => writeln!(f, "refused:    {e}")?,
             (None, None, None) => writeln!(f, "connect to: -")?,
+        }
+        for b in &self.backoffs {
+            writeln!(f, "backoff:    {b}")?;
+        }
+        if self.backoffs.is_empty() {
+            writeln!(
+                f,
+                "backoff:    no address in backoff (address_backoff {})",
+                self.address_backoff
+            )?;
         }
         for p in &self.probes {
             writeln!(f, "probe:      {p}")?;

@@ -15,9 +15,10 @@
 //! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
 //! - `transparent`: the `[transparent]` listener for iptables-redirected connections;
 //!   [`iptables`]: the capture rules `splitway iptables` prints, applies and removes;
+//! - [`lambda`]: `splitway lambda-extension`, the Lambda Extensions API client;
 //! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
 //! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
-//!   TLS probe (`--probe`);
+//!   TLS probe (`--probe`); [`env`]: the client settings `splitway env` prints;
 //! - `conn` (below server and proxy): the connection guard, panic containment, `ClientIo`;
 //!   `outcome`: how a request or tunnel ended, counted and logged in one place; `auth`: Basic
 //!   credentials.
@@ -41,9 +42,12 @@ pub mod admin;
 pub(crate) mod auth;
 pub mod config;
 pub(crate) mod conn;
+pub mod env;
 pub mod error;
 pub mod explain;
+pub mod glob;
 pub mod iptables;
+pub mod lambda;
 pub mod metrics;
 pub(crate) mod outcome;
 pub mod probe;
@@ -52,6 +56,7 @@ pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod target;
 #[cfg(test)]
 mod test_util;
 pub(crate) mod transparent;
@@ -147,6 +152,13 @@ impl Proxy {
         .map_err(StartError::Setup)?;
         drop(checked);
         let shared = Arc::new(server::Shared::new(runtime, metrics, limits, own));
+        // Weak: the readiness the view lives in belongs to `shared` itself.
+        let weak = Arc::downgrade(&shared);
+        shared.ready().set_backoffs(admin::BackoffView(Arc::new(move || {
+            weak.upgrade()
+                .map(|s| s.runtime().connector.backoffs().snapshot())
+                .unwrap_or_default()
+        })));
         shared
             .ready()
             .set_transparent(transparent.iter().filter_map(|l| l.local_addr().ok()).collect());
@@ -212,10 +224,7 @@ impl Proxy {
             tokio::join!(refresher, checks);
         });
         let shared = self.shared.clone();
-        // Aborted when the drain is over; until then redirected connections are served too.
-        let transparent = transparent::serve(self.transparent, shared.clone());
-        server::serve(self.listener, self.shared, shutdown).await;
-        drop(transparent);
+        server::serve(self.listener, self.transparent, self.shared, shutdown).await;
         warm.abort();
         shared.runtime().stop_refresher();
         stop_admin.cancel();
@@ -259,7 +268,7 @@ fn debug_route(shared: Arc<server::Shared>) -> admin::DebugRoute {
                 )
             };
             let Some(host) = host else { return Some(usage()) };
-            let target = match upstream::target::Target::parse_host_port(&host, 443) {
+            let target = match target::Target::parse_host_port(&host, 443) {
                 Ok(t) => t,
                 Err(e) => return Some((http::StatusCode::BAD_REQUEST, format!("bad host `{host}`: {e}\n"))),
             };
@@ -321,9 +330,14 @@ impl ProxyHandle {
         self.shared.metrics().encode()
     }
 
-    /// `starting`, `ready` or `draining`.
+    /// The upstream addresses in `[proxy] address_backoff` now, soonest to end first.
+    pub fn address_backoffs(&self) -> Vec<upstream::backoff::Backoff> {
+        self.shared.runtime().connector.backoffs().snapshot()
+    }
+
+    /// The lifecycle phase: `starting`, `running` or `draining`.
     pub fn readiness(&self) -> &'static str {
-        self.shared.ready().state()
+        self.shared.ready().lifecycle()
     }
 
     /// Resolves once the proxy has begun draining.

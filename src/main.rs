@@ -76,11 +76,31 @@ enum Command {
         #[arg(long)]
         exclude_uid: Option<u32>,
     },
+    /// Run as an AWS Lambda external extension (chosen by itself when AWS_LAMBDA_RUNTIME_API is
+    /// set and no command is given); config from --config, SPLITWAY_CONFIG or
+    /// /opt/splitway/splitway.toml.
+    LambdaExtension,
+    /// Print the client settings for this config: HTTPS_PROXY, HTTP_PROXY and NO_PROXY (both
+    /// cases), JAVA_TOOL_OPTIONS and NODE_USE_ENV_PROXY.
+    Env {
+        /// shell (`eval "$(splitway env)"`), dotenv (docker --env-file), json, or kubernetes
+        /// (a container's `env:` list).
+        #[arg(long, value_enum, default_value = "shell")]
+        format: EnvFormat,
+    },
     /// GET the admin /healthz; exit 0 when healthy (for container health checks).
     Health {
         #[arg(long, default_value = splitway::config::DEFAULT_ADMIN_LISTEN)]
         admin: SocketAddr,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EnvFormat {
+    Shell,
+    Dotenv,
+    Json,
+    Kubernetes,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +117,8 @@ fn main() -> ExitCode {
             // On a worker, not this `block_on` thread: the accept loop and the connections it
             // spawns then share a worker's run queue, with no wake-up across threads per
             // accepted connection.
+            None if std::env::var_os(splitway::lambda::RUNTIME_API_ENV).is_some() => lambda(&cli.run).await,
+            Some(Command::LambdaExtension) => lambda(&cli.run).await,
             None | Some(Command::Run) => {
                 let args = cli.run.clone();
                 tokio::spawn(async move { run(&args).await })
@@ -115,6 +137,7 @@ fn main() -> ExitCode {
                 remove,
                 exclude_uid,
             }) => iptables(&cli.run.config, apply, remove, exclude_uid),
+            Some(Command::Env { format }) => env(&cli.run.config, format),
             Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
         }
     });
@@ -127,11 +150,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config, its route table built once to find routes that claim one pattern.
 fn load(arg: &ConfigArg) -> Result<Config> {
-    Ok(match &arg.config {
+    let config = match &arg.config {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
-    })
+    };
+    splitway::routes::RouteTable::new(&config.routes).map_err(|clash| clash.located(&config.origin))?;
+    Ok(config)
 }
 
 fn init_logging(format: LogFormat) {
@@ -153,6 +179,9 @@ async fn run(args: &RunArgs) -> Result<()> {
     init_logging(args.log_format);
     let config = load(&args.config)?;
     let origin = config.origin.clone();
+    for note in &config.notes {
+        tracing::warn!(config = %origin, "{note}");
+    }
     let proxy = Proxy::bind(config).await?;
     let admin = proxy
         .admin_addr()
@@ -179,9 +208,40 @@ async fn shutdown_signal() {
     }
 }
 
+async fn lambda(args: &RunArgs) -> Result<()> {
+    use splitway::lambda;
+    init_logging(args.log_format);
+    let api = std::env::var(lambda::RUNTIME_API_ENV).map_err(|_| lambda::LambdaError::NoRuntimeApi)?;
+    let config = args
+        .config
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(lambda::DEFAULT_CONFIG));
+    // Lambda knows an extension by its file name under /opt/extensions/.
+    let name = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "splitway".into());
+    lambda::run(&api, &name, &config, shutdown_signal()).await?;
+    Ok(())
+}
+
 fn check(arg: &ConfigArg) -> Result<()> {
     let config = load(arg)?;
     print!("{}", splitway::config::describe(&config));
+    Ok(())
+}
+
+fn env(arg: &ConfigArg, format: EnvFormat) -> Result<()> {
+    use splitway::env::{ClientEnv, Format};
+    let format = match format {
+        EnvFormat::Shell => Format::Shell,
+        EnvFormat::Dotenv => Format::Dotenv,
+        EnvFormat::Json => Format::Json,
+        EnvFormat::Kubernetes => Format::Kubernetes,
+    };
+    print!("{}", ClientEnv::new(&load(arg)?)?.render(format));
     Ok(())
 }
 
@@ -209,7 +269,7 @@ fn iptables(arg: &ConfigArg, apply: bool, remove: bool, exclude_uid: Option<u32>
 
 async fn explain(arg: &ConfigArg, target: &str, json: bool, probe: Option<Option<PathBuf>>) -> Result<()> {
     let config = load(arg)?;
-    let target = splitway::upstream::target::Target::parse_host_port(target, 443)
+    let target = splitway::target::Target::parse_host_port(target, 443)
         .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
     splitway::install_crypto_provider();
     let runtime = splitway::runtime::Runtime::new(config, Default::default())?;

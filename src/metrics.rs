@@ -8,6 +8,7 @@
 //! The registry belongs to a [`Metrics`] value, not to the process, so tests can run many
 //! proxies side by side.
 
+mod families;
 mod labels;
 mod values;
 
@@ -17,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use families::Families;
 
 use labels::{
     BytesLabels, Direction, DnsLabels, Names, ParentLabels, ReloadLabels, ReportLabels, RequestLabels, ResolverLabels,
@@ -45,6 +48,8 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Every family's served name, from the registration itself.
+    families: Vec<String>,
     names: Names,
     requests: Family<RequestLabels, Counter>,
     tunnels: Family<TunnelLabels, Counter>,
@@ -59,6 +64,7 @@ pub struct Metrics {
     report: Family<ReportLabels, Counter>,
     custom_domains: Family<RouteLabels, Counter>,
     parent_tunnels: Family<ParentLabels, Counter>,
+    upstream_backoffs: Family<RouteLabels, Counter>,
     connections_open: Gauge,
     connections_rejected: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
@@ -76,6 +82,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::default(),
+            families: Vec::new(),
             names: Names::default(),
             requests: Family::default(),
             tunnels: Family::default(),
@@ -90,12 +97,13 @@ impl Metrics {
             report: Family::default(),
             custom_domains: Family::default(),
             parent_tunnels: Family::default(),
+            upstream_backoffs: Family::default(),
             connections_open: Gauge::default(),
             connections_rejected: Counter::default(),
             config_reloads: Family::default(),
             panics: Counter::default(),
         };
-        m.registry = m.registry();
+        (m.registry, m.families) = m.registry().finish();
         // Both results exist from the start, so an alert on `error` increasing has a baseline.
         for result in ["ok", "error"] {
             drop(m.config_reloads.get_or_create(&ReloadLabels { result }));
@@ -105,8 +113,8 @@ impl Metrics {
 
     // Counters are registered without `_total`: the encoder appends it (and prometheus-client
     // 0.26 panics in debug builds if the name already has it).
-    fn registry(&self) -> Registry {
-        let mut r = Registry::with_prefix("splitway");
+    fn registry(&self) -> Families {
+        let mut r = Families::new("splitway");
         r.register(
             "requests",
             "CONNECT and forwarded requests by route and outcome (ok, or the RFC 9209 Proxy-Status error type)",
@@ -169,6 +177,11 @@ impl Metrics {
             "parent_tunnels",
             "CONNECTs sent to parent proxies (via), by route, parent (host:port) and result",
             self.parent_tunnels.clone(),
+        );
+        r.register(
+            "upstream_backoffs",
+            "Upstream addresses put into [proxy] address_backoff (they timed out or refused; tried after the others for a while), by route",
+            self.upstream_backoffs.clone(),
         );
         r.register(
             "connections_open",
@@ -306,7 +319,15 @@ impl Metrics {
             .inc();
     }
 
-    /// A client connection was refused at `max_connections`.
+    /// An upstream address of `route` timed out or refused and went into `address_backoff`.
+    pub fn upstream_backoff(&self, route: &str) {
+        self.upstream_backoffs
+            .get_or_create(&RouteLabels {
+                route: self.names.get(route),
+            })
+            .inc();
+    }
+
     /// One CONNECT to a parent proxy ended: `parent` is its `host:port` from the config.
     pub fn parent_tunnel(&self, route: &str, parent: &str, result: ParentResult) {
         let labels = ParentLabels {
@@ -317,6 +338,7 @@ impl Metrics {
         self.parent_tunnels.get_or_create(&labels).inc();
     }
 
+    /// A client connection was refused at `max_connections`.
     pub fn connection_rejected(&self) {
         self.connections_rejected.inc();
     }
@@ -335,6 +357,12 @@ impl Metrics {
     /// A panic was caught in a connection task.
     pub fn panic_caught(&self) {
         self.panics.inc();
+    }
+
+    /// The name of every family `/metrics` serves (`splitway_requests_total`, …); a family
+    /// appears in the text once it has a series.
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The Prometheus text exposition (format 0.0.4, see [`CONTENT_TYPE`]) of every series.

@@ -9,32 +9,106 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, Outcome, RequestKind, SniReason, TunnelEnd};
 use crate::routes::Route;
+use crate::target::Target;
 use crate::upstream::connect::Upstream;
-use crate::upstream::target::Target;
 
 /// The `route` label of refusals made before a route was chosen.
 pub const NO_ROUTE: &str = "none";
 
-/// How one request or tunnel ended.
-pub(crate) struct Ended<'a> {
-    pub kind: RequestKind,
-    pub client: SocketAddr,
-    /// The request method, `CONNECT`, or on the transparent listener `TLS` / `TCP`.
-    pub method: &'a str,
+/// One client exchange — a request, or a tunnel — on the listener it came in on: made once
+/// where it starts, and every way it can end (refused, forwarded, tunnelled) goes through
+/// [`Exchange::ended`] or [`Exchange::refused`], the only places an [`Ended`] is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exchange {
+    kind: RequestKind,
+    client: SocketAddr,
     /// Transparent listener: the destination the kernel redirected.
-    pub original: Option<SocketAddr>,
-    pub target: Option<&'a Target>,
-    pub route: Option<&'a Route>,
-    pub upstream: Option<&'a Upstream>,
+    original: Option<SocketAddr>,
+    started: Instant,
+}
+
+impl Exchange {
+    /// An exchange of `client`'s starting now.
+    pub(crate) fn start(kind: RequestKind, client: SocketAddr) -> Self {
+        Self {
+            kind,
+            client,
+            original: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// The same exchange, its original destination known (transparent listener).
+    pub(crate) fn redirected(self, original: SocketAddr) -> Self {
+        Self {
+            original: Some(original),
+            ..self
+        }
+    }
+
+    pub(crate) fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// How it ended, to complete with what is known ([`Ended::target`] …) and then
+    /// [`Ended::finish`].
+    pub(crate) fn ended<'a>(&self, method: &'a str, how: How<'a>) -> Ended<'a> {
+        Ended {
+            kind: self.kind,
+            client: self.client,
+            method,
+            original: self.original,
+            target: None,
+            route: None,
+            upstream: None,
+            sni: None,
+            path: None,
+            took: self.started.elapsed(),
+            how,
+        }
+    }
+
+    /// Refused by `e`, with its status and Proxy-Status type; `detail` is `e` described.
+    pub(crate) fn refused<'a>(&self, method: &'a str, e: &ProxyError, detail: &'a str) -> Ended<'a> {
+        self.ended(
+            method,
+            How::Refused {
+                status: e.status().as_u16(),
+                outcome: e.outcome(),
+                detail,
+            },
+        )
+    }
+
+    /// Its tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged
+    /// when it closes.
+    pub(crate) fn answered(&self, metrics: &Metrics, route: &Route, upstream: &Upstream) {
+        metrics.request(self.kind, &route.name, Outcome::Ok);
+        metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
+    }
+}
+
+/// How one request or tunnel ended: made by an [`Exchange`] only.
+pub(crate) struct Ended<'a> {
+    kind: RequestKind,
+    client: SocketAddr,
+    /// The request method, `CONNECT`, or on the transparent listener `TLS` / `TCP`.
+    method: &'a str,
+    original: Option<SocketAddr>,
+    target: Option<&'a Target>,
+    route: Option<&'a Route>,
+    upstream: Option<&'a Upstream>,
     /// The ClientHello's server name, once read.
-    pub sni: Option<&'a str>,
+    sni: Option<&'a str>,
     /// Plain HTTP: the request path.
-    pub path: Option<&'a str>,
-    pub took: Duration,
-    pub how: How<'a>,
+    path: Option<&'a str>,
+    took: Duration,
+    how: How<'a>,
 }
 
 /// The way it ended.
@@ -57,48 +131,30 @@ pub(crate) enum How<'a> {
     },
 }
 
-/// A tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged when it
-/// closes.
-pub(crate) fn answered(metrics: &Metrics, kind: RequestKind, route: &Route, upstream: &Upstream) {
-    metrics.request(kind, &route.name, Outcome::Ok);
-    metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
-}
-
 impl<'a> Ended<'a> {
-    /// A refusal by `e`, its status and Proxy-Status type.
-    pub(crate) fn refused(
-        kind: RequestKind,
-        client: SocketAddr,
-        method: &'a str,
-        e: &ProxyError,
-        detail: &'a str,
-    ) -> Self {
-        Self::new(
-            kind,
-            client,
-            method,
-            How::Refused {
-                status: e.status().as_u16(),
-                outcome: e.outcome(),
-                detail,
-            },
-        )
+    pub(crate) fn target(self, target: Option<&'a Target>) -> Self {
+        Self { target, ..self }
     }
 
-    /// The other fields empty, to be filled in with struct update syntax.
-    pub(crate) fn new(kind: RequestKind, client: SocketAddr, method: &'a str, how: How<'a>) -> Self {
+    pub(crate) fn route(self, route: Option<&'a Route>) -> Self {
+        Self { route, ..self }
+    }
+
+    pub(crate) fn upstream(self, upstream: &'a Upstream) -> Self {
         Self {
-            kind,
-            client,
-            method,
-            original: None,
-            target: None,
-            route: None,
-            upstream: None,
-            sni: None,
-            path: None,
-            took: Duration::ZERO,
-            how,
+            upstream: Some(upstream),
+            ..self
+        }
+    }
+
+    pub(crate) fn sni(self, sni: Option<&'a str>) -> Self {
+        Self { sni, ..self }
+    }
+
+    pub(crate) fn path(self, path: &'a str) -> Self {
+        Self {
+            path: Some(path),
+            ..self
         }
     }
 
@@ -167,7 +223,7 @@ impl<'a> Ended<'a> {
                     detected = up_.and_then(|u| u.detected.as_deref()),
                     status,
                     error,
-                    detail = (!detail.is_empty()).then_some(tracing::field::display(detail)),
+                    detail = (!detail.is_empty()).then_some(detail),
                     sni = self.sni.unwrap_or(""),
                     bytes_up = up,
                     bytes_down = down,
@@ -198,5 +254,89 @@ impl<T: std::fmt::Display> std::fmt::Display for Shown<T> {
             Some(v) => v.fmt(f),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A log writer that keeps what the text formatter wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `key=value` pairs of one text line, values quoted per the formatter's escaping.
+    fn fields(line: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = line;
+        while let Some(eq) = rest.find('=') {
+            let key = rest[..eq].rsplit(' ').next().unwrap_or_default().to_owned();
+            let after = &rest[eq + 1..];
+            let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+                let mut end = 0;
+                let mut escaped = false;
+                for (i, c) in quoted.char_indices() {
+                    match (escaped, c) {
+                        (false, '\\') => escaped = true,
+                        (false, '"') => {
+                            end = i;
+                            break;
+                        }
+                        _ => escaped = false,
+                    }
+                }
+                (quoted[..end].to_owned(), &quoted[end + 1..])
+            } else {
+                let end = after.find(' ').unwrap_or(after.len());
+                (after[..end].to_owned(), &after[end..])
+            };
+            out.push((key, value));
+            rest = next;
+        }
+        out
+    }
+
+    #[test]
+    fn text_line_quotes_free_text_so_it_cannot_add_fields() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let e = ProxyError::BadRequest("bad".into());
+        let detail = r#"evil route="payments" status=200 x\"y"#;
+        let client = SocketAddr::from(([10, 0, 0, 1], 40000));
+        tracing::subscriber::with_default(subscriber, || {
+            Exchange::start(RequestKind::Connect, client)
+                .refused("CONNECT", &e, detail)
+                .log();
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let fields = fields(text.trim_end());
+        let count = |k: &str| fields.iter().filter(|(key, _)| key == k).count();
+        assert_eq!(count("route"), 1, "one route field: {text}");
+        assert_eq!(count("status"), 1, "one status field: {text}");
+        let route = fields.iter().find(|(k, _)| k == "route").map(|(_, v)| v.as_str());
+        assert_eq!(route, Some(""), "the real route, empty: {text}");
+        let status = fields.iter().find(|(k, _)| k == "status").map(|(_, v)| v.as_str());
+        assert_eq!(status, Some("400"), "{text}");
+        assert!(
+            fields.iter().any(|(k, v)| k == "detail" && v.contains("evil route")),
+            "detail kept whole, quoted: {text}"
+        );
     }
 }

@@ -18,16 +18,15 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use tokio::time::Instant;
 
 use crate::config::Mode;
 use crate::conn::ConnGuard;
 use crate::error::ProxyError;
 use crate::metrics::RequestKind;
-use crate::outcome::{self, Ended, How};
+use crate::outcome::{Exchange, How};
 use crate::routes::Route;
-use crate::runtime::Runtime;
-use crate::upstream::target::Target;
+use crate::runtime::{Current, Runtime};
+use crate::target::Target;
 use tracing::Instrument;
 
 /// Response body type of the proxy service.
@@ -39,109 +38,163 @@ pub struct ConnCtx {
     pub client: SocketAddr,
     /// Cancelled when the proxy starts draining.
     pub draining: tokio_util::sync::CancellationToken,
+    /// The runtime of the request being served.
     pub runtime: Arc<Runtime>,
+    /// Where the next request reads its runtime (reloads replace it).
+    pub current: Arc<Current>,
     pub guard: Arc<ConnGuard>,
     /// How long a pinned tunnel waits for the whole ClientHello.
     pub client_hello_timeout: Duration,
 }
 
+impl ConnCtx {
+    /// The context of a connection's next request, on the runtime current now.
+    pub fn next_request(&self) -> ConnCtx {
+        ConnCtx {
+            runtime: self.current.load(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Serves one request from a client connection.
 pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
-    let started = Instant::now();
     let method = req.method().clone();
+    let kind = if method == Method::CONNECT {
+        RequestKind::Connect
+    } else {
+        RequestKind::Forward
+    };
+    let exchange = Exchange::start(kind, ctx.client);
     let authorized = ctx
         .runtime
         .auth
         .as_ref()
-        .is_none_or(|basic| basic.allows(req.headers()));
-    let result = if !authorized {
-        Err((None, None, ProxyError::AuthRequired))
+        .map_or(Ok(()), |basic| basic.check(req.headers()));
+    let mut resp = if let Err(e) = authorized {
+        refuse(&ctx, exchange, method.as_str(), e.into())
     } else if method == Method::CONNECT {
-        connect(&ctx, req, started).await
+        match connect(&ctx, exchange, req).await {
+            Ok(resp) => resp,
+            Err(refusal) => refuse(&ctx, exchange, method.as_str(), refusal),
+        }
     } else if req.uri().scheme().is_some() {
-        forward(&ctx, req, started).await
+        forward_to(&ctx, exchange, req, |req| forward::target_of(req.uri())).await
     } else {
-        Err((
-            None,
-            None,
-            ProxyError::BadRequest(format!(
-                "`{} {}` is neither CONNECT nor an absolute http:// URL; set HTTPS_PROXY / HTTP_PROXY",
-                req.method(),
-                req.uri()
-            )),
-        ))
+        let e = ProxyError::BadRequest(format!(
+            "`{} {}` is neither CONNECT nor an absolute http:// URL; set HTTPS_PROXY / HTTP_PROXY",
+            req.method(),
+            req.uri()
+        ));
+        refuse(&ctx, exchange, method.as_str(), e.into())
     };
-    let mut resp = result.unwrap_or_else(|refusal| {
-        let kind = if method == Method::CONNECT {
-            RequestKind::Connect
-        } else {
-            RequestKind::Forward
-        };
-        error_response(&refused(&ctx, kind, method.as_str(), started, refusal))
-    });
-    if ctx.draining.is_cancelled() && method != Method::CONNECT {
-        // Draining: let keep-alive clients go, so the drain can finish.
+    let refused_connect = method == Method::CONNECT && !resp.status().is_success();
+    if refused_connect || (ctx.draining.is_cancelled() && method != Method::CONNECT) {
+        // A refused CONNECT: what the client sent after it may be tunnel bytes, never a
+        // request (RFC 9110 §9.3.6). Draining: let keep-alive clients go.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(resp)
 }
 
-async fn forward(ctx: &ConnCtx, req: Request<Incoming>, started: Instant) -> Result<Response<Body>, Refusal> {
-    if req.method() == Method::TRACE {
-        return Err((None, None, ProxyError::MethodNotAllowed("TRACE".into())));
-    }
-    let target = forward::target_of(req.uri()).map_err(|e| (None, None, e))?;
-    let rt = &ctx.runtime;
-    let route = rt.routes.lookup(&target.host).clone();
+/// Forwards a plain-HTTP request, on either listener, to the target `target_of` reads from
+/// it, and ends its exchange: the one forwarding path (TRACE refused, the route the pooled
+/// client connects by, the canonical line).
+pub(crate) async fn forward_to(
+    ctx: &ConnCtx,
+    exchange: Exchange,
+    req: Request<Incoming>,
+    target_of: impl FnOnce(&mut Request<Incoming>) -> Result<Target, ProxyError>,
+) -> Response<Body> {
     let method = req.method().clone();
+    if method == Method::TRACE {
+        let e = ProxyError::MethodNotAllowed("TRACE".into());
+        return refuse(ctx, exchange, method.as_str(), e.into());
+    }
+    let mut req = req;
+    let target = match target_of(&mut req) {
+        Ok(target) => target,
+        Err(e) => return refuse(ctx, exchange, method.as_str(), e.into()),
+    };
     let path = req.uri().path().to_owned();
-    match forward::forward(&rt.client, &route, &target, req).await {
-        Ok(resp) => {
-            Ended {
-                target: Some(&target),
-                route: Some(&route),
-                path: Some(&path),
-                took: started.elapsed(),
-                ..Ended::new(
-                    RequestKind::Forward,
-                    ctx.client,
-                    method.as_str(),
-                    How::Forwarded {
-                        status: resp.status().as_u16(),
-                    },
-                )
-            }
-            .finish(ctx.guard.metrics());
-            Ok(resp)
+    match forward::forward(&ctx.runtime.client, &target, req).await {
+        (route, Ok(resp)) => {
+            let how = How::Forwarded {
+                status: resp.status().as_u16(),
+            };
+            (exchange.ended(method.as_str(), how))
+                .target(Some(&target))
+                .route(Some(&route))
+                .path(&path)
+                .finish(ctx.guard.metrics());
+            resp
         }
-        Err(e) => Err((Some(target), Some(route), e)),
+        (route, Err(e)) => refuse(ctx, exchange, method.as_str(), Refusal::on(target, route, e)),
     }
 }
 
 pub use crate::outcome::NO_ROUTE;
 
-type Refusal = (Option<Target>, Option<Arc<Route>>, ProxyError);
+/// A request refused before it was forwarded or tunnelled: the error, with the target and
+/// route when they were known.
+pub(crate) struct Refusal {
+    target: Option<Target>,
+    route: Option<Arc<Route>>,
+    error: ProxyError,
+}
+
+impl Refusal {
+    /// Refused after routing: the canonical line names the target and the route.
+    pub(crate) fn on(target: Target, route: Arc<Route>, error: ProxyError) -> Self {
+        Self {
+            target: Some(target),
+            route: Some(route),
+            error,
+        }
+    }
+
+    /// Refused once the target was known, before a route was chosen.
+    pub(crate) fn at(target: Target, error: ProxyError) -> Self {
+        Self {
+            target: Some(target),
+            route: None,
+            error,
+        }
+    }
+}
+
+impl From<ProxyError> for Refusal {
+    fn from(error: ProxyError) -> Self {
+        Self {
+            target: None,
+            route: None,
+            error,
+        }
+    }
+}
 
 /// Counts and logs a refusal; the error to answer.
-fn refused(ctx: &ConnCtx, kind: RequestKind, method: &str, started: Instant, refusal: Refusal) -> ProxyError {
-    let (target, route, e) = refusal;
-    let detail = e.describe();
-    Ended {
-        target: target.as_ref(),
-        route: route.as_deref(),
-        took: started.elapsed(),
-        ..Ended::refused(kind, ctx.client, method, &e, &detail)
-    }
-    .finish(ctx.guard.metrics());
-    e
+fn refused(ctx: &ConnCtx, exchange: Exchange, method: &str, refusal: Refusal) -> ProxyError {
+    let Refusal { target, route, error } = refusal;
+    let detail = error.describe();
+    (exchange.refused(method, &error, &detail))
+        .target(target.as_ref())
+        .route(route.as_deref())
+        .finish(ctx.guard.metrics());
+    error
+}
+
+/// Counts and logs a refusal, and answers it.
+pub(crate) fn refuse(ctx: &ConnCtx, exchange: Exchange, method: &str, refusal: Refusal) -> Response<Body> {
+    error_response(&refused(ctx, exchange, method, refusal))
 }
 
 /// A `CONNECT` on a kept-alive connection, after another request: hyper's upgrade hands the
 /// client back to the tunnel task. The first request of a connection, when it is a
 /// `CONNECT`, is [`serve_connect`]'s.
-async fn connect(ctx: &ConnCtx, mut req: Request<Incoming>, started: Instant) -> Result<Response<Body>, Refusal> {
-    let tunnel = open_tunnel(ctx, req.uri(), started).await?;
+async fn connect(ctx: &ConnCtx, exchange: Exchange, mut req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    let tunnel = open_tunnel(ctx, exchange, req.uri()).await?;
     let upgrade = hyper::upgrade::on(&mut req);
     // The tunnel outlives this request's future: it takes the connection's span along.
     ctx.guard
@@ -164,20 +217,21 @@ fn connect_target(uri: &http::Uri) -> Result<Target, ProxyError> {
 
 /// Routes and connects a `CONNECT`'s tunnel, and counts it answered: its `200` is the
 /// caller's to send.
-async fn open_tunnel(ctx: &ConnCtx, uri: &http::Uri, started: Instant) -> Result<tunnel::Tunnel, Refusal> {
-    let target = connect_target(uri).map_err(|e| (None, None, e))?;
+async fn open_tunnel(ctx: &ConnCtx, exchange: Exchange, uri: &http::Uri) -> Result<tunnel::Tunnel, Refusal> {
+    let target = connect_target(uri)?;
     let rt = &ctx.runtime;
     if let Err(e) = rt.check_connect_port(&target) {
-        return Err((Some(target), None, e));
+        return Err(Refusal::at(target, e));
     }
     let (route, connected) = connect_for(rt, &target).await;
     let (stream, upstream) = match connected {
         Ok(c) => c,
-        Err(e) => return Err((Some(target), Some(route), e)),
+        Err(e) => return Err(Refusal::on(target, route, e)),
     };
-    outcome::answered(ctx.guard.metrics(), RequestKind::Connect, &route, &upstream);
+    exchange.answered(ctx.guard.metrics(), &route, &upstream);
     Ok(tunnel::Tunnel {
-        client: ctx.client,
+        exchange,
+        method: "CONNECT",
         expect_sni: tunnel::expected_sni(&route, &target),
         target,
         route,
@@ -185,7 +239,6 @@ async fn open_tunnel(ctx: &ConnCtx, uri: &http::Uri, started: Instant) -> Result
         upstream,
         idle_timeout: rt.config.proxy.idle_timeout,
         hello_timeout: ctx.client_hello_timeout,
-        started,
         guard: ctx.guard.clone(),
         sni: None,
     })
@@ -204,8 +257,6 @@ pub struct Connect {
     pub len: usize,
     /// The `Proxy-Authorization` fields (nothing else is kept).
     pub auth: http::HeaderMap,
-    /// HTTP/1.0 or `Connection: close`: a refusal closes the connection.
-    pub close: bool,
 }
 
 /// The `200` that opens a tunnel.
@@ -219,8 +270,7 @@ const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 pub(crate) enum Next {
     /// Answered `200`: its tunnel, to run in the connection's task.
     Tunnel(tunnel::Tunnel, tunnel::Client),
-    /// Refused, and the connection stays open: the socket and the bytes after the head, for
-    /// hyper to serve what the client sends next.
+    /// Not a connection's first `CONNECT`: the socket and the bytes read so far, for hyper.
     Hyper(Bytes, tokio::net::TcpStream),
     /// Nothing more: the answer was a close, or the client left.
     Closed,
@@ -236,13 +286,16 @@ pub(crate) async fn serve_connect(
     mut client: tokio::net::TcpStream,
 ) -> Next {
     use tokio::io::AsyncWriteExt;
-    let started = Instant::now();
-    let authorized = ctx.runtime.auth.as_ref().is_none_or(|basic| basic.allows(&head.auth));
-    let opened = if authorized {
+    let exchange = Exchange::start(RequestKind::Connect, ctx.client);
+    let authorized = ctx
+        .runtime
+        .auth
+        .as_ref()
+        .map_or(Ok(()), |basic| basic.check(&head.auth));
+    let opened = match authorized {
         // Boxed: the connect's state (DNS, happy eyeballs) is freed once it is done.
-        Box::pin(open_tunnel(ctx, &head.uri, started)).await
-    } else {
-        Err((None, None, ProxyError::AuthRequired))
+        Ok(()) => Box::pin(open_tunnel(ctx, exchange, &head.uri)).await,
+        Err(e) => Err(e.into()),
     };
     let rest = prefix.slice(head.len..);
     drop(prefix);
@@ -255,12 +308,11 @@ pub(crate) async fn serve_connect(
             }
         },
         Err(refusal) => {
-            let e = refused(ctx, RequestKind::Connect, "CONNECT", started, refusal);
-            if answer(&mut client, &e, head.close).await {
-                Next::Hyper(rest, client)
-            } else {
-                Next::Closed
-            }
+            let e = refused(ctx, exchange, "CONNECT", refusal);
+            // RFC 9110 §9.3.6: after a refused CONNECT the client cannot tell its tunnel bytes
+            // from a next request, so nothing it sent after the head is read as one.
+            answer(&mut client, &e, true).await;
+            Next::Closed
         }
     }
 }

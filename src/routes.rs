@@ -10,13 +10,10 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-pub mod glob;
+use crate::config::{Action, ConfigError, Pattern, RouteSpec, SniMode, Via};
+use crate::target::{Host, embedded_ipv4};
 
-use crate::config::{Action, Pattern, RouteSpec, SniMode, Via};
-use crate::upstream::target::Host;
-
-/// Name of the implicit catch-all route.
-pub const DEFAULT_ROUTE: &str = "default";
+pub use crate::config::DEFAULT_ROUTE;
 
 /// A route as the proxy uses it.
 #[derive(Debug)]
@@ -36,7 +33,7 @@ pub struct Route {
 /// A route's `on_cname` rule as the connector uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CnameRule {
-    pub pattern: glob::NameGlob,
+    pub pattern: crate::glob::NameGlob,
     pub resolver: Arc<str>,
 }
 
@@ -64,6 +61,19 @@ pub struct Clash {
     pub first: String,
     pub route: String,
     pub line: usize,
+}
+
+impl Clash {
+    /// The clash as an error of the config file it is in.
+    pub fn located(self, origin: &str) -> ConfigError {
+        ConfigError::Invalid {
+            origin: origin.to_owned(),
+            line: Some(self.line),
+            route: Some(self.route.clone()),
+            key: "hosts".into(),
+            message: self.to_string(),
+        }
+    }
 }
 
 /// Host → route, most specific wins; file order never matters.
@@ -168,14 +178,16 @@ impl RouteTable {
         &self.catch_all
     }
 
-    /// The route for an IP literal. An IPv4-mapped IPv6 literal (`[::ffff:10.0.0.1]`) that no
-    /// IPv6 pattern claims routes as its IPv4 address, so IPv4 routes cannot be sidestepped.
+    /// The route for an IP literal. An IPv6 literal that stands for an IPv4 address (mapped
+    /// `[::ffff:10.0.0.1]`, compatible, NAT64 `[64:ff9b::a00:1]`, 6to4) and that no IPv6
+    /// pattern claims routes as that IPv4 address, so IPv4 routes cannot be sidestepped; the
+    /// deny list reads the same forms with the same function ([`embedded_ipv4`]).
     pub fn lookup_ip(&self, ip: IpAddr) -> &Arc<Route> {
         let route = self.lookup_ip_as_written(ip);
         match ip {
-            IpAddr::V6(v6) if Arc::ptr_eq(route, &self.catch_all) => v6
-                .to_ipv4_mapped()
-                .map_or(route, |v4| self.lookup_ip_as_written(IpAddr::V4(v4))),
+            IpAddr::V6(v6) if Arc::ptr_eq(route, &self.catch_all) => {
+                embedded_ipv4(v6).map_or(route, |v4| self.lookup_ip_as_written(IpAddr::V4(v4)))
+            }
             _ => route,
         }
     }

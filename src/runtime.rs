@@ -15,12 +15,12 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::Route;
 use crate::routes::RouteTable;
+use crate::target::Target;
 use crate::upstream::connect::Connector;
 use crate::upstream::dns::DnsError;
 use crate::upstream::dns::{FAILURE_RECHECK, Resolver, Resolvers, SetupError};
 use crate::upstream::http::{self as forward, ForwardClient};
 use crate::upstream::parent;
-use crate::upstream::target::Target;
 
 /// The route name of report mode's actual path.
 pub const SYSTEM_PATH: &str = "system-path";
@@ -28,12 +28,9 @@ pub const SYSTEM_PATH: &str = "system-path";
 /// Why a config could not be turned into a runtime (validation catches most of this first).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{origin}: the route table cannot be built")]
-    Routes {
-        origin: String,
-        #[source]
-        source: crate::routes::Clash,
-    },
+    /// Two routes claim one pattern.
+    #[error(transparent)]
+    Routes(crate::config::ConfigError),
     #[error(transparent)]
     Resolver(#[from] SetupError),
     #[error(
@@ -72,6 +69,27 @@ pub struct Check {
     pub reason: Option<String>,
 }
 
+/// The runtime new connections and requests take: replaced atomically on reload. A request
+/// reads it once and keeps what it read to its end, so a reload never changes a request or
+/// tunnel half-way, and reaches a kept-alive connection at its next request.
+pub struct Current(std::sync::RwLock<Arc<Runtime>>);
+
+impl Current {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self(std::sync::RwLock::new(runtime))
+    }
+
+    /// The runtime now.
+    pub fn load(&self) -> Arc<Runtime> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces it for what starts next.
+    pub fn store(&self, next: Arc<Runtime>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+}
+
 /// The state derived from one config.
 pub struct Runtime {
     pub config: Config,
@@ -106,27 +124,25 @@ impl Runtime {
         own: Vec<SocketAddr>,
         previous: Option<&Resolvers>,
     ) -> Result<Self, RuntimeError> {
-        let routes = RouteTable::new(&config.routes).map_err(|source| RuntimeError::Routes {
-            origin: config.origin.clone(),
-            source,
-        })?;
+        let routes =
+            RouteTable::new(&config.routes).map_err(|clash| RuntimeError::Routes(clash.located(&config.origin)))?;
         let resolvers = Arc::new(Resolvers::new(&config.resolvers, metrics.clone(), previous)?);
         let p = &config.proxy;
         let mark = config.transparent.as_ref().and_then(|t| t.mark);
         let connector = Arc::new(
             Connector::new(resolvers, metrics, p.deny_destinations.clone(), p.connect_timeout)
                 .with_own(own)
-                .with_mark(mark),
+                .with_mark(mark)
+                .with_backoff(p.address_backoff),
         );
         let routes = Arc::new(routes);
         // Report mode: forwarded requests follow the system path too (an empty table routes
         // everything through the implicit default route).
         let forward_routes = match config.proxy.mode {
             Mode::Enforce => routes.clone(),
-            Mode::Report => Arc::new(RouteTable::new(&[]).map_err(|source| RuntimeError::Routes {
-                origin: config.origin.clone(),
-                source,
-            })?),
+            Mode::Report => {
+                Arc::new(RouteTable::new(&[]).map_err(|clash| RuntimeError::Routes(clash.located(&config.origin)))?)
+            }
         };
         let client = forward::client(forward_routes, connector.clone());
         let system_route = Arc::new(Route::resolving(SYSTEM_PATH, "system"));
@@ -161,6 +177,22 @@ impl Runtime {
         Err(ProxyError::PortNotAllowed {
             port: target.port,
             allowed,
+        })
+    }
+
+    /// Plain HTTP on the transparent listener may reach only the ports `splitway iptables`
+    /// captures: `[proxy] connect_ports` and `[transparent] http_ports`.
+    pub fn check_transparent_http_port(&self, target: &Target) -> Result<(), ProxyError> {
+        let http_ports = self.config.transparent.as_ref().map_or(&[][..], |t| &t.http_ports[..]);
+        if http_ports.contains(&target.port) {
+            return Ok(());
+        }
+        self.check_connect_port(target).map_err(|_| {
+            let ports = self.config.proxy.connect_ports.iter().chain(http_ports);
+            ProxyError::PortNotAllowed {
+                port: target.port,
+                allowed: ports.map(u16::to_string).collect::<Vec<_>>().join(", "),
+            }
         })
     }
 
@@ -315,7 +347,14 @@ impl Runtime {
                 (Ok(_), false) => {}
             }
             if is_connect {
-                let reason = result.err().map(|e| format!("resolver `{resolver}`: {e}"));
+                let reason = result.err().map(|e| match e {
+                    // The usual first-run cause: a placeholder or mistyped endpoint name.
+                    DnsError::NotFound { .. } => format!(
+                        "resolver `{resolver}`: {e}; check the name in the route's `connect` (or [aws] \
+                         vpc_endpoint): a VPC endpoint's names are listed by `aws ec2 describe-vpc-endpoints`"
+                    ),
+                    e => format!("resolver `{resolver}`: {e}"),
+                });
                 checks.push(Check {
                     kind: "connect",
                     name,

@@ -4,7 +4,7 @@
 pub mod head;
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,18 +21,15 @@ use crate::admin::Readiness;
 use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::outcome::Ended;
+use crate::outcome::Exchange;
 use crate::proxy::{self, ConnCtx, Next};
-use crate::runtime::Runtime;
+use crate::runtime::{Current, Runtime};
+use crate::transparent;
 use tracing::Instrument;
 
 /// How long a client may take to send a request head (slowloris guard).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head accepted (RFC 9112 §2.3 leaves the limit to the server); hyper
-/// answers `431` beyond it.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields in a request head; hyper answers `431` beyond it.
-pub const MAX_HEADERS: usize = 100;
+pub use crate::conn::{MAX_HEAD_BYTES, MAX_HEADERS};
 
 /// Limits the config file does not expose. The defaults are the production values; the
 /// library API ([`crate::Proxy::bind_with`]) lets tests shorten the timeouts.
@@ -54,7 +52,7 @@ impl Default for Limits {
 
 /// State shared by the accept loop and every connection.
 pub struct Shared {
-    runtime: RwLock<Arc<Runtime>>,
+    runtime: Arc<Current>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -72,7 +70,7 @@ impl Shared {
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>, limits: Limits, own: Vec<std::net::SocketAddr>) -> Self {
         let max = runtime.config.proxy.max_connections;
         Self {
-            runtime: RwLock::new(Arc::new(runtime)),
+            runtime: Arc::new(Current::new(Arc::new(runtime))),
             limit: Arc::new(Semaphore::new(max)),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -120,98 +118,134 @@ impl Shared {
         &self.own
     }
 
-    /// Replaces the runtime for new connections; open ones keep theirs.
+    /// Replaces the runtime for new connections and the next request of kept-alive ones;
+    /// open tunnels and requests in flight keep theirs.
     pub fn set_runtime(&self, next: Arc<Runtime>) {
-        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.runtime.store(next);
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.runtime.load()
+    }
+
+    /// Where each request reads the runtime it runs on.
+    pub fn current(&self) -> &Arc<Current> {
+        &self.runtime
     }
 }
 
-/// Accepts until `shutdown`, then drains: keeps serving (new connections included) until no
-/// client connection is left or `drain_timeout` passes, then cuts what remains.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                if !accept(&shared, accepted) {
-                    // EMFILE leaves the connection in the backlog: retrying at once would spin
-                    // a core until a descriptor is freed.
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-            }
+/// The listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// `[proxy] listen`: `HTTPS_PROXY` clients.
+    Proxy,
+    /// `[transparent] listen`: connections iptables redirected.
+    Transparent,
+}
+
+impl Listener {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Transparent => "transparent",
         }
     }
+}
+
+/// Accepts on the proxy listener and the transparent ones until `shutdown`, then drains:
+/// keeps serving (new connections included) until no client connection is left or
+/// `drain_timeout` passes, then cuts what remains.
+pub async fn serve(
+    listener: TcpListener,
+    transparent: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let listeners =
+        std::iter::once((listener, Listener::Proxy)).chain(transparent.into_iter().map(|l| (l, Listener::Transparent)));
+    // Aborted when the drain is over: until then every listener accepts.
+    let mut accepting = JoinSet::new();
+    for (listener, kind) in listeners {
+        accepting.spawn(accept_loop(listener, kind, shared.clone()));
+    }
+    shutdown.await;
     shared.ready.set_draining();
     shared.draining.cancel();
     let drain_timeout = shared.runtime().config.proxy.drain_timeout;
     shared.tracker.close();
-    let deadline = tokio::time::sleep(drain_timeout);
-    tokio::pin!(deadline);
     tracing::info!(
         ?drain_timeout,
         "draining: serving until every client connection is closed"
     );
+    if tokio::time::timeout(drain_timeout, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = shared.tracker.len(),
+            "drain_timeout reached: closing what remains"
+        );
+        shared.cancel.cancel();
+        shared.tracker.wait().await;
+    }
+    accepting.abort_all();
+}
+
+/// How long an accept loop pauses after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// The one accept loop, for every listener.
+async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
     loop {
-        tokio::select! {
-            () = shared.tracker.wait() => break,
-            () = &mut deadline => {
-                tracing::warn!(open = shared.tracker.len(), "drain_timeout reached: closing what remains");
-                shared.cancel.cancel();
-                shared.tracker.wait().await;
-                break;
-            }
-            accepted = listener.accept() => {
-                if !accept(&shared, accepted) {
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
+        match listener.accept().await {
+            Ok((stream, client)) => accept(&shared, kind, stream, client),
+            Err(e) => {
+                // EMFILE and friends leave the connection in the backlog: retrying at once
+                // would spin a core until a descriptor is freed.
+                tracing::warn!(listener = kind.as_str(), error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }
     }
 }
 
-/// How long the accept loop pauses after a failed accept.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
-
-/// Serves or refuses one accepted connection; `false` when the accept itself failed.
-fn accept(shared: &Arc<Shared>, accepted: std::io::Result<(TcpStream, std::net::SocketAddr)>) -> bool {
-    let (stream, client) = match accepted {
-        Ok(a) => a,
-        Err(e) => {
-            // EMFILE and friends: the listener stays up; the client waits in the backlog.
-            tracing::warn!(error = %e, "accept failed");
-            return false;
-        }
-    };
+/// Serves or refuses one accepted connection, in a span of its own.
+fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::net::SocketAddr) {
     let _ = stream.set_nodelay(true);
     let Some(guard) = admit(shared) else {
-        let max = shared.runtime().config.proxy.max_connections;
-        shared.tracker.spawn(contain(
-            async move {
-                let mut stream = stream;
-                proxy::answer(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
-            },
-            "refusal",
-            shared.metrics.clone(),
-        ));
-        return true;
+        // A proxy client gets a 503 it can read; a redirected one expected its upstream,
+        // not an HTTP answer, and is closed.
+        if kind == Listener::Proxy {
+            let max = shared.runtime().config.proxy.max_connections;
+            shared.tracker.spawn(contain(
+                async move {
+                    let mut stream = stream;
+                    proxy::answer(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
+                },
+                "refusal",
+                shared.metrics.clone(),
+            ));
+        }
+        return;
     };
     let limits = shared.limits;
     let ctx = ConnCtx {
         client,
         draining: shared.draining.clone(),
         runtime: shared.runtime(),
+        current: shared.current().clone(),
         guard: guard.clone(),
         client_hello_timeout: limits.client_hello_timeout,
     };
     // One span per client connection: every event of it (hyper's, the tunnel's) carries it.
-    let span = tracing::info_span!("conn", client = %client);
-    guard.spawn("connection", serve_connection(stream, ctx, limits, span));
-    true
+    let span = tracing::info_span!("conn", client = %client, listener = kind.as_str());
+    match kind {
+        Listener::Proxy => guard.spawn("connection", serve_connection(stream, ctx, limits, span)),
+        Listener::Transparent => guard.spawn(
+            "transparent",
+            transparent::serve_connection(stream, ctx, limits.header_read_timeout, span),
+        ),
+    }
 }
 
 /// Counts a new client connection in (permit, open count, tracker); `None` over
@@ -266,7 +300,7 @@ async fn first_request(mut stream: TcpStream, ctx: &ConnCtx, limits: Limits) -> 
         head::First::Head(prefix, None) => Next::Hyper(prefix, stream),
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
-            Ended::refused(kind, ctx.client, "", &e, &detail).finish(ctx.guard.metrics());
+            (Exchange::start(kind, ctx.client).refused("", &e, &detail)).finish(ctx.guard.metrics());
             proxy::answer(&mut stream, &e, true).await;
             Next::Closed
         }
@@ -289,7 +323,9 @@ async fn serve_http(prefix: Bytes, stream: TcpStream, ctx: ConnCtx, limits: Limi
         .max_headers(MAX_HEADERS)
         .serve_connection(
             ClientIo::new(Prefixed::new(prefix, stream)),
-            service_fn(move |req| proxy::serve(ctx.clone(), req)),
+            // Each request on the runtime current when it starts: a reload reaches kept-alive
+            // connections at their next request.
+            service_fn(move |req| proxy::serve(ctx.next_request(), req)),
         )
         .with_upgrades();
     if let Some(Err(e)) = guard.until_cancelled(conn).await {

@@ -15,3 +15,21 @@ pub(crate) async fn within<F: Future>(what: &str, fut: F) -> F::Output {
         Err(_) => panic!("hung: no {what} within {HANG:?}"),
     }
 }
+
+/// Retries `attempt` until it gives a value, for at most [`within`]'s bound: for a state
+/// another task reaches in its own time (a connection's end seen by the server).
+pub(crate) async fn poll_until<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(what, async {
+        loop {
+            if let Some(value) = attempt().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}

@@ -10,34 +10,23 @@
 mod http;
 pub(crate) mod original_dst;
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
-
-use crate::config::NoSni;
-use crate::conn::ConnGuard;
-use crate::error::ProxyError;
-use crate::metrics::{Outcome, RequestKind, TunnelEnd};
-use crate::outcome::{self, Ended, How};
-use crate::proxy::pipe::{self, Activity, PipeEnd};
-use crate::proxy::tunnel::{Rejection, read_client_hello};
-use crate::proxy::{self, NO_ROUTE};
-use crate::routes::Route;
-use crate::runtime::Runtime;
-use crate::server::Shared;
-use crate::upstream::connect::Upstream;
-use crate::upstream::deny::DenyList;
-use crate::upstream::target::{Host, Target};
 use tracing::Instrument;
 
-/// How long an accept loop pauses after a failed accept.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+use crate::config::NoSni;
+use crate::error::ProxyError;
+use crate::metrics::{Outcome, RequestKind};
+use crate::outcome::{Exchange, How};
+use crate::proxy::tunnel::{Client, Rejection, Tunnel, read_client_hello};
+use crate::proxy::{self, ConnCtx, NO_ROUTE};
+use crate::routes::Route;
+use crate::runtime::Runtime;
+use crate::target::{Host, Target};
 
 /// Binds `listen`; on `127.0.0.1`, also `[::1]` on the same port (where ip6tables `REDIRECT`
 /// sends IPv6), when the host has IPv6 loopback.
@@ -55,62 +44,28 @@ pub(crate) async fn bind(listen: SocketAddr) -> std::io::Result<Vec<TcpListener>
     Ok(listeners)
 }
 
-/// Accepts on every listener until the returned set is dropped or aborted; each connection
-/// is tracked like a proxy connection (connection limit, drain).
-pub(crate) fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    for listener in listeners {
-        let shared = shared.clone();
-        set.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, client)) => accept(&shared, stream, client),
-                    Err(e) => {
-                        // EMFILE leaves the connection in the backlog: do not spin on it.
-                        tracing::warn!(error = %e, "transparent accept failed");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    }
-                }
-            }
-        });
-    }
-    set
-}
-
-fn accept(shared: &Arc<Shared>, stream: TcpStream, client: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let Some(guard) = crate::server::admit(shared) else {
-        return;
-    };
-    let conn = Conn {
-        client,
-        runtime: shared.runtime(),
-        guard: guard.clone(),
-        own: DenyList::new(vec![], shared.own().to_vec()),
-        hello_timeout: shared.limits().client_hello_timeout,
-        header_timeout: shared.limits().header_read_timeout,
-        draining: shared.draining().clone(),
-        started: Instant::now(),
-    };
-    let span = tracing::info_span!("conn", client = %client, listener = "transparent");
-    let task = async move {
-        let guard = conn.guard.clone();
-        guard.until_cancelled(conn.run(stream)).await;
-    };
-    guard.spawn("transparent", task.instrument(span));
-}
-
-/// One redirected connection.
-struct Conn {
-    client: SocketAddr,
-    runtime: Arc<Runtime>,
-    guard: Arc<ConnGuard>,
-    own: DenyList,
-    hello_timeout: Duration,
+/// One redirected connection, in `span`, from its first flight to its close: routed like
+/// `CONNECT SNI:port`, then the same tunnel a `CONNECT` gets; plain HTTP goes to the proxy's
+/// forwarding. Not an `async fn`: its arguments then live once in the task.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments in the task"
+)]
+pub(crate) fn serve_connection(
+    stream: TcpStream,
+    ctx: ConnCtx,
     header_timeout: Duration,
-    /// Cancelled when the proxy starts draining (plain-HTTP answers then close the connection).
-    draining: tokio_util::sync::CancellationToken,
-    started: Instant,
+    span: tracing::Span,
+) -> impl Future<Output = ()> {
+    async move {
+        let guard = ctx.guard.clone();
+        // Boxed, and a statement of its own, as on the proxy listener: nothing of the routing
+        // is held while the tunnel idles.
+        let routed = Box::pin(route(stream, &ctx, header_timeout).instrument(span.clone()));
+        if let Some(Some((mut tunnel, mut client))) = guard.until_cancelled(routed).await {
+            tunnel.serve(&mut client, &span).await;
+        }
+    }
 }
 
 /// Why a redirected connection was closed before it was routed.
@@ -118,6 +73,10 @@ struct Conn {
 enum Refused {
     #[error("no original destination (SO_ORIGINAL_DST); only iptables REDIRECT should reach this listener")]
     NoOriginalDst(#[source] std::io::Error),
+    #[error(
+        "not redirected: the client connected to the transparent listener itself; only iptables REDIRECT should reach it"
+    )]
+    NotRedirected,
     #[error(transparent)]
     Proxy(ProxyError),
     #[error("first flight: {}", .0.as_str())]
@@ -130,7 +89,7 @@ impl Refused {
     /// The `outcome` label.
     fn outcome(&self) -> Outcome {
         match self {
-            Self::NoOriginalDst(_) => Outcome::NoOriginalDst,
+            Self::NoOriginalDst(_) | Self::NotRedirected => Outcome::NoOriginalDst,
             Self::Proxy(e) => e.outcome(),
             Self::FirstFlight(r) => Outcome::FirstFlight(r.reason()),
             Self::NoName => Outcome::NoSni,
@@ -138,172 +97,131 @@ impl Refused {
     }
 }
 
-impl Conn {
-    async fn run(self, mut stream: TcpStream) {
-        let original = match original_dst::original_dst(&stream) {
-            Ok(a) => a,
-            Err(e) => return self.refused(None, None, None, &Refused::NoOriginalDst(e)),
+/// Reads the first flight and routes it: the tunnel to run, or `None` when the connection was
+/// refused, or served as plain HTTP.
+async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -> Option<(Tunnel, Client)> {
+    let exchange = Exchange::start(RequestKind::Transparent, ctx.client);
+    let original = match original_dst::original_dst(&stream) {
+        Ok(a) => a,
+        Err(e) => return closed(ctx, exchange, None, None, &Refused::NoOriginalDst(e)),
+    };
+    let exchange = exchange.redirected(original);
+    // Not redirected: a client that connected to the listener itself (on 0.0.0.0, at one of
+    // this host's addresses) has its own address as the "original" destination. It would be
+    // an open proxy that skips [proxy] auth, and a loop.
+    if stream.local_addr().is_ok_and(|local| local == original) {
+        return closed(ctx, exchange, None, None, &Refused::NotRedirected);
+    }
+    let rt = &ctx.runtime;
+    if rt.connector.is_own(original) {
+        let e = ProxyError::LoopToSelf {
+            route: NO_ROUTE.into(),
+            host: original.to_string(),
+            addr: original,
         };
-        if self.own.is_own(original) {
-            let e = ProxyError::LoopToSelf {
-                route: NO_ROUTE.into(),
-                host: original.to_string(),
-                addr: original,
-            };
-            return self.refused(Some(original), None, None, &Refused::Proxy(e));
-        }
-        let mut first = Vec::new();
-        let sni = match read_client_hello(&mut stream, &mut first, self.hello_timeout).await {
-            // ECH (an encrypted ClientHello): the outer SNI is the provider's public name, not
-            // the server's, so there is no usable name.
-            Ok((_, true)) => None,
-            Ok((sni, false)) => sni,
-            Err(Rejection::NotTls) if http::sniff(&mut stream, &mut first, self.header_timeout).await => {
-                return http::serve(self, stream, first, original).await;
+        return closed(ctx, exchange, None, None, &Refused::Proxy(e));
+    }
+    let mut first = Vec::new();
+    let sni = match read_client_hello(&mut stream, &mut first, ctx.client_hello_timeout).await {
+        // ECH (an encrypted ClientHello): the outer SNI is the provider's public name, not
+        // the server's, so there is no usable name.
+        Ok((_, true)) => None,
+        Ok((sni, false)) => sni,
+        Err(Rejection::NotTls) if http::sniff(&mut stream, &mut first, header_timeout).await => {
+            let at = by_address(original);
+            if let Err(e) = rt.check_transparent_http_port(&at) {
+                return closed(ctx, exchange, Some(&at), None, &Refused::Proxy(e));
             }
-            Err(Rejection::NotTls) => None,
-            Err(r) => return self.refused(Some(original), None, None, &Refused::FirstFlight(r)),
-        };
-        let target = match self.target(sni.as_deref(), original) {
-            Ok(t) => t,
-            Err(r) => return self.refused(Some(original), None, None, &r),
-        };
-        let (route, connected) = proxy::connect_for(&self.runtime, &target).await;
-        let (upstream_stream, upstream) = match connected {
-            Ok(c) => c,
-            Err(e) => return self.refused(Some(original), Some(&target), Some(&route), &Refused::Proxy(e)),
-        };
-        let method = if first.first() == Some(&TLS_HANDSHAKE) {
-            "TLS"
-        } else {
-            "TCP"
-        };
-        let r = Relayed {
-            original,
-            target,
-            route,
-            upstream,
-            sni,
-            method,
-        };
-        self.relay(stream, upstream_stream, first, r).await;
-    }
-
-    /// The SNI name at the original port, or (without one) what `no_sni` says; a port
-    /// `[proxy] connect_ports` does not list is refused, as a CONNECT to it would be.
-    fn target(&self, sni: Option<&str>, original: SocketAddr) -> Result<Target, Refused> {
-        let target = match sni {
-            Some(name) => {
-                Target::parse_host_port(name, original.port()).map_err(|e| Refused::Proxy(ProxyError::BadTarget(e)))?
-            }
-            None => self.by_address(original)?,
-        };
-        self.runtime.check_connect_port(&target).map_err(Refused::Proxy)?;
-        Ok(target)
-    }
-
-    /// `no_sni = "original"`: the original destination, routed by the table's IP routes.
-    fn by_address(&self, original: SocketAddr) -> Result<Target, Refused> {
-        match self.no_sni() {
-            NoSni::Original => Ok(Target {
-                host: Host::Ip(original.ip().to_canonical()),
-                port: original.port(),
-            }),
-            NoSni::Refuse => Err(Refused::NoName),
+            http::serve(ctx, stream, first, original, header_timeout).await;
+            return None;
         }
-    }
+        Err(Rejection::NotTls) => None,
+        Err(r) => return closed(ctx, exchange, None, None, &Refused::FirstFlight(r)),
+    };
+    let target = match target(rt, sni.as_deref(), original) {
+        Ok(t) => t,
+        Err(r) => return closed(ctx, exchange, None, None, &r),
+    };
+    let (route, connected) = proxy::connect_for(rt, &target).await;
+    let (upstream_stream, upstream) = match connected {
+        Ok(c) => c,
+        Err(e) => return closed(ctx, exchange, Some(&target), Some(&route), &Refused::Proxy(e)),
+    };
+    exchange.answered(ctx.guard.metrics(), &route, &upstream);
+    let method = if first.first() == Some(&TLS_HANDSHAKE) {
+        "TLS"
+    } else {
+        "TCP"
+    };
+    let tunnel = Tunnel {
+        exchange,
+        method,
+        target,
+        route,
+        stream: upstream_stream,
+        upstream,
+        // Routed by this very name (or by address): nothing left to pin.
+        expect_sni: None,
+        idle_timeout: rt.config.proxy.idle_timeout,
+        hello_timeout: ctx.client_hello_timeout,
+        guard: ctx.guard.clone(),
+        sni,
+    };
+    // The first flight read so far goes upstream first, as a CONNECT's early bytes do.
+    Some((tunnel, Client::Tcp(stream, Bytes::from(first))))
+}
 
-    fn no_sni(&self) -> NoSni {
-        self.runtime
-            .config
-            .transparent
-            .as_ref()
-            .map_or(NoSni::Original, |t| t.no_sni)
-    }
-
-    async fn relay(self, mut client: TcpStream, mut upstream: TcpStream, first: Vec<u8>, r: Relayed) {
-        let metrics = self.guard.metrics();
-        let name = &r.route.name;
-        outcome::answered(metrics, RequestKind::Transparent, &r.route, &r.upstream);
-        metrics.tunnel_opened(name);
-        let activity = Activity::default();
-        activity
-            .client_to_upstream
-            .fetch_add(first.len() as u64, Ordering::Relaxed);
-        let end = if upstream.write_all(&first).await.is_err() {
-            PipeEnd::Error(std::io::ErrorKind::BrokenPipe)
-        } else {
-            drop(first);
-            let idle = self.runtime.config.proxy.idle_timeout;
-            pipe::run(&mut client, &mut upstream, idle, &activity).await
-        };
-        let end = match end {
-            PipeEnd::Closed => TunnelEnd::Closed,
-            PipeEnd::Idle => TunnelEnd::Idle,
-            PipeEnd::Error(_) => TunnelEnd::Error,
-        };
-        let (up, down) = (
-            activity.client_to_upstream.load(Ordering::Relaxed),
-            activity.upstream_to_client.load(Ordering::Relaxed),
-        );
-        Ended {
-            original: Some(r.original),
-            target: Some(&r.target),
-            route: Some(&r.route),
-            upstream: Some(&r.upstream),
-            sni: r.sni.as_deref(),
-            took: self.started.elapsed(),
-            ..Ended::new(
-                RequestKind::Transparent,
-                self.client,
-                r.method,
-                How::Tunnel {
-                    end,
-                    rejected: None,
-                    up,
-                    down,
-                },
-            )
+/// The SNI name at the original port, or (without one) what `no_sni` says; a port
+/// `[proxy] connect_ports` does not list is refused, as a CONNECT to it would be.
+fn target(rt: &Runtime, sni: Option<&str>, original: SocketAddr) -> Result<Target, Refused> {
+    let target = match sni {
+        Some(name) => {
+            Target::parse_host_port(name, original.port()).map_err(|e| Refused::Proxy(ProxyError::BadTarget(e)))?
         }
-        .finish(metrics);
-    }
+        None => match no_sni(rt) {
+            NoSni::Original => by_address(original),
+            NoSni::Refuse => return Err(Refused::NoName),
+        },
+    };
+    rt.check_connect_port(&target).map_err(Refused::Proxy)?;
+    Ok(target)
+}
 
-    /// Counts and logs a connection closed without being relayed.
-    fn refused(&self, original: Option<SocketAddr>, target: Option<&Target>, route: Option<&Route>, r: &Refused) {
-        let detail = crate::error::chain(r);
-        let status = match r {
-            Refused::Proxy(e) => e.status().as_u16(),
-            _ => 0,
-        };
-        Ended {
-            original,
-            target,
-            route,
-            took: self.started.elapsed(),
-            ..Ended::new(
-                RequestKind::Transparent,
-                self.client,
-                "-",
-                How::Refused {
-                    status,
-                    outcome: r.outcome(),
-                    detail: &detail,
-                },
-            )
-        }
-        .finish(self.guard.metrics());
+/// The original destination as a target, routed by the table's IP routes.
+fn by_address(original: SocketAddr) -> Target {
+    Target {
+        host: Host::Ip(original.ip().to_canonical()),
+        port: original.port(),
     }
 }
 
-/// What a relayed connection was routed by and to.
-struct Relayed {
-    original: SocketAddr,
-    target: Target,
-    route: Arc<Route>,
-    upstream: Upstream,
-    sni: Option<String>,
-    /// `TLS`, or `TCP` for a first flight that is not TLS (routed by its address).
-    method: &'static str,
+fn no_sni(rt: &Runtime) -> NoSni {
+    rt.config.transparent.as_ref().map_or(NoSni::Original, |t| t.no_sni)
+}
+
+/// Counts and logs a connection closed without being relayed.
+fn closed<T>(
+    ctx: &ConnCtx,
+    exchange: Exchange,
+    target: Option<&Target>,
+    route: Option<&Route>,
+    r: &Refused,
+) -> Option<T> {
+    let detail = crate::error::chain(r);
+    let status = match r {
+        Refused::Proxy(e) => e.status().as_u16(),
+        _ => 0,
+    };
+    let how = How::Refused {
+        status,
+        outcome: r.outcome(),
+        detail: &detail,
+    };
+    (exchange.ended("-", how))
+        .target(target)
+        .route(route)
+        .finish(ctx.guard.metrics());
+    None
 }
 
 /// TLSPlaintext.type `handshake` (RFC 8446 §5.1): the first byte of a TLS first flight.

@@ -1,11 +1,12 @@
 //! Everything on the upstream side: targets, resolution, the connector.
 
+pub mod backoff;
 pub mod connect;
 pub(crate) mod deny;
 pub(crate) mod detect;
 pub mod dns;
+pub(crate) mod eyeballs;
 pub mod http;
 pub(crate) mod parent;
 pub mod plan;
 pub(crate) mod socket;
-pub mod target;

@@ -16,13 +16,15 @@
 //! calls and CPU per fresh plain tunnel over N tunnels, `syscalls.rs`); for A/B runs
 //! while optimising, `BENCH_SPLITWAY_B` (another splitway binary, contender `splitway-b`) and
 //! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only); `BENCH_DISTINCT` (name counts for
-//! the `distinct` workload, default `10000`).
+//! the `distinct` workload, default `10000`); `BENCH_RENDER=FILE` (instead of a run: draw the
+//! picture again from a results file such as `benches/results/latest.json`, `redraw.rs`).
 
 mod client;
 mod distinct;
 mod floor;
 mod idle;
 mod proxies;
+mod redraw;
 mod report;
 mod svg;
 mod syscalls;
@@ -41,7 +43,7 @@ use proxies::{Kind, Proxy, Setup};
 use report::Runs;
 use workloads::{Env, Sample};
 
-const WORKLOADS: &[&str] = &["fresh-tls", "fresh-plain", "keepalive", "bulk", "forward"];
+pub(crate) const WORKLOADS: &[&str] = &["fresh-tls", "fresh-plain", "keepalive", "bulk", "forward"];
 
 fn main() {
     if std::env::args().any(|a| a == "--upstream-child") {
@@ -55,6 +57,13 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--floor-child") {
         if let Err(e) = floor::run_child(args.get(i + 1).map_or("", String::as_str)) {
             eprintln!("floor child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(path) = std::env::var_os("BENCH_RENDER") {
+        if let Err(e) = redraw::redraw(Path::new(&path)) {
+            eprintln!("redraw failed: {e}");
             std::process::exit(1);
         }
         return;

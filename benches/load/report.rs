@@ -85,9 +85,9 @@ impl Row {
     }
 }
 
-type Metric = (&'static str, &'static str, fn(&Sample) -> Option<f64>);
+pub(crate) type Metric = (&'static str, &'static str, fn(&Sample) -> Option<f64>);
 
-fn metrics(workload: &str) -> Vec<Metric> {
+pub(crate) fn metrics(workload: &str) -> Vec<Metric> {
     let rate: Metric = ("req/s", "req/s", |s| {
         (s.secs > 0.0 && s.requests > 0).then(|| s.requests as f64 / s.secs)
     });

@@ -1,5 +1,8 @@
 //! The picture: grouped bar charts drawn as plain SVG (no plotting dependency).
-//! Throughput relative to direct for each workload, fresh-tls latency, idle memory.
+//! Throughput relative to direct for each workload, fresh-tls latency, the proxy's CPU per unit
+//! of work (each on its own scale, the floor's figure dashed), idle memory. A bar's label is
+//! written upright above it when it fits the bar's width and turned vertical when it does not,
+//! so labels never overlap.
 
 use std::fmt::Write as _;
 
@@ -82,8 +85,9 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
             .collect();
         memory.push((format!("{} tunnels", r.workload.trim_start_matches("idle-")), bars));
     }
+    let cpu = cpu_groups(rows, contenders);
     let mut out = String::new();
-    let height = 60.0 + 3.0 * PANEL + 30.0;
+    let height = 60.0 + 4.0 * PANEL + 30.0;
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
@@ -114,9 +118,10 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
         &latency,
         false,
     );
+    cpu_panel(&mut out, 60.0 + 2.0 * PANEL, &cpu);
     panel(
         &mut out,
-        60.0 + 2.0 * PANEL,
+        60.0 + 3.0 * PANEL,
         "Idle tunnels: proxy RSS growth per tunnel (KiB) — lower is better",
         &memory,
         false,
@@ -160,8 +165,14 @@ fn panel(out: &mut String, top: f64, title: &str, groups: &[Group], ratio_line: 
         .flat_map(|(_, b)| b.iter().filter_map(|(_, v, _)| *v))
         .fold(0.0_f64, f64::max)
         .max(if ratio_line { 1.0 } else { 0.0 });
-    let max = if max > 0.0 { max * 1.15 } else { 1.0 };
-    let y_of = |v: f64| chart_bottom - (v / max) * (chart_bottom - chart_top);
+    let max = if max > 0.0 { max } else { 1.0 };
+    let group_w = (right - left) / groups.len() as f64;
+    let bar_w = |bars: &[(String, Option<f64>, String)]| (group_w - 30.0) / bars.len().max(1) as f64;
+    let headroom = groups
+        .iter()
+        .map(|(_, bars)| headroom(bars, bar_w(bars)))
+        .fold(0.0_f64, f64::max);
+    let y_of = |v: f64| chart_bottom - (v / max) * (chart_bottom - chart_top - headroom);
     let _ = writeln!(
         out,
         r##"<line x1="{left}" y1="{chart_bottom}" x2="{right}" y2="{chart_bottom}" stroke="#333"/>"##
@@ -175,47 +186,180 @@ fn panel(out: &mut String, top: f64, title: &str, groups: &[Group], ratio_line: 
             y + 4.0
         );
     }
-    let group_w = (right - left) / groups.len() as f64;
     for (gi, (label, bars)) in groups.iter().enumerate() {
         let gx = left + gi as f64 * group_w;
-        let bar_w = (group_w - 30.0) / bars.len().max(1) as f64;
-        for (bi, (c, v, text)) in bars.iter().enumerate() {
-            let x = gx + 15.0 + bi as f64 * bar_w;
-            let cx = x + bar_w / 2.0;
-            match v {
-                Some(v) => {
-                    let y = y_of(*v);
-                    let _ = writeln!(
-                        out,
-                        r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{c}: {}</title></rect>"#,
-                        bar_w - 4.0,
-                        chart_bottom - y,
-                        color(c),
-                        escape(text)
-                    );
-                    let _ = writeln!(
-                        out,
-                        r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
-                        y - 4.0,
-                        escape(text)
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="9" fill="#b00">{}</text>"##,
-                        chart_bottom - 6.0,
-                        escape(text)
-                    );
-                }
-            }
-        }
+        draw_bars(out, gx + 15.0, bar_w(bars), bars, &y_of, chart_bottom);
         let _ = writeln!(
             out,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text>"#,
             gx + group_w / 2.0,
             chart_bottom + 18.0,
             escape(label)
+        );
+    }
+}
+
+/// Bar labels: small, on a white outline so a reference line behind one does not cross it.
+const HALO: &str = r#"font-size="9" stroke="white" stroke-width="3" stroke-linejoin="round" paint-order="stroke""#;
+
+/// Width in pixels of a bar label (font-size 9, sans-serif), generously estimated.
+fn label_px(text: &str) -> f64 {
+    text.chars().count() as f64 * 5.6 + 4.0
+}
+
+/// Whether a label is written vertically: it is wider than its bar.
+fn vertical(text: &str, bar_w: f64) -> bool {
+    label_px(text) > bar_w - 2.0
+}
+
+/// Pixels above the tallest bar its label needs.
+fn headroom(bars: &[(String, Option<f64>, String)], bar_w: f64) -> f64 {
+    let need = |t: &String| if vertical(t, bar_w) { label_px(t) + 6.0 } else { 16.0 };
+    bars.iter().map(|(_, _, t)| need(t)).fold(16.0, f64::max)
+}
+
+/// One group's bars from `x`, each `bar_w` wide, with its label above it (vertical when it
+/// does not fit the bar's width); a missing value is written in red on the axis.
+fn draw_bars(
+    out: &mut String,
+    x: f64,
+    bar_w: f64,
+    bars: &[(String, Option<f64>, String)],
+    y_of: &dyn Fn(f64) -> f64,
+    chart_bottom: f64,
+) {
+    for (bi, (c, v, text)) in bars.iter().enumerate() {
+        let x = x + bi as f64 * bar_w;
+        let cx = x + bar_w / 2.0;
+        let (top, fill) = match v {
+            Some(v) => {
+                let y = y_of(*v);
+                let _ = writeln!(
+                    out,
+                    r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{c}: {}</title></rect>"#,
+                    bar_w - 4.0,
+                    chart_bottom - y,
+                    color(c),
+                    escape(text)
+                );
+                (y - 4.0, "#222")
+            }
+            None => (chart_bottom - 6.0, "#b00"),
+        };
+        let cx = cx - 2.0;
+        if vertical(text, bar_w) {
+            let _ = writeln!(
+                out,
+                r#"<text x="{cx:.1}" y="{top:.1}" transform="rotate(-90 {cx:.1} {top:.1})" dy="3" {HALO} fill="{fill}">{}</text>"#,
+                escape(text)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                r#"<text x="{cx:.1}" y="{top:.1}" text-anchor="middle" {HALO} fill="{fill}">{}</text>"#,
+                escape(text)
+            );
+        }
+    }
+}
+
+/// One sub-chart of the CPU panel: its label, unit, the floor's value, and the bars.
+struct CpuGroup {
+    label: String,
+    floor: Option<f64>,
+    bars: Vec<(String, Option<f64>, String)>,
+}
+
+/// Proxy CPU per fresh TLS tunnel, fresh plain tunnel, keep-alive request and GiB of bulk, for
+/// every contender that is a proxy (direct has no proxy CPU).
+fn cpu_groups(rows: &[Row], contenders: &[String]) -> Vec<CpuGroup> {
+    let wanted = [
+        ("fresh-tls", "proxy CPU/req", "fresh TLS tunnel (µs)"),
+        ("fresh-plain", "proxy CPU/req", "fresh plain tunnel (µs)"),
+        ("keepalive", "proxy CPU/req", "keep-alive request (µs)"),
+        ("bulk", "proxy CPU/GiB", "bulk, per GiB (s)"),
+    ];
+    let mut groups = Vec::new();
+    for (w, m, label) in wanted {
+        let Some(r) = rows.iter().find(|r| r.workload == w && r.metric == m) else {
+            continue;
+        };
+        let bars = contenders
+            .iter()
+            .filter(|c| *c != "direct")
+            .map(|c| (c.clone(), r.value(c), r.value(c).map_or("n/a".into(), cpu_figure)))
+            .collect();
+        groups.push(CpuGroup {
+            label: label.to_owned(),
+            floor: r.value("floor"),
+            bars,
+        });
+    }
+    groups
+}
+
+fn cpu_figure(v: f64) -> String {
+    match v {
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v => format!("{v:.2}"),
+    }
+}
+
+/// The CPU panel: one sub-chart per unit of work, each on its own scale (their units differ),
+/// with the floor's figure as a dashed line across it.
+fn cpu_panel(out: &mut String, top: f64, groups: &[CpuGroup]) {
+    let title = "Proxy CPU per unit of work — lower is better; dashed: the floor (a minimal relay)";
+    let _ = writeln!(
+        out,
+        r#"<text x="20" y="{}" font-size="13" font-weight="bold">{}</text>"#,
+        top + 22.0,
+        escape(title)
+    );
+    let (left, right) = (60.0, WIDTH - 20.0);
+    let (chart_top, chart_bottom) = (top + 40.0, top + PANEL - 48.0);
+    if groups.is_empty() {
+        let _ = writeln!(
+            out,
+            r##"<text x="{left}" y="{}" fill="#999">not measured</text>"##,
+            chart_top + 30.0
+        );
+        return;
+    }
+    let group_w = (right - left) / groups.len() as f64;
+    for (gi, g) in groups.iter().enumerate() {
+        let (x0, x1) = (
+            left + gi as f64 * group_w + 10.0,
+            left + (gi + 1) as f64 * group_w - 10.0,
+        );
+        let bar_w = (x1 - x0) / g.bars.len().max(1) as f64;
+        let max = g.bars.iter().filter_map(|(_, v, _)| *v).fold(0.0_f64, f64::max);
+        let max = if max > 0.0 { max } else { 1.0 };
+        let room = headroom(&g.bars, bar_w);
+        let y_of = |v: f64| chart_bottom - (v / max) * (chart_bottom - chart_top - room);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x0:.1}" y1="{chart_bottom}" x2="{x1:.1}" y2="{chart_bottom}" stroke="#333"/>"##
+        );
+        draw_bars(out, x0 + 2.0, bar_w, &g.bars, &y_of, chart_bottom);
+        if let Some(floor) = g.floor {
+            let y = y_of(floor);
+            let _ = writeln!(
+                out,
+                r##"<line x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}" stroke="#222" stroke-width="1.2" stroke-dasharray="5 3"/>"##
+            );
+        }
+        let cx = (x0 + x1) / 2.0;
+        let floor = g
+            .floor
+            .map_or("floor: n/a".into(), |f| format!("floor {}", cpu_figure(f)));
+        let _ = writeln!(
+            out,
+            r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text><text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="10" fill="#555">{}</text>"##,
+            chart_bottom + 18.0,
+            escape(&g.label),
+            chart_bottom + 32.0,
+            escape(&floor)
         );
     }
 }

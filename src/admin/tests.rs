@@ -142,18 +142,18 @@ async fn readyz_follows_starting_ready_draining() {
 #[test]
 fn readiness_only_moves_forward() {
     let r = Readiness::new();
-    assert_eq!((r.state(), r.is_ready()), ("starting", false));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("starting", false));
     r.set_ready();
-    assert_eq!((r.state(), r.is_ready()), ("ready", true));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("running", true));
     r.set_draining();
-    assert_eq!((r.state(), r.is_ready()), ("draining", false));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("draining", false));
     r.set_ready();
-    assert_eq!((r.state(), r.is_ready()), ("draining", false));
+    assert_eq!((r.lifecycle(), r.is_ready()), ("draining", false));
 
     let early = Readiness::new();
     early.set_draining();
     early.set_ready();
-    assert_eq!(early.state(), "draining");
+    assert_eq!(early.lifecycle(), "draining");
 }
 
 #[tokio::test]
@@ -217,7 +217,9 @@ async fn verbose_readiness_is_json_with_the_checks() {
     let r = get(admin.addr, "/readyz?verbose").await;
     assert_eq!(r.status, "HTTP/1.1 503 Service Unavailable");
     let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
-    assert_eq!(v["state"], "ready");
+    assert_eq!(v["lifecycle"], "running");
+    assert_eq!(v["ready"], false);
+    assert!(v.get("state").is_none(), "the old field name: {v}");
     assert_eq!(v["checks"][0]["reason"], "no answer");
     assert_eq!(
         get(admin.addr, "/readyz").await.body,
@@ -285,4 +287,66 @@ async fn shutdown_ends_the_server_and_its_open_connections() {
         let read = within("the connection to close", conn.read(&mut buf)).await;
         assert!(matches!(read, Ok(0) | Err(_)), "connection still open: {read:?}");
     }
+}
+
+/// A kept-alive admin connection that has been answered once (so it holds a slot).
+async fn held(addr: SocketAddr) -> BufReader<TcpStream> {
+    let mut conn = BufReader::new(within("connect", TcpStream::connect(addr)).await.expect("connect"));
+    within(
+        "write",
+        conn.get_mut()
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"),
+    )
+    .await
+    .expect("write");
+    assert_eq!(read_one(&mut conn).await.1, "ok\n");
+    conn
+}
+
+#[tokio::test]
+async fn held_open_connections_cannot_take_more_than_the_admin_budget() {
+    let admin = start().await;
+    let mut open = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        open.push(held(admin.addr).await);
+    }
+    // One more is accepted by the kernel and closed by the listener without an answer.
+    let mut extra = within("connect", TcpStream::connect(admin.addr))
+        .await
+        .expect("connect");
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let read = within("the refused connection to close", extra.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "over the budget: closed, no answer; got {rest:?}"
+    );
+    // A slot freed is a slot for the next probe.
+    drop(open.pop());
+    let answered = crate::test_util::poll_until("a freed admin slot", || async {
+        let mut s = TcpStream::connect(admin.addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.ok()?;
+        raw.starts_with("HTTP/1.1 200").then_some(raw)
+    })
+    .await;
+    assert!(answered.ends_with("ok\n"), "{answered}");
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
+    let admin = start().await;
+    let mut conn = held(admin.addr).await;
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // Bounded by `within`: only a connection that is never closed trips it.
+    let read = within("the idle admin connection to close", conn.read_to_end(&mut rest)).await;
+    assert!(read.is_ok_and(|n| n == 0), "closed without another answer: {rest:?}");
+    assert!(
+        started.elapsed() >= HEADER_READ_TIMEOUT / 2,
+        "closed by the idle timer, not at once"
+    );
 }

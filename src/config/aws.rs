@@ -9,10 +9,10 @@ use toml::Spanned;
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
 use super::route::{Action, CnameRule, ConnectName, Pattern, RouteSpec, SniMode};
-use crate::routes::glob::NameGlob;
-use crate::upstream::target::Host;
+use crate::glob::NameGlob;
+use crate::target::Host;
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "region",
     "vpc_endpoint",
     "availability_zone",
@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "public_via_target",
     "public_via_password_env",
     "public_via_password_file",
+    "private_domains",
     "peered",
 ];
 
@@ -33,9 +34,12 @@ pub(crate) const DETECT_ROUTE: &str = "aws-custom-domains";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Peer {
+pub(super) struct Peer {
     region: String,
     vpc_endpoint: String,
+    /// That region's private custom domain names, reached through its endpoint.
+    #[serde(default)]
+    private_domains: Vec<String>,
 }
 
 /// `[aws]` as read, before any route is generated.
@@ -45,6 +49,8 @@ struct Preset {
     zone: Option<String>,
     api_ids: Vec<String>,
     domains: Vec<String>,
+    /// Private custom domain names: connected to the endpoint, SNI and `Host` untouched.
+    private_domains: Vec<String>,
     public: Option<String>,
     peers: Vec<Peer>,
     detect: Option<bool>,
@@ -98,6 +104,7 @@ fn read(tc: &TableCtx<'_>) -> Result<Preset, ConfigError> {
         zone,
         api_ids: tc.field("public_api_ids")?.unwrap_or_default(),
         domains: tc.field("public_domains")?.unwrap_or_default(),
+        private_domains: tc.field("private_domains")?.unwrap_or_default(),
         public: tc.field("public_resolver")?,
         peers: tc.field("peered")?.unwrap_or_default(),
         detect: tc.field("detect_custom_domains")?,
@@ -108,11 +115,11 @@ fn read(tc: &TableCtx<'_>) -> Result<Preset, ConfigError> {
     })
 }
 
-/// One generated route; its errors point at `[aws]`.
+/// One generated route; its errors point at `[aws]` and `key`, the key its hosts came from.
 fn route(
     tc: &TableCtx<'_>,
     p: &Preset,
-    name: String,
+    (name, key): (String, &str),
     hosts: Vec<String>,
     action: Action,
     resolver: &str,
@@ -122,7 +129,7 @@ fn route(
         .map(|h| {
             super::route::parse_pattern(h)
                 .map(|pattern| (pattern, p.line))
-                .map_err(|m| tc.err("public_domains", m))
+                .map_err(|m| tc.err(key, m))
         })
         .collect::<Result<_, _>>()?;
     Ok(RouteSpec {
@@ -152,7 +159,7 @@ fn public_routes(tc: &TableCtx<'_>, p: &Preset) -> Result<Vec<RouteSpec>, Config
         )
     })?;
     if !p.domains.is_empty() {
-        let name = "aws-public-domains".into();
+        let name = ("aws-public-domains".into(), "public_domains");
         routes.push(route(tc, p, name, p.domains.clone(), Action::Resolve, resolver)?);
     }
     if !p.api_ids.is_empty() {
@@ -164,7 +171,7 @@ fn public_routes(tc: &TableCtx<'_>, p: &Preset) -> Result<Vec<RouteSpec>, Config
         routes.push(route(
             tc,
             p,
-            "aws-public-api-ids".into(),
+            ("aws-public-api-ids".into(), "public_api_ids"),
             hosts,
             Action::Resolve,
             resolver,
@@ -199,7 +206,14 @@ fn detect_route(tc: &TableCtx<'_>, p: &Preset, notes: &mut Vec<String>) -> Resul
         }
     };
     let regions = std::iter::once(p.region.as_str()).chain(p.peers.iter().map(|peer| peer.region.as_str()));
-    let mut r = route(tc, p, DETECT_ROUTE.into(), vec!["*".into()], Action::Resolve, "system")?;
+    let mut r = route(
+        tc,
+        p,
+        (DETECT_ROUTE.into(), "detect_custom_domains"),
+        vec!["*".into()],
+        Action::Resolve,
+        "system",
+    )?;
     r.on_cname = regions
         .map(|region| {
             let pattern = format!("d-*.execute-api.{region}.amazonaws.com");
@@ -214,28 +228,50 @@ fn detect_route(tc: &TableCtx<'_>, p: &Preset, notes: &mut Vec<String>) -> Resul
     Ok(Some(r))
 }
 
-/// `aws-private-apis` (zonal endpoint name first, then regional) and one route per peered region.
+/// `aws-private-apis` (zonal endpoint name first, then regional) and one route per peered
+/// region; beside each, `aws-private-domains[-REGION]` for that region's private custom domain
+/// names, which reach the same endpoint names with the application's SNI and `Host` untouched
+/// (what a private hosted zone's alias record to the endpoint would do).
 fn private_routes(tc: &TableCtx<'_>, p: &Preset) -> Result<Vec<RouteSpec>, ConfigError> {
     let mut names = Vec::new();
     if let Some(z) = &p.zone {
         names.push(zonal_name(&p.endpoint, z));
     }
     names.push(p.endpoint.clone());
-    let hosts = vec![format!("*.execute-api.{}.amazonaws.com", p.region)];
-    let mut routes = vec![route(
-        tc,
-        p,
-        "aws-private-apis".into(),
-        hosts,
-        connect(names),
-        "system",
-    )?];
+    let mut routes = endpoint_routes(tc, p, "", &p.region, &names, &p.private_domains)?;
     for peer in &p.peers {
         check_endpoint(&peer.vpc_endpoint, &peer.region).map_err(|m| tc.err("peered", m))?;
-        let hosts = vec![format!("*.execute-api.{}.amazonaws.com", peer.region)];
-        let name = format!("aws-private-apis-{}", peer.region);
-        let action = connect(vec![peer.vpc_endpoint.clone()]);
-        routes.push(route(tc, p, name, hosts, action, "system")?);
+        let suffix = format!("-{}", peer.region);
+        let names = [peer.vpc_endpoint.clone()];
+        routes.extend(endpoint_routes(
+            tc,
+            p,
+            &suffix,
+            &peer.region,
+            &names,
+            &peer.private_domains,
+        )?);
+    }
+    Ok(routes)
+}
+
+/// The routes of one region's endpoint: its API IDs, and its private custom domains if any.
+fn endpoint_routes(
+    tc: &TableCtx<'_>,
+    p: &Preset,
+    suffix: &str,
+    region: &str,
+    endpoint: &[String],
+    private_domains: &[String],
+) -> Result<Vec<RouteSpec>, ConfigError> {
+    let hosts = vec![format!("*.execute-api.{region}.amazonaws.com")];
+    let name = (format!("aws-private-apis{suffix}"), "vpc_endpoint");
+    let mut routes = vec![route(tc, p, name, hosts, connect(endpoint.to_vec()), "system")?];
+    if !private_domains.is_empty() {
+        let key = if suffix.is_empty() { "private_domains" } else { "peered" };
+        let name = (format!("aws-private-domains{suffix}"), key);
+        let action = connect(endpoint.to_vec());
+        routes.push(route(tc, p, name, private_domains.to_vec(), action, "system")?);
     }
     Ok(routes)
 }

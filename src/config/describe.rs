@@ -13,6 +13,14 @@ pub fn describe(config: &Config) -> String {
         "proxy listen {} (CONNECT ports {:?})",
         config.proxy.listen, config.proxy.connect_ports
     );
+    let _ = match config.proxy.address_backoff {
+        d if d.is_zero() => writeln!(out, "address_backoff off"),
+        d => writeln!(
+            out,
+            "address_backoff {} (an upstream address that timed out or refused is tried after the others)",
+            humantime::format_duration(d)
+        ),
+    };
     match &config.admin {
         Some(a) => drop(writeln!(out, "admin listen {}", a.listen)),
         None => drop(writeln!(out, "admin off")),
@@ -43,7 +51,7 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(
             out,
             "  {:<24} [*] -> resolve via `system` (implicit)",
-            crate::routes::DEFAULT_ROUTE
+            super::DEFAULT_ROUTE
         );
     }
     out

@@ -79,7 +79,7 @@ impl ResolverSettings {
     }
 }
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "nameservers",
     "timeout",
     "min_ttl",

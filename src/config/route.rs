@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::ConfigError;
 use super::error::{Ctx, TableCtx};
 use super::via::Via;
-use crate::routes::glob::NameGlob;
-use crate::upstream::target::{Host, Target};
+use crate::glob::NameGlob;
+use crate::target::{Host, Target};
 
 /// One host pattern of a route (SPEC: exact names, `*.suffix`, `*`, IP literals, CIDR blocks).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -133,7 +133,7 @@ pub struct RouteSpec {
     pub line: usize,
 }
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "name",
     "hosts",
     "addresses",
@@ -150,7 +150,7 @@ const KEYS: &[&str] = &[
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCnameRule {
+pub(super) struct RawCnameRule {
     #[serde(rename = "match")]
     pattern: String,
     resolver: String,

@@ -1,6 +1,8 @@
 //! `via`, `via_target`, `via_password_env`, `via_password_file`: the parent proxies a route's
 //! connections go through, parsed and their password read at config load.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::error::TableCtx;
-use crate::upstream::target::{Host, Target};
+use crate::target::{Host, Target};
 
 /// What a parent is asked for in its `CONNECT` (`via_target`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -83,7 +85,7 @@ impl Via {
     pub fn authorization(&self) -> Option<String> {
         let user = self.parents.iter().find_map(|p| p.user.as_deref())?;
         let password = self.password.as_ref()?;
-        let token = crate::auth::base64(format!("{user}:{}", password.expose()).as_bytes());
+        let token = STANDARD.encode(format!("{user}:{}", password.expose()));
         Some(format!("Basic {token}"))
     }
 

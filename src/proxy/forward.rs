@@ -2,6 +2,7 @@
 //! through hyper-util's pooled client, whose connector is splitway's own: the same routes and
 //! the same resolve-check-connect path as tunnels, so nothing resolves behind our back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -12,10 +13,10 @@ use hyper::body::Incoming;
 use super::Body;
 use crate::error::ProxyError;
 use crate::routes::Route;
+use crate::target::Target;
 pub use crate::upstream::http::{
     ForwardClient, POOL_IDLE_TIMEOUT, POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo, client, target_of,
 };
-use crate::upstream::target::Target;
 
 /// How long an upstream may take to send its response head.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,8 +52,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 const VIA: HeaderValue = HeaderValue::from_static("1.1 splitway");
 
 /// Rewrites the request for the origin (origin-form, `Host` from the target, no hop-by-hop
-/// fields, `Via`) and sends it; returns the response with its own hop-by-hop fields removed.
+/// fields, `Via`) and sends it along the route `client` connects by (returned: in report mode
+/// it is the system path, not the enforcing table's route); the response comes back with its
+/// own hop-by-hop fields removed.
 pub async fn forward(
+    client: &ForwardClient,
+    target: &Target,
+    req: Request<Incoming>,
+) -> (Arc<Route>, Result<Response<Body>, ProxyError>) {
+    let route = client.route(target).clone();
+    let result = send(client, &route, target, req).await;
+    (route, result)
+}
+
+async fn send(
     client: &ForwardClient,
     route: &Route,
     target: &Target,
@@ -68,7 +81,9 @@ pub async fn forward(
     let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
     req.headers_mut().insert(header::HOST, host);
     req.headers_mut().append(header::VIA, VIA);
-    // A parent gets the route's credentials; the client's own were stripped above.
+    // A parent gets the route's credentials, and only a parent: `route` is the one the
+    // client's connector connects by, so the header goes where the parent connection goes.
+    // The client's own credentials were stripped above.
     if let Some(auth) = route.via.as_ref().and_then(|v| v.authorization()) {
         let mut value =
             HeaderValue::from_str(&auth).map_err(|_| ProxyError::BadRequest("invalid parent credentials".into()))?;

@@ -11,9 +11,9 @@ use crate::error::ProxyError;
 use crate::metrics::ReportAction;
 use crate::routes::{DEFAULT_ROUTE, Route};
 use crate::runtime::Runtime;
+use crate::target::Target;
 use crate::upstream::connect::Upstream;
 use crate::upstream::plan::Plan;
-use crate::upstream::target::Target;
 
 /// Connects along the system path and, at the same time, works out what `route` would do;
 /// a difference is logged and counted under `route`'s name.

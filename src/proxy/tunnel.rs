@@ -1,7 +1,6 @@
 //! One CONNECT tunnel after its upstream connected: SNI pinning, then the byte pipe, then the
 //! canonical log line.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,18 +17,21 @@ use super::sni::{self, Hello};
 use crate::config::SniMode;
 use crate::conn::ClientIo;
 use crate::conn::ConnGuard;
-use crate::metrics::{RequestKind, SniReason, TunnelEnd};
-use crate::outcome::{Ended, How};
+use crate::metrics::{SniReason, TunnelEnd};
+use crate::outcome::{Exchange, How};
 use crate::routes::Route;
+use crate::target::{Host, Target};
 use crate::upstream::connect::Upstream;
-use crate::upstream::target::{Host, Target};
 
 /// How long a client may take to send its whole ClientHello once the tunnel is open.
 pub(crate) const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A tunnel whose upstream is connected and whose `200` is on its way.
+/// A tunnel whose upstream is connected and whose `200` is on its way (or, on the
+/// transparent listener, whose client never waits for one).
 pub(crate) struct Tunnel {
-    pub client: SocketAddr,
+    pub exchange: Exchange,
+    /// `CONNECT`, or on the transparent listener `TLS` / `TCP`.
+    pub method: &'static str,
     pub target: Target,
     pub route: Arc<Route>,
     pub stream: TcpStream,
@@ -39,7 +41,6 @@ pub(crate) struct Tunnel {
     pub idle_timeout: Duration,
     /// [`CLIENT_HELLO_TIMEOUT`] unless the embedding program shortened it.
     pub hello_timeout: Duration,
-    pub started: Instant,
     pub guard: Arc<ConnGuard>,
     /// The SNI the client sent, once read.
     pub sni: Option<String>,
@@ -103,7 +104,7 @@ impl Tunnel {
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                tracing::debug!(client = %self.client, error = %e, "client left before the tunnel opened");
+                tracing::debug!(client = %self.exchange.client(), error = %e, "client left before the tunnel opened");
                 return;
             }
         };
@@ -152,24 +153,17 @@ impl Tunnel {
             }
             Err(r) => (TunnelEnd::SniRejected, Some(r.reason()), None),
         };
-        let ended = Ended {
-            target: Some(&self.target),
-            route: Some(&self.route),
-            upstream: Some(&self.upstream),
-            sni,
-            took: self.started.elapsed(),
-            ..Ended::new(
-                RequestKind::Connect,
-                self.client,
-                "CONNECT",
-                How::Tunnel {
-                    end,
-                    rejected,
-                    up,
-                    down,
-                },
-            )
+        let how = How::Tunnel {
+            end,
+            rejected,
+            up,
+            down,
         };
+        let ended = (self.exchange.ended(self.method, how))
+            .target(Some(&self.target))
+            .route(Some(&self.route))
+            .upstream(&self.upstream)
+            .sni(sni);
         span.in_scope(|| ended.finish(metrics));
     }
 

@@ -64,6 +64,12 @@ fn most_specific_route_wins() {
         ("::ffff:10.1.2.3", "ip"),
         ("::ffff:10.2.0.1", "cidr8"),
         ("::ffff:11.0.0.1", "default"),
+        // NAT64, IPv4-compatible and 6to4 spellings route as the IPv4 address they stand for.
+        ("64:ff9b::a09:909", "cidr8"),
+        ("64:ff9b::10.1.2.3", "ip"),
+        ("::10.1.2.4", "cidr16"),
+        ("2002:a09:909::1", "cidr8"),
+        ("64:ff9b::b00:1", "default"),
     ];
     for (ip, want) in ips {
         assert_eq!(&*t.lookup_ip(ip.parse().unwrap()).name, *want, "{ip}");
@@ -101,12 +107,15 @@ fn explicit_catch_all_replaces_default() {
 
 #[test]
 fn duplicate_pattern_is_a_clash_naming_both_routes() {
-    let err = Config::from_toml(
+    let config = Config::from_toml(
         "[[route]]\nname = \"a\"\nhosts = [\"x.example.com\"]\n[[route]]\nname = \"b\"\nhosts = [\"X.example.com.\"]\n",
         "dup.toml",
     )
-    .unwrap_err()
-    .to_string();
+    .expect("each route is valid alone");
+    let err = RouteTable::new(&config.routes)
+        .unwrap_err()
+        .located("dup.toml")
+        .to_string();
     assert!(err.contains("dup.toml:6"), "{err}");
     assert!(err.contains("route `a`") && err.contains("route `b`"), "{err}");
 }

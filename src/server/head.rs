@@ -132,20 +132,14 @@ fn semantics(req: &httparse::Request<'_, '_>, len: usize) -> Result<Option<Conne
         return Ok(None);
     }
     let mut auth = http::HeaderMap::new();
-    let mut close = req.version == Some(0);
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("proxy-authorization") {
-            if let Ok(v) = http::HeaderValue::from_bytes(h.value) {
-                auth.append(http::header::PROXY_AUTHORIZATION, v);
-            }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            close |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        if h.name.eq_ignore_ascii_case("proxy-authorization")
+            && let Ok(v) = http::HeaderValue::from_bytes(h.value)
+        {
+            auth.append(http::header::PROXY_AUTHORIZATION, v);
         }
     }
-    Ok(Some(Connect { uri, len, auth, close }))
+    Ok(Some(Connect { uri, len, auth }))
 }
 
 #[cfg(test)]

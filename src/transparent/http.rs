@@ -4,11 +4,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri, header};
+use http::{Request, Uri, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -17,15 +16,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Conn, Refused};
 use crate::config::NoSni;
-use crate::conn::Prefixed;
+use crate::conn::{MAX_HEAD_BYTES, MAX_HEADERS, Prefixed};
 use crate::error::ProxyError;
 use crate::metrics::RequestKind;
-use crate::outcome::{Ended, How};
-use crate::proxy::{self, Body, forward};
-use crate::server::{MAX_HEAD_BYTES, MAX_HEADERS};
-use crate::upstream::target::{Host, Target};
+use crate::outcome::Exchange;
+use crate::proxy::{self, ConnCtx};
+use crate::target::Target;
 
 /// RFC 9110 §9 methods (and PATCH, RFC 5789): what plain HTTP starts with.
 const METHODS: &[&[u8]] = &[
@@ -60,15 +57,22 @@ pub(super) async fn sniff(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Du
     }
 }
 
-/// Serves the connection's requests with hyper, each forwarded by its `Host`.
-pub(super) async fn serve(conn: Conn, stream: TcpStream, first: Vec<u8>, original: SocketAddr) {
-    let header_timeout = conn.header_timeout;
-    let conn = Arc::new(conn);
+/// Serves the connection's requests with hyper, each forwarded by its `Host` through the
+/// proxy's one forwarding path, on the runtime current when it starts.
+pub(super) async fn serve(
+    ctx: &ConnCtx,
+    stream: TcpStream,
+    first: Vec<u8>,
+    original: SocketAddr,
+    header_timeout: Duration,
+) {
+    let ctx = ctx.clone();
     let service = service_fn(move |req| {
-        let conn = conn.clone();
+        let ctx = ctx.next_request();
         async move {
-            let mut resp = request(&conn, original, req).await;
-            if conn.draining.is_cancelled() {
+            let exchange = Exchange::start(RequestKind::Transparent, ctx.client).redirected(original);
+            let mut resp = proxy::forward_to(&ctx, exchange, req, |req| absolute(&ctx, req, original)).await;
+            if ctx.draining.is_cancelled() {
                 // Draining: let keep-alive clients go, as the proxy listener does.
                 resp.headers_mut()
                     .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -89,80 +93,30 @@ pub(super) async fn serve(conn: Conn, stream: TcpStream, first: Vec<u8>, origina
     }
 }
 
-async fn request(conn: &Conn, original: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
-    let rt = &conn.runtime;
-    if req.method() == http::Method::TRACE {
-        let e = ProxyError::MethodNotAllowed("TRACE".into());
-        conn.refused(Some(original), None, None, &Refused::Proxy(e.clone()));
-        return proxy::error_response(&e);
-    }
-    let target = match target_of(conn, &req, original) {
-        Ok(t) => t,
-        Err(r) => {
-            conn.refused(Some(original), None, None, &r);
-            let e = match r {
-                Refused::Proxy(e) => e,
-                _ => ProxyError::BadRequest("no Host header and [transparent] no_sni = \"refuse\"".into()),
-            };
-            return proxy::error_response(&e);
-        }
+/// The request's target — its `Host` at the original port, or without one what `no_sni`
+/// says — on a port the capture rules redirect; the request is rewritten to the absolute
+/// form the pooled client connects by.
+fn absolute(ctx: &ConnCtx, req: &mut Request<Incoming>, original: SocketAddr) -> Result<Target, ProxyError> {
+    let target = match req.headers().get(header::HOST).map(|h| h.to_str()) {
+        Some(Ok(host)) => Target::parse_host_port(host, original.port())?,
+        Some(Err(_)) => return Err(ProxyError::BadRequest("the Host header is not ASCII".into())),
+        None => match super::no_sni(&ctx.runtime) {
+            NoSni::Original => super::by_address(original),
+            NoSni::Refuse => {
+                return Err(ProxyError::BadRequest(
+                    "no Host header and [transparent] no_sni = \"refuse\"".into(),
+                ));
+            }
+        },
     };
-    let route = rt.routes.lookup(&target.host).clone();
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    // The pooled client connects by the URI's authority: the absolute form of the request.
-    match Uri::builder()
+    ctx.runtime.check_transparent_http_port(&target)?;
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri = Uri::builder()
         .scheme("http")
         .authority(target.to_string())
-        .path_and_query(path.as_str())
+        .path_and_query(path)
         .build()
-    {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return proxy::error_response(&ProxyError::BadRequest(format!("bad request target `{path}`"))),
-    }
-    let method = req.method().clone();
-    match forward::forward(&rt.client, &route, &target, req).await {
-        Ok(resp) => {
-            Ended {
-                original: Some(original),
-                target: Some(&target),
-                route: Some(&route),
-                path: Some(&path),
-                took: started.elapsed(),
-                ..Ended::new(
-                    RequestKind::Transparent,
-                    conn.client,
-                    method.as_str(),
-                    How::Forwarded {
-                        status: resp.status().as_u16(),
-                    },
-                )
-            }
-            .finish(conn.guard.metrics());
-            resp
-        }
-        Err(e) => {
-            conn.refused(Some(original), Some(&target), Some(&route), &Refused::Proxy(e.clone()));
-            proxy::error_response(&e)
-        }
-    }
-}
-
-/// The `Host` header at the original port; without one, what `no_sni` says.
-fn target_of(conn: &Conn, req: &Request<Incoming>, original: SocketAddr) -> Result<Target, Refused> {
-    match req.headers().get(header::HOST).map(|h| h.to_str()) {
-        Some(Ok(host)) => {
-            Target::parse_host_port(host, original.port()).map_err(|e| Refused::Proxy(ProxyError::BadTarget(e)))
-        }
-        Some(Err(_)) => Err(Refused::Proxy(ProxyError::BadRequest(
-            "the Host header is not ASCII".into(),
-        ))),
-        None => match conn.no_sni() {
-            NoSni::Original => Ok(Target {
-                host: Host::Ip(original.ip().to_canonical()),
-                port: original.port(),
-            }),
-            NoSni::Refuse => Err(Refused::NoName),
-        },
-    }
+        .map_err(|_| ProxyError::BadRequest(format!("bad request target `{path}`")))?;
+    *req.uri_mut() = uri;
+    Ok(target)
 }

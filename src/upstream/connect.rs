@@ -10,21 +10,19 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
+use super::backoff::{Backoffs, Cause};
 use super::deny::DenyList;
 use super::detect::Detection;
 use super::dns::{Answer, Resolvers, Source};
+use super::eyeballs::{Race, interleave, race};
 use super::plan::Plan;
-use super::target::{Host, Target};
 use crate::config::Via;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::{CnameRule, Route};
-
-/// RFC 8305 §5 "Connection Attempt Delay": the recommended 250 ms.
-const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+use crate::target::{Host, Target};
 
 /// How an upstream connection was reached (for the canonical log line).
 #[derive(Debug, Clone)]
@@ -85,6 +83,8 @@ pub struct Connector {
     timeout: Duration,
     /// `[transparent] mark`: SO_MARK on every outbound socket.
     mark: Option<u32>,
+    /// `[proxy] address_backoff`: addresses that timed out or refused, tried last for a while.
+    backoffs: Backoffs,
 }
 
 impl Connector {
@@ -95,7 +95,21 @@ impl Connector {
             deny: DenyList::new(deny, vec![]),
             timeout,
             mark: None,
+            backoffs: Backoffs::new(crate::config::DEFAULT_ADDRESS_BACKOFF),
         }
+    }
+
+    /// Sets `address_backoff` (zero: off); a new connector starts with no address in backoff.
+    pub fn with_backoff(self, period: Duration) -> Self {
+        Self {
+            backoffs: Backoffs::new(period),
+            ..self
+        }
+    }
+
+    /// The addresses in backoff (`/readyz?verbose`, `explain`).
+    pub fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -167,7 +181,9 @@ impl Connector {
     }
 
     /// `connect` names are tried in order of preference: the first that resolves and accepts
-    /// the connection wins; the last failure is the one reported.
+    /// the connection wins; the last failure is the one reported. A name whose every address
+    /// is in `address_backoff` goes after the others (RFC 8305 §4 across the preference list:
+    /// a dark zone's zonal endpoint name is tried after the regional one).
     async fn resolve_and_connect(
         &self,
         route: &Route,
@@ -178,31 +194,60 @@ impl Connector {
         deadline: Instant,
     ) -> Result<(TcpStream, Upstream), ProxyError> {
         let mut last = None;
-        for (host, port) in names {
+        let mut deferred = Vec::new();
+        for (i, (host, port)) in names.iter().enumerate() {
             let started = Instant::now();
-            let result = match self.candidates(route, resolver, on_cname, host, *port, deadline).await {
-                Ok(c) => {
-                    let dns_time = started.elapsed();
-                    let connecting = Instant::now();
-                    self.attempt(route, target, &c.addrs, deadline)
-                        .await
-                        .map(|(stream, addr)| {
-                            let upstream = Upstream {
-                                connect_time: connecting.elapsed(),
-                                ..self.resolved_upstream(route, resolver, &c, addr, dns_time)
-                            };
-                            (stream, upstream)
-                        })
+            let c = match self.candidates(route, resolver, on_cname, host, *port, deadline).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
                 }
-                Err(e) => Err(e),
             };
-            match result {
-                Ok(c) => return Ok(c),
+            let dns_time = started.elapsed();
+            if i + 1 < names.len() && c.addrs.iter().all(|a| self.backoffs.contains(*a)) {
+                deferred.push((c, dns_time));
+                continue;
+            }
+            match self
+                .connect_candidates(route, target, resolver, &c, dns_time, deadline)
+                .await
+            {
+                Ok(ok) => return Ok(ok),
+                Err(e @ ProxyError::ConnectTimeout { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        for (c, dns_time) in deferred {
+            match self
+                .connect_candidates(route, target, resolver, &c, dns_time, deadline)
+                .await
+            {
+                Ok(ok) => return Ok(ok),
                 Err(e @ ProxyError::ConnectTimeout { .. }) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| denied(route, target)))
+    }
+
+    /// Connects to one name's resolved addresses.
+    async fn connect_candidates(
+        &self,
+        route: &Route,
+        target: &Target,
+        resolver: &Arc<str>,
+        c: &Candidates,
+        dns_time: Duration,
+        deadline: Instant,
+    ) -> Result<(TcpStream, Upstream), ProxyError> {
+        let connecting = Instant::now();
+        let (stream, addr) = self.attempt(route, target, &c.addrs, deadline).await?;
+        let upstream = Upstream {
+            connect_time: connecting.elapsed(),
+            ..self.resolved_upstream(route, resolver, c, addr, dns_time)
+        };
+        Ok((stream, upstream))
     }
 
     /// The `Upstream` of a connection to `addr`, one of `c`'s addresses, which `resolver`
@@ -268,7 +313,7 @@ impl Connector {
     }
 
     /// Whether `addr` is one of the proxy's own listeners.
-    pub(super) fn is_own(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn is_own(&self, addr: SocketAddr) -> bool {
         self.deny.is_own(addr)
     }
 
@@ -285,7 +330,8 @@ impl Connector {
         addrs: &[SocketAddr],
         deadline: Instant,
     ) -> Result<(TcpStream, SocketAddr), ProxyError> {
-        // Even a route's explicit `addresses` never lead back into the proxy: that would loop.
+        // Even a route's explicit `addresses` never lead back into the proxy (that would loop)
+        // nor to an unspecified address (this host itself).
         let (own, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| self.deny.is_own(**a));
         if addrs.is_empty() && !own.is_empty() {
             return Err(ProxyError::LoopToSelf {
@@ -294,10 +340,35 @@ impl Connector {
                 addr: own[0],
             });
         }
-        let failures = match timeout_at(deadline, happy_eyeballs(&addrs, self.mark)).await {
-            Ok(Ok(ok)) => return Ok(ok),
-            Ok(Err(failures)) => failures,
-            Err(_) => {
+        let (nowhere, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            addrs.into_iter().partition(|a| super::deny::unspecified(a.ip()));
+        if addrs.is_empty() && !nowhere.is_empty() {
+            return Err(ProxyError::DestinationProhibited {
+                route: route.name.to_string(),
+                host: target.to_string(),
+                addrs: nowhere.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let addrs = self.backoffs.order(&addrs);
+        let mark = self.mark;
+        let connect = move |addr: SocketAddr| async move {
+            let stream = super::socket::connect(addr, mark).await?;
+            stream.set_nodelay(true)?;
+            Ok::<_, io::Error>(stream)
+        };
+        let failures = match race(&addrs, deadline, connect).await {
+            Race::Won { stream, addr, slow } => {
+                self.backoffs.succeeded(addr);
+                for a in slow {
+                    self.back_off(route, a, Cause::TimedOut);
+                }
+                return Ok((stream, addr));
+            }
+            Race::Lost(failures) => failures,
+            Race::TimedOut { unanswered } => {
+                for a in unanswered {
+                    self.back_off(route, a, Cause::TimedOut);
+                }
                 return Err(ProxyError::ConnectTimeout {
                     route: route.name.to_string(),
                     host: target.to_string(),
@@ -305,6 +376,13 @@ impl Connector {
                 });
             }
         };
+        for (addr, e) in &failures {
+            match e.kind() {
+                io::ErrorKind::ConnectionRefused => self.back_off(route, *addr, Cause::Refused),
+                io::ErrorKind::TimedOut => self.back_off(route, *addr, Cause::TimedOut),
+                _ => {}
+            }
+        }
         let refused = failures
             .iter()
             .find(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);
@@ -327,67 +405,20 @@ impl Connector {
     }
 }
 
+impl Connector {
+    /// RFC 8305 §4: `addr` is tried after the others for `address_backoff`; counted when it
+    /// was not in backoff already.
+    fn back_off(&self, route: &Route, addr: SocketAddr, cause: Cause) {
+        if self.backoffs.failed(addr, &route.name, cause) {
+            self.metrics.upstream_backoff(&route.name);
+            tracing::info!(route = %route.name, %addr, %cause, backoff = ?self.backoffs.period(), "upstream address in backoff");
+        }
+    }
+}
+
 pub(super) fn denied(route: &Route, target: &Target) -> ProxyError {
     ProxyError::Denied {
         route: route.name.to_string(),
         host: target.host.to_string(),
-    }
-}
-
-/// RFC 8305 §4: alternate address families, IPv6 first, keeping each family's order.
-fn interleave(ips: Vec<IpAddr>, port: u16) -> Vec<SocketAddr> {
-    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = ips.into_iter().partition(IpAddr::is_ipv6);
-    let mut out = Vec::with_capacity(v6.len() + v4.len());
-    let (mut a, mut b) = (v6.into_iter(), v4.into_iter());
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return out,
-            (x, y) => out.extend(x.into_iter().chain(y).map(|ip| SocketAddr::new(ip, port))),
-        }
-    }
-}
-
-/// RFC 8305 §5: start the next attempt when the previous one fails or after `ATTEMPT_DELAY`;
-/// the first to connect wins and the rest are dropped (JoinSet aborts them).
-async fn happy_eyeballs(
-    addrs: &[SocketAddr],
-    mark: Option<u32>,
-) -> Result<(TcpStream, SocketAddr), Vec<(SocketAddr, io::Error)>> {
-    let connect = move |addr: SocketAddr| async move {
-        let stream = super::socket::connect(addr, mark).await?;
-        stream.set_nodelay(true)?;
-        Ok::<_, io::Error>(stream)
-    };
-    if let [addr] = addrs {
-        return connect(*addr).await.map(|s| (s, *addr)).map_err(|e| vec![(*addr, e)]);
-    }
-    let mut next = addrs.iter().copied();
-    let mut running = JoinSet::new();
-    let mut failures = Vec::new();
-    loop {
-        if running.is_empty() {
-            match next.next() {
-                Some(addr) => drop(running.spawn(async move { (addr, connect(addr).await) })),
-                None => return Err(failures),
-            }
-        }
-        tokio::select! {
-            Some(joined) = running.join_next() => match joined {
-                Ok((addr, Ok(stream))) => return Ok((stream, addr)),
-                Ok((addr, Err(e))) => {
-                    failures.push((addr, e));
-                    // §5: a failed attempt starts the next one at once.
-                    if let Some(addr) = next.next() {
-                        running.spawn(async move { (addr, connect(addr).await) });
-                    }
-                }
-                Err(e) => failures.push((addrs[0], io::Error::other(e))),
-            },
-            () = tokio::time::sleep(ATTEMPT_DELAY), if next.len() > 0 => {
-                if let Some(addr) = next.next() {
-                    running.spawn(async move { (addr, connect(addr).await) });
-                }
-            }
-        }
     }
 }

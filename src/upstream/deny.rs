@@ -1,9 +1,21 @@
 //! The addresses the connector refuses: `deny_destinations` (the SSRF guard), checked against
 //! every form in which an IPv6 address carries an IPv4 one, and the proxy's own listeners.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
+
+pub(crate) use crate::target::embedded_ipv4;
 
 use ipnet::IpNet;
+
+/// Whether `ip` is an unspecified address (`0.0.0.0`, `::`) in any spelling (mapped,
+/// compatible, NAT64, 6to4): on Linux, connecting to one connects to this host itself, so it
+/// is never a destination, not even as a route's explicit `addresses`.
+pub(crate) fn unspecified(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.is_unspecified() || embedded_ipv4(v6).is_some_and(|v4| v4.is_unspecified()),
+    }
+}
 
 /// `deny_destinations` plus the proxy's own bound addresses.
 #[derive(Debug, Clone, Default)]
@@ -24,14 +36,17 @@ impl DenyList {
     /// Whether `deny_destinations` covers `ip` itself or the IPv4 address it embeds: an
     /// IPv4-mapped `::ffff:127.0.0.1` is 127.0.0.1 on a dual-stack socket, and a NAT64 or
     /// 6to4 address is a way to reach an IPv4 one; a deny entry for 127.0.0.0/8 means them too.
+    /// The unspecified addresses are covered whatever the list says ([`unspecified`]).
     pub(crate) fn covers(&self, ip: IpAddr) -> bool {
         let embedded = match ip {
             IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
-        self.nets
-            .iter()
-            .any(|net| net.contains(&ip) || embedded.is_some_and(|v4| net.contains(&v4)))
+        unspecified(ip)
+            || self
+                .nets
+                .iter()
+                .any(|net| net.contains(&ip) || embedded.is_some_and(|v4| net.contains(&v4)))
     }
 
     /// Whether connecting to `addr` would reach this proxy's own listener (a loop). A
@@ -48,27 +63,10 @@ impl DenyList {
     }
 }
 
-/// The IPv4 address an IPv6 address stands for, in the forms that route to IPv4:
-/// IPv4-mapped `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2), IPv4-compatible `::a.b.c.d` (deprecated,
-/// §2.5.5.1; `::` and `::1` are excluded, they are IPv6's own), NAT64 `64:ff9b::a.b.c.d`
-/// (RFC 6052 §2.1) and 6to4 `2002:AABB:CCDD::/48` (RFC 3056 §2).
-pub(crate) fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = v6.segments();
-    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    match s {
-        [0, 0, 0, 0, 0, 0, _, _] if !v6.is_unspecified() && !v6.is_loopback() => Some(low),
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
-        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn list(nets: &[&str], own: &[&str]) -> DenyList {
         DenyList::new(
@@ -81,13 +79,30 @@ mod tests {
         l.covers(ip.parse().unwrap())
     }
 
-    const DEFAULT: &[&str] = &["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"];
+    const DEFAULT: &[&str] = crate::config::DEFAULT_DENY_DESTINATIONS;
 
     #[test]
     fn plain_addresses() {
         let l = list(DEFAULT, &[]);
         assert!(covers(&l, "127.0.0.1") && covers(&l, "169.254.169.254") && covers(&l, "::1") && covers(&l, "fe80::1"));
-        assert!(!covers(&l, "10.0.0.1") && !covers(&l, "2001:db8::1") && !covers(&l, "::"));
+        assert!(!covers(&l, "10.0.0.1") && !covers(&l, "2001:db8::1"));
+    }
+
+    #[test]
+    fn ipv6_metadata_and_pod_identity_endpoints() {
+        let l = list(DEFAULT, &[]);
+        assert!(covers(&l, "fd00:ec2::254") && covers(&l, "fd00:ec2::23"));
+        assert!(!covers(&l, "fd00:ec2::253") && !covers(&l, "fd00:ec3::254"));
+    }
+
+    #[test]
+    fn unspecified_is_refused_whatever_the_list_says() {
+        let empty = list(&[], &[]);
+        for ip in ["0.0.0.0", "::", "::ffff:0.0.0.0", "64:ff9b::", "2002::1"] {
+            assert!(covers(&empty, ip), "{ip} connects to this host");
+            assert!(unspecified(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(!covers(&empty, "0.0.0.1") && !covers(&empty, "::2") && !covers(&empty, "10.0.0.1"));
     }
 
     #[test]

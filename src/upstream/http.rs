@@ -18,28 +18,46 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use self::pool::Budget;
 pub use self::pool::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo};
 use crate::error::ProxyError;
-use crate::routes::RouteTable;
+use crate::routes::{Route, RouteTable};
+use crate::target::Target;
 use crate::upstream::connect::Connector;
-use crate::upstream::target::Target;
 
 /// Idle pooled upstream connections are closed after this.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The pooled HTTP/1.1 client for forwarded requests.
-pub type ForwardClient = Client<RouteConnector, Incoming>;
+/// The pooled HTTP/1.1 client for forwarded requests, with the route table its connector
+/// routes by: the route that says whether a request goes to a parent (and so carries the
+/// parent's credentials) is always the one its connection was made by.
+pub struct ForwardClient {
+    inner: Client<RouteConnector, Incoming>,
+    routes: Arc<RouteTable>,
+}
+
+impl ForwardClient {
+    /// The route this client's connections to `target` take.
+    pub fn route(&self, target: &Target) -> &Arc<Route> {
+        self.routes.lookup(&target.host)
+    }
+
+    /// Sends `req` on a pooled connection made along [`ForwardClient::route`].
+    pub fn request(&self, req: http::Request<Incoming>) -> hyper_util::client::legacy::ResponseFuture {
+        self.inner.request(req)
+    }
+}
 
 /// Builds the client of one runtime (routes and connector of one config).
 pub fn client(routes: Arc<RouteTable>, connector: Arc<Connector>) -> ForwardClient {
-    Client::builder(TokioExecutor::new())
+    let inner = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .set_host(false)
         .build(RouteConnector {
-            routes,
+            routes: routes.clone(),
             connector,
             budget: Budget::new(POOL_MAX_CONNECTIONS),
-        })
+        });
+    ForwardClient { inner, routes }
 }
 
 /// hyper-util connector that routes and connects like a tunnel does.

@@ -15,11 +15,11 @@ use tokio::time::{Instant, timeout_at};
 
 use super::connect::{Connector, Upstream};
 use super::plan::Plan;
-use super::target::{Host, Target};
 use crate::config::{Parent, Via, ViaTarget};
 use crate::error::{ParentFault, ProxyError};
 use crate::metrics::ParentResult;
 use crate::routes::Route;
+use crate::target::{Host, Target};
 
 /// The resolver a named parent is looked up through: parents are infrastructure of the
 /// network splitway runs in, which the system resolver sees (a route's `public` resolver

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{Action, Via, ViaTarget};
 use crate::routes::{CnameRule, Route};
-use crate::upstream::target::{Host, Target};
+use crate::target::{Host, Target};
 
 /// Where a connection for one target goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

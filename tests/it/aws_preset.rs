@@ -2,7 +2,7 @@
 //! with fallback, and `check` showing what it generated and what explicit routes override.
 
 use crate::scenarios::expectations;
-use crate::support::config::ConfigBuilder;
+use crate::support::config::{Aws, ConfigBuilder};
 use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::*;
 
@@ -12,25 +12,11 @@ fn preset(net: &AwsNet, dns: PrivateDns, zone: Option<&str>) -> String {
 
 /// The `[aws]` preset on top of `base`'s `[proxy]` and resolver sections.
 fn preset_on(base: ConfigBuilder, zone: Option<&str>) -> String {
-    let az = zone
-        .map(|z| format!("availability_zone = \"{z}\"\n"))
-        .unwrap_or_default();
-    format!(
-        r#"{proxy}{resolvers}
-[aws]
-region = "{REGION}"
-vpc_endpoint = "{VPCE}"
-{az}public_api_ids = ["{PUBLIC_API_ID}"]
-public_domains = ["{CUSTOM_DOMAIN}", "{CUSTOM_DOMAIN_2}"]
-public_resolver = "public"
-
-[[aws.peered]]
-region = "{WEST_REGION}"
-vpc_endpoint = "{WEST_VPCE}"
-"#,
-        proxy = base.render_proxy(),
-        resolvers = base.render_resolvers(),
-    )
+    let aws = match zone {
+        Some(z) => Aws::scenario().str("availability_zone", z),
+        None => Aws::scenario(),
+    };
+    base.aws(aws).build()
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 use std::process::Output;
 
 use crate::support::bin::run as splitway;
+use crate::support::config::ConfigBuilder;
 use crate::support::proxy::{PrivateDns, scenario_config};
 use crate::support::tmp::TempFile;
 use crate::support::*;
@@ -241,5 +242,84 @@ async fn explain_probe_text_names_the_failure() {
     assert!(
         text.contains("probe:      system") && text.contains("does NOT cover the host"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_and_explain_show_private_custom_domains() {
+    let net = aws_net();
+    let preset = crate::aws_private_domains::private_domains_preset(Some("us-east-1a"));
+    let toml = ConfigBuilder::with_resolvers(net, PrivateDns::On).aws(preset).build();
+    let path = write_config("private-domains.toml", &toml);
+    let out = splitway(&["check", "--config", path.arg()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        format!("aws-private-domains      [{PRIVATE_DOMAIN}] -> connect {VPCE_ZONAL} then {VPCE} via `system`"),
+        format!("aws-private-domains-us-west-2 [{WEST_PRIVATE_DOMAIN}] -> connect {WEST_VPCE} via `system`"),
+    ] {
+        assert!(stdout.contains(&want), "missing {want:?} in:\n{stdout}");
+    }
+    // explain: the zonal endpoint name is looked up and connected to; the system resolver
+    // does not know the name at all.
+    let e = explain_json(&path, PRIVATE_DOMAIN).await;
+    assert_eq!(e["route"], "aws-private-domains", "{e}");
+    assert_eq!(e["lookups"][0]["name"], VPCE_ZONAL, "{e}");
+    assert_eq!(e["connect_to"], format!("{VPCE_ZONAL_IP}:{}", net.port), "{e}");
+    assert!(e["system"]["error"].is_string(), "{e}");
+    // --probe: the endpoint presents a certificate covering the domain and serves it.
+    let ca = write_config("private-domains-ca.pem", &net.ca_pem);
+    let target = format!("{PRIVATE_DOMAIN}:{}", net.port);
+    let out = explain_probe(&target, &path, &ca, &["--json"]).await;
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ours = &e["probes"][0];
+    assert_eq!(
+        (&ours["path"], &ours["covers_host"], &ours["http_status"]),
+        (&"splitway".into(), &true.into(), &200.into()),
+        "{e}"
+    );
+    let e = explain_json(&path, WEST_PRIVATE_DOMAIN).await;
+    assert_eq!(
+        (&e["route"], &e["connect_to"]),
+        (
+            &serde_json::json!("aws-private-domains-us-west-2"),
+            &serde_json::json!(format!("{WEST_VPCE_IP}:{}", net.port))
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn check_and_explain_show_the_address_backoff() {
+    let net = aws_net();
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .proxy("address_backoff", "\"45s\"")
+        .build();
+    let path = write_config("backoff.toml", &toml);
+    let out = splitway(&["check", "--config", path.arg()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = "address_backoff 45s (an upstream address that timed out or refused is tried after the others)";
+    assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    let host = execute_api_host(PRIVATE_API_ID, REGION);
+    assert_eq!(explain_json(&path, &host).await["address_backoff"], "45s");
+    let out = splitway(&["explain", &host, "--config", path.arg()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = "backoff:    no address in backoff (address_backoff 45s)";
+    assert!(text.contains(want), "missing {want:?} in:\n{text}");
+
+    let bad = write_config(
+        "backoff-bad.toml",
+        "[proxy]\naddress_backoff = \"soon\"\n[resolver.system]\nnameservers = [\"127.53.0.2\"]\nhosts_file = false\n",
+    );
+    let out = splitway(&["check", "--config", bad.arg()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:2: invalid value: string \"soon\", expected a duration",
+            bad.display()
+        )),
+        "{stderr}"
     );
 }

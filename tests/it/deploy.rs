@@ -14,6 +14,14 @@ const PROXY_URL: &str = "http://127.0.0.1:3128";
 const CONFIG_PATH: &str = "/etc/splitway/splitway.toml";
 const BUILD_COMMAND: &str = "cargo build --release --locked";
 
+/// The `NO_PROXY` entries `splitway env` prints for a proxy on `127.0.0.1:3128`: loopback and
+/// the metadata and credential endpoints.
+fn env_no_proxy() -> Vec<String> {
+    let env = splitway::env::ClientEnv::new(&Config::embedded()).expect("client settings");
+    let no_proxy = env.get("NO_PROXY").expect("NO_PROXY");
+    no_proxy.split(',').map(str::to_owned).collect()
+}
+
 fn read(rel: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
@@ -174,8 +182,11 @@ fn kubernetes_app_reaches_the_proxy_and_the_pod_outlives_the_drain() {
     assert_eq!(yaml_env(app, "HTTPS_PROXY"), PROXY_URL);
     assert_eq!(yaml_env(app, "HTTP_PROXY"), PROXY_URL);
     let no_proxy = yaml_env(app, "NO_PROXY");
-    for entry in ["localhost", "127.0.0.1", "169.254.169.254", "169.254.170.2"] {
-        assert!(no_proxy_has(no_proxy, entry), "NO_PROXY lacks {entry}: {no_proxy}");
+    for entry in env_no_proxy() {
+        assert!(
+            no_proxy_has(no_proxy, &entry),
+            "NO_PROXY lacks {entry} (`splitway env` has it): {no_proxy}"
+        );
     }
     assert_eq!(yaml_env(app, "NODE_USE_ENV_PROXY"), "1");
 
@@ -241,8 +252,11 @@ fn ecs_task_waits_for_a_healthy_splitway_and_stops_it_after_the_drain() {
     assert_eq!(json_env(app, "HTTPS_PROXY"), PROXY_URL);
     assert_eq!(json_env(app, "HTTP_PROXY"), PROXY_URL);
     let no_proxy = json_env(app, "NO_PROXY");
-    for entry in ["localhost", "127.0.0.1", "169.254.169.254", "169.254.170.2"] {
-        assert!(no_proxy_has(no_proxy, entry), "NO_PROXY lacks {entry}: {no_proxy}");
+    for entry in env_no_proxy() {
+        assert!(
+            no_proxy_has(no_proxy, &entry),
+            "NO_PROXY lacks {entry} (`splitway env` has it): {no_proxy}"
+        );
     }
 }
 

@@ -17,6 +17,7 @@ use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
 use crate::support::raw::{assert_refused, closed, exchange, read_reply};
 use crate::support::*;
+use tokio::net::TcpStream;
 
 /// What the proxy must do with one input.
 #[derive(Clone, Copy, Debug)]
@@ -46,10 +47,17 @@ struct Case {
     then: Vec<&'static str>,
 }
 
+/// A refused `CONNECT` always ends its connection (RFC 9110 §9.3.6: what the client sent
+/// after it may be tunnel bytes, never a next request), whatever the case says of keep-alive.
 fn case(name: impl Into<String>, bytes: impl Into<Vec<u8>>, want: Want) -> Case {
+    let bytes = bytes.into();
+    let want = match want {
+        Refused(status, kind, _) if bytes.starts_with(b"CONNECT ") => Refused(status, kind, true),
+        want => want,
+    };
     Case {
         name: name.into(),
-        bytes: bytes.into(),
+        bytes,
         want,
         reason: "",
         then: vec![],
@@ -69,7 +77,7 @@ impl Case {
 }
 
 /// The exact number of cases in the table: a case lost or added is noticed.
-const CASES: usize = 77;
+const CASES: usize = 78;
 
 fn connect(target: &str, extra: &str) -> String {
     format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n")
@@ -271,7 +279,7 @@ fn bad_connect(p: u16) -> Vec<Case> {
     ]
 }
 
-/// Targets that parse but are refused by policy; these keep the connection (403).
+/// Targets that parse but are refused by policy (403): a refused CONNECT closes.
 fn refused(p: u16, own: u16) -> Vec<Case> {
     let denied = |name: &str, req: String, kind| case(name, req, Refused(403, kind, false));
     vec![
@@ -483,16 +491,22 @@ fn framing(p: u16) -> Vec<Case> {
         .says("route `blocked` denies blocked.example"),
         case(
             "pipelined refusals are answered in order",
-            connect(&blocked, "")
-                + &connect(&format!("{CUSTOM_DOMAIN}:8443"), "")
-                + &connect(&format!("[::1]:{p}"), ""),
+            get("http://blocked.example/", "")
+                + &get("http://blocked.example/again", "")
+                + &get(&format!("http://[::1]:{p}/"), ""),
             Refused(403, "http_request_denied", false),
         )
         .says("route `blocked` denies blocked.example")
         .then(&[
-            "CONNECT to port 8443 is not allowed",
+            "route `blocked` denies blocked.example",
             "route `no-loopback-v6` denies [::1]",
         ]),
+        case(
+            "nothing pipelined after a refused CONNECT is answered",
+            connect(&blocked, "") + &connect(&format!("{CUSTOM_DOMAIN}:8443"), ""),
+            Refused(403, "http_request_denied", true),
+        )
+        .says("route `blocked` denies blocked.example"),
     ]
 }
 
@@ -776,20 +790,15 @@ async fn hardening_client_hello_over_the_cap_closes_the_tunnel() {
     proxy.stop().await;
 }
 
-/// A `CONNECT` as a connection's first request is splitway's own; one after another request
-/// on a kept-alive connection goes through hyper's upgrade. Both tunnel, pin SNI and count
-/// alike.
+/// A `CONNECT` after another request on a kept-alive connection goes through hyper's
+/// upgrade; it tunnels, pins SNI and counts like a connection's first `CONNECT`.
 #[tokio::test]
-async fn hardening_a_connect_after_a_refused_one_on_the_same_connection_tunnels_through_hyper() {
+async fn hardening_a_connect_after_another_request_tunnels_through_hyper() {
     let net = aws_net();
     let proxy = TestProxy::start(&(scenario_config(net, PrivateDns::On) + extra_routes())).await;
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);
     for (sni, want) in [(CUSTOM_DOMAIN, "tunnel"), ("other.example", "SNI refusal")] {
-        let (refused, mut stream) = exchange(
-            proxy.addr,
-            connect(&format!("blocked.example:{}", net.port), "").as_bytes(),
-        )
-        .await;
+        let (refused, mut stream) = exchange(proxy.addr, get("http://blocked.example/", "").as_bytes()).await;
         assert_refused(
             &refused,
             403,
@@ -798,13 +807,13 @@ async fn hardening_a_connect_after_a_refused_one_on_the_same_connection_tunnels_
         );
         within(
             HANG_SECS,
-            "the second CONNECT sent",
+            "the CONNECT sent",
             stream.write_all(&connect_request(&target)),
         )
         .await
         .expect("send");
         let opened = read_reply(&mut stream).await;
-        assert_eq!(opened.status, Some(200), "the second CONNECT, for a {want}: {opened:?}");
+        assert_eq!(opened.status, Some(200), "the CONNECT, for a {want}: {opened:?}");
         let config = Arc::new(crate::support::pki::client_config(&net.ca_der));
         let name = ServerName::try_from(sni.to_owned()).expect("name");
         let handshake = within(
@@ -828,40 +837,52 @@ async fn hardening_a_connect_after_a_refused_one_on_the_same_connection_tunnels_
     proxy.stop().await;
 }
 
-/// A refused `CONNECT` from an HTTP/1.0 client, or with `Connection: close`, ends the
-/// connection after its answer; an HTTP/1.1 one keeps it for the next request.
+/// A refused `CONNECT` ends its connection, whatever the client asked and wherever it came
+/// (a connection's first request, or after another one through hyper), and nothing the client
+/// pipelined after it is run as a request: the client cannot tell tunnel bytes from a next
+/// request (RFC 9110 §9.3.6). A counting origin proves the pipelined request never left.
 #[tokio::test]
-async fn hardening_a_refused_first_connect_closes_only_when_the_client_asked() {
+async fn hardening_a_refused_connect_closes_and_runs_nothing_pipelined_after_it() {
     let net = aws_net();
+    let origin = crate::support::origin::Recorder::start(std::net::IpAddr::from([127, 12, 0, 77])).await;
+    let smuggled = get(&format!("http://{}/smuggled", origin.addr()), "");
     let proxy = TestProxy::start(&(scenario_config(net, PrivateDns::On) + extra_routes())).await;
     let blocked = format!("blocked.example:{}", net.port);
-    for (head, close) in [
-        (format!("CONNECT {blocked} HTTP/1.0\r\n\r\n"), true),
-        (connect(&blocked, "Connection: close\r\n"), true),
-        (connect(&blocked, "Connection: keep-alive\r\n"), false),
+    let unreachable = format!("refused.example:{}", net.port);
+    // (through hyper: a refused request first, so the CONNECT is hyper's; the CONNECT head)
+    for (through_hyper, head) in [
+        (false, format!("CONNECT {blocked} HTTP/1.0\r\n\r\n")),
+        (false, connect(&blocked, "Connection: close\r\n")),
+        (false, connect(&blocked, "Connection: keep-alive\r\n")),
+        (false, connect(&unreachable, "")),
+        (true, connect(&blocked, "")),
     ] {
-        let (reply, mut stream) = exchange(proxy.addr, head.as_bytes()).await;
-        assert_refused(
-            &reply,
-            403,
-            "http_request_denied",
-            "route `blocked` denies blocked.example",
-        );
-        assert_eq!(
-            reply.header("connection") == Some("close"),
-            close,
-            "{head:?}: {reply:?}"
-        );
-        if close {
-            assert!(closed(&mut stream).await, "{head:?}: the connection must end");
+        let before = if through_hyper {
+            get("http://blocked.example/", "")
         } else {
-            let again = connect(&blocked, "");
-            within(HANG_SECS, "a second request sent", stream.write_all(again.as_bytes()))
-                .await
-                .expect("send");
-            assert_eq!(read_reply(&mut stream).await.status, Some(403), "{head:?}: kept alive");
+            String::new()
+        };
+        let bytes = format!("{before}{head}{smuggled}");
+        let mut stream = within(HANG_SECS, "connect to the proxy", TcpStream::connect(proxy.addr))
+            .await
+            .expect("connect");
+        within(HANG_SECS, "send", stream.write_all(bytes.as_bytes()))
+            .await
+            .expect("send");
+        if through_hyper {
+            let reply = read_reply(&mut stream).await;
+            assert_eq!(reply.status, Some(403), "the request before the CONNECT: {reply:?}");
         }
+        let reply = read_reply(&mut stream).await;
+        assert!(matches!(reply.status, Some(403 | 502)), "{head:?}: {reply:?}");
+        assert_eq!(reply.header("connection"), Some("close"), "{head:?}: {reply:?}");
+        assert!(closed(&mut stream).await, "{head:?}: the connection must end");
     }
+    assert_eq!(
+        origin.seen().accepted,
+        0,
+        "a request pipelined after a refused CONNECT was run"
+    );
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }

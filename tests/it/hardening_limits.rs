@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use splitway::server::{HEADER_READ_TIMEOUT, Limits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::config::{ConfigBuilder, Route, strings};
@@ -111,34 +111,10 @@ async fn hardening_an_idle_tunnel_is_closed_and_counted() {
     proxy.expect_tunnel_end(tls, "custom-domains", "idle").await;
 }
 
-/// A plain-HTTP origin that answers each request with the request head it received.
-async fn echo_head_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    let Ok(b) = s.read_u8().await else { return };
-                    head.push(b);
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    head.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.write_all(&head).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn hardening_proxy_auth_requires_basic_credentials_and_never_forwards_them() {
     let net = aws_net();
-    let origin = echo_head_server().await;
+    let origin = crate::support::origin::echo_head_origin().await;
     let toml = with_blocked()
         .proxy("auth", "{ username = \"app\", password = \"s3cret\" }")
         .route(
@@ -170,6 +146,15 @@ async fn hardening_proxy_auth_requires_basic_credentials_and_never_forwards_them
                 .header("proxy-status")
                 .is_some_and(|p| p.starts_with("splitway; error=http_request_denied;"))
         );
+    }
+    // Exactly one field: a second is a 400, not another guess, even when one of them is right.
+    for head in [
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"),
+        "GET http://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n".to_owned(),
+    ] {
+        let twice = format!("{head}Proxy-Authorization: {bad}\r\nProxy-Authorization: {good}\r\n\r\n");
+        let (reply, _) = exchange(proxy.addr, twice.as_bytes()).await;
+        assert_refused(&reply, 400, "http_request_error", "more than one Proxy-Authorization");
     }
     let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {good}\r\n\r\n");
     let (status, _, _, stream) = connect_raw(proxy.addr, request.as_bytes()).await;
@@ -203,13 +188,14 @@ async fn hardening_connect_to_the_proxy_itself_is_prohibited() {
         .proxy("connect_ports", format!("[{port}]"))
         .build();
     let proxy = TestProxy::start(&toml).await;
-    for target in [
-        format!("127.0.0.1:{port}"),
-        format!("[::ffff:127.0.0.1]:{port}"),
-        format!("0.0.0.0:{port}"),
-    ] {
+    for target in [format!("127.0.0.1:{port}"), format!("[::ffff:127.0.0.1]:{port}")] {
         let (reply, _) = exchange(proxy.addr, &connect_request(&target)).await;
         assert_refused(&reply, 403, "destination_ip_prohibited", "own listener");
+    }
+    // The unspecified address is never a destination, whatever deny_destinations says.
+    for target in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+        let (reply, _) = exchange(proxy.addr, &connect_request(&target)).await;
+        assert_refused(&reply, 403, "destination_ip_prohibited", "every address of");
     }
     proxy.assert_no_leaks().await;
     proxy.stop().await;

@@ -1,15 +1,20 @@
 //! splitway's integration tests: one binary, run against the emulated AWS network in
 //! `support/` (loopback only; never the machine's resolver).
 
+mod aws_az_outage;
 mod aws_failures;
 mod aws_preset;
+mod aws_private_domains;
 mod cli;
 mod custom_domains;
 mod deploy;
 mod diagnostics;
 mod dns_cache_bounds;
 mod dns_cache_reload;
+mod docs;
+mod docs_reference;
 mod encrypted_dns;
+mod env_clients;
 mod forward;
 mod forward_pool;
 mod hardening_bad_input;
@@ -17,6 +22,8 @@ mod hardening_dns;
 mod hardening_faults;
 mod hardening_limits;
 mod hardening_load;
+mod lambda;
+mod lambda_deploy;
 mod lifecycle;
 mod operations;
 mod parent;
@@ -25,6 +32,7 @@ mod parent_faults;
 mod refusals;
 mod reload_process;
 mod scenarios;
+mod security;
 mod sni_pinning;
 mod source_rules;
 mod support;

@@ -61,11 +61,13 @@ fn only_the_connector_opens_outbound_connections() {
     // hickory/tls.rs re-runs the handshake to a configured tls:// or https:// nameserver to say
     // why it failed: the resolver's own transport, like hickory's sockets, not an upstream.
     // upstream/socket.rs makes the connector's sockets (with SO_MARK when [transparent] mark
-    // is set), and only the connector calls it.
+    // is set), and only the connector calls it. lambda.rs calls the Lambda Extensions API, the
+    // sandbox's own control plane on a local address, not an upstream.
     assert_eq!(
         found,
         [
             "src/admin.rs",
+            "src/lambda.rs",
             "src/upstream/dns/hickory/tls.rs",
             "src/upstream/socket.rs"
         ],

@@ -218,7 +218,8 @@ async fn plain_http_is_routed_by_host(ns_net: &NsNet) {
 }
 
 /// A connection straight to the transparent listener (not redirected) has no other
-/// destination than the listener itself: refused, so it cannot loop.
+/// destination than the listener itself: refused (counted as having no original
+/// destination), so it can neither loop nor serve as an open proxy.
 async fn direct_connection_to_the_listener_is_refused(ns_net: &NsNet) {
     let admin: SocketAddr = ADMIN.parse().unwrap();
     let before = ns_net.run("metrics", admin_get(admin, "/metrics")).await.1;
@@ -230,7 +231,7 @@ async fn direct_connection_to_the_listener_is_refused(ns_net: &NsNet) {
             &[
                 ("kind", "transparent"),
                 ("route", "none"),
-                ("outcome", "destination_ip_prohibited"),
+                ("outcome", "no_original_dst"),
             ],
         )
     };
@@ -319,7 +320,7 @@ async fn uid_exclusion_and_no_sni_refuse() {
     );
     assert_eq!(refused, 2.0, "{m}");
     splitway
-        .wait_logged("error=\"no_sni\" detail=no SNI or not TLS, and [transparent] no_sni = \"refuse\"")
+        .wait_logged(r#"error="no_sni" detail="no SNI or not TLS, and [transparent] no_sni = \"refuse\"""#)
         .await;
     iptables(&ns, &config, &["--remove"]).await;
     let left = nat_rules(&ns).await;

@@ -5,8 +5,8 @@
 //! quick_cache evicts with CLOCK-Pro (hot and cold queues, a ghost list of recent evictions):
 //! a name asked once goes out before a name asked often, so a scan of one-off names (a crawler,
 //! an NXDOMAIN flood) cycles through the cold queue without flushing the hot names. Its hit
-//! path measured 44 ns against 49 ns for `lru` behind a mutex and 210 ns for moka (see
-//! README: Performance).
+//! path measured 44 ns against 49 ns for `lru` behind a mutex and 210 ns for moka
+//! (stand-alone: 10,000 entries, the entry cloned out, 5 M gets).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -11,7 +11,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HDnsError, NetError};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{TokioResolver, lookup::Lookup};
 
 mod tls;
@@ -24,8 +24,6 @@ use crate::config::{Nameserver, ResolverSettings};
 /// A hickory resolver with its own cache turned off: splitway's cache sits above it.
 pub(super) struct Upstream {
     inner: TokioResolver,
-    /// Names are passed as FQDNs unless this resolver applies resolv.conf search domains.
-    search: bool,
     /// Off when resolv.conf says `options no-aaaa`.
     aaaa: bool,
     /// Says why, when hickory can only say "no connections available".
@@ -44,11 +42,19 @@ impl Upstream {
                 (system_servers(&conf), Some(conf))
             }
         };
-        let search = match &system {
-            Some(conf) => search_names(conf).map_err(|e| format!("resolver `{name}`: {RESOLV_CONF}: {e}"))?,
-            None => Vec::new(),
-        };
-        let config = ResolverConfig::from_parts(None, search, servers.iter().map(name_server).collect());
+        if let Some(conf) = system.as_ref().filter(|c| !c.search.is_empty()) {
+            tracing::info!(
+                resolver = name,
+                file = RESOLV_CONF,
+                search = %conf.search.join(" "),
+                "search domains are not applied: a name is resolved as given, so the route chosen \
+                 for it holds for the name resolved; list short names in NO_PROXY"
+            );
+        }
+        // No search list: a route is chosen on the name as given, and a deny route for
+        // `*.corp.example` must not be sidestepped by asking for `secret` and letting a search
+        // domain add `.corp.example` (Squid's `dns_defnames off`).
+        let config = ResolverConfig::from_parts(None, Vec::new(), servers.iter().map(name_server).collect());
         let tls = tls::client_config(settings.ca_file.as_deref()).map_err(|e| format!("resolver `{name}`: {e}"))?;
         let probe = Probe::new(&servers, &tls);
         let mut builder =
@@ -69,7 +75,6 @@ impl Upstream {
         let inner = builder.build().map_err(|e| format!("resolver `{name}`: {e}"))?;
         Ok(Self {
             inner,
-            search: system.is_some(),
             aaaa: !system.is_some_and(|c| c.no_aaaa),
             probe,
         })
@@ -77,11 +82,7 @@ impl Upstream {
 
     /// Looks up A and AAAA at once; an answer needs one family to have addresses.
     pub(super) async fn query(&self, host: &str) -> Result<Answer, DnsError> {
-        let name = if self.search {
-            host.to_owned()
-        } else {
-            format!("{host}.")
-        };
+        let name = fqdn(host);
         let aaaa = async {
             match self.aaaa {
                 true => Some(self.inner.lookup(name.as_str(), RecordType::AAAA).await),
@@ -179,9 +180,10 @@ fn system_servers(conf: &ResolvConf) -> Vec<Nameserver> {
     conf.nameservers.iter().map(server).collect()
 }
 
-fn search_names(conf: &ResolvConf) -> Result<Vec<Name>, String> {
-    let name = |d: &String| Name::from_str_relaxed(d).map_err(|e| format!("search domain `{d}`: {e}"));
-    conf.search.iter().map(name).collect()
+/// The name as an FQDN (a trailing dot), which hickory never extends with a search domain
+/// and `ndots` does not apply to.
+fn fqdn(host: &str) -> String {
+    format!("{}.", host.trim_end_matches('.'))
 }
 
 /// What resolv.conf's `options` change; `budget` (the resolver's `timeout`) still bounds a
@@ -242,12 +244,17 @@ mod tests {
     const POD: &str = "search default.svc.cluster.local ec2.internal\nnameserver 172.20.0.10\nnameserver 172.20.0.11\noptions ndots:5 timeout:5 attempts:3 use-vc rotate edns0\n";
 
     #[test]
+    fn names_are_resolved_as_given_never_with_a_search_domain() {
+        assert_eq!(fqdn("secret"), "secret.");
+        assert_eq!(fqdn("api.example.com"), "api.example.com.");
+        assert_eq!(fqdn("api.example.com."), "api.example.com.");
+    }
+
+    #[test]
     fn resolv_conf_becomes_hickory_config_and_options() {
         let conf = resolv_conf::parse(POD, RESOLV_CONF).expect("parses");
         let servers: Vec<NameServerConfig> = system_servers(&conf).iter().map(name_server).collect();
-        let config = ResolverConfig::from_parts(None, search_names(&conf).expect("DNS names"), servers);
-        let search: Vec<String> = config.search().iter().map(|n| n.to_ascii()).collect();
-        assert_eq!(search, ["default.svc.cluster.local", "ec2.internal"]);
+        let config = ResolverConfig::from_parts(None, Vec::new(), servers);
         let servers: Vec<IpAddr> = config.name_servers().iter().map(|s| s.ip).collect();
         assert_eq!(
             servers,

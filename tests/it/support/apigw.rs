@@ -18,8 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::names::{
-    CUSTOM_DOMAIN, CUSTOM_DOMAIN_2, PRIVATE_API_ID, PUBLIC_API_ID, REGION, UNLISTED_DOMAIN, WEST_PRIVATE_API_ID,
-    WEST_REGION, execute_api_host,
+    CUSTOM_DOMAIN, CUSTOM_DOMAIN_2, PRIVATE_API_ID, PRIVATE_DOMAIN, PUBLIC_API_ID, REGION, UNLISTED_DOMAIN,
+    WEST_PRIVATE_API_ID, WEST_PRIVATE_DOMAIN, WEST_REGION, execute_api_host,
 };
 use super::pki::TestCa;
 
@@ -64,15 +64,20 @@ impl EndpointSpec {
     }
 
     /// The us-east-1 VPC endpoint (regional ENI): private APIs only, and a certificate that
-    /// covers only AWS names, so a custom domain fails the TLS name check.
+    /// covers only AWS names and the private custom domain associated with it (its ACM
+    /// certificate), so a public custom domain fails the TLS name check.
     pub(crate) fn vpce_us_east_1() -> Self {
         Self {
             name: "vpce-us-east-1",
             sans: strings(&[
                 "*.execute-api.us-east-1.amazonaws.com",
                 "*.execute-api.us-east-1.vpce.amazonaws.com",
+                PRIVATE_DOMAIN,
             ]),
-            serves: vec![(execute_api_host(PRIVATE_API_ID, REGION), PRIVATE_API_ID.into())],
+            serves: vec![
+                (execute_api_host(PRIVATE_API_ID, REGION), PRIVATE_API_ID.into()),
+                (PRIVATE_DOMAIN.into(), PRIVATE_DOMAIN.into()),
+            ],
             api_id_header_region: Some(REGION),
         }
     }
@@ -93,8 +98,12 @@ impl EndpointSpec {
             sans: strings(&[
                 "*.execute-api.us-west-2.amazonaws.com",
                 "*.execute-api.us-west-2.vpce.amazonaws.com",
+                WEST_PRIVATE_DOMAIN,
             ]),
-            serves: vec![(private, WEST_PRIVATE_API_ID.into())],
+            serves: vec![
+                (private, WEST_PRIVATE_API_ID.into()),
+                (WEST_PRIVATE_DOMAIN.into(), WEST_PRIVATE_DOMAIN.into()),
+            ],
             api_id_header_region: Some(WEST_REGION),
         }
     }

@@ -16,9 +16,15 @@ pub(crate) const SPLITWAY: &str = env!("CARGO_BIN_EXE_splitway");
 
 /// Runs `splitway ARGS…` to its exit, with an empty environment.
 pub(crate) async fn run(args: &[&str]) -> Output {
+    run_with_env(args, &[]).await
+}
+
+/// Runs `splitway ARGS…` to its exit, with only `env` in its environment.
+pub(crate) async fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let command = Command::new(SPLITWAY)
         .args(args)
         .env_clear()
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     within(HANG_SECS * 3, format!("`splitway {}` to exit", args.join(" ")), command)
@@ -41,11 +47,21 @@ impl Running {
     /// Writes `toml` to a temporary file, starts `splitway run --log-format json` on it and
     /// waits until it logs that it serves and is ready.
     pub(crate) async fn start(toml: &str) -> Running {
+        let mut running = Self::spawn(toml, &["run"], &[]);
+        running.wait_serving().await;
+        running
+    }
+
+    /// Writes `toml` to a temporary file and starts `splitway COMMAND… --config FILE
+    /// --log-format json` with only `env` in its environment; waits for nothing.
+    pub(crate) fn spawn(toml: &str, command: &[&str], env: &[(&str, &str)]) -> Running {
         super::config::assert_hermetic_toml(toml);
         let config = TempFile::new("splitway.toml", toml);
         let mut child = Command::new(SPLITWAY)
-            .args(["run", "--config", config.arg(), "--log-format", "json"])
+            .args(command)
+            .args(["--config", config.arg(), "--log-format", "json"])
             .env_clear()
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -60,23 +76,27 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        let mut running = Running {
+        Running {
             child,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: None,
             config,
             log,
-        };
-        let serving = running.next_log("splitway serving").await;
+        }
+    }
+
+    /// Waits until the process logs that it serves (taking its addresses) and is ready.
+    pub(crate) async fn wait_serving(&mut self) {
+        let serving = self.next_log("splitway serving").await;
         let addr = |key: &str| {
             serving[key]
                 .as_str()
+                .filter(|s| *s != "off")
                 .map(|s| s.parse().unwrap_or_else(|e| panic!("{key}: {e}")))
         };
-        running.listen = addr("listen").unwrap_or_else(|| panic!("no listen address in {serving}"));
-        running.admin = addr("admin");
-        running.next_log("\"ready\"").await;
-        running
+        self.listen = addr("listen").unwrap_or_else(|| panic!("no listen address in {serving}"));
+        self.admin = addr("admin");
+        self.next_log("\"ready\"").await;
     }
 
     /// The admin listener; panics when the config has none.

@@ -308,3 +308,30 @@ pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_else(|| panic!("admin GET {path}: the connection ended without a response"));
     (response.status, response.body)
 }
+
+/// Whether a real client the test needs is here. When it is not: under CI (`CI` set) the test
+/// fails, naming what to install; elsewhere it prints why and the caller skips
+/// ([`super::require`]).
+#[track_caller]
+pub(crate) fn client_or_skip(client: &str, present: bool, install: &str) -> bool {
+    let found = if present {
+        Ok(())
+    } else {
+        Err(format!("not installed (install {install}; see .ci/run)"))
+    };
+    super::require(client, found).is_some()
+}
+
+/// Whether `program ARGS…` runs and exits 0 (with only `PATH` and `HOME` in its environment).
+pub(crate) fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(
+            ["PATH", "HOME"]
+                .into_iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        )
+        .output()
+        .is_ok_and(|out| out.status.success())
+}

@@ -12,6 +12,7 @@ pub(crate) mod config;
 pub(crate) mod dns;
 pub(crate) mod dns_tls;
 pub(crate) mod echo_process;
+pub(crate) mod lambda;
 pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod net;

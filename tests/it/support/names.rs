@@ -32,6 +32,12 @@ pub(crate) const CDN_TARGET: &str = "d111111abcdef8.cloudfront-example.net";
 pub(crate) const LOOP_DOMAIN: &str = "loop.partner-example.com";
 pub(crate) const LOOP_DOMAIN_2: &str = "loop2.partner-example.com";
 
+/// Private custom domain names (2024) of a private API in us-east-1 and in us-west-2: served
+/// by the VPC endpoint when SNI and `Host` are the name; no resolver anywhere knows them (a
+/// consumer VPC would need a private hosted zone).
+pub(crate) const PRIVATE_DOMAIN: &str = "api.private-example.test";
+pub(crate) const WEST_PRIVATE_DOMAIN: &str = "orders.private-example.test";
+
 /// The us-east-1 VPC endpoint's regional and zonal DNS names.
 pub(crate) const VPCE: &str = "vpce-0123456789abcdef0-abcd1234.execute-api.us-east-1.vpce.amazonaws.com";
 pub(crate) const VPCE_ZONAL: &str =

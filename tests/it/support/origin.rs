@@ -30,7 +30,14 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) async fn start(ip: IpAddr) -> Recorder {
-        let listener = TcpListener::bind((ip, 0)).await.expect("bind the recorder");
+        Self::start_at(SocketAddr::new(ip, 0)).await
+    }
+
+    /// A recorder on a given address and port (a port a proxy would be asked for).
+    pub(crate) async fn start_at(addr: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind the recorder on {addr}: {e}"));
         let addr = listener.local_addr().expect("recorder address");
         let (tx, seen) = watch::channel(Seen::default());
         let tx = Arc::new(tx);
@@ -53,6 +60,11 @@ impl Recorder {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What it has seen so far.
+    pub(crate) fn seen(&self) -> Seen {
+        *self.seen.borrow()
     }
 
     /// Waits until `closed` connections have ended, then returns what was seen.
@@ -94,6 +106,31 @@ pub(crate) async fn keep_alive_origin(ip: IpAddr) -> SocketAddr {
                         return;
                     }
                 }
+            });
+        }
+    });
+    addr
+}
+
+/// A plain-HTTP origin that answers each connection's first request with its head, byte for
+/// byte, as the body: what a proxy forwarded, header by header.
+pub(crate) async fn echo_head_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = s.read_u8().await else { return };
+                    head.push(b);
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.write_all(&head).await;
             });
         }
     });

@@ -90,3 +90,17 @@ pub(crate) fn client_config(ca: &CertificateDer<'_>) -> ClientConfig {
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// The first flight a real TLS client sends for `sni` (rustls' ClientHello, whole).
+pub(crate) fn client_hello(sni: &str) -> Vec<u8> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).expect("a DNS name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("a client connection");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("the ClientHello");
+    hello
+}

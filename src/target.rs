@@ -222,5 +222,23 @@ fn quote(s: &str) -> String {
     format!("{}...", s.get(..end).unwrap_or_default())
 }
 
+/// The IPv4 address an IPv6 address stands for, in the forms that route to IPv4:
+/// IPv4-mapped `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2), IPv4-compatible `::a.b.c.d` (deprecated,
+/// §2.5.5.1; `::` and `::1` are excluded, they are IPv6's own), NAT64 `64:ff9b::a.b.c.d`
+/// (RFC 6052 §2.1) and 6to4 `2002:AABB:CCDD::/48` (RFC 3056 §2).
+pub(crate) fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        [0, 0, 0, 0, 0, 0, _, _] if !v6.is_unspecified() && !v6.is_loopback() => Some(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests;
