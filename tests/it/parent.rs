@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::config::ConfigBuilder;
 use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_sections};
-use crate::support::squid::{Squid, squid_available};
+use crate::support::squid::Squid;
 use crate::support::*;
 
 pub(crate) const GUARD: Duration = Duration::from_secs(30);
@@ -76,13 +76,8 @@ pub(crate) fn authority(host: &str) -> String {
 
 #[tokio::test]
 async fn squid_carries_public_routes_asked_for_the_resolved_address() {
-    if !squid_available() {
-        eprintln!("skipped: no squid");
-        return;
-    }
     let net = aws_net();
-    let Some(squid) = Squid::start(net, ip(1), ip(101), None).await else {
-        eprintln!("skipped: squid's resolver needs port 53 (root)");
+    let Some(squid) = require("squid", Squid::start(net, ip(1), ip(101), None).await) else {
         return;
     };
     let proxy = TestProxy::start(&preset_via(net, &format!("\"http://{}\"", squid.addr), "")).await;
@@ -128,13 +123,8 @@ async fn squid_carries_public_routes_asked_for_the_resolved_address() {
 
 #[tokio::test]
 async fn squid_asked_for_the_name_lands_on_the_vpc_endpoint() {
-    if !squid_available() {
-        eprintln!("skipped: no squid");
-        return;
-    }
     let net = aws_net();
-    let Some(squid) = Squid::start(net, ip(2), ip(102), None).await else {
-        eprintln!("skipped: squid's resolver needs port 53 (root)");
+    let Some(squid) = require("squid", Squid::start(net, ip(2), ip(102), None).await) else {
         return;
     };
     let toml = preset_via(
@@ -168,14 +158,12 @@ async fn squid_asked_for_the_name_lands_on_the_vpc_endpoint() {
 
 #[tokio::test]
 async fn squid_wants_credentials_407_names_the_parent_then_200_with_them() {
-    if !squid_available() {
-        eprintln!("skipped: no squid");
-        return;
-    }
     let net = aws_net();
     let password = "s3cret-Parent-pw";
-    let Some(squid) = Squid::start(net, ip(3), ip(103), Some(("alice", password))).await else {
-        eprintln!("skipped: squid's resolver needs port 53 (root)");
+    let Some(squid) = require(
+        "squid",
+        Squid::start(net, ip(3), ip(103), Some(("alice", password))).await,
+    ) else {
         return;
     };
     let proxy = TestProxy::start(&route_via(net, &format!("\"http://{}\"", squid.addr), "", "5s")).await;

@@ -31,6 +31,7 @@ impl TestProxy {
     /// `start` with limits the config file does not set (e.g. a short header timeout).
     pub(crate) async fn start_with(toml: &str, limits: Limits) -> TestProxy {
         let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+        super::config::assert_hermetic(&config);
         let proxy = within(HANG_SECS, "the proxy to bind", Proxy::bind_with(config, limits))
             .await
             .expect("proxy binds");
