@@ -74,7 +74,7 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
     let mut resp = if let Err(e) = authorized {
         refuse(&ctx, exchange, method.as_str(), e.into())
     } else if method == Method::CONNECT {
-        match connect(&ctx, exchange, req).await {
+        match tunnel_after_request(&ctx, exchange, req).await {
             Ok(resp) => resp,
             Err(refusal) => refuse(&ctx, exchange, method.as_str(), refusal),
         }
@@ -193,7 +193,11 @@ pub(crate) fn refuse(ctx: &ConnCtx, exchange: Exchange, method: &str, refusal: R
 /// A `CONNECT` on a kept-alive connection, after another request: hyper's upgrade hands the
 /// client back to the tunnel task. The first request of a connection, when it is a
 /// `CONNECT`, is [`serve_connect`]'s.
-async fn connect(ctx: &ConnCtx, exchange: Exchange, mut req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+async fn tunnel_after_request(
+    ctx: &ConnCtx,
+    exchange: Exchange,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
     let tunnel = open_tunnel(ctx, exchange, req.uri()).await?;
     let upgrade = hyper::upgrade::on(&mut req);
     // The tunnel outlives this request's future: it takes the connection's span along.
@@ -311,7 +315,7 @@ pub(crate) async fn serve_connect(
             let e = refused(ctx, exchange, "CONNECT", refusal);
             // RFC 9110 §9.3.6: after a refused CONNECT the client cannot tell its tunnel bytes
             // from a next request, so nothing it sent after the head is read as one.
-            answer(&mut client, &e, true).await;
+            write_refusal(&mut client, &e, true).await;
             Next::Closed
         }
     }
@@ -325,7 +329,7 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// or when the error itself ends it (a malformed request). Bounded, so a client that does not
 /// read cannot hold the connection. `true` when the connection stays open for what the client
 /// sends next.
-pub(crate) async fn answer(stream: &mut tokio::net::TcpStream, e: &ProxyError, close: bool) -> bool {
+pub(crate) async fn write_refusal(stream: &mut tokio::net::TcpStream, e: &ProxyError, close: bool) -> bool {
     use tokio::io::AsyncWriteExt;
     let resp = error_response(e);
     let close = close || resp.headers().get(header::CONNECTION).is_some_and(|v| v == "close");
@@ -373,7 +377,7 @@ pub async fn connect_for(
 ) {
     let route = rt.routes.lookup(&target.host).clone();
     if rt.config.proxy.mode == Mode::Report {
-        let result = report::connect(rt, &route, target).await;
+        let result = report::connect_and_compare(rt, &route, target).await;
         (rt.system_route.clone(), result)
     } else {
         let result = rt.connector.connect(&route, target).await;

@@ -220,7 +220,7 @@ fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::
             shared.tracker.spawn(contain(
                 async move {
                     let mut stream = stream;
-                    proxy::answer(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
+                    proxy::write_refusal(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
                 },
                 "refusal",
                 shared.metrics.clone(),
@@ -301,7 +301,7 @@ async fn first_request(mut stream: TcpStream, ctx: &ConnCtx, limits: Limits) -> 
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
             (Exchange::start(kind, ctx.client).refused("", &e, &detail)).finish(ctx.guard.metrics());
-            proxy::answer(&mut stream, &e, true).await;
+            proxy::write_refusal(&mut stream, &e, true).await;
             Next::Closed
         }
         head::First::Close => Next::Closed,

@@ -18,7 +18,11 @@ use crate::upstream::walk::Walk;
 
 /// Connects along the system path and, at the same time, works out what `route` would do;
 /// a difference is logged and counted under `route`'s name.
-pub(crate) async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
+pub(crate) async fn connect_and_compare(
+    rt: &Runtime,
+    route: &Route,
+    target: &Target,
+) -> Result<(TcpStream, Upstream), ProxyError> {
     let (actual, would) = tokio::join!(
         rt.connector.connect(&rt.system_route, target),
         would_connect(rt, route, target)

@@ -38,7 +38,7 @@ impl Connector {
                 self.resolve_and_connect(route, target, &resolver, &on_cname, &names, deadline)
                     .await
             }
-            Plan::Parent { via, ask } => super::parent::connect(self, route, target, &via, &ask, deadline).await,
+            Plan::Parent { via, ask } => super::parent::tunnel_through(self, route, target, &via, &ask, deadline).await,
         }
     }
 

@@ -35,7 +35,7 @@ const MAX_REPLY_HEADERS: usize = 64;
 /// Opens a tunnel to `target` through the route's parents, in order: the next one is tried
 /// when a parent refuses the TCP connection, is unreachable or does not answer in time;
 /// whatever a parent answers is final. Each parent gets its own `connect_timeout`.
-pub(super) async fn connect(
+pub(super) async fn tunnel_through(
     c: &Connector,
     route: &Route,
     target: &Target,
