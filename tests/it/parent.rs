@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::support::config::ConfigBuilder;
-use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_sections};
+use crate::support::config::{Aws, ConfigBuilder, strings};
+use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::squid::Squid;
 use crate::support::*;
 
@@ -17,21 +17,18 @@ pub(crate) fn ip(d: u8) -> IpAddr {
     IpAddr::from([127, 60, 0, d])
 }
 
-/// The `[aws]` preset with `public_via`, on the VPC resolver with Private DNS on.
-fn preset_via(net: &AwsNet, via: &str, extra: &str) -> String {
-    format!(
-        r#"{proxy}{resolvers}
-[aws]
-region = "{REGION}"
-vpc_endpoint = "{VPCE}"
-public_api_ids = ["{PUBLIC_API_ID}"]
-public_domains = ["{CUSTOM_DOMAIN}"]
-public_resolver = "public"
-public_via = {via}
-{extra}"#,
-        proxy = proxy_section(net),
-        resolvers = resolver_sections(net, PrivateDns::On),
-    )
+/// The `[aws]` preset with `public_via` (a raw TOML value) and `extra` `[aws]` keys, on the VPC
+/// resolver with Private DNS on.
+fn preset_via(net: &AwsNet, via: &str, extra: &[(&str, &str)]) -> String {
+    let mut aws = Aws::new(REGION, VPCE)
+        .key("public_api_ids", strings([PUBLIC_API_ID]))
+        .key("public_domains", strings([CUSTOM_DOMAIN]))
+        .str("public_resolver", "public")
+        .key("public_via", via);
+    for (key, raw) in extra {
+        aws = aws.key(key, *raw);
+    }
+    ConfigBuilder::with_resolvers(net, PrivateDns::On).aws(aws).build()
 }
 
 /// One route for the custom domain through `via` (TOML value), with extra route keys.
@@ -80,7 +77,7 @@ async fn squid_carries_public_routes_asked_for_the_resolved_address() {
     let Some(squid) = require("squid", Squid::start(net, ip(1), ip(101), None).await) else {
         return;
     };
-    let proxy = TestProxy::start(&preset_via(net, &format!("\"http://{}\"", squid.addr), "")).await;
+    let proxy = TestProxy::start(&preset_via(net, &format!("\"http://{}\"", squid.addr), &[])).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     for host in [CUSTOM_DOMAIN.to_owned(), execute_api_host(PUBLIC_API_ID, REGION)] {
         let served = get(&client, &host)
@@ -130,7 +127,7 @@ async fn squid_asked_for_the_name_lands_on_the_vpc_endpoint() {
     let toml = preset_via(
         net,
         &format!("\"http://{}\"", squid.addr),
-        "public_via_target = \"name\"\n",
+        &[("public_via_target", "\"name\"")],
     );
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));

@@ -67,6 +67,16 @@ impl TestProxy {
         assert_eq!(self.handle.tasks(), 0, "proxy tasks left running");
     }
 
+    /// Starts a proxy on `toml`, runs `exercise` against it, checks that nothing is left open
+    /// and stops it: a test is its exercise, composed from support, not a copy of this frame.
+    pub(crate) async fn exercise<T>(toml: &str, exercise: impl AsyncFnOnce(&TestProxy) -> T) -> T {
+        let proxy = TestProxy::start(toml).await;
+        let out = exercise(&proxy).await;
+        proxy.assert_no_leaks().await;
+        proxy.stop().await;
+        out
+    }
+
     /// Signals shutdown (as SIGTERM does) and waits until the proxy is draining.
     pub(crate) async fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
