@@ -96,16 +96,7 @@ impl<'a> Walk<'a> {
                 return self.deferred.pop_front();
             };
             let started = Instant::now();
-            let found = (self.connector)
-                .candidates(self.route, self.resolver, self.on_cname, host, *port, self.deadline)
-                .await;
-            if let Some(reached) = &mut self.reached {
-                reached.push(Reached {
-                    host: host.clone(),
-                    result: found.clone(),
-                });
-            }
-            let candidates = match found {
+            let candidates = match self.locate(host, *port).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.last = Some(e);
@@ -133,17 +124,23 @@ impl<'a> Walk<'a> {
 
     /// Resolves the names the walk has not reached, for [`Walk::reached`] only.
     pub(crate) async fn rest(&mut self) {
-        for (host, port) in self.names.by_ref() {
-            let found = (self.connector)
-                .candidates(self.route, self.resolver, self.on_cname, host, *port, self.deadline)
-                .await;
-            if let Some(reached) = &mut self.reached {
-                reached.push(Reached {
-                    host: host.clone(),
-                    result: found,
-                });
-            }
+        while let Some((host, port)) = self.names.next() {
+            let _ = self.locate(host, *port).await;
         }
+    }
+
+    /// One name located, and kept when recording.
+    async fn locate(&mut self, host: &Host, port: u16) -> Result<Candidates, ProxyError> {
+        let found = (self.connector)
+            .candidates(self.route, self.resolver, self.on_cname, host, port, self.deadline)
+            .await;
+        if let Some(reached) = &mut self.reached {
+            reached.push(Reached {
+                host: host.clone(),
+                result: found.clone(),
+            });
+        }
+        found
     }
 
     /// What every name reached resolved to, in order (when [`Walk::recording`]).
