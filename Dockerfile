@@ -38,7 +38,8 @@ RUN mkdir -p src \
     && rm -rf src
 
 COPY src/ src/
-# The same command as .ci/run, so CI proves this step (tests/it/deploy.rs checks they match).
+# .ci/run replays this stage outside Docker: this stage's COPY list into a clean directory, its
+# RUN lines verbatim (docs/testing.md says what that proves).
 RUN cargo build --release --locked --bin splitway
 
 # ---- iptables: the init container of transparent mode ----------------------------------------

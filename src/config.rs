@@ -25,7 +25,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use describe::describe;
-pub use error::ConfigError;
+pub use error::{ConfigError, chain};
 pub use resolver::{
     DEFAULT_CACHE_SIZE, DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_SERVE_STALE, Nameserver,
     ResolverSettings,

@@ -246,18 +246,8 @@ impl ProxyError {
     }
 }
 
-/// An error and its causes as one line, `outer: inner: …`: each `Display` says only its own
-/// level, so logs and bodies print the chain once.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+/// An error and its causes, each after a `: `.
+pub use crate::config::chain;
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ use crate::runtime::Runtime;
 use crate::target::{Host, Target};
 use crate::upstream::backoff::Backoff;
 use crate::upstream::plan::Plan;
+use crate::upstream::walk::Walk;
 
 /// One name looked up through one resolver.
 #[derive(Debug, Clone, Serialize)]
@@ -81,15 +82,15 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
             ..
         }) => {
             let deadline = Instant::now() + rt.config.proxy.connect_timeout;
-            // A name whose every address is in backoff is tried after the others.
-            let mut deferred = None;
-            for (host, port) in names {
-                let mut lookup = Lookup::new(host, resolver);
-                match rt
-                    .connector
-                    .candidates(&route, resolver, on_cname, host, *port, deadline)
-                    .await
-                {
+            // The walk a connection takes: the name it would use first, then the rest only to
+            // show what they resolve to.
+            let mut walk = Walk::new(&rt.connector, &route, resolver, on_cname, names, deadline).recording();
+            let first = walk.next().await;
+            walk.rest().await;
+            let backoffs = rt.connector.backoffs();
+            for reached in walk.reached() {
+                let mut lookup = Lookup::new(&reached.host, resolver);
+                match &reached.result {
                     Ok(c) => {
                         if let Some(d) = &c.detected {
                             lookup.resolver = d.resolver.to_string();
@@ -100,22 +101,15 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
                             c.answer.as_ref(),
                             &c.addrs.iter().map(SocketAddr::ip).collect::<Vec<_>>(),
                         );
-                        lookup.denied = c.denied;
-                        let backoffs = rt.connector.backoffs();
-                        let ordered = backoffs.order(&c.addrs);
+                        lookup.denied = c.denied.clone();
                         let now = backoffs.snapshot().into_iter();
                         out.backoffs.extend(now.filter(|b| c.addrs.contains(&b.address)));
-                        if c.addrs.iter().all(|a| backoffs.contains(*a)) {
-                            deferred = deferred.or(ordered.first().copied());
-                        } else {
-                            out.connect_to = out.connect_to.or(ordered.first().copied());
-                        }
                     }
                     Err(e) => lookup.error = Some(e.to_string()),
                 }
                 out.lookups.push(lookup);
             }
-            out.connect_to = out.connect_to.or(deferred);
+            out.connect_to = first.and_then(|f| backoffs.order(&f.candidates.addrs).first().copied());
             if out.connect_to.is_none() {
                 out.error = out.lookups.iter().rev().find_map(|l| l.error.clone());
             }

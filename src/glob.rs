@@ -15,6 +15,21 @@ struct Label {
     star: bool,
 }
 
+/// Why a name pattern is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("is empty; write a name such as `d-*.execute-api.us-east-1.amazonaws.com`")]
+    Empty,
+    #[error("`{0}` has an empty label")]
+    EmptyLabel(String),
+    #[error("`{0}`: a label holds at most one `*`")]
+    TwoStars(String),
+    #[error("`{pattern}` has a label that is not a DNS label: `{label}`")]
+    NotALabel { pattern: String, label: String },
+    #[error("`{0}` matches every name; name at least one label")]
+    Everything(String),
+}
+
 /// A parsed name pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameGlob {
@@ -24,18 +39,18 @@ pub struct NameGlob {
 
 impl NameGlob {
     /// Parses a pattern; the error says what is wrong with it.
-    pub fn parse(pattern: &str) -> Result<NameGlob, String> {
+    pub fn parse(pattern: &str) -> Result<NameGlob, GlobError> {
         let text = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
         if text.is_empty() {
-            return Err("is empty; write a name such as `d-*.execute-api.us-east-1.amazonaws.com`".into());
+            return Err(GlobError::Empty);
         }
         let labels = text
             .split('.')
             .map(|label| {
                 let valid = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 match label.split_once('*') {
-                    _ if label.is_empty() => Err(format!("`{pattern}` has an empty label")),
-                    Some((_, rest)) if rest.contains('*') => Err(format!("`{pattern}`: a label holds at most one `*`")),
+                    _ if label.is_empty() => Err(GlobError::EmptyLabel(pattern.to_owned())),
+                    Some((_, rest)) if rest.contains('*') => Err(GlobError::TwoStars(pattern.to_owned())),
                     Some((prefix, suffix)) if valid(prefix) && valid(suffix) => Ok(Label {
                         prefix: prefix.to_owned(),
                         suffix: suffix.to_owned(),
@@ -46,7 +61,10 @@ impl NameGlob {
                         suffix: String::new(),
                         star: false,
                     }),
-                    _ => Err(format!("`{pattern}` has a label that is not a DNS label: `{label}`")),
+                    _ => Err(GlobError::NotALabel {
+                        pattern: pattern.to_owned(),
+                        label: label.to_owned(),
+                    }),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -54,7 +72,7 @@ impl NameGlob {
             .iter()
             .all(|l| l.star && l.prefix.is_empty() && l.suffix.is_empty())
         {
-            return Err(format!("`{pattern}` matches every name; name at least one label"));
+            return Err(GlobError::Everything(pattern.to_owned()));
         }
         Ok(NameGlob { labels, text })
     }
@@ -142,7 +160,7 @@ mod tests {
         ];
         for (pattern, why) in cases {
             let err = NameGlob::parse(pattern).expect_err(pattern);
-            assert!(err.contains(why), "{pattern}: {err}");
+            assert!(err.to_string().contains(why), "{pattern}: {err}");
         }
         assert_eq!(
             NameGlob::parse("D-*.Example.COM.").expect("parses").to_string(),

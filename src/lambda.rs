@@ -226,14 +226,7 @@ async fn call(
 
 /// The message `splitway check` prints for `e`: each cause after a `: `.
 pub fn message(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    crate::config::chain(e)
 }
 
 /// Runs the extension: register, load `config` and bind, serve until `SHUTDOWN` (or `signal`),

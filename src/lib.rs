@@ -4,27 +4,25 @@
 //! (exact name > longest `*.suffix` > `*`), resolves through that route's named resolver, and
 //! opens a byte pipe. The application's TLS is never terminated.
 //!
-//! Module map (dependencies point one way, server → proxy → upstream):
-//! - [`config`]: the TOML schema, defaults and validation;
-//! - [`routes`]: the route table;
-//! - [`server`]: accept loop, connection limit, the PROXY protocol header at accept, drain
-//!   (`drain_delay`, then `drain_timeout`);
+//! Module map (floors top down, imports pointing one way; `tests/it/house.rs` holds it):
+//! - [`server`]: the one accept loop for the proxy and transparent listeners, the connection
+//!   limit, the PROXY protocol header at accept, the drain (`drain_delay`, then
+//!   `drain_timeout`); `transparent`: a redirected connection, routed by its SNI or `Host`;
+//! - [`proxy`]: the first CONNECT without hyper, the hyper service, the one tunnel, the one
+//!   forwarding path; `outcome`: the `Exchange` every request and tunnel ends
+//!   through, counted and logged in one place;
+//! - [`upstream`]: the plan carried out (`dial`), the one walk over a plan's names (`walk`),
+//!   the connector, named resolvers with caches, parent proxies;
 //! - [`policy`]: who a client is (PROXY source, peer, VPC endpoint, auth user) and which
 //!   `[[client]]` policy applies;
-//! - [`proxy`]: the hyper service, tunnels, SNI pinning, the byte pipe;
-//! - [`upstream`]: CONNECT targets, named resolvers with caches, the one connector (and the
-//!   CONNECT through parent proxies it makes for `via` routes);
-//! - [`error`]: `ProxyError` → status, `Proxy-Status`, metric label;
-//! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`, `/metrics`;
-//! - `transparent`: the `[transparent]` listener for iptables-redirected connections;
-//!   [`iptables`]: the capture rules `splitway iptables` prints, applies and removes;
-//! - [`lambda`]: `splitway lambda-extension`, the Lambda Extensions API client;
-//! - [`reload`]: SIGHUP and file-change reloads; [`runtime`]: what one config builds;
-//! - [`explain`]: the routing decision for one host, for `splitway explain`; [`probe`]: its
-//!   TLS probe (`--probe`); [`env`]: the client settings `splitway env` prints;
+//! - [`routes`]: the route table; [`config`]: the TOML schema, defaults and validation;
+//!   [`error`]: `ProxyError` → status, `Proxy-Status`, metric label;
+//! - [`target`], [`glob`]: the ground floor (targets, name patterns);
+//! - [`metrics`]: every metric name and label set; [`admin`]: `/healthz`, `/readyz`,
+//!   `/metrics`; [`ready`]: readiness; [`runtime`]: what one config builds;
+//! - [`iptables`], [`lambda`], [`reload`], [`explain`] and [`probe`], [`env`]: the commands;
 //! - `conn` (below server and proxy): the connection guard, panic containment, `ClientIo`;
-//!   `outcome`: how a request or tunnel ended, counted and logged in one place; `auth`: Basic
-//!   credentials.
+//!   `auth`: Basic credentials.
 //!
 //! Process-wide items (everything else belongs to a [`Proxy`]): the rustls crypto provider
 //! (ring, installed once by [`install_crypto_provider`]); the splice pipe pool (at most 64
@@ -37,9 +35,10 @@
 //! - a CONNECT gets `200` only after its upstream connection succeeded;
 //! - what a route does is decided in one place, [`upstream::plan`] (`Route::plan`);
 //! - a `ProxyError` becomes a response in one place ([`proxy::error_response`]), and a request
-//!   or tunnel becomes a metric and a log line in one place (`outcome::Ended::finish`);
+//!   or tunnel becomes a metric and a log line in one place (`outcome::Exchange`);
 //! - no global state: everything belongs to a [`Proxy`], so tests run many side by side;
-//! - a connection keeps the [`runtime::Runtime`] (routes, resolvers) it started with.
+//! - a request or tunnel keeps the [`runtime::Runtime`] (routes, resolvers) it started with;
+//!   a kept-alive connection takes the current one at its next request.
 
 pub mod admin;
 pub(crate) mod auth;
@@ -56,6 +55,7 @@ pub(crate) mod outcome;
 pub mod policy;
 pub mod probe;
 pub mod proxy;
+pub mod ready;
 pub mod reload;
 pub mod routes;
 pub mod runtime;

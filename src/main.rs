@@ -301,13 +301,13 @@ async fn explain(
                 Some(path) => Some(std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?),
                 None => None,
             };
-            let roots = splitway::probe::roots(pem.as_deref()).map_err(anyhow::Error::msg)?;
+            let roots = splitway::probe::roots(pem.as_deref())?;
             splitway::explain::explain_and_probe(&runtime, &target, &roots, splitway::explain::ProbeFrom::Cli).await
         }
     };
     if let Some(asked) = &asked {
         let said = splitway::policy::explain(&runtime.policies, asked, &e.route);
-        e.client = Some(said.map_err(anyhow::Error::msg)?);
+        e.client = Some(said?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);

@@ -69,19 +69,29 @@ pub enum Asked {
     Source(std::net::IpAddr),
 }
 
+/// `--client NAME` names no `[[client]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no [[client]] named `{name}`; the policies are: {known}")]
+pub struct UnknownClient {
+    pub name: String,
+    /// The config's policy names, or `none`.
+    pub known: String,
+}
+
 /// What `splitway explain --client/--source` says about `route`, or why it cannot.
-pub fn explain(policies: &Policies, asked: &Asked, route: &str) -> Result<String, String> {
+pub fn explain(policies: &Policies, asked: &Asked, route: &str) -> Result<String, UnknownClient> {
     let policy = match asked {
         Asked::Named(name) => policies.named(name).ok_or_else(|| {
             let names: Vec<&str> = policies.0.iter().map(|c| c.name.as_str()).collect();
-            format!(
-                "no [[client]] named `{name}`; the policies are: {}",
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            )
+            let known = if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            };
+            UnknownClient {
+                name: name.clone(),
+                known,
+            }
         })?,
         Asked::Source(ip) => match policies.for_client(&Identity::direct(SocketAddr::new(*ip, 0)), None) {
             Some(p) => p,

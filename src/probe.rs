@@ -35,15 +35,36 @@ pub struct Probe {
     pub error: Option<String>,
 }
 
+/// Why a probe could not say more (rustls' own words, its types kept in this file).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("--ca-file: {0}")]
+    CaFile(String),
+    #[error("trust roots: {0}")]
+    Roots(String),
+    #[error("TLS setup: {0}")]
+    Setup(String),
+    #[error("`{0}` is not a server name")]
+    Name(String),
+    #[error("TLS handshake failed")]
+    Handshake(#[source] std::io::Error),
+    #[error("sending the request")]
+    Send(#[source] std::io::Error),
+    #[error("reading the response")]
+    Read(#[source] std::io::Error),
+    #[error("no HTTP status line")]
+    NoStatus,
+}
+
 /// Trust roots for probes: the public web PKI plus any PEM certificates given.
-pub fn roots(extra_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
+pub fn roots(extra_pem: Option<&[u8]>) -> Result<RootCertStore, ProbeError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(pem) = extra_pem {
         for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("--ca-file: {e}"))?;
-            roots.add(cert).map_err(|e| format!("--ca-file: {e}"))?;
+            let cert = cert.map_err(|e| ProbeError::CaFile(e.to_string()))?;
+            roots.add(cert).map_err(|e| ProbeError::CaFile(e.to_string()))?;
         }
     }
     Ok(roots)
@@ -59,7 +80,7 @@ pub async fn probe(path: &str, stream: TcpStream, address: SocketAddr, host: &st
     let recorder = match Recorder::new(roots) {
         Ok(r) => Arc::new(r),
         Err(e) => {
-            out.error = Some(e);
+            out.error = Some(e.to_string());
             return out;
         }
     };
@@ -73,45 +94,45 @@ pub async fn probe(path: &str, stream: TcpStream, address: SocketAddr, host: &st
     }
     match result {
         Ok(Ok(status)) => out.http_status = Some(status),
-        Ok(Err(e)) => out.error = Some(out.error.take().map_or(e.clone(), |t| format!("{t}; {e}"))),
+        Ok(Err(e)) => {
+            let e = crate::error::chain(&e);
+            out.error = Some(out.error.take().map_or(e.clone(), |t| format!("{t}; {e}")));
+        }
         Err(_) => out.error = Some(format!("no answer within {PROBE_TIMEOUT:?}")),
     }
     out
 }
 
-async fn handshake_and_get(stream: TcpStream, host: &str, recorder: Arc<Recorder>) -> Result<u16, String> {
+async fn handshake_and_get(stream: TcpStream, host: &str, recorder: Arc<Recorder>) -> Result<u16, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ProbeError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(recorder)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| ProbeError::Name(host.to_owned()))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut tls = connector
-        .connect(name, stream)
-        .await
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let mut tls = connector.connect(name, stream).await.map_err(ProbeError::Handshake)?;
     let request =
         format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: splitway-explain\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    tls.flush().await.map_err(|e| e.to_string())?;
+    tls.write_all(request.as_bytes()).await.map_err(ProbeError::Send)?;
+    tls.flush().await.map_err(ProbeError::Send)?;
     let mut head = Vec::with_capacity(256);
     while !head.contains(&b'\n') && head.len() < 4096 {
         let mut buf = [0u8; 256];
         match tls.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("reading the response: {e}")),
+            Err(e) => return Err(ProbeError::Read(e)),
         }
     }
     let line = String::from_utf8_lossy(&head);
     line.split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "no HTTP status line".to_owned())
+        .ok_or(ProbeError::NoStatus)
 }
 
 fn describe_certificate(der: &CertificateDer<'_>, host: &str, out: &mut Probe) {
@@ -149,15 +170,15 @@ pub fn name_matches(pattern: &str, host: &str) -> bool {
 #[derive(Debug)]
 struct Recorder {
     inner: Arc<WebPkiServerVerifier>,
-    seen: Mutex<Option<(CertificateDer<'static>, Result<(), String>)>>,
+    seen: Mutex<Option<(CertificateDer<'static>, Result<(), rustls::Error>)>>,
 }
 
 impl Recorder {
-    fn new(roots: &RootCertStore) -> Result<Self, String> {
+    fn new(roots: &RootCertStore) -> Result<Self, ProbeError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots.clone()), provider)
             .build()
-            .map_err(|e| format!("trust roots: {e}"))?;
+            .map_err(|e| ProbeError::Roots(e.to_string()))?;
         Ok(Self {
             inner,
             seen: Mutex::new(None),
@@ -177,8 +198,7 @@ impl ServerCertVerifier for Recorder {
         let verdict = self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+            .map(|_| ());
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some((end_entity.clone().into_owned(), verdict));
         Ok(ServerCertVerified::assertion())
     }

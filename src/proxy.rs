@@ -30,7 +30,7 @@ use crate::runtime::{Current, Runtime};
 use crate::target::Target;
 use tracing::Instrument;
 
-pub(crate) use answer::answer;
+pub(crate) use answer::write_refusal;
 pub use answer::{error_body, error_response};
 
 /// Response body type of the proxy service.
@@ -79,7 +79,7 @@ pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body
     let mut resp = if let Err(e) = authorized {
         refuse(&ctx, exchange, method.as_str(), e.into())
     } else if method == Method::CONNECT {
-        match connect(&ctx, exchange.clone(), req).await {
+        match tunnel_after_request(&ctx, exchange.clone(), req).await {
             Ok(resp) => resp,
             Err(refusal) => refuse(&ctx, exchange, method.as_str(), refusal),
         }
@@ -219,7 +219,11 @@ pub(crate) fn refuse(ctx: &ConnCtx, exchange: Exchange, method: &str, refusal: R
 /// A `CONNECT` on a kept-alive connection, after another request: hyper's upgrade hands the
 /// client back to the tunnel task. The first request of a connection, when it is a
 /// `CONNECT`, is [`serve_connect`]'s.
-async fn connect(ctx: &ConnCtx, exchange: Exchange, mut req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+async fn tunnel_after_request(
+    ctx: &ConnCtx,
+    exchange: Exchange,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
     let tunnel = open_tunnel(ctx, exchange, req.uri()).await?;
     let upgrade = hyper::upgrade::on(&mut req);
     // The tunnel outlives this request's future: it takes the connection's span along.
@@ -338,7 +342,7 @@ pub(crate) async fn serve_connect(
             let e = refused(ctx, exchange, "CONNECT", refusal);
             // RFC 9110 §9.3.6: after a refused CONNECT the client cannot tell its tunnel bytes
             // from a next request, so nothing it sent after the head is read as one.
-            answer(&mut client, &e, true).await;
+            write_refusal(&mut client, &e, true).await;
             Next::Closed
         }
     }
@@ -361,7 +365,7 @@ pub(crate) async fn connect_for(
         return (route, Err(e));
     }
     if rt.config.proxy.mode == Mode::Report {
-        let result = report::connect(rt, &route, target).await;
+        let result = report::connect_and_compare(rt, &route, target).await;
         (rt.system_route.clone(), result)
     } else {
         let result = rt.connector.connect(&route, target).await;

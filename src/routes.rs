@@ -181,7 +181,7 @@ impl RouteTable {
     /// The route for an IP literal. An IPv6 literal that stands for an IPv4 address (mapped
     /// `[::ffff:10.0.0.1]`, compatible, NAT64 `[64:ff9b::a00:1]`, 6to4) and that no IPv6
     /// pattern claims routes as that IPv4 address, so IPv4 routes cannot be sidestepped; the
-    /// deny list reads the same forms with the same function ([`embedded_ipv4`]).
+    /// deny list reads the same forms with the same function (`target::embedded_ipv4`).
     pub fn lookup_ip(&self, ip: IpAddr) -> &Arc<Route> {
         let route = self.lookup_ip_as_written(ip);
         match ip {

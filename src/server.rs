@@ -18,13 +18,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::Readiness;
 use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::outcome::Exchange;
 use crate::policy::Identity;
 use crate::proxy::{self, ConnCtx, Next};
+use crate::ready::Readiness;
 use crate::runtime::{Current, Runtime};
 use crate::transparent;
 use tracing::Instrument;
@@ -238,7 +238,7 @@ fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::
             shared.tracker.spawn(contain(
                 async move {
                     let mut stream = stream;
-                    proxy::answer(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
+                    proxy::write_refusal(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
                 },
                 "refusal",
                 shared.metrics.clone(),
@@ -326,7 +326,7 @@ async fn first_request(mut stream: TcpStream, ctx: &mut ConnCtx, limits: Limits,
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
             (Exchange::start(kind, ctx.who.clone()).refused("", &e, &detail)).finish(ctx.guard.metrics());
-            proxy::answer(&mut stream, &e, true).await;
+            proxy::write_refusal(&mut stream, &e, true).await;
             Next::Closed
         }
         head::First::Close => Next::Closed,

@@ -89,7 +89,7 @@ fn read(tc: &TableCtx<'_>) -> Result<Preset, ConfigError> {
     let endpoint: String = tc
         .field("vpc_endpoint")?
         .ok_or_else(|| tc.err("vpc_endpoint", "missing: the endpoint's DNS name"))?;
-    check_endpoint(&endpoint, &region).map_err(|m| tc.err("vpc_endpoint", m))?;
+    check_endpoint(&endpoint, &region).map_err(|e| tc.bad("vpc_endpoint", &e))?;
     let zone: Option<String> = tc.field("availability_zone")?;
     if let Some(z) = zone
         .as_ref()
@@ -129,7 +129,7 @@ fn route(
         .map(|h| {
             super::route::parse_pattern(h)
                 .map(|pattern| (pattern, p.line))
-                .map_err(|m| tc.err(key, m))
+                .map_err(|e| tc.bad(key, &e))
         })
         .collect::<Result<_, _>>()?;
     Ok(RouteSpec {
@@ -223,7 +223,7 @@ fn detect_route(tc: &TableCtx<'_>, p: &Preset, notes: &mut Vec<String>) -> Resul
             })
         })
         .collect::<Result<_, _>>()
-        .map_err(|m| tc.err("detect_custom_domains", m))?;
+        .map_err(|e| tc.bad("detect_custom_domains", &e))?;
     r.on_cname_line = Some(p.line);
     Ok(Some(r))
 }
@@ -240,7 +240,7 @@ fn private_routes(tc: &TableCtx<'_>, p: &Preset) -> Result<Vec<RouteSpec>, Confi
     names.push(p.endpoint.clone());
     let mut routes = endpoint_routes(tc, p, "", &p.region, &names, &p.private_domains)?;
     for peer in &p.peers {
-        check_endpoint(&peer.vpc_endpoint, &peer.region).map_err(|m| tc.err("peered", m))?;
+        check_endpoint(&peer.vpc_endpoint, &peer.region).map_err(|e| tc.bad("peered", &e))?;
         let suffix = format!("-{}", peer.region);
         let names = [peer.vpc_endpoint.clone()];
         routes.extend(endpoint_routes(
@@ -322,16 +322,27 @@ fn zonal_name(endpoint: &str, zone: &str) -> String {
     }
 }
 
-fn check_endpoint(endpoint: &str, region: &str) -> Result<(), String> {
+/// A `vpc_endpoint` that is not an execute-api endpoint name of its region.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{endpoint}` is not an execute-api VPC endpoint name of {region}; copy the endpoint's regional DNS name, \
+     `vpce-<id>-<suffix>.execute-api.{region}.vpce.amazonaws.com`"
+)]
+struct NotAnEndpoint {
+    endpoint: String,
+    region: String,
+}
+
+fn check_endpoint(endpoint: &str, region: &str) -> Result<(), NotAnEndpoint> {
     let suffix = format!(".execute-api.{region}.vpce.amazonaws.com");
     let ok = endpoint.starts_with("vpce-") && endpoint.to_ascii_lowercase().ends_with(&suffix);
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{endpoint}` is not an execute-api VPC endpoint name of {region}; copy the endpoint's regional DNS name, \
-             `vpce-<id>-<suffix>{suffix}`"
-        ))
+        Err(NotAnEndpoint {
+            endpoint: endpoint.to_owned(),
+            region: region.to_owned(),
+        })
     }
 }
 

@@ -141,6 +141,11 @@ pub(super) struct TableCtx<'a> {
 }
 
 impl TableCtx<'_> {
+    /// `e` at `key`, its causes after it.
+    pub(super) fn bad(&self, key: &str, e: &(dyn std::error::Error + 'static)) -> ConfigError {
+        self.err(key, chain(e))
+    }
+
     pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let line = self.ctx.key_line(&self.table.span(), key);
         self.ctx
@@ -163,4 +168,17 @@ impl TableCtx<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// An error and its causes, each after a `: ` (how every error a user sees is printed once:
+/// `Display` says only its own level).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

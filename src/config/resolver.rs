@@ -114,7 +114,7 @@ pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> 
         Some(list) if list.is_empty() => return Err(tc.err("nameservers", "must list at least one server")),
         Some(list) => Some(
             list.iter()
-                .map(|s| parse_nameserver(s).map_err(|m| tc.err("nameservers", m)))
+                .map(|s| parse_nameserver(s).map_err(|e| tc.bad("nameservers", &e)))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         None if system => None,
@@ -160,14 +160,46 @@ pub(super) fn parse(ctx: &Ctx<'_>, name: &str, table: &Spanned<toml::Table>) -> 
     Ok(settings)
 }
 
+/// A `nameservers` entry that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("`{value}` {why}; write IP[:PORT], udp://, tcp://, tls://IP#NAME or https://IP/PATH#NAME")]
+pub(super) struct NameserverError {
+    value: String,
+    why: NameserverFault,
+}
+
+/// What is wrong with a `nameservers` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NameserverFault {
+    EmptyName,
+    Scheme,
+    NotAnAddress,
+    Path,
+    TlsName,
+}
+
+impl std::fmt::Display for NameserverFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::EmptyName => "has an empty #NAME",
+            Self::Scheme => "has an unknown scheme",
+            Self::NotAnAddress => "is not an IP address",
+            Self::Path => "has a path, which only https:// takes",
+            Self::TlsName => "needs #NAME exactly when it is tls:// or https://",
+        })
+    }
+}
+
 /// Parses one `nameservers` entry.
-pub(super) fn parse_nameserver(s: &str) -> Result<Nameserver, String> {
-    let bad =
-        |why: &str| format!("`{s}` {why}; write IP[:PORT], udp://, tcp://, tls://IP#NAME or https://IP/PATH#NAME");
+pub(super) fn parse_nameserver(s: &str) -> Result<Nameserver, NameserverError> {
+    let bad = |why: NameserverFault| NameserverError {
+        value: s.to_owned(),
+        why,
+    };
     let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
     let (rest, tls_name) = match rest.split_once('#') {
         Some((r, n)) if !n.is_empty() => (r, Some(n.to_owned())),
-        Some(_) => return Err(bad("has an empty #NAME")),
+        Some(_) => return Err(bad(NameserverFault::EmptyName)),
         None => (rest, None),
     };
     let (authority, path) = match rest.find('/') {
@@ -178,14 +210,14 @@ pub(super) fn parse_nameserver(s: &str) -> Result<Nameserver, String> {
         "" | "udp" | "tcp" => 53,
         "tls" => 853,
         "https" => 443,
-        _ => return Err(bad("has an unknown scheme")),
+        _ => return Err(bad(NameserverFault::Scheme)),
     };
-    let addr = parse_socket(authority, default_port).ok_or_else(|| bad("is not an IP address"))?;
+    let addr = parse_socket(authority, default_port).ok_or_else(|| bad(NameserverFault::NotAnAddress))?;
     if path.is_some() && scheme != "https" {
-        return Err(bad("has a path, which only https:// takes"));
+        return Err(bad(NameserverFault::Path));
     }
     if tls_name.is_some() != matches!(scheme, "tls" | "https") {
-        return Err(bad("needs #NAME exactly when it is tls:// or https://"));
+        return Err(bad(NameserverFault::TlsName));
     }
     Ok(match (scheme, tls_name) {
         ("", _) => Nameserver::UdpTcp(addr),

@@ -190,7 +190,7 @@ pub(super) fn parse(ctx: &Ctx<'_>, index: usize, table: &Spanned<toml::Table>) -
     let line = ctx.key_line(&table.span(), "hosts");
     let patterns = hosts
         .iter()
-        .map(|h| parse_pattern(h).map(|p| (p, line)).map_err(|m| rc.err("hosts", m)))
+        .map(|h| parse_pattern(h).map(|p| (p, line)).map_err(|e| rc.bad("hosts", &e)))
         .collect::<Result<Vec<_>, _>>()?;
     let action = parse_action(&rc)?;
     let resolver: Option<String> = rc.field("resolver")?;
@@ -231,7 +231,7 @@ fn parse_on_cname(rc: &TableCtx<'_>, action: &Action) -> Result<Vec<CnameRule>, 
     }
     raw.into_iter()
         .map(|r| {
-            let pattern = NameGlob::parse(&r.pattern).map_err(|m| rc.err("on_cname", format!("match {m}")))?;
+            let pattern = NameGlob::parse(&r.pattern).map_err(|e| rc.err("on_cname", format!("match {e}")))?;
             Ok(CnameRule {
                 pattern,
                 resolver: r.resolver,
@@ -259,7 +259,7 @@ fn parse_action(rc: &TableCtx<'_>) -> Result<Action, ConfigError> {
         if list.is_empty() {
             return Err(rc.err("addresses", "must list at least one address"));
         }
-        let specs = list.iter().map(|a| parse_addr(a).map_err(|m| rc.err("addresses", m)));
+        let specs = list.iter().map(|a| parse_addr(a).map_err(|e| rc.bad("addresses", &e)));
         return specs.collect::<Result<_, _>>().map(Action::Addresses);
     }
     if let Some(connect) = connect {
@@ -270,14 +270,33 @@ fn parse_action(rc: &TableCtx<'_>) -> Result<Action, ConfigError> {
         if list.is_empty() {
             return Err(rc.err("connect", "must name at least one host"));
         }
-        let names = list.iter().map(|c| parse_connect(c).map_err(|m| rc.err("connect", m)));
+        let names = list.iter().map(|c| parse_connect(c).map_err(|e| rc.bad("connect", &e)));
         return names.collect::<Result<_, _>>().map(Action::Connect);
     }
     Ok(Action::Resolve)
 }
 
+/// Why a `hosts`, `addresses` or `connect` entry is not one.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ValueError {
+    #[error("`{0}` is not a valid wildcard; write `*.example.com`")]
+    Wildcard(String),
+    #[error("`{0}` is not a valid CIDR block such as 10.0.0.0/8")]
+    Cidr(String),
+    #[error("`{0}` is not a host name, `*.suffix`, `*`, IP address or CIDR block")]
+    Pattern(String),
+    #[error("`{0}` is not an IP address or IP:PORT (IPv6 as [::1]:443)")]
+    Address(String),
+    #[error("`{value}` is not NAME or NAME:PORT")]
+    ConnectName {
+        value: String,
+        #[source]
+        source: crate::target::TargetError,
+    },
+}
+
 /// Parses one `hosts` entry.
-pub(super) fn parse_pattern(s: &str) -> Result<Pattern, String> {
+pub(super) fn parse_pattern(s: &str) -> Result<Pattern, ValueError> {
     let s = s.trim();
     if s == "*" {
         return Ok(Pattern::CatchAll);
@@ -287,14 +306,14 @@ pub(super) fn parse_pattern(s: &str) -> Result<Pattern, String> {
             Ok(Target {
                 host: Host::Name(n), ..
             }) if !suffix.contains(':') => Ok(Pattern::Wildcard(n)),
-            _ => Err(format!("`{s}` is not a valid wildcard; write `*.example.com`")),
+            _ => Err(ValueError::Wildcard(s.to_owned())),
         };
     }
     if s.contains('/') {
         return s
             .parse::<IpNet>()
             .map(|n| Pattern::Cidr(n.trunc()))
-            .map_err(|_| format!("`{s}` is not a valid CIDR block such as 10.0.0.0/8"));
+            .map_err(|_| ValueError::Cidr(s.to_owned()));
     }
     if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
         return Ok(Pattern::Ip(ip));
@@ -303,13 +322,11 @@ pub(super) fn parse_pattern(s: &str) -> Result<Pattern, String> {
         Ok(Target {
             host: Host::Name(n), ..
         }) if !s.contains(':') => Ok(Pattern::Exact(n)),
-        _ => Err(format!(
-            "`{s}` is not a host name, `*.suffix`, `*`, IP address or CIDR block"
-        )),
+        _ => Err(ValueError::Pattern(s.to_owned())),
     }
 }
 
-fn parse_addr(s: &str) -> Result<AddrSpec, String> {
+fn parse_addr(s: &str) -> Result<AddrSpec, ValueError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(AddrSpec { ip, port: None });
     }
@@ -318,11 +335,11 @@ fn parse_addr(s: &str) -> Result<AddrSpec, String> {
             ip: sa.ip(),
             port: Some(sa.port()),
         }),
-        _ => Err(format!("`{s}` is not an IP address or IP:PORT (IPv6 as [::1]:443)")),
+        _ => Err(ValueError::Address(s.to_owned())),
     }
 }
 
-fn parse_connect(s: &str) -> Result<ConnectName, String> {
+fn parse_connect(s: &str) -> Result<ConnectName, ValueError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(ConnectName {
             host: Host::Ip(ip),
@@ -342,5 +359,8 @@ fn parse_connect(s: &str) -> Result<ConnectName, String> {
             host: t.host,
             port: has_port.then_some(t.port),
         })
-        .map_err(|e| format!("`{s}` is not NAME or NAME:PORT: {e}"))
+        .map_err(|source| ValueError::ConnectName {
+            value: s.to_owned(),
+            source,
+        })
 }

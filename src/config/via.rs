@@ -166,7 +166,7 @@ fn parse_parents(tc: &TableCtx<'_>, keys: &Keys, list: OneOrMany) -> Result<Vec<
     }
     let parents = list
         .iter()
-        .map(|s| parse_parent(s).map_err(|m| tc.err(&keys.via, m)))
+        .map(|s| parse_parent(s).map_err(|e| tc.bad(&keys.via, &e)))
         .collect::<Result<Vec<_>, _>>()?;
     let users: Vec<&str> = parents.iter().filter_map(|p| p.user.as_deref()).collect();
     if users.iter().any(|u| *u != users[0]) || (!users.is_empty() && users.len() != parents.len()) {
@@ -198,7 +198,7 @@ fn password(
                 format!("environment variable `{var}` is not set (or not UTF-8)"),
             )
         })?),
-        (None, Some(path)) => Some(read_password_file(&path).map_err(|m| tc.err(file_key, m))?),
+        (None, Some(path)) => Some(read_password_file(&path).map_err(|e| tc.bad(file_key, &e))?),
         (None, None) => None,
     };
     match (&password, has_user) {
@@ -217,34 +217,62 @@ fn password(
     }
 }
 
-fn read_password_file(path: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+/// A `via_password_file` that gives no password.
+#[derive(Debug, thiserror::Error)]
+enum PasswordFileError {
+    #[error("cannot read `{path}`")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{0}` is empty")]
+    Empty(String),
+}
+
+fn read_password_file(path: &str) -> Result<String, PasswordFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PasswordFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let password = text.strip_suffix('\n').unwrap_or(&text);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
-        return Err(format!("`{path}` is empty"));
+        return Err(PasswordFileError::Empty(path.to_owned()));
     }
     Ok(password.to_owned())
 }
 
-pub(super) fn parse_parent(s: &str) -> Result<Parent, String> {
+/// A `via` URL that is not a parent proxy's; the URL shown with any password starred out.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ParentUrlError {
+    #[error("`{0}` is not http://[user@]host:port (only http:// parents)")]
+    Scheme(String),
+    #[error("`{0}`: a password never goes in the file; use via_password_env or via_password_file")]
+    Password(String),
+    #[error("`{0}` has an empty or invalid user")]
+    User(String),
+    #[error("`{url}` is not http://[user@]host:port")]
+    Authority {
+        url: String,
+        #[source]
+        source: crate::target::TargetError,
+    },
+}
+
+pub(super) fn parse_parent(s: &str) -> Result<Parent, ParentUrlError> {
     let rest = s
         .strip_prefix("http://")
-        .ok_or_else(|| format!("`{}` is not http://[user@]host:port (only http:// parents)", redact(s)))?;
+        .ok_or_else(|| ParentUrlError::Scheme(redact(s)))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (user, authority) = match rest.rsplit_once('@') {
-        Some((u, _)) if u.contains(':') => {
-            return Err(format!(
-                "`{}`: a password never goes in the file; use via_password_env or via_password_file",
-                redact(s)
-            ));
-        }
+        Some((u, _)) if u.contains(':') => return Err(ParentUrlError::Password(redact(s))),
         Some((u, a)) if !u.is_empty() && !u.chars().any(char::is_control) => (Some(u.to_owned()), a),
-        Some(_) => return Err(format!("`{}` has an empty or invalid user", redact(s))),
+        Some(_) => return Err(ParentUrlError::User(redact(s))),
         None => (None, rest),
     };
-    let t = Target::parse_authority(authority)
-        .map_err(|e| format!("`{}` is not http://[user@]host:port: {e}", redact(s)))?;
+    let t =
+        Target::parse_authority(authority).map_err(|source| ParentUrlError::Authority { url: redact(s), source })?;
     Ok(Parent {
         host: t.host,
         port: t.port,
@@ -281,10 +309,14 @@ mod tests {
         assert_eq!(p.to_string(), "http://alice:***@egress.corp.example:3128");
         let p = parse_parent("http://10.0.0.5:3128/").expect("parent");
         assert_eq!(p.host, Host::Ip("10.0.0.5".parse().unwrap()));
-        let e = parse_parent("http://alice:hunter2@proxy:3128").unwrap_err();
+        let e = parse_parent("http://alice:hunter2@proxy:3128").unwrap_err().to_string();
         assert!(!e.contains("hunter2") && e.contains("via_password_env"), "{e}");
         assert!(parse_parent("https://proxy:3128").is_err());
-        assert!(parse_parent("http://proxy").unwrap_err().contains("port"));
+        let e = parse_parent("http://proxy").unwrap_err();
+        let cause = std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(cause.contains("port"), "{e}: {cause}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// or when the error itself ends it (a malformed request). Bounded, so a client that does not
 /// read cannot hold the connection. `true` when the connection stays open for what the client
 /// sends next.
-pub(crate) async fn answer(stream: &mut tokio::net::TcpStream, e: &ProxyError, close: bool) -> bool {
+pub(crate) async fn write_refusal(stream: &mut tokio::net::TcpStream, e: &ProxyError, close: bool) -> bool {
     use tokio::io::AsyncWriteExt;
     let resp = error_response(e);
     let close = close || resp.headers().get(header::CONNECTION).is_some_and(|v| v == "close");

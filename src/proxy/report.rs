@@ -14,10 +14,15 @@ use crate::runtime::Runtime;
 use crate::target::Target;
 use crate::upstream::connect::Upstream;
 use crate::upstream::plan::Plan;
+use crate::upstream::walk::Walk;
 
 /// Connects along the system path and, at the same time, works out what `route` would do;
 /// a difference is logged and counted under `route`'s name.
-pub(crate) async fn connect(rt: &Runtime, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
+pub(crate) async fn connect_and_compare(
+    rt: &Runtime,
+    route: &Route,
+    target: &Target,
+) -> Result<(TcpStream, Upstream), ProxyError> {
     let (actual, would) = tokio::join!(
         rt.connector.connect(&rt.system_route, target),
         would_connect(rt, route, target)
@@ -83,16 +88,9 @@ async fn would_connect(rt: &Runtime, route: &Route, target: &Target) -> Would {
             ..
         }) => (resolver, names, on_cname),
     };
-    let mut last = String::new();
-    for (host, port) in names {
-        match rt
-            .connector
-            .candidates(route, &resolver, &on_cname, &host, port, deadline)
-            .await
-        {
-            Ok(c) => return Would::Connect(c.addrs.iter().map(SocketAddr::ip).collect()),
-            Err(e) => last = e.to_string(),
-        }
+    let mut walk = Walk::new(&rt.connector, route, &resolver, &on_cname, &names, deadline);
+    match walk.next().await {
+        Some(found) => Would::Connect(found.candidates.addrs.iter().map(SocketAddr::ip).collect()),
+        None => Would::Fail(walk.failure(target).to_string()),
     }
-    Would::Fail(last)
 }

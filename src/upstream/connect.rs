@@ -1,5 +1,6 @@
 //! The one connector every outbound TCP connection goes through: resolve once, drop addresses
-//! in `deny_destinations`, then Happy Eyeballs (RFC 8305) over exactly those addresses.
+//! in `deny_destinations` (`walk.rs`), then Happy Eyeballs (RFC 8305) over exactly those
+//! addresses (here); `dial.rs` carries out a route's plan with them.
 //!
 //! Never re-resolving between the check and the connect is the defence against DNS rebinding.
 
@@ -16,13 +17,11 @@ use super::backoff::{Backoffs, Cause};
 use super::deny::DenyList;
 use super::detect::Detection;
 use super::dns::{Answer, Resolvers, Source};
-use super::eyeballs::{Race, interleave, race};
-use super::plan::Plan;
-use crate::config::Via;
+use super::eyeballs::{Race, race};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::routes::{CnameRule, Route};
-use crate::target::{Host, Target};
+use crate::routes::Route;
+use crate::target::Target;
 
 /// How an upstream connection was reached (for the canonical log line).
 #[derive(Debug, Clone)]
@@ -147,179 +146,6 @@ impl Connector {
         &self.resolvers
     }
 
-    /// Connects for `target` along `route` within `connect_timeout`, following the route's
-    /// [`Plan`].
-    pub async fn connect(&self, route: &Route, target: &Target) -> Result<(TcpStream, Upstream), ProxyError> {
-        let deadline = Instant::now() + self.timeout;
-        match route.plan(target) {
-            Plan::Deny => Err(denied(route, target)),
-            Plan::Fixed(addrs) => {
-                let started = Instant::now();
-                let (stream, addr) = self.attempt(route, target, &addrs, deadline).await?;
-                Ok((stream, Upstream::fixed_at(addr, started.elapsed())))
-            }
-            Plan::Resolve {
-                resolver,
-                names,
-                on_cname,
-                ..
-            } => {
-                self.resolve_and_connect(route, target, &resolver, &on_cname, &names, deadline)
-                    .await
-            }
-            Plan::Parent { via, ask } => super::parent::connect(self, route, target, &via, &ask, deadline).await,
-        }
-    }
-
-    /// Connects for a plain-HTTP request: like [`Connector::connect`], except that on a
-    /// route with `via` the connection is to the parent itself (the request then goes to it
-    /// in absolute-form). Returns the route's parents when it is such a connection.
-    pub async fn connect_http(
-        &self,
-        route: &Route,
-        target: &Target,
-    ) -> Result<(TcpStream, Upstream, Option<Arc<Via>>), ProxyError> {
-        match route.plan(target) {
-            Plan::Parent { via, .. } => {
-                let (stream, upstream) = super::parent::dial_first(self, route, &via).await?;
-                Ok((stream, upstream, Some(via)))
-            }
-            _ => self.connect(route, target).await.map(|(s, u)| (s, u, None)),
-        }
-    }
-
-    /// `connect` names are tried in order of preference: the first that resolves and accepts
-    /// the connection wins; the last failure is the one reported. A name whose every address
-    /// is in `address_backoff` goes after the others (RFC 8305 §4 across the preference list:
-    /// a dark zone's zonal endpoint name is tried after the regional one).
-    async fn resolve_and_connect(
-        &self,
-        route: &Route,
-        target: &Target,
-        resolver: &Arc<str>,
-        on_cname: &[CnameRule],
-        names: &[(Host, u16)],
-        deadline: Instant,
-    ) -> Result<(TcpStream, Upstream), ProxyError> {
-        let mut last = None;
-        let mut deferred = Vec::new();
-        for (i, (host, port)) in names.iter().enumerate() {
-            let started = Instant::now();
-            let c = match self.candidates(route, resolver, on_cname, host, *port, deadline).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = Some(e);
-                    continue;
-                }
-            };
-            let dns_time = started.elapsed();
-            if i + 1 < names.len() && c.addrs.iter().all(|a| self.backoffs.contains(*a)) {
-                deferred.push((c, dns_time));
-                continue;
-            }
-            match self
-                .connect_candidates(route, target, resolver, &c, dns_time, deadline)
-                .await
-            {
-                Ok(ok) => return Ok(ok),
-                Err(e @ ProxyError::ConnectTimeout { .. }) => return Err(e),
-                Err(e) => last = Some(e),
-            }
-        }
-        for (c, dns_time) in deferred {
-            match self
-                .connect_candidates(route, target, resolver, &c, dns_time, deadline)
-                .await
-            {
-                Ok(ok) => return Ok(ok),
-                Err(e @ ProxyError::ConnectTimeout { .. }) => return Err(e),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| denied(route, target)))
-    }
-
-    /// Connects to one name's resolved addresses.
-    async fn connect_candidates(
-        &self,
-        route: &Route,
-        target: &Target,
-        resolver: &Arc<str>,
-        c: &Candidates,
-        dns_time: Duration,
-        deadline: Instant,
-    ) -> Result<(TcpStream, Upstream), ProxyError> {
-        let connecting = Instant::now();
-        let (stream, addr) = self.attempt(route, target, &c.addrs, deadline).await?;
-        let upstream = Upstream {
-            connect_time: connecting.elapsed(),
-            ..self.resolved_upstream(route, resolver, c, addr, dns_time)
-        };
-        Ok((stream, upstream))
-    }
-
-    /// The `Upstream` of a connection to `addr`, one of `c`'s addresses, which `resolver`
-    /// answered — or an `on_cname` rule's resolver, when detection re-planned the name (counted
-    /// here, once per connection made).
-    pub(super) fn resolved_upstream(
-        &self,
-        route: &Route,
-        resolver: &Arc<str>,
-        c: &Candidates,
-        addr: SocketAddr,
-        dns_time: Duration,
-    ) -> Upstream {
-        let (resolver, detected) = match &c.detected {
-            Some(d) => {
-                self.metrics.custom_domain_detected(&route.name);
-                (d.resolver.clone(), Some(d.cname.clone()))
-            }
-            None => (resolver.clone(), None),
-        };
-        Upstream {
-            resolver: c.answer.as_ref().map(|_| resolver),
-            detected,
-            dns_source: c.source,
-            dns_time,
-            ..Upstream::fixed_at(addr, Duration::ZERO)
-        }
-    }
-
-    /// Resolves one name (IP literals are never looked up) and filters `deny_destinations`.
-    pub async fn candidates(
-        &self,
-        route: &Route,
-        resolver: &Arc<str>,
-        on_cname: &[CnameRule],
-        host: &Host,
-        port: u16,
-        deadline: Instant,
-    ) -> Result<Candidates, ProxyError> {
-        let (resolved, answer, source, detected) = match host {
-            Host::Ip(ip) => (vec![*ip], None, None, None),
-            Host::Name(name) => {
-                let r = self.resolve_name(route, resolver, on_cname, name, deadline).await?;
-                (r.answer.addrs.to_vec(), Some(r.answer), Some(r.source), r.detected)
-            }
-        };
-        let (denied, allowed): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(|ip| self.is_denied(*ip));
-        if allowed.is_empty() {
-            let addrs = denied.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            return Err(ProxyError::DestinationProhibited {
-                route: route.name.to_string(),
-                host: host.to_string(),
-                addrs,
-            });
-        }
-        Ok(Candidates {
-            addrs: interleave(allowed, port),
-            answer,
-            source,
-            denied,
-            detected,
-        })
-    }
-
     /// Whether `addr` is one of the proxy's own listeners.
     pub(crate) fn is_own(&self, addr: SocketAddr) -> bool {
         self.deny.is_own(addr)
@@ -422,12 +248,5 @@ impl Connector {
             self.metrics.upstream_backoff(&route.name);
             tracing::info!(route = %route.name, %addr, %cause, backoff = ?self.backoffs.period(), "upstream address in backoff");
         }
-    }
-}
-
-pub(super) fn denied(route: &Route, target: &Target) -> ProxyError {
-    ProxyError::Denied {
-        route: route.name.to_string(),
-        host: target.host.to_string(),
     }
 }

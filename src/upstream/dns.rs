@@ -52,11 +52,29 @@ pub enum DnsError {
     Failed(String),
 }
 
-/// A resolver that cannot be built from its settings (an unusable /etc/resolv.conf, a bad
-/// `ca_file`). The message is hickory-free, names the resolver and says what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SetupError(pub(crate) String);
+/// A resolver that cannot be built from its settings: hickory-free, naming the resolver and
+/// saying what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SetupError {
+    /// `/etc/resolv.conf` cannot be used (the `system` resolver without `nameservers`).
+    #[error(
+        "resolver `{resolver}`: {}; fix the file or set [resolver.{resolver}] nameservers",
+        hickory::system_detail(source)
+    )]
+    SystemConf {
+        resolver: String,
+        source: Arc<crate::config::resolv_conf::ResolvConfError>,
+    },
+    /// The TLS client config of a `tls://` or `https://` server (`ca_file`).
+    #[error("resolver `{resolver}`: {source}")]
+    Tls {
+        resolver: String,
+        source: hickory::TlsSetupError,
+    },
+    /// hickory refused the settings.
+    #[error("resolver `{resolver}`: {reason}")]
+    Build { resolver: String, reason: String },
+}
 
 /// RFC 8767 §5 "client response timer": how long a lookup with stale data at hand waits for
 /// the upstream before answering from the stale data (the query goes on in the background).
@@ -92,7 +110,7 @@ impl Resolver {
         let name: Arc<str> = name.into();
         let inner = Inner {
             cache: Cache::new(&name, settings.cache_size, settings.serve_stale, metrics.clone()),
-            upstream: hickory::Upstream::new(&name, settings).map_err(SetupError)?,
+            upstream: hickory::Upstream::new(&name, settings)?,
             name,
             settings: settings.clone(),
             inflight: Mutex::new(HashMap::new()),

@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::connect::{Connector, Upstream};
-use super::plan::Plan;
+use super::plan::{Plan, denied};
+use super::walk::Walk;
 use crate::config::{Parent, Via, ViaTarget};
 use crate::error::{ParentFault, ProxyError};
 use crate::metrics::ParentResult;
@@ -34,7 +35,7 @@ const MAX_REPLY_HEADERS: usize = 64;
 /// Opens a tunnel to `target` through the route's parents, in order: the next one is tried
 /// when a parent refuses the TCP connection, is unreachable or does not answer in time;
 /// whatever a parent answers is final. Each parent gets its own `connect_timeout`.
-pub(super) async fn connect(
+pub(super) async fn tunnel_through(
     c: &Connector,
     route: &Route,
     target: &Target,
@@ -120,7 +121,7 @@ async fn locate(
             match (first, addrs.first()) {
                 (Some(a), _) => Ok((*a, Upstream::fixed_at(*a, Duration::ZERO))),
                 (None, Some(a)) => Err(own(*a)),
-                (None, None) => Err(super::connect::denied(route, target)),
+                (None, None) => Err(denied(route, target)),
             }
         }
         Plan::Resolve {
@@ -129,24 +130,16 @@ async fn locate(
             on_cname,
             ..
         } => {
-            let mut last = None;
-            for (host, port) in names {
-                let started = Instant::now();
-                match c.candidates(route, resolver, on_cname, host, *port, deadline).await {
-                    Ok(found) => match found.addrs.iter().find(|a| !c.is_own(**a)) {
-                        Some(addr) => {
-                            let upstream = c.resolved_upstream(route, resolver, &found, *addr, started.elapsed());
-                            return Ok((*addr, upstream));
-                        }
-                        None => last = found.addrs.first().map(|a| own(*a)),
-                    },
-                    Err(e @ ProxyError::DnsTimeout { .. }) => return Err(e),
-                    Err(e) => last = Some(e),
+            let mut walk = Walk::new(c, route, resolver, on_cname, names, deadline);
+            while let Some(found) = walk.next().await {
+                match found.candidates.addrs.iter().find(|a| !c.is_own(**a)) {
+                    Some(addr) => return Ok((*addr, c.resolved_upstream(route, resolver, &found, *addr))),
+                    None => walk.failed(own(found.candidates.addrs[0])),
                 }
             }
-            Err(last.unwrap_or_else(|| super::connect::denied(route, target)))
+            Err(walk.failure(target))
         }
-        Plan::Deny | Plan::Parent { .. } => Err(super::connect::denied(route, target)),
+        Plan::Deny | Plan::Parent { .. } => Err(denied(route, target)),
     }
 }
 
@@ -236,18 +229,17 @@ async fn dial(
     parent: &Parent,
     deadline: Instant,
 ) -> Result<(TcpStream, SocketAddr), ParentFault> {
-    let addrs = match &parent.host {
-        Host::Ip(ip) => vec![SocketAddr::new(*ip, parent.port)],
-        host @ Host::Name(_) => {
-            c.candidates(route, &Arc::from(PARENT_RESOLVER), &[], host, parent.port, deadline)
-                .await
-                .map_err(|e| ParentFault::Unreachable(e.to_string()))?
-                .addrs
-        }
-    };
     let target = Target {
         host: parent.host.clone(),
         port: parent.port,
+    };
+    // The parent's own name, located like any other (a walk of one name).
+    let resolver = Arc::from(PARENT_RESOLVER);
+    let name = [(parent.host.clone(), parent.port)];
+    let mut walk = Walk::new(c, route, &resolver, &[], &name, deadline);
+    let addrs = match walk.next().await {
+        Some(found) => found.candidates.addrs,
+        None => return Err(ParentFault::Unreachable(walk.failure(&target).to_string())),
     };
     c.attempt(route, &target, &addrs, deadline).await.map_err(|e| match e {
         ProxyError::ConnectionRefused { addr, .. } => ParentFault::Refused(addr),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::{Action, Via, ViaTarget};
+use crate::error::ProxyError;
 use crate::routes::{CnameRule, Route};
 use crate::target::{Host, Target};
 
@@ -172,6 +173,14 @@ impl fmt::Display for Plan {
                 }
             },
         }
+    }
+}
+
+/// The refusal of a route that denies `target` (or has nothing to connect it to).
+pub(crate) fn denied(route: &Route, target: &Target) -> ProxyError {
+    ProxyError::Denied {
+        route: route.name.to_string(),
+        host: target.host.to_string(),
     }
 }
 

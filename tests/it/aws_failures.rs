@@ -130,8 +130,7 @@ async fn fake_dns_negative_answers_modes_and_log() {
 
 #[tokio::test]
 async fn curl_sees_the_custom_domain_certificate_failure() {
-    if !client::curl_available() {
-        eprintln!("skipped: no curl binary");
+    if require("curl", tool("curl", "--version")).is_none() {
         return;
     }
     let net = aws_net();

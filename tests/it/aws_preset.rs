@@ -77,7 +77,9 @@ async fn zonal_endpoint_preferred_then_regional_when_it_is_down() {
 
 #[test]
 fn check_shows_generated_routes_and_overrides() {
-    let net_free = "[proxy]\nlisten = \"127.0.0.1:0\"\n[resolver.public]\nnameservers = [\"127.0.0.1:53\"]\n";
+    let net_free = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\nhosts_file = false\n[resolver.public]\nnameservers = [\"127.0.0.1:53\"]\n"
+    );
     let toml = format!(
         "{net_free}[[route]]\nname = \"mine\"\nhosts = [\"*.execute-api.{REGION}.amazonaws.com\"]\ndeny = true\n\n[aws]\nregion = \"{REGION}\"\nvpc_endpoint = \"{VPCE}\"\navailability_zone = \"us-east-1a\"\npublic_api_ids = [\"{PUBLIC_API_ID}\"]\npublic_resolver = \"public\"\n"
     );

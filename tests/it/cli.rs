@@ -33,7 +33,7 @@ async fn check_prints_the_route_table() {
 
 #[tokio::test]
 async fn check_on_a_bad_file_names_file_line_route_and_key() {
-    let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"custom-domains\"\nhosts = [\"api.mydomain.com\"]\nresolver = \"publik\"\n";
+    let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"custom-domains\"\nhosts = [\"api.mydomain.com\"]\nresolver = \"publik\"\n\n[resolver.system]\nnameservers = [\"127.53.0.2\"]\nhosts_file = false\n";
     let path = write_config("check-bad.toml", bad);
     let out = splitway(&["check", "--config", path.arg()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -308,7 +308,10 @@ async fn check_and_explain_show_the_address_backoff() {
     let want = "backoff:    no address in backoff (address_backoff 45s)";
     assert!(text.contains(want), "missing {want:?} in:\n{text}");
 
-    let bad = write_config("backoff-bad.toml", "[proxy]\naddress_backoff = \"soon\"\n");
+    let bad = write_config(
+        "backoff-bad.toml",
+        "[proxy]\naddress_backoff = \"soon\"\n[resolver.system]\nnameservers = [\"127.53.0.2\"]\nhosts_file = false\n",
+    );
     let out = splitway(&["check", "--config", bad.arg()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

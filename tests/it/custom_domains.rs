@@ -4,36 +4,26 @@
 
 use crate::cli::write_config;
 use crate::support::bin::run as splitway;
-use crate::support::config::{ConfigBuilder, strings};
+use crate::support::config::{Aws, ConfigBuilder, strings};
 use crate::support::metrics::metric;
-use crate::support::proxy::{PrivateDns, TestProxy, resolver_sections};
+use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::*;
 
 /// The preset with no `public_domains` at all; `detect` sets `detect_custom_domains` when given.
 fn preset(net: &AwsNet, detect: Option<bool>) -> String {
-    preset_with(net, detect, ConfigBuilder::new(net))
+    preset_with(detect, ConfigBuilder::with_resolvers(net, PrivateDns::On))
 }
 
-/// The `[aws]` preset on top of `base` (its `[proxy]` section, with the test resolvers).
-fn preset_with(net: &AwsNet, detect: Option<bool>, base: ConfigBuilder) -> String {
-    let detect = detect
-        .map(|d| format!("detect_custom_domains = {d}\n"))
-        .unwrap_or_default();
-    format!(
-        r#"{proxy}{resolvers}
-[aws]
-region = "{REGION}"
-vpc_endpoint = "{VPCE}"
-public_api_ids = ["{PUBLIC_API_ID}"]
-public_resolver = "public"
-{detect}
-[[aws.peered]]
-region = "{WEST_REGION}"
-vpc_endpoint = "{WEST_VPCE}"
-"#,
-        proxy = base.render_proxy(),
-        resolvers = resolver_sections(net, PrivateDns::On),
-    )
+/// The `[aws]` preset (no `public_domains`) on top of `base` (with the test resolvers).
+fn preset_with(detect: Option<bool>, base: ConfigBuilder) -> String {
+    let mut aws = Aws::new(REGION, VPCE)
+        .key("public_api_ids", strings([PUBLIC_API_ID]))
+        .str("public_resolver", "public")
+        .peered(WEST_REGION, WEST_VPCE, &[]);
+    if let Some(d) = detect {
+        aws = aws.key("detect_custom_domains", d.to_string());
+    }
+    base.aws(aws).build()
 }
 
 #[tokio::test]
@@ -104,9 +94,8 @@ async fn with_detection_off_the_failure_is_back() {
 async fn a_re_planned_answer_still_obeys_deny_destinations() {
     let net = aws_net();
     let toml = preset_with(
-        net,
         None,
-        ConfigBuilder::new(net).proxy(
+        ConfigBuilder::with_resolvers(net, PrivateDns::On).proxy(
             "deny_destinations",
             strings(["169.254.0.0/16".to_owned(), format!("{PUBLIC_ENDPOINT_IP}/32")]),
         ),
@@ -200,7 +189,10 @@ async fn explain_shows_a_detected_domain_and_leaves_a_cdn_name_alone() {
 #[tokio::test]
 async fn report_mode_counts_a_detected_domain_as_a_reroute() {
     let net = aws_net();
-    let toml = preset_with(net, None, ConfigBuilder::new(net).proxy_str("mode", "report"));
+    let toml = preset_with(
+        None,
+        ConfigBuilder::with_resolvers(net, PrivateDns::On).proxy_str("mode", "report"),
+    );
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     let err = get(&client, UNLISTED_DOMAIN)

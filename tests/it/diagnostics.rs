@@ -199,7 +199,7 @@ async fn debug_route_is_off_by_default_and_opens_no_connection() {
 }
 
 #[tokio::test]
-async fn debug_route_obeys_connect_ports_deny_destinations_and_the_own_listener_check() {
+async fn debug_route_obeys_connect_ports_and_deny_destinations() {
     let net = aws_net();
     let off_port = Counting::bind("127.77.0.2:0").await;
     let denied = Counting::bind(&format!("127.77.0.3:{}", net.port)).await;
@@ -208,6 +208,7 @@ async fn debug_route_obeys_connect_ports_deny_destinations_and_the_own_listener_
         "127.53.7.1".parse().unwrap(),
         crate::support::net::vpc_private_dns_on_zone()
             .a("internal.example.com", "127.77.0.3".parse().unwrap())
+            .a("denied.example.com", "127.77.0.3".parse().unwrap())
             .a("off-port.example.com", "127.77.0.2".parse().unwrap()),
     )
     .await;
@@ -243,12 +244,22 @@ async fn debug_route_obeys_connect_ports_deny_destinations_and_the_own_listener_
     );
     assert_eq!(off_port.accepted(), 0, "a probe reached a port outside connect_ports");
 
-    // A denied address, as a literal: the splitway path refuses it.
+    // A denied address, as a literal: explained as refused (a literal is never probed: a
+    // probe needs a name for the SNI).
     let e = probe(denied.addr.to_string()).await;
     assert!(
         e["error"].as_str().unwrap_or_default().contains("deny_destinations"),
         "{e}"
     );
+    // A name the splitway path (the system resolver here) sends to the denied address, where
+    // a listener would accept the probe: refused by the connector, nothing reaches it.
+    let e = probe(format!("denied.example.com:{}", net.port)).await;
+    let probes = e["probes"].as_array().filter(|p| !p.is_empty());
+    let probes = probes.unwrap_or_else(|| panic!("no probe: {e}"));
+    for p in probes {
+        let error = p["error"].as_str().unwrap_or_default();
+        assert!(error.contains("deny_destinations"), "{p}\n{e}");
+    }
     // A name the system resolver sends to a denied address: the system probe refuses it too.
     let e = probe(format!("internal.example.com:{}", net.port)).await;
     let system = e["probes"]
@@ -264,5 +275,79 @@ async fn debug_route_obeys_connect_ports_deny_destinations_and_the_own_listener_
     );
     assert_eq!(denied.accepted(), 0, "a probe reached a denied address");
     proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+/// A port on `ip` free a moment ago, for a listener the config must name before it is bound.
+fn free_ports<const N: usize>(ip: &str) -> [u16; N] {
+    let held: Vec<_> = (0..N)
+        .map(|_| std::net::TcpListener::bind((ip, 0)).expect("bind a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound").port())
+}
+
+#[tokio::test]
+async fn debug_route_never_probes_the_proxys_own_listener_or_admin() {
+    let net = aws_net();
+    // Both listeners on an address of this test's own, on ports the config names (and allows
+    // in connect_ports), so only the own-listener check stands between a probe and them.
+    let own_ip = "127.77.0.9";
+    let [port, admin_port] = free_ports(own_ip);
+    let vpc = FakeDns::start(
+        "127.53.7.2".parse().unwrap(),
+        crate::support::net::vpc_private_dns_on_zone().a("self.example.com", own_ip.parse().unwrap()),
+    )
+    .await;
+    let toml = ConfigBuilder::scenario(net, PrivateDns::On)
+        .resolver("system", vpc.addr())
+        .proxy_str("listen", format!("{own_ip}:{port}"))
+        .proxy("connect_ports", format!("[{}, {port}, {admin_port}]", net.port))
+        .route(
+            Route::new("loop")
+                .hosts(["loop.example.com"])
+                .key("addresses", strings([format!("{own_ip}:{port}")])),
+        )
+        .admin_key("listen", quoted(format!("{own_ip}:{admin_port}")))
+        .admin_key("debug", "true")
+        .build();
+    let proxy = TestProxy::start(&toml).await;
+    let admin = proxy.admin.unwrap();
+    assert_eq!((proxy.addr.port(), admin.port()), (port, admin_port));
+    let requests = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("splitway_requests_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = requests(&proxy.handle.metrics_text());
+    for host in [
+        // A name the resolver sends to the proxy listener, and one to the admin listener.
+        format!("self.example.com:{port}"),
+        format!("self.example.com:{admin_port}"),
+        // A route whose explicit address (exempt from deny_destinations) is the listener.
+        format!("loop.example.com:{}", net.port),
+    ] {
+        let (status, body) = admin_get(admin, &format!("/debug/route?host={host}")).await;
+        assert_eq!(status, 200, "{host}: {body}");
+        let e: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let probes = e["probes"].as_array().cloned().unwrap_or_default();
+        let splitway = probes.iter().find(|p| p["path"] == "splitway");
+        let splitway = splitway.unwrap_or_else(|| panic!("{host}: no splitway probe: {e}"));
+        let error = splitway["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("is this proxy's own listener; the request would loop"),
+            "{host}: {e}"
+        );
+        // The system path (loop.example.com has no address there) connects nowhere either.
+        assert!(probes.iter().all(|p| p["error"].is_string()), "{host}: {e}");
+    }
+    proxy.assert_no_leaks().await;
+    // Had a probe connected, the proxy would have counted what arrived as a request.
+    let after = proxy.handle.metrics_text();
+    assert_eq!(
+        requests(&after),
+        before,
+        "a probe reached the proxy's listener: {after}"
+    );
     proxy.stop().await;
 }

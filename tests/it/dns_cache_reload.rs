@@ -53,6 +53,16 @@ async fn dns_cache_an_unchanged_resolver_keeps_its_stale_entries_across_a_reload
     let proxy = proxy_during_outage(&dns, "200ms").await;
     // Only a route is added: both resolvers are defined as before.
     reload(&proxy, &outage_config(dns.addr(), "200ms", EXTRA_ROUTE));
+    // The reload took effect: the added route refuses its host (before it, the name went to
+    // the system resolver, which is down: 504).
+    let authority = format!("blocked.example:{}", aws_net().port);
+    let (status, headers, body, _) = connect_raw(proxy.addr, &connect_request(&authority)).await;
+    assert_eq!(status_of(&status), 403, "the reloaded config's route: {body}");
+    assert!(
+        header(&headers, "proxy-status").is_some_and(|p| p.starts_with("splitway; error=http_request_denied")),
+        "{headers:?}"
+    );
+    assert!(body.contains("blocked"), "{body}");
     let (status, _, body) = connect_route_host(&proxy).await;
     assert_eq!(status, 200, "the stale entry survives the reload: {body}");
     proxy.assert_no_leaks().await;

@@ -35,9 +35,16 @@ fn settings(dns: SocketAddr, timeout: &str, ttl: &str) -> ResolverSettings {
 
 /// A resolver of the library on a fake DNS of the test's own (its query log is ours).
 async fn resolver(timeout: &str, ttl: &str) -> (FakeDns, SwResolver) {
-    let dns = FakeDns::start(PUBLIC_DNS_IP, public_zone()).await;
-    let r = SwResolver::new("test", &settings(dns.addr(), timeout, ttl), Arc::new(Metrics::new())).expect("resolver");
+    let (dns, r, _) = resolver_with_metrics(timeout, ttl).await;
     (dns, r)
+}
+
+/// [`resolver`] with the metrics it records its lookups in.
+async fn resolver_with_metrics(timeout: &str, ttl: &str) -> (FakeDns, SwResolver, Arc<Metrics>) {
+    let dns = FakeDns::start(PUBLIC_DNS_IP, public_zone()).await;
+    let metrics = Arc::new(Metrics::new());
+    let r = SwResolver::new("test", &settings(dns.addr(), timeout, ttl), metrics.clone()).expect("resolver");
+    (dns, r, metrics)
 }
 
 fn queries_for(dns: &FakeDns, host: &str) -> usize {
@@ -124,18 +131,54 @@ async fn hardening_a_failing_resolver_is_answered_from_stale_data_then_recovers(
 
 #[tokio::test]
 async fn hardening_a_hit_near_expiry_refreshes_in_the_background() {
-    let (dns, r) = resolver("5s", "300ms").await;
+    // A 2 s TTL: the refresh window (its last tenth) is 200 ms wide, room enough for a slow
+    // machine to land in it; a lookup that misses it fails the test instead of passing.
+    let (dns, r, metrics) = resolver_with_metrics("5s", "2s").await;
     assert_eq!(r.resolve(CUSTOM_DOMAIN).await.1, Source::Miss);
     let asked = queries_for(&dns, CUSTOM_DOMAIN);
+    let refresh_at = r.refresh_at(CUSTOM_DOMAIN).expect("cached");
     // Into the last tenth of the TTL (time has to pass; nothing is awaited but the clock).
-    tokio::time::sleep_until(r.refresh_at(CUSTOM_DOMAIN).expect("cached") + Duration::from_millis(1)).await;
-    if let (Ok(_), Source::Hit) = r.resolve(CUSTOM_DOMAIN).await {
-        tokio::time::timeout(HANG_GUARD, dns.wait_queries_for(CUSTOM_DOMAIN, asked + 2))
-            .await
-            .expect("background refresh");
-    }
-    // (On a slow machine the entry may have expired already: then the lookup was a miss.)
-    assert!(queries_for(&dns, CUSTOM_DOMAIN) >= asked + 2);
+    tokio::time::sleep_until(refresh_at + Duration::from_millis(1)).await;
+    let (answer, source) = r.resolve(CUSTOM_DOMAIN).await;
+    assert_eq!(
+        source,
+        Source::Hit,
+        "inside the refresh window the cached answer is served"
+    );
+    assert!(answer.is_ok(), "{answer:?}");
+    // The hit asked the upstream again by itself (A and AAAA), and the answer replaced the
+    // entry: its refresh time moved on, so the next lookup is a plain hit again.
+    tokio::time::timeout(HANG_GUARD, dns.wait_queries_for(CUSTOM_DOMAIN, asked + 2))
+        .await
+        .expect("background refresh");
+    let refreshed = async {
+        loop {
+            match r.refresh_at(CUSTOM_DOMAIN) {
+                Some(at) if at > refresh_at => return at,
+                // The answer is on its way from the fake DNS to the cache: nothing to await.
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    };
+    let next = tokio::time::timeout(HANG_GUARD, refreshed)
+        .await
+        .expect("the refreshed entry cached");
+    assert!(next > tokio::time::Instant::now(), "the refreshed entry is fresh");
+    assert_eq!(r.resolve(CUSTOM_DOMAIN).await.1, Source::Hit);
+    assert_eq!(
+        queries_for(&dns, CUSTOM_DOMAIN),
+        asked + 2,
+        "no lookup but the refresh asked"
+    );
+    let m = metrics.encode();
+    let lookups = |result| {
+        metric(
+            &m,
+            "splitway_dns_lookups_total",
+            &[("resolver", "test"), ("result", result)],
+        )
+    };
+    assert_eq!((lookups("miss"), lookups("hit")), (1.0, 2.0), "{m}");
 }
 
 fn dead_resolver_config(dns: SocketAddr, ttl: &str) -> String {

@@ -8,7 +8,7 @@
 //!   count the proxy's tasks.
 //! - The real binary, 9,000 tunnels across three processes: this test holds the clients, the
 //!   proxy holds two descriptors per tunnel (18,000), and the echo upstream is this test binary
-//!   re-executed as a child. The proxy is observed from outside: `/metrics` and `/proc/PID/fd`.
+//!   re-executed as a child (support/echo_process.rs). The proxy is observed from outside: `/metrics` and `/proc/PID/fd`.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use crate::support::bin::Running;
 use crate::support::client::admin_get;
 use crate::support::config::ConfigBuilder;
+use crate::support::echo_process;
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::*;
@@ -101,7 +102,9 @@ async fn hardening_load_thousands_of_tunnels_then_nothing_left() {
     assert_eq!(*echo_open.borrow(), TUNNELS);
     drop(open);
     proxy.assert_no_leaks().await;
-    let _ = echo_open.subscribe().wait_for(|n| *n == 0).await;
+    let mut echo_open = echo_open.subscribe();
+    let closed = echo_open.wait_for(|n| *n == 0);
+    let _ = within(HANG_SECS, "the echo server to see every tunnel closed", closed).await;
     assert_eq!(open_fds(), fds_before, "descriptors back to their starting count");
     let m = proxy.handle.metrics_text();
     let ok = metric(&m, "splitway_requests_total", &[("kind", "connect"), ("outcome", "ok")]);
@@ -111,10 +114,7 @@ async fn hardening_load_thousands_of_tunnels_then_nothing_left() {
 
 // --- The real binary: 9,000 tunnels, three processes ---
 
-/// Set in the environment of the re-executed test binary: the address its upstream binds.
-const UPSTREAM_ENV: &str = "SPLITWAY_LOAD_UPSTREAM";
 const UPSTREAM_IP: &str = "127.20.0.1";
-const UPSTREAM_FN: &str = "load_upstream_process";
 /// The proxy holds two descriptors per tunnel: 18,000 of the 20,000 allowed.
 const PROCESS_TUNNELS: usize = 9_000;
 /// Tunnels being opened at once: well below the listeners' accept backlog of 1024.
@@ -124,34 +124,6 @@ const START_GUARD: Duration = Duration::from_secs(30);
 const OPEN_GUARD: Duration = Duration::from_secs(180);
 const SETTLE_GUARD: Duration = Duration::from_secs(60);
 
-/// Not a test on its own: the upstream process of the binary load test, which re-executes
-/// this test binary with [`UPSTREAM_ENV`] set. It echoes every connection until EOF, prints
-/// `upstream-port=N` once bound, and exits when its stdin closes (the parent has gone).
-#[test]
-#[ignore = "the upstream of the binary load test; does nothing unless SPLITWAY_LOAD_UPSTREAM is set"]
-fn load_upstream_process() {
-    let Ok(ip) = std::env::var(UPSTREAM_ENV) else { return };
-    let ip: std::net::IpAddr = ip.parse().expect("SPLITWAY_LOAD_UPSTREAM is an IP address");
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let listener = TcpListener::bind((ip, 0)).await.expect("bind the upstream");
-        println!("upstream-port={}", listener.local_addr().expect("addr").port());
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-}
-
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("/proc/PID/fd of a child")
@@ -160,15 +132,9 @@ fn fd_count(pid: u32) -> usize {
 
 /// Starts the echo upstream in a child process; returns it and its address.
 async fn spawn_upstream() -> (Child, SocketAddr) {
-    let module = module_path!().split_once("::").map_or(module_path!(), |(_, m)| m);
     let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--exact",
-            &format!("{module}::{UPSTREAM_FN}"),
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(UPSTREAM_ENV, UPSTREAM_IP)
+        .args(["--exact", echo_process::TEST_NAME, "--ignored", "--nocapture"])
+        .env(echo_process::ENV, UPSTREAM_IP)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -195,6 +161,7 @@ async fn spawn_proxy(upstream: SocketAddr) -> Running {
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{port}]\nmax_connections = {max}\n\
          deny_destinations = [\"169.254.0.0/16\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\nhosts_file = false\n\n\
          [[route]]\nname = \"load\"\nhosts = [\"load.test\"]\naddresses = [\"{ip}\"]\nsni = \"any\"\n",
         port = upstream.port(),
         max = PROCESS_TUNNELS + 1_000,

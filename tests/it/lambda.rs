@@ -94,7 +94,7 @@ async fn lambda_shutdown_deadline_cuts_a_tunnel_left_open() {
 #[tokio::test]
 async fn lambda_bad_config_reaches_init_error_with_checks_message() {
     let api = ExtensionsApi::start().await;
-    let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"r\"\nhosts = [\"a.example\"]\nresolver = \"publik\"\n";
+    let bad = "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"r\"\nhosts = [\"a.example\"]\nresolver = \"publik\"\n[resolver.system]\nnameservers = [\"127.53.0.2\"]\nhosts_file = false\n";
     let mut ext = extension(&api, bad);
     let status = ext.wait().await;
     assert_eq!(status.code(), Some(1), "a bad config exits non-zero");
@@ -117,7 +117,10 @@ async fn lambda_bad_config_reaches_init_error_with_checks_message() {
 
 #[tokio::test]
 async fn lambda_extension_outside_lambda_says_what_to_do() {
-    let path = write_config("lambda-no-api.toml", "[proxy]\nlisten = \"127.0.0.1:0\"\n");
+    let path = write_config(
+        "lambda-no-api.toml",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[resolver.system]\nnameservers = [\"127.53.0.2\"]\nhosts_file = false\n",
+    );
     let out = splitway(&["lambda-extension", "--config", path.arg()]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -187,7 +190,12 @@ async fn lambda_a_listener_that_cannot_bind_reaches_init_error() {
     let api = ExtensionsApi::start().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("address");
-    let mut ext = extension(&api, &format!("[proxy]\nlisten = \"{addr}\"\n"));
+    let mut ext = extension(
+        &api,
+        &format!(
+            "[proxy]\nlisten = \"{addr}\"\n[resolver.system]\nnameservers = [\"127.53.0.2\"]\nhosts_file = false\n"
+        ),
+    );
     assert_eq!(ext.wait().await.code(), Some(1));
     let error = api.wait_call("init/error", 1).await;
     assert_eq!(api.paths(), ["register", "init/error"]);

@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::support::config::ConfigBuilder;
-use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_sections};
-use crate::support::squid::{Squid, squid_available};
+use crate::support::config::{Aws, ConfigBuilder, strings};
+use crate::support::proxy::{PrivateDns, TestProxy};
+use crate::support::squid::Squid;
 use crate::support::*;
 
 pub(crate) const GUARD: Duration = Duration::from_secs(30);
@@ -17,21 +17,18 @@ pub(crate) fn ip(d: u8) -> IpAddr {
     IpAddr::from([127, 60, 0, d])
 }
 
-/// The `[aws]` preset with `public_via`, on the VPC resolver with Private DNS on.
-fn preset_via(net: &AwsNet, via: &str, extra: &str) -> String {
-    format!(
-        r#"{proxy}{resolvers}
-[aws]
-region = "{REGION}"
-vpc_endpoint = "{VPCE}"
-public_api_ids = ["{PUBLIC_API_ID}"]
-public_domains = ["{CUSTOM_DOMAIN}"]
-public_resolver = "public"
-public_via = {via}
-{extra}"#,
-        proxy = proxy_section(net),
-        resolvers = resolver_sections(net, PrivateDns::On),
-    )
+/// The `[aws]` preset with `public_via` (a raw TOML value) and `extra` `[aws]` keys, on the VPC
+/// resolver with Private DNS on.
+fn preset_via(net: &AwsNet, via: &str, extra: &[(&str, &str)]) -> String {
+    let mut aws = Aws::new(REGION, VPCE)
+        .key("public_api_ids", strings([PUBLIC_API_ID]))
+        .key("public_domains", strings([CUSTOM_DOMAIN]))
+        .str("public_resolver", "public")
+        .key("public_via", via);
+    for (key, raw) in extra {
+        aws = aws.key(key, *raw);
+    }
+    ConfigBuilder::with_resolvers(net, PrivateDns::On).aws(aws).build()
 }
 
 /// One route for the custom domain through `via` (TOML value), with extra route keys.
@@ -76,16 +73,11 @@ pub(crate) fn authority(host: &str) -> String {
 
 #[tokio::test]
 async fn squid_carries_public_routes_asked_for_the_resolved_address() {
-    if !squid_available() {
-        eprintln!("skipped: no squid");
-        return;
-    }
     let net = aws_net();
-    let Some(squid) = Squid::start(net, ip(1), ip(101), None).await else {
-        eprintln!("skipped: squid's resolver needs port 53 (root)");
+    let Some(squid) = require("squid", Squid::start(net, ip(1), ip(101), None).await) else {
         return;
     };
-    let proxy = TestProxy::start(&preset_via(net, &format!("\"http://{}\"", squid.addr), "")).await;
+    let proxy = TestProxy::start(&preset_via(net, &format!("\"http://{}\"", squid.addr), &[])).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
     for host in [CUSTOM_DOMAIN.to_owned(), execute_api_host(PUBLIC_API_ID, REGION)] {
         let served = get(&client, &host)
@@ -128,19 +120,14 @@ async fn squid_carries_public_routes_asked_for_the_resolved_address() {
 
 #[tokio::test]
 async fn squid_asked_for_the_name_lands_on_the_vpc_endpoint() {
-    if !squid_available() {
-        eprintln!("skipped: no squid");
-        return;
-    }
     let net = aws_net();
-    let Some(squid) = Squid::start(net, ip(2), ip(102), None).await else {
-        eprintln!("skipped: squid's resolver needs port 53 (root)");
+    let Some(squid) = require("squid", Squid::start(net, ip(2), ip(102), None).await) else {
         return;
     };
     let toml = preset_via(
         net,
         &format!("\"http://{}\"", squid.addr),
-        "public_via_target = \"name\"\n",
+        &[("public_via_target", "\"name\"")],
     );
     let proxy = TestProxy::start(&toml).await;
     let client = https_client(net, Via::Proxy(proxy.addr));
@@ -168,14 +155,12 @@ async fn squid_asked_for_the_name_lands_on_the_vpc_endpoint() {
 
 #[tokio::test]
 async fn squid_wants_credentials_407_names_the_parent_then_200_with_them() {
-    if !squid_available() {
-        eprintln!("skipped: no squid");
-        return;
-    }
     let net = aws_net();
     let password = "s3cret-Parent-pw";
-    let Some(squid) = Squid::start(net, ip(3), ip(103), Some(("alice", password))).await else {
-        eprintln!("skipped: squid's resolver needs port 53 (root)");
+    let Some(squid) = require(
+        "squid",
+        Squid::start(net, ip(3), ip(103), Some(("alice", password))).await,
+    ) else {
         return;
     };
     let proxy = TestProxy::start(&route_via(net, &format!("\"http://{}\"", squid.addr), "", "5s")).await;

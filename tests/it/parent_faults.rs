@@ -86,7 +86,7 @@ async fn parent_faults_each_get_their_status_and_proxy_status() {
             Behaviour::ResetMidReply,
             502,
             "http_response_incomplete",
-            "closed the connection before its answer",
+            "closed the connection before its answer was complete (connection reset)",
         ),
         (
             24,

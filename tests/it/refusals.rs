@@ -1,6 +1,7 @@
 //! Every refusal of a CONNECT: the exact status, `Proxy-Status` error type, a body naming the
 //! route, and nothing left open afterwards.
 
+use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::proxy::{PrivateDns, TestProxy, proxy_section, resolver_sections, scenario_config};
 use crate::support::*;
 
@@ -120,11 +121,20 @@ async fn refusals_carry_status_proxy_status_and_route() {
 async fn resolved_address_in_deny_destinations_is_prohibited() {
     let net = aws_net();
     // The default deny list covers 127.0.0.0/8, where the emulated endpoints live.
-    let toml = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{}]\n{}\n[[route]]\nname = \"custom-domains\"\nhosts = [\"{CUSTOM_DOMAIN}\"]\nresolver = \"public\"\n[[route]]\nname = \"pinned\"\nhosts = [\"{CUSTOM_DOMAIN_2}\"]\naddresses = [\"{PUBLIC_ENDPOINT_IP}\"]\n",
-        net.port,
-        resolver_sections(net, PrivateDns::On)
-    );
+    let toml = ConfigBuilder::with_resolvers(net, PrivateDns::On)
+        .without_proxy_key("deny_destinations")
+        .without_proxy_key("connect_timeout")
+        .route(
+            Route::new("custom-domains")
+                .hosts([CUSTOM_DOMAIN])
+                .str("resolver", "public"),
+        )
+        .route(
+            Route::new("pinned")
+                .hosts([CUSTOM_DOMAIN_2])
+                .key("addresses", strings([PUBLIC_ENDPOINT_IP])),
+        )
+        .build();
     let cases = [Case {
         name: "resolved into 127/8",
         request: String::from_utf8(connect_request(&format!("{CUSTOM_DOMAIN}:{}", net.port))).unwrap(),

@@ -44,8 +44,7 @@ async fn proxy_fixes_all_three_failures_with_private_dns_off() {
 
 #[tokio::test]
 async fn curl_through_proxy_reaches_every_api() {
-    if !curl_available() {
-        eprintln!("curl not installed: skipping");
+    if require("curl", tool("curl", "--version")).is_none() {
         return;
     }
     let net = aws_net();
@@ -135,8 +134,7 @@ async fn http10_connect_without_host_header_works() {
 #[tokio::test]
 async fn openssl_s_client_through_the_proxy() {
     // openssl sends `CONNECT host:port HTTP/1.0` without a Host header.
-    if std::process::Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl not installed: skipping");
+    if require("openssl", tool("openssl", "version")).is_none() {
         return;
     }
     let net = aws_net();

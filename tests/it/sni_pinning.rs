@@ -54,70 +54,70 @@ fn tls_config(max_fragment: Option<usize>) -> rustls::ClientConfig {
 #[tokio::test]
 async fn sni_naming_another_host_closes_the_tunnel() {
     let net = aws_net();
-    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    // CONNECT to the public API, then try to talk TLS to a private API through it.
-    let stream = open_tunnel(&proxy, &execute_api_host(PUBLIC_API_ID, REGION)).await;
-    let err = tls_over(stream, &execute_api_host(PRIVATE_API_ID, REGION), &net.ca_der)
-        .await
-        .expect_err("a mismatched SNI must not get a handshake");
-    assert!(
-        matches!(
-            err.kind(),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-        ),
-        "the proxy should close the tunnel, got {err:?}"
-    );
-    proxy.assert_no_leaks().await;
-    proxy.stop().await;
+    TestProxy::exercise(&scenario_config(net, PrivateDns::On), async |proxy| {
+        // CONNECT to the public API, then try to talk TLS to a private API through it.
+        let stream = open_tunnel(proxy, &execute_api_host(PUBLIC_API_ID, REGION)).await;
+        let err = tls_over(stream, &execute_api_host(PRIVATE_API_ID, REGION), &net.ca_der)
+            .await
+            .expect_err("a mismatched SNI must not get a handshake");
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ),
+            "the proxy should close the tunnel, got {err:?}"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn client_hello_in_one_byte_segments_passes() {
     let net = aws_net();
-    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let host = execute_api_host(PRIVATE_API_ID, REGION);
-    let stream = OneByteWrites(open_tunnel(&proxy, &host).await);
-    let (status, body) = handshake_and_get(tls_config(None), stream, &host).await;
-    assert_eq!(status, 200, "{body}");
-    proxy.assert_no_leaks().await;
-    proxy.stop().await;
+    TestProxy::exercise(&scenario_config(net, PrivateDns::On), async |proxy| {
+        let host = execute_api_host(PRIVATE_API_ID, REGION);
+        let stream = OneByteWrites(open_tunnel(proxy, &host).await);
+        let (status, body) = handshake_and_get(tls_config(None), stream, &host).await;
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn client_hello_in_many_small_records_passes() {
     let net = aws_net();
-    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let host = CUSTOM_DOMAIN.to_owned();
-    let stream = open_tunnel(&proxy, &host).await;
-    // rustls' smallest fragment size: the hello spans many TLS records.
-    let (status, body) = handshake_and_get(tls_config(Some(32)), stream, &host).await;
-    assert_eq!(status, 200, "{body}");
-    proxy.assert_no_leaks().await;
-    proxy.stop().await;
+    TestProxy::exercise(&scenario_config(net, PrivateDns::On), async |proxy| {
+        let host = CUSTOM_DOMAIN.to_owned();
+        let stream = open_tunnel(proxy, &host).await;
+        // rustls' smallest fragment size: the hello spans many TLS records.
+        let (status, body) = handshake_and_get(tls_config(Some(32)), stream, &host).await;
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn non_tls_first_bytes_close_a_pinned_tunnel() {
     let net = aws_net();
-    let proxy = TestProxy::start(&scenario_config(net, PrivateDns::On)).await;
-    let mut stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
-    let request = b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n";
-    within(HANG_SECS, "the request sent", stream.write_all(request))
-        .await
-        .expect("write");
-    let mut buf = [0u8; 64];
-    let n = within(HANG_SECS, "the proxy to close the tunnel", stream.read(&mut buf))
-        .await
-        .unwrap_or(0);
-    assert_eq!(
-        n,
-        0,
-        "the tunnel must close without relaying: got {:?}",
-        String::from_utf8_lossy(&buf[..n])
-    );
-    drop(stream);
-    proxy.assert_no_leaks().await;
-    proxy.stop().await;
+    TestProxy::exercise(&scenario_config(net, PrivateDns::On), async |proxy| {
+        let mut stream = open_tunnel(proxy, CUSTOM_DOMAIN).await;
+        let request = b"GET / HTTP/1.1\r\nHost: api.mydomain.com\r\n\r\n";
+        within(HANG_SECS, "the request sent", stream.write_all(request))
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let n = within(HANG_SECS, "the proxy to close the tunnel", stream.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "the tunnel must close without relaying: got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        drop(stream);
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -126,17 +126,17 @@ async fn sni_any_route_lets_another_name_through() {
     let toml = ConfigBuilder::scenario(net, PrivateDns::On)
         .route_key("private-apis", "sni", quoted("any"))
         .build();
-    let proxy = TestProxy::start(&toml).await;
-    // CONNECT names one private API; the TLS inside names another, served by the same endpoint.
-    let stream = open_tunnel(&proxy, &execute_api_host("zzzzzzzzzz", REGION)).await;
-    let host = execute_api_host(PRIVATE_API_ID, REGION);
-    let tls = tls_over(stream, &host, &net.ca_der)
-        .await
-        .expect("sni = any does not pin");
-    let (status, _) = get_over_tls(tls, &host).await;
-    assert_eq!(status, 200);
-    proxy.assert_no_leaks().await;
-    proxy.stop().await;
+    TestProxy::exercise(&toml, async |proxy| {
+        // CONNECT names one private API; the TLS inside names another, served by the same endpoint.
+        let stream = open_tunnel(proxy, &execute_api_host("zzzzzzzzzz", REGION)).await;
+        let host = execute_api_host(PRIVATE_API_ID, REGION);
+        let tls = tls_over(stream, &host, &net.ca_der)
+            .await
+            .expect("sni = any does not pin");
+        let (status, _) = get_over_tls(tls, &host).await;
+        assert_eq!(status, 200);
+    })
+    .await;
 }
 
 /// A TLS 1.3 ClientHello whose server_name is `outer` and which carries an

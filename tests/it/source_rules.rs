@@ -132,3 +132,119 @@ fn only_metrics_defines_label_values() {
         .collect();
     assert!(stray.is_empty(), "label values belong in src/metrics/: {stray:?}");
 }
+
+/// The string literals of a Rust source (plain and raw), each with its line: enough of a
+/// lexer to tell a literal from code and comments.
+fn string_literals(src: &str) -> Vec<(usize, String)> {
+    let (b, mut i, mut out) = (src.as_bytes(), 0, Vec::new());
+    let line = |at: usize| src[..at].matches('\n').count() + 1;
+    while i < b.len() {
+        let ident_before = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+        if src[i..].starts_with("//") {
+            i = src[i..].find('\n').map_or(b.len(), |n| i + n);
+        } else if b[i] == b'r' && !ident_before && matches!(b.get(i + 1), Some(b'#' | b'"')) {
+            let hashes = src[i + 1..].bytes().take_while(|&c| c == b'#').count();
+            if b.get(i + 1 + hashes) != Some(&b'"') {
+                i += 1;
+                continue;
+            }
+            let start = i + 2 + hashes;
+            let close = format!("\"{}", "#".repeat(hashes));
+            let end = src[start..].find(&close).map_or(b.len(), |n| start + n);
+            out.push((line(i), src[start..end].to_owned()));
+            i = end + close.len();
+        } else if b[i] == b'"' {
+            let mut j = i + 1;
+            while j < b.len() && b[j] != b'"' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            out.push((line(i), src[i + 1..j.min(b.len())].to_owned()));
+            i = j + 1;
+        } else if b[i] == b'\'' && b.get(i + 1) == Some(&b'\\') {
+            i = src[i + 2..].find('\'').map_or(b.len(), |n| i + 3 + n);
+        } else if b[i] == b'\'' && b.get(i + 2) == Some(&b'\'') {
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn every_test_config_brings_its_own_system_resolver() {
+    // A config without `[resolver.system]` nameservers makes the proxy read this machine's
+    // /etc/resolv.conf. The builder (support/config.rs) adds one by default and every proxy a
+    // test starts is checked at start (support::config::assert_hermetic); this catches the
+    // configs written out by hand, including those only `splitway check` or `explain` reads.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("tests"), &mut files);
+    assert!(files.len() > 20, "found the tests: {files:?}");
+    // Files whose hand-written configs may leave [resolver.system] out, and why.
+    let allowed = [(
+        "tests/it/security.rs",
+        "runs the binary in a namespace whose resolv.conf the test writes (/etc/netns/NAME), \
+         its search domain being the point",
+    )];
+    let mut configs = 0;
+    let mut stray = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(root).expect("below the root").display().to_string();
+        let exempt = allowed.iter().any(|(file, _)| *file == rel);
+        if exempt || rel == "tests/it/support/config.rs" || rel == "tests/it/source_rules.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read test source");
+        for (line, lit) in string_literals(&text) {
+            if !lit.trim_start().starts_with("[proxy]") {
+                continue;
+            }
+            configs += 1;
+            if !(lit.contains("[resolver.system]") && lit.contains("hosts_file = false")) {
+                stray.push(format!("{rel}:{line}"));
+            }
+        }
+    }
+    assert!(configs >= 3, "found the hand-written configs ({configs})");
+    assert!(
+        stray.is_empty(),
+        "test configs without their own [resolver.system] (nameservers and hosts_file = false): {stray:?}"
+    );
+}
+
+#[test]
+fn string_literals_are_told_from_code() {
+    let src = "let a = \"[proxy]\"; // \"not this\"\nlet c = '\"'; let r = r#\"raw \"q\"\"#; 'a: loop {}\n";
+    assert_eq!(
+        string_literals(src),
+        [(1, "[proxy]".to_owned()), (2, "raw \"q\"".to_owned())],
+        "{src}"
+    );
+}
+
+#[test]
+fn every_skip_goes_through_support_require() {
+    // A test that returns early with a message of its own passes where CI cannot see it;
+    // support::require prints the same message locally and fails under CI.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("tests"), &mut files);
+    let mut stray = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(root).expect("below the root").display().to_string();
+        if rel == "tests/it/support/require.rs" || rel == "tests/it/source_rules.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read test source");
+        for (line, lit) in string_literals(&text) {
+            if lit.to_ascii_lowercase().contains("skip") && !lit.contains("--skip") {
+                stray.push(format!("{rel}:{line}: {lit:?}"));
+            }
+        }
+    }
+    assert!(
+        stray.is_empty(),
+        "skips that CI cannot see (use support::require): {stray:?}"
+    );
+}

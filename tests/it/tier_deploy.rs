@@ -17,6 +17,7 @@ use splitway::config::ProxyProtocol;
 use tokio::process::Command;
 
 use crate::support::bound::{HANG_SECS, within};
+use crate::support::require;
 
 fn path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -147,20 +148,11 @@ fn tier_ecs_recipe_agrees_with_its_config() {
     assert!(text.contains("AWS::EC2::VPCEndpointService") && text.contains("TargetTrackingScaling"));
 }
 
-/// Whether `program` runs; where it does not, `CI` makes that a failure, elsewhere a skip.
-async fn tool(test: &str, program: &str) -> bool {
-    let ran = Command::new(program).arg("--version").kill_on_drop(true).output();
-    let ok = matches!(within(HANG_SECS, format!("{program} --version"), ran).await, Ok(out) if out.status.success());
-    match (ok, std::env::var_os("CI").is_some()) {
-        (true, _) => true,
-        (false, true) => {
-            panic!("{test}: `{program}` is not installed (CI is set, so this fails): pip install {program}")
-        }
-        (false, false) => {
-            eprintln!("skipping {test}: `{program}` is not installed (pip install {program})");
-            false
-        }
-    }
+/// Whether `program` runs; where it does not, the test is skipped, or fails under `CI`
+/// (support::require).
+fn tool(program: &str) -> bool {
+    let found = require::tool(program, "--version").map_err(|why| format!("{why} (pip install {program})"));
+    require::require(program, found).is_some()
 }
 
 async fn passes(program: &str, args: &[&str], files: &[PathBuf]) {
@@ -178,12 +170,7 @@ async fn passes(program: &str, args: &[&str], files: &[PathBuf]) {
 
 #[tokio::test]
 async fn tier_kubernetes_recipe_passes_kubernetes_validate() {
-    if !tool(
-        "tier_kubernetes_recipe_passes_kubernetes_validate",
-        "kubernetes-validate",
-    )
-    .await
-    {
+    if !tool("kubernetes-validate") {
         return;
     }
     let dir = path("deploy/kubernetes/egress");
@@ -199,7 +186,7 @@ async fn tier_kubernetes_recipe_passes_kubernetes_validate() {
 
 #[tokio::test]
 async fn tier_ecs_recipe_passes_cfn_lint() {
-    if !tool("tier_ecs_recipe_passes_cfn_lint", "cfn-lint").await {
+    if !tool("cfn-lint") {
         return;
     }
     let files = [path("deploy/ecs/egress.yaml"), path("deploy/ecs/egress-consumer.yaml")];

@@ -26,12 +26,26 @@ async fn transparent_mode_routes_unproxied_clients() {
     let net = ns_net.net;
     let config = write_temp("transparent.toml", &config(net, "mark = 0x539", ""));
     let ca = write_temp("transparent-ca.pem", &net.ca_pem);
+    let before = nat_rules(&ns).await;
     let printed = iptables(&ns, &config, &["--apply"]).await;
     assert!(printed.contains("-m mark --mark 0x539 -j RETURN"), "{printed}");
-    // Applying twice changes nothing (idempotent).
-    assert_eq!(iptables(&ns, &config, &["--apply"]).await, printed);
+    let installed = nat_rules(&ns).await;
+    for rule in [
+        "-A SPLITWAY -m mark --mark 0x539 -j RETURN",
+        "-A OUTPUT -p tcp -j SPLITWAY",
+        "-A SPLITWAY -d fd00:5::/64 -p tcp -m multiport --dports 80,443 -j REDIRECT --to-ports 15001",
+    ] {
+        assert!(installed.contains(rule), "`{rule}` not installed:\n{installed}");
+    }
+    // Applying twice changes nothing (idempotent): the installed rules, not the printed script.
+    iptables(&ns, &config, &["--apply"]).await;
+    assert_eq!(
+        nat_rules(&ns).await,
+        installed,
+        "a second --apply changed the installed rules"
+    );
     let splitway = Splitway::start(&ns, &config, None).await;
-    let curl = curl_available();
+    let curl = require("curl", tool("curl", "--version")).is_some();
 
     for (host, endpoint) in expectations() {
         let served = direct_get(&ns_net, &host)
@@ -68,7 +82,7 @@ async fn transparent_mode_routes_unproxied_clients() {
     splitway
         .wait_logged("method=\"TCP\" original=127.12.0.9:443 host=127.12.0.9:443 route=\"default\"")
         .await;
-    if ns.has_ipv6() {
+    if require("IPv6 loopback in the namespace", ns.ipv6()).is_some() {
         ns.run(
             "ip",
             &["-6", "addr", "add", &format!("{SINK_IP6}/128"), "dev", "lo", "nodad"],
@@ -80,17 +94,35 @@ async fn transparent_mode_routes_unproxied_clients() {
             got, hello,
             "IPv6: the original destination comes from IP6T_SO_ORIGINAL_DST"
         );
-    } else {
-        eprintln!("no IPv6 loopback in the namespace: IPv6 capture not checked");
     }
     plain_http_is_routed_by_host(&ns_net).await;
     direct_connection_to_the_listener_is_refused(&ns_net).await;
 
     let removed = iptables(&ns, &config, &["--remove"]).await;
     assert!(removed.contains("removed"), "{removed}");
+    let left = nat_rules(&ns).await;
+    assert!(
+        !left.contains("SPLITWAY"),
+        "--remove left a SPLITWAY chain or jump:\n{left}"
+    );
+    assert_eq!(left, before, "--remove leaves the nat table as it was before --apply");
     iptables(&ns, &config, &["--remove"]).await;
+    assert_eq!(nat_rules(&ns).await, before, "a second --remove changes nothing");
     the_problem_returns_without_the_rules(&ns, &ns_net, &ca, curl).await;
     drop(splitway);
+}
+
+/// The nat table installed in `ns`, IPv4 then IPv6, as `iptables -S` lists it.
+async fn nat_rules(ns: &NetNs) -> String {
+    let mut rules = String::new();
+    for tool in ["iptables", "ip6tables"] {
+        let listed = ns
+            .run_async(tool, &["-w", "-t", "nat", "-S"])
+            .await
+            .unwrap_or_else(|e| panic!("{tool} -t nat -S: {e}"));
+        rules += &format!("# {tool}\n{listed}");
+    }
+    rules
 }
 
 /// Accepts one connection on `SINK_IP:port` (inside the namespace) and returns what arrived.
@@ -291,6 +323,11 @@ async fn uid_exclusion_and_no_sni_refuse() {
         .wait_logged(r#"error="no_sni" detail="no SNI or not TLS, and [transparent] no_sni = \"refuse\"""#)
         .await;
     iptables(&ns, &config, &["--remove"]).await;
+    let left = nat_rules(&ns).await;
+    assert!(
+        !left.contains("SPLITWAY"),
+        "--remove left a SPLITWAY chain or jump:\n{left}"
+    );
 }
 
 /// `/readyz?verbose` lists the transparent listeners; `explain` says redirected connections
@@ -324,7 +361,10 @@ async fn reported_by_readyz_and_explain(ns: &NetNs, ns_net: &NsNet, config: &Pat
 async fn mark_without_cap_net_admin_is_a_start_up_error() {
     let config = write_temp(
         "transparent-mark.toml",
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[transparent]\nlisten = \"127.0.0.1:15999\"\nmark = 0x539\n",
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\n\
+             hosts_file = false\n[transparent]\nlisten = \"127.0.0.1:15999\"\nmark = 0x539\n"
+        ),
     );
     let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()

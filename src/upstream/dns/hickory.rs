@@ -17,7 +17,8 @@ use hickory_resolver::{TokioResolver, lookup::Lookup};
 mod tls;
 
 use self::tls::Probe;
-use super::{Answer, DnsError};
+pub(super) use self::tls::TlsSetupError;
+use super::{Answer, DnsError, SetupError};
 use crate::config::resolv_conf::{self, RESOLV_CONF, ResolvConf, ResolvConfError};
 use crate::config::{Nameserver, ResolverSettings};
 
@@ -31,11 +32,14 @@ pub(super) struct Upstream {
 }
 
 impl Upstream {
-    pub(super) fn new(name: &str, settings: &ResolverSettings) -> Result<Self, String> {
+    pub(super) fn new(name: &str, settings: &ResolverSettings) -> Result<Self, SetupError> {
         let (servers, system) = match &settings.nameservers {
             Some(list) => (list.clone(), None),
             None => {
-                let conf = resolv_conf::load(Path::new(RESOLV_CONF)).map_err(|e| system_error(name, &e))?;
+                let conf = resolv_conf::load(Path::new(RESOLV_CONF)).map_err(|e| SetupError::SystemConf {
+                    resolver: name.to_owned(),
+                    source: Arc::new(e),
+                })?;
                 for note in &conf.ignored {
                     tracing::warn!(resolver = name, file = RESOLV_CONF, "{note}: ignored, as glibc does");
                 }
@@ -55,7 +59,10 @@ impl Upstream {
         // `*.corp.example` must not be sidestepped by asking for `secret` and letting a search
         // domain add `.corp.example` (Squid's `dns_defnames off`).
         let config = ResolverConfig::from_parts(None, Vec::new(), servers.iter().map(name_server).collect());
-        let tls = tls::client_config(settings.ca_file.as_deref()).map_err(|e| format!("resolver `{name}`: {e}"))?;
+        let tls = tls::client_config(settings.ca_file.as_deref()).map_err(|source| SetupError::Tls {
+            resolver: name.to_owned(),
+            source,
+        })?;
         let probe = Probe::new(&servers, &tls);
         let mut builder =
             TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_tls_config(tls);
@@ -72,7 +79,10 @@ impl Upstream {
         if let Some(conf) = &system {
             system_options(opts, conf, settings.timeout);
         }
-        let inner = builder.build().map_err(|e| format!("resolver `{name}`: {e}"))?;
+        let inner = builder.build().map_err(|e| SetupError::Build {
+            resolver: name.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             inner,
             aaaa: !system.is_some_and(|c| c.no_aaaa),
@@ -199,11 +209,12 @@ fn system_options(opts: &mut ResolverOpts, conf: &ResolvConf, budget: Duration) 
 }
 
 /// A resolv.conf error as the user sees it: what is wrong, then how to get going again.
-fn system_error(name: &str, e: &ResolvConfError) -> String {
+/// What a resolv.conf error says, its cause after it.
+pub(super) fn system_detail(e: &ResolvConfError) -> String {
     let cause = std::error::Error::source(e)
         .map(|c| format!(": {c}"))
         .unwrap_or_default();
-    format!("resolver `{name}`: {e}{cause}; fix the file or set [resolver.{name}] nameservers")
+    format!("{e}{cause}")
 }
 
 fn name_server(ns: &Nameserver) -> NameServerConfig {
@@ -276,16 +287,23 @@ mod tests {
 
     #[test]
     fn a_bad_resolv_conf_says_what_to_do() {
+        let system_error = |_: &str, e: ResolvConfError| {
+            SetupError::SystemConf {
+                resolver: "system".into(),
+                source: Arc::new(e),
+            }
+            .to_string()
+        };
         let e = resolv_conf::parse("nameserver 10.0.0.x\n", RESOLV_CONF).expect_err("bad IP");
         assert_eq!(
-            system_error("system", &e),
+            system_error("system", e),
             "resolver `system`: /etc/resolv.conf line 1: `nameserver 10.0.0.x`: not an IP address; fix the file or set [resolver.system] nameservers"
         );
         let e = resolv_conf::load(Path::new("/nonexistent/resolv.conf")).expect_err("missing");
+        let shown = system_error("system", e);
         assert!(
-            system_error("system", &e).starts_with("resolver `system`: cannot read /nonexistent/resolv.conf: "),
-            "{}",
-            system_error("system", &e)
+            shown.starts_with("resolver `system`: cannot read /nonexistent/resolv.conf: "),
+            "{shown}"
         );
     }
 }

@@ -55,6 +55,7 @@ impl Running {
     /// Writes `toml` to a temporary file and starts `splitway COMMAND… --config FILE
     /// --log-format json` with only `env` in its environment; waits for nothing.
     pub(crate) fn spawn(toml: &str, command: &[&str], env: &[(&str, &str)]) -> Running {
+        super::config::assert_hermetic_toml(toml);
         let config = TempFile::new("splitway.toml", toml);
         let mut child = Command::new(SPLITWAY)
             .args(command)

@@ -245,16 +245,6 @@ where
     (response.status, response.body)
 }
 
-/// Whether a `curl` binary can be run.
-pub(crate) fn curl_available() -> bool {
-    std::process::Command::new("curl")
-        .arg("--version")
-        .env_clear()
-        .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
 /// Runs `curl` on `url(host)` reaching it `via`, trusting only the test CA, with `extra`
 /// arguments before the URL. Async, so a proxy on the test's own runtime keeps running.
 pub(crate) async fn curl(net: &AwsNet, via: Via, host: &str, extra: &[&str]) -> Output {
@@ -320,18 +310,16 @@ pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Whether a real client the test needs is here. When it is not: under CI (`CI` set) the test
-/// fails, naming what to install; elsewhere it prints why and the caller skips.
+/// fails, naming what to install; elsewhere it prints why and the caller skips
+/// ([`super::require`]).
 #[track_caller]
 pub(crate) fn client_or_skip(client: &str, present: bool, install: &str) -> bool {
-    if present {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI: {client} is missing; install {install} (see .ci/run)"
-    );
-    eprintln!("{client} is missing: skipping (install {install}; under CI this fails)");
-    false
+    let found = if present {
+        Ok(())
+    } else {
+        Err(format!("not installed (install {install}; see .ci/run)"))
+    };
+    super::require(client, found).is_some()
 }
 
 /// Whether `program ARGS…` runs and exits 0 (with only `PATH` and `HOME` in its environment).

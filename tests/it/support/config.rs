@@ -8,6 +8,30 @@ use super::names::*;
 use super::net::AwsNet;
 use super::proxy::PrivateDns;
 
+/// Panics unless `config` names its own `[resolver.system]` nameservers and leaves
+/// `/etc/hosts` out: otherwise start-up would read the machine's `/etc/resolv.conf` and hosts
+/// file, and the test would depend on the machine it runs on. Every proxy the tests start goes
+/// through here; tests/it/source_rules.rs checks the configs written out by hand.
+#[track_caller]
+pub(crate) fn assert_hermetic(config: &splitway::Config) {
+    let system = config.resolvers.get("system");
+    assert!(
+        system.is_some_and(|s| s.nameservers.is_some() && !s.hosts_file),
+        "test config {} has no [resolver.system] with its own nameservers and hosts_file = false: \
+         the proxy would read this machine's /etc/resolv.conf and /etc/hosts",
+        config.origin
+    );
+}
+
+/// [`assert_hermetic`] for config text; a config that does not load (the point of some tests)
+/// builds no resolver and passes.
+#[track_caller]
+pub(crate) fn assert_hermetic_toml(toml: &str) {
+    if let Ok(config) = splitway::Config::from_toml(toml, "test.toml") {
+        assert_hermetic(&config);
+    }
+}
+
 /// A TOML basic string: `"…"` with `"` and `\` escaped.
 pub(crate) fn quoted(s: impl Display) -> String {
     let s = s.to_string();
@@ -159,21 +183,26 @@ pub(crate) struct ConfigBuilder {
 
 impl ConfigBuilder {
     /// `[proxy]` for tests: port 0, the emulated network's port allowed, loopback not denied
-    /// (the emulated AWS network lives on 127.0.0.0/8). No resolvers, no routes.
+    /// (the emulated AWS network lives on 127.0.0.0/8), and `[resolver.system]` on the VPC
+    /// resolver (Private DNS on) without `/etc/hosts`: a test never reads the machine's own
+    /// resolver (see [`assert_hermetic`]). No other resolver, no routes.
     pub(crate) fn new(net: &AwsNet) -> ConfigBuilder {
         let mut proxy = Table::default();
         proxy.set("listen", quoted("127.0.0.1:0"));
         proxy.set("connect_ports", format!("[{}]", net.port));
         proxy.set("connect_timeout", quoted("5s"));
         proxy.set("deny_destinations", strings(["169.254.0.0/16"]));
-        ConfigBuilder {
+        let builder = ConfigBuilder {
             proxy,
             resolvers: vec![],
             routes: vec![],
             aws: None,
             sections: vec![],
             admin: None,
-        }
+        };
+        builder
+            .resolver("system", net.vpc_dns_private_on)
+            .resolver_key("system", "hosts_file", "false")
     }
 
     /// `new` with `[resolver.system]` (the VPC resolver `dns` says) and `[resolver.public]`.
@@ -216,6 +245,12 @@ impl ConfigBuilder {
     /// Sets a `[proxy]` key to a raw TOML value, e.g. `proxy("max_connections", "2")`.
     pub(crate) fn proxy(mut self, key: &str, raw: impl Into<String>) -> ConfigBuilder {
         self.proxy.set(key, raw);
+        self
+    }
+
+    /// Removes a `[proxy]` key (back to the default); panics if it is not set.
+    pub(crate) fn without_proxy_key(mut self, key: &str) -> ConfigBuilder {
+        assert!(self.proxy.remove(key), "[proxy] has no key `{key}`");
         self
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod dns;
 pub(crate) mod dns_tls;
+pub(crate) mod echo_process;
 pub(crate) mod haproxy;
 pub(crate) mod lambda;
 pub(crate) mod metrics;
@@ -24,6 +25,7 @@ pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
 pub(crate) mod raw;
 pub(crate) mod relay;
+pub(crate) mod require;
 pub(crate) mod squid;
 pub(crate) mod tmp;
 pub(crate) mod transparent;
@@ -36,11 +38,12 @@ pub(crate) use self::{
     apigw::{ApiGw, EndpointSpec, ok_body},
     bound::{HANG_SECS, poll_until, within},
     client::{
-        Served, Via, connect_raw, connect_request, curl, curl_available, describe_chain, get, get_over_tls, header,
-        https_client, status_of, tls_over, url,
+        Served, Via, connect_raw, connect_request, curl, describe_chain, get, get_over_tls, header, https_client,
+        status_of, tls_over, url,
     },
     dns::{DnsMode, FakeDns},
     names::*,
     net::{AwsNet, Resolver, aws_net},
+    require::{require, tool},
     zone::Zone,
 };

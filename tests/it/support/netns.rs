@@ -2,7 +2,8 @@
 //! must not touch the machine's own), and the emulated AWS network started inside one.
 //!
 //! Creating one needs root (`ip netns add`). Without it a test is skipped with its reason,
-//! unless `CI` is set: there the environment is meant to allow it, so the test fails.
+//! unless `CI` is set: there the environment is meant to allow it, so the test fails
+//! ([`super::require`]).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,19 +36,12 @@ impl NetNs {
         Ok(ns)
     }
 
-    /// The namespace for test `test`, or `None` (skipped, reason printed) where namespaces
-    /// cannot be made and `CI` is unset.
+    /// A namespace for test `test`, or `None` where none can be made (skipped with the reason
+    /// printed; a failure under `CI`, see [`super::require`]).
+    #[track_caller]
     pub(crate) fn for_test(test: &str) -> Option<NetNs> {
-        match Self::create() {
-            Ok(ns) => Some(ns),
-            Err(reason) if std::env::var_os("CI").is_some() => {
-                panic!("{test}: cannot create a network namespace (CI is set, so this fails): {reason}")
-            }
-            Err(reason) => {
-                eprintln!("skipping {test}: cannot create a network namespace: {reason}");
-                None
-            }
-        }
+        let what = format!("a network namespace for {test} (root and iproute2)");
+        super::require(&what, Self::create())
     }
 
     /// Runs `program args` inside the namespace and waits for it; `Err` holds its stderr.
@@ -88,8 +82,17 @@ impl NetNs {
 
     /// Whether IPv6 loopback works in the namespace.
     pub(crate) fn has_ipv6(&self) -> bool {
-        self.run("ip", &["-6", "addr", "show", "dev", "lo"])
-            .is_ok_and(|out| out.contains("::1/128"))
+        self.ipv6().is_ok()
+    }
+
+    /// `Ok` when IPv6 loopback works in the namespace, else why not.
+    pub(crate) fn ipv6(&self) -> Result<(), String> {
+        let out = self.run("ip", &["-6", "addr", "show", "dev", "lo"])?;
+        if out.contains("::1/128") {
+            Ok(())
+        } else {
+            Err(format!("`ip -6 addr show dev lo` lists no ::1/128: {out:?}"))
+        }
     }
 
     /// Moves the calling thread into the namespace: sockets it (and threads it spawns)

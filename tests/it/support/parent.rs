@@ -3,12 +3,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use super::bound::{HANG_SECS, poll_until};
 use super::net::{AwsNet, Resolver};
 
 /// How the parent answers a CONNECT.
@@ -137,7 +137,15 @@ async fn serve(
         Behaviour::ResetMidReply => {
             stream.write_all(b"HTTP/1.1 200 Conn").await?;
             stream.flush().await?;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The reset must come after the proxy has read the half reply: a reset with bytes
+            // still unsent or unread would discard them, and the fault would be another one.
+            let (me, proxy) = (stream.local_addr()?, stream.peer_addr()?);
+            poll_until(HANG_SECS, "the proxy to read the half reply", || async move {
+                let sent = tcp_queues(me, proxy)?.0 == 0;
+                let read = tcp_queues(proxy, me)?.1 == 0;
+                (sent && read).then_some(())
+            })
+            .await;
             stream.set_zero_linger()?;
             drop(stream);
             Ok(())
@@ -152,6 +160,42 @@ async fn serve(
             Ok(())
         }
     }
+}
+
+/// The queues of this namespace's TCP socket bound to `local` and connected to `remote`, from
+/// /proc/net/tcp (or tcp6): bytes sent and not yet acknowledged, and bytes received and not
+/// yet read by the socket's owner. `None` if there is no such socket.
+fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
+    let table = if local.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 || proc_addr(f[1])? != local || proc_addr(f[2])? != remote {
+            return None;
+        }
+        let (tx, rx) = f[4].split_once(':')?;
+        Some((u64::from_str_radix(tx, 16).ok()?, u64::from_str_radix(rx, 16).ok()?))
+    })
+}
+
+/// `0100007F:1F90` as /proc/net/tcp prints an address: 32-bit words in host byte order.
+fn proc_addr(field: &str) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend(word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, u16::from_str_radix(port, 16).ok()?))
 }
 
 /// `host:port` → an address, names as the VPC resolver with Private DNS on answers.

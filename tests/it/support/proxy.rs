@@ -31,6 +31,7 @@ impl TestProxy {
     /// `start` with limits the config file does not set (e.g. a short header timeout).
     pub(crate) async fn start_with(toml: &str, limits: Limits) -> TestProxy {
         let config = Config::from_toml(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+        super::config::assert_hermetic(&config);
         let proxy = within(HANG_SECS, "the proxy to bind", Proxy::bind_with(config, limits))
             .await
             .expect("proxy binds");
@@ -64,6 +65,16 @@ impl TestProxy {
             .expect("proxy tasks still running 20s after the clients finished");
         assert_eq!(self.handle.open_connections(), 0, "open client connections");
         assert_eq!(self.handle.tasks(), 0, "proxy tasks left running");
+    }
+
+    /// Starts a proxy on `toml`, runs `exercise` against it, checks that nothing is left open
+    /// and stops it: a test is its exercise, composed from support, not a copy of this frame.
+    pub(crate) async fn exercise<T>(toml: &str, exercise: impl AsyncFnOnce(&TestProxy) -> T) -> T {
+        let proxy = TestProxy::start(toml).await;
+        let out = exercise(&proxy).await;
+        proxy.assert_no_leaks().await;
+        proxy.stop().await;
+        out
     }
 
     /// Signals shutdown (as SIGTERM does) and waits until the proxy is draining.

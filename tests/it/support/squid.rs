@@ -23,22 +23,21 @@ pub(crate) struct Squid {
     _dns: FakeDns,
 }
 
-/// Whether the tests can run Squid: the binary is installed and port 53 can be bound (root).
-pub(crate) fn squid_available() -> bool {
-    Command::new("squid")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl Squid {
     /// Starts Squid on `ip` (each test its own), its resolver on `dns_ip:53` answering as the
     /// VPC resolver with Private DNS on. With `user`, Squid asks for Basic credentials
-    /// (`basic_ncsa_auth` over an htpasswd file). `None` when Squid cannot run here.
-    pub(crate) async fn start(net: &AwsNet, ip: IpAddr, dns_ip: IpAddr, user: Option<(&str, &str)>) -> Option<Squid> {
-        let dns = FakeDns::start_on_53(dns_ip, vpc_private_dns_on_zone()).await?;
+    /// (`basic_ncsa_auth` over an htpasswd file). `Err` says why Squid cannot run here: not
+    /// installed, or port 53 cannot be bound (not root); see [`super::require`].
+    pub(crate) async fn start(
+        net: &AwsNet,
+        ip: IpAddr,
+        dns_ip: IpAddr,
+        user: Option<(&str, &str)>,
+    ) -> Result<Squid, String> {
+        super::tool("squid", "-v")?;
+        let dns = FakeDns::start_on_53(dns_ip, vpc_private_dns_on_zone())
+            .await
+            .ok_or_else(|| format!("its resolver needs port 53 on {dns_ip}, which only root may bind"))?;
         let port = {
             let l = std::net::TcpListener::bind((ip, 0)).expect("bind a port for squid");
             l.local_addr().expect("address").port()
@@ -50,6 +49,7 @@ impl Squid {
         let _ = Command::new("chmod").arg("0777").arg(&dir).status();
         let auth = match user {
             Some((user, password)) => {
+                super::tool("openssl", "version")?;
                 let out = Command::new("openssl")
                     .args(["passwd", "-1", password])
                     .output()
@@ -111,7 +111,7 @@ shutdown_lifetime 0 seconds
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .ok()?;
+            .map_err(|e| format!("cannot start squid: {e}"))?;
         let mut squid = Squid {
             addr,
             service,
@@ -120,7 +120,7 @@ shutdown_lifetime 0 seconds
             _dns: dns,
         };
         squid.wait_listening().await;
-        Some(squid)
+        Ok(squid)
     }
 
     async fn wait_listening(&mut self) {

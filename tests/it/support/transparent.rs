@@ -62,6 +62,13 @@ pub(crate) struct Splitway {
 impl Splitway {
     /// Runs the binary in `ns`, as user `uid` when given (through util-linux `setpriv`).
     pub(crate) async fn start(ns: &NetNs, config: &Path, uid: Option<u32>) -> Splitway {
+        // `ip netns exec` mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf: where the
+        // test wrote one, the system resolver without nameservers reads the test's own file.
+        let own_resolv_conf = Path::new("/etc/netns").join(&ns.name).join("resolv.conf");
+        if !own_resolv_conf.exists() {
+            let toml = std::fs::read_to_string(config).expect("read the test config");
+            super::config::assert_hermetic_toml(&toml);
+        }
         let mut command = match uid {
             None => ns.command(env!("CARGO_BIN_EXE_splitway")),
             Some(uid) => {

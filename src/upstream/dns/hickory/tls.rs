@@ -17,8 +17,24 @@ use crate::config::Nameserver;
 /// RFC 8484 §5.2 / RFC 7540 §3.3: DoH runs over HTTP/2, negotiated with ALPN `h2`.
 const ALPN_H2: &[u8] = b"h2";
 
+/// Why the TLS client config of a `tls://` or `https://` resolver cannot be built. The
+/// messages carry rustls' own text: its types stay in this file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("ca_file `{path}`: cannot read it: {source}")]
+    Read { path: String, source: Arc<std::io::Error> },
+    #[error("ca_file `{path}`: certificate {index}: not PEM: {reason}")]
+    NotPem { path: String, index: usize, reason: String },
+    #[error("ca_file `{path}`: certificate {index}: not a CA certificate: {reason}")]
+    NotCa { path: String, index: usize, reason: String },
+    #[error("ca_file `{path}`: no PEM certificate in it (want -----BEGIN CERTIFICATE-----)")]
+    Empty { path: String },
+    #[error("TLS setup: {0}")]
+    Versions(String),
+}
+
 /// The webpki roots plus every certificate in the PEM bundle at `ca_file` (if any).
-pub(super) fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+pub(super) fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -27,25 +43,34 @@ pub(super) fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, Stri
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(|e| TlsSetupError::Versions(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
 }
 
-fn add_pem_bundle(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
-    let at = |why: String| format!("ca_file `{}`: {why}", path.display());
-    let pem = std::fs::read(path).map_err(|e| at(format!("cannot read it: {e}")))?;
+fn add_pem_bundle(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
+    let shown = || path.display().to_string();
+    let pem = std::fs::read(path).map_err(|e| TlsSetupError::Read {
+        path: shown(),
+        source: Arc::new(e),
+    })?;
     let mut added = 0;
     for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|e| at(format!("certificate {}: not PEM: {e}", i + 1)))?;
-        roots
-            .add(cert)
-            .map_err(|e| at(format!("certificate {}: not a CA certificate: {e}", i + 1)))?;
+        let cert = cert.map_err(|e| TlsSetupError::NotPem {
+            path: shown(),
+            index: i + 1,
+            reason: e.to_string(),
+        })?;
+        roots.add(cert).map_err(|e| TlsSetupError::NotCa {
+            path: shown(),
+            index: i + 1,
+            reason: e.to_string(),
+        })?;
         added += 1;
     }
     if added == 0 {
-        return Err(at("no PEM certificate in it (want -----BEGIN CERTIFICATE-----)".into()));
+        return Err(TlsSetupError::Empty { path: shown() });
     }
     Ok(())
 }
@@ -128,7 +153,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let not_pem = dir.join("not-pem.pem");
         std::fs::write(&not_pem, "not a certificate\n").expect("write");
-        let e = client_config(Some(&not_pem)).expect_err("no certificate");
+        let e = client_config(Some(&not_pem)).expect_err("no certificate").to_string();
         assert_eq!(
             e,
             format!(
@@ -137,7 +162,7 @@ mod tests {
             )
         );
         let missing = dir.join("missing.pem");
-        let e = client_config(Some(&missing)).expect_err("missing");
+        let e = client_config(Some(&missing)).expect_err("missing").to_string();
         assert!(
             e.starts_with(&format!("ca_file `{}`: cannot read it: ", missing.display())),
             "{e}"
