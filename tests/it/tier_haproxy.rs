@@ -32,7 +32,7 @@ fn replica_config() -> String {
         .admin()
         .proxy_str("proxy_protocol", "required")
         .proxy("proxy_protocol_from", strings([LB_SOURCE]))
-        .proxy_str("drain_delay", "2s")
+        .proxy_str("drain_delay", "5s")
         .proxy_str("drain_timeout", "20s")
         .section(
             "[[client]]\nname = \"internal\"\nsources = [\"127.20.0.0/16\"]\nroutes = [\"*\"]\n\n\
@@ -135,6 +135,12 @@ async fn tier_haproxy_two_replicas_policy_log_and_rolling_restart() {
     .await;
     // /healthz stays 200 while it drains: the load balancer would reset its flows otherwise.
     assert_eq!(admin_get(admin, "/healthz").await.0, 200);
+    // During drain_delay r0 still takes new connections (the load is one request at a time,
+    // so at most one of these was open before the SIGTERM).
+    a.next_log("accepting for drain_delay").await;
+    for _ in 0..10 {
+        a.next_log("tunnel closed").await;
+    }
     // The load balancer deregisters it (an NLB takes a while: drain_delay covers it).
     lb.command("set server splitway/r0 state drain").await;
     let exited = within(DRAIN_GUARD.as_secs(), "r0 to finish its drain", a.wait()).await;
