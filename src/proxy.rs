@@ -4,7 +4,7 @@
 //! A CONNECT gets `200` only after the upstream connection succeeded (RFC 9110 §9.3.6), so a
 //! failure reaches the client as a status with `Proxy-Status` (RFC 9209).
 
-pub mod forward;
+pub(crate) mod forward;
 pub(crate) mod pipe;
 pub(crate) mod report;
 pub mod sni;
@@ -30,11 +30,11 @@ use crate::target::Target;
 use tracing::Instrument;
 
 /// Response body type of the proxy service.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Per-client-connection context handed to each request.
 #[derive(Clone)]
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     pub client: SocketAddr,
     /// Cancelled when the proxy starts draining.
     pub draining: tokio_util::sync::CancellationToken,
@@ -49,7 +49,7 @@ pub struct ConnCtx {
 
 impl ConnCtx {
     /// The context of a connection's next request, on the runtime current now.
-    pub fn next_request(&self) -> ConnCtx {
+    pub(crate) fn next_request(&self) -> ConnCtx {
         ConnCtx {
             runtime: self.current.load(),
             ..self.clone()
@@ -58,7 +58,7 @@ impl ConnCtx {
 }
 
 /// Serves one request from a client connection.
-pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+pub(crate) async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let method = req.method().clone();
     let kind = if method == Method::CONNECT {
         RequestKind::Connect
@@ -134,7 +134,7 @@ pub(crate) async fn forward_to(
     }
 }
 
-pub use crate::outcome::NO_ROUTE;
+pub(crate) use crate::outcome::NO_ROUTE;
 
 /// A request refused before it was forwarded or tunnelled: the error, with the target and
 /// route when they were known.
@@ -368,7 +368,7 @@ fn error_head(resp: &Response<Body>, body: &str, close: bool) -> Vec<u8> {
 
 /// Routes `target` and connects along its route (report mode: along the system path, and the
 /// route actually taken is the one returned). CONNECT and the transparent listener share it.
-pub async fn connect_for(
+pub(crate) async fn connect_for(
     rt: &Runtime,
     target: &Target,
 ) -> (
@@ -386,7 +386,7 @@ pub async fn connect_for(
 }
 
 /// The one place a `ProxyError` becomes an HTTP response.
-pub fn error_response(e: &ProxyError) -> Response<Body> {
+pub(crate) fn error_response(e: &ProxyError) -> Response<Body> {
     let body = error_body(e);
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *resp.status_mut() = e.status();
@@ -414,7 +414,7 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
 }
 
 /// The one-line plain-text body of every error splitway answers.
-pub fn error_body(e: &ProxyError) -> String {
+pub(crate) fn error_body(e: &ProxyError) -> String {
     format!("splitway: {}\n", e.describe())
 }
 
