@@ -233,19 +233,13 @@ async fn open_tunnel(ctx: &ConnCtx, exchange: Exchange, uri: &http::Uri) -> Resu
         Err(e) => return Err(Refusal::on(target, route, e)),
     };
     exchange.answered(ctx.guard.metrics(), &route, &upstream);
-    Ok(tunnel::Tunnel {
+    Ok(tunnel::Tunnel::connect(
+        ctx,
         exchange,
-        method: "CONNECT",
-        expect_sni: tunnel::expected_sni(&route, &target),
         target,
         route,
-        stream,
-        upstream,
-        idle_timeout: rt.config.proxy.idle_timeout,
-        hello_timeout: ctx.client_hello_timeout,
-        guard: ctx.guard.clone(),
-        sni: None,
-    })
+        (stream, upstream),
+    ))
 }
 
 /// A connection's first head when it is a `CONNECT` without a body, as `server::head` read
