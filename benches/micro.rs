@@ -18,11 +18,11 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use rustls::pki_types::ServerName;
 use splitway::Config;
+use splitway::RouteTable;
+use splitway::dns::Resolver;
 use splitway::metrics::Metrics;
-use splitway::proxy::sni::{self, Hello};
-use splitway::routes::RouteTable;
+use splitway::sni::{self, Hello};
 use splitway::target::{Host, Target};
-use splitway::upstream::dns::Resolver;
 use std::hint::black_box;
 
 /// Routes in the table under `cargo bench`. `cargo test --all-targets` runs this binary too
@@ -196,7 +196,7 @@ fn dns_cache_hit(c: &mut Criterion) {
     let kept = names
         .iter()
         .rev()
-        .find(|n| now(resolver.resolve(n)).1 == splitway::upstream::dns::Source::Hit);
+        .find(|n| now(resolver.resolve(n)).1 == splitway::dns::Source::Hit);
     let kept = kept.expect("the full cache holds names").clone();
     let _guard = rt.enter();
     let mut g = c.benchmark_group("dns_cache_hit");

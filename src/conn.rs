@@ -22,9 +22,9 @@ use crate::metrics::Metrics;
 
 /// Largest request head accepted on any listener (RFC 9112 §2.3 leaves the limit to the
 /// server); hyper answers `431` beyond it.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in a request head; hyper answers `431` beyond it.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// The IO type the server hands hyper for a client connection. A tunnel downcasts hyper's
 /// upgrade to exactly this type to get the client's own `TcpStream` back (the fast path); both
@@ -33,7 +33,7 @@ pub(crate) type ClientIo = TokioIo<Prefixed>;
 
 /// Held by a client connection and by its tunnel: the connection-limit permit, the tracker
 /// the drain waits on, and the token that cuts everything at `drain_timeout`.
-pub struct ConnGuard {
+pub(crate) struct ConnGuard {
     _permit: OwnedSemaphorePermit,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -54,7 +54,7 @@ impl Drop for ConnGuard {
 
 impl ConnGuard {
     /// A guard for a client connection that holds `permit`; `open` counts it until dropped.
-    pub fn new(
+    pub(crate) fn new(
         permit: OwnedSemaphorePermit,
         tracker: TaskTracker,
         cancel: CancellationToken,
@@ -74,11 +74,7 @@ impl ConnGuard {
         }
     }
 
-    pub fn tracker(&self) -> &TaskTracker {
-        &self.tracker
-    }
-
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
@@ -89,7 +85,7 @@ impl ConnGuard {
     }
 
     /// Runs `task` tracked for the drain, with a panic in it contained and counted.
-    pub fn spawn(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
         let metrics = self.metrics.clone();
         self.tracker.spawn(contain(task, what, metrics));
     }

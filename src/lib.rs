@@ -54,17 +54,28 @@ pub mod metrics;
 pub(crate) mod outcome;
 pub mod policy;
 pub mod probe;
-pub mod proxy;
-pub mod ready;
+pub(crate) mod proxy;
+pub(crate) mod ready;
 pub mod reload;
-pub mod routes;
-pub mod runtime;
-pub mod server;
+pub(crate) mod routes;
+pub(crate) mod runtime;
+pub(crate) mod server;
 pub mod target;
 #[cfg(test)]
 mod test_util;
 pub(crate) mod transparent;
-pub mod upstream;
+pub(crate) mod upstream;
+
+// The few internals the binary, tests, benches and fuzz targets use; everything else of the
+// modules above is the crate's own (`unreachable_pub` checks it).
+pub use proxy::sni;
+pub use routes::{Clash, RouteTable};
+pub use runtime::{Runtime, RuntimeError};
+pub use server::head;
+pub use server::proxy_header;
+pub use server::{HEADER_READ_TIMEOUT, Limits};
+pub use upstream::dns;
+pub use upstream::http::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -171,7 +171,7 @@ fn load(arg: &ConfigArg) -> Result<Config> {
         Some(path) => Config::load(path)?,
         None => Config::embedded(),
     };
-    splitway::routes::RouteTable::new(&config.routes).map_err(|clash| clash.located(&config.origin))?;
+    splitway::RouteTable::new(&config.routes).map_err(|clash| clash.located(&config.origin))?;
     Ok(config)
 }
 
@@ -293,7 +293,7 @@ async fn explain(
     let target = splitway::target::Target::parse_host_port(target, 443)
         .with_context(|| format!("`{target}` is not HOST or HOST:PORT"))?;
     splitway::install_crypto_provider();
-    let runtime = splitway::runtime::Runtime::new(config, Default::default())?;
+    let runtime = splitway::Runtime::new(config, Default::default())?;
     let mut e = match probe {
         None => splitway::explain::explain(&runtime, &target).await,
         Some(ca_file) => {

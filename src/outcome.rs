@@ -20,7 +20,7 @@ use crate::target::Target;
 use crate::upstream::connect::Upstream;
 
 /// The `route` label of refusals made before a route was chosen.
-pub const NO_ROUTE: &str = "none";
+pub(crate) const NO_ROUTE: &str = "none";
 
 /// One client exchange — a request, or a tunnel — on the listener it came in on: made once
 /// where it starts, and every way it can end (refused, forwarded, tunnelled) goes through

@@ -5,7 +5,7 @@
 //! failure reaches the client as a status with `Proxy-Status` (RFC 9209).
 
 mod answer;
-pub mod forward;
+pub(crate) mod forward;
 pub(crate) mod pipe;
 pub(crate) mod report;
 pub mod sni;
@@ -30,15 +30,15 @@ use crate::runtime::{Current, Runtime};
 use crate::target::Target;
 use tracing::Instrument;
 
+pub(crate) use answer::error_response;
 pub(crate) use answer::write_refusal;
-pub use answer::{error_body, error_response};
 
 /// Response body type of the proxy service.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Per-client-connection context handed to each request.
 #[derive(Clone)]
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     /// The client (a PROXY header's source, or the peer), its peer and VPC endpoint.
     pub who: Arc<Identity>,
     /// Cancelled when the proxy starts draining.
@@ -54,7 +54,7 @@ pub struct ConnCtx {
 
 impl ConnCtx {
     /// The context of a connection's next request, on the runtime current now.
-    pub fn next_request(&self) -> ConnCtx {
+    pub(crate) fn next_request(&self) -> ConnCtx {
         ConnCtx {
             runtime: self.current.load(),
             ..self.clone()
@@ -63,7 +63,7 @@ impl ConnCtx {
 }
 
 /// Serves one request from a client connection.
-pub async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+pub(crate) async fn serve(ctx: ConnCtx, req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let method = req.method().clone();
     let kind = if method == Method::CONNECT {
         RequestKind::Connect
@@ -143,7 +143,7 @@ pub(crate) async fn forward_to(
     }
 }
 
-pub use crate::outcome::NO_ROUTE;
+pub(crate) use crate::outcome::NO_ROUTE;
 
 /// The `[[client]]` policy of the connection's client, `authenticated` as `[proxy] auth`'s
 /// user or not; `None` without policies.
@@ -259,19 +259,13 @@ async fn open_tunnel(ctx: &ConnCtx, exchange: Exchange, uri: &http::Uri) -> Resu
         Err(e) => return Err(Refusal::on(target, route, e)),
     };
     exchange.answered(ctx.guard.metrics(), &route, &upstream);
-    Ok(tunnel::Tunnel {
+    Ok(tunnel::Tunnel::connect(
+        ctx,
         exchange,
-        method: "CONNECT",
-        expect_sni: tunnel::expected_sni(&route, &target),
         target,
         route,
-        stream,
-        upstream,
-        idle_timeout: rt.config.proxy.idle_timeout,
-        hello_timeout: ctx.client_hello_timeout,
-        guard: ctx.guard.clone(),
-        sni: None,
-    })
+        (stream, upstream),
+    ))
 }
 
 /// A connection's first head when it is a `CONNECT` without a body, as `server::head` read

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use crate::config::{Action, ConfigError, Pattern, RouteSpec, SniMode, Via};
 use crate::target::{Host, embedded_ipv4};
 
-pub use crate::config::DEFAULT_ROUTE;
+pub(crate) use crate::config::DEFAULT_ROUTE;
 
 /// A route as the proxy uses it.
 #[derive(Debug)]

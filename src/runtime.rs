@@ -24,7 +24,7 @@ use crate::upstream::http::{self as forward, ForwardClient};
 use crate::upstream::parent;
 
 /// The route name of report mode's actual path.
-pub const SYSTEM_PATH: &str = "system-path";
+pub(crate) const SYSTEM_PATH: &str = "system-path";
 
 /// Why a config could not be turned into a runtime (validation catches most of this first).
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum RuntimeError {
 
 /// Whether `[transparent] mark` can be set by this process: checked before serving with it
 /// (start-up, reload), since without `CAP_NET_ADMIN` every marked connection would fail.
-pub fn check_mark(config: &Config) -> Result<(), RuntimeError> {
+pub(crate) fn check_mark(config: &Config) -> Result<(), RuntimeError> {
     match config.transparent.as_ref().and_then(|t| t.mark) {
         Some(mark) => crate::upstream::socket::check_mark(mark).map_err(|source| RuntimeError::Mark {
             origin: config.origin.clone(),
@@ -73,20 +73,20 @@ pub struct Check {
 /// The runtime new connections and requests take: replaced atomically on reload. A request
 /// reads it once and keeps what it read to its end, so a reload never changes a request or
 /// tunnel half-way, and reaches a kept-alive connection at its next request.
-pub struct Current(std::sync::RwLock<Arc<Runtime>>);
+pub(crate) struct Current(std::sync::RwLock<Arc<Runtime>>);
 
 impl Current {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
+    pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
         Self(std::sync::RwLock::new(runtime))
     }
 
     /// The runtime now.
-    pub fn load(&self) -> Arc<Runtime> {
+    pub(crate) fn load(&self) -> Arc<Runtime> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Replaces it for what starts next.
-    pub fn store(&self, next: Arc<Runtime>) {
+    pub(crate) fn store(&self, next: Arc<Runtime>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = next;
     }
 }

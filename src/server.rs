@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 /// How long a client may take to send a request head (slowloris guard).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub use crate::conn::{MAX_HEAD_BYTES, MAX_HEADERS};
+pub(crate) use crate::conn::{MAX_HEAD_BYTES, MAX_HEADERS};
 
 /// Limits the config file does not expose. The defaults are the production values; the
 /// library API ([`crate::Proxy::bind_with`]) lets tests shorten the timeouts.
@@ -53,7 +53,7 @@ impl Default for Limits {
 }
 
 /// State shared by the accept loop and every connection.
-pub struct Shared {
+pub(crate) struct Shared {
     runtime: Arc<Current>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -69,7 +69,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, limits: Limits, own: Vec<std::net::SocketAddr>) -> Self {
+    pub(crate) fn new(runtime: Runtime, metrics: Arc<Metrics>, limits: Limits, own: Vec<std::net::SocketAddr>) -> Self {
         let max = runtime.config.proxy.max_connections;
         Self {
             runtime: Arc::new(Current::new(Arc::new(runtime))),
@@ -86,52 +86,47 @@ impl Shared {
     }
 
     /// The metrics registry of this proxy.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
     /// Readiness: `/readyz`'s state and dependency checks.
-    pub fn ready(&self) -> &Arc<Readiness> {
+    pub(crate) fn ready(&self) -> &Arc<Readiness> {
         &self.ready
     }
 
     /// Client connections open now, and a receiver that sees each change.
-    pub fn open(&self) -> &Arc<watch::Sender<usize>> {
+    pub(crate) fn open(&self) -> &Arc<watch::Sender<usize>> {
         &self.open
     }
 
     /// The tasks of every client connection and tunnel (the drain waits on it).
-    pub fn tracker(&self) -> &TaskTracker {
+    pub(crate) fn tracker(&self) -> &TaskTracker {
         &self.tracker
     }
 
     /// Cancelled when the drain begins.
-    pub fn draining(&self) -> &CancellationToken {
+    pub(crate) fn draining(&self) -> &CancellationToken {
         &self.draining
     }
 
-    /// Limits the config file does not set.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// The listeners' bound addresses.
-    pub fn own(&self) -> &[std::net::SocketAddr] {
+    pub(crate) fn own(&self) -> &[std::net::SocketAddr] {
         &self.own
     }
 
     /// Replaces the runtime for new connections and the next request of kept-alive ones;
     /// open tunnels and requests in flight keep theirs.
-    pub fn set_runtime(&self, next: Arc<Runtime>) {
+    pub(crate) fn set_runtime(&self, next: Arc<Runtime>) {
         self.runtime.store(next);
     }
 
-    pub fn runtime(&self) -> Arc<Runtime> {
+    pub(crate) fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load()
     }
 
     /// Where each request reads the runtime it runs on.
-    pub fn current(&self) -> &Arc<Current> {
+    pub(crate) fn current(&self) -> &Arc<Current> {
         &self.runtime
     }
 }
@@ -159,7 +154,7 @@ impl Listener {
 /// `drain_timeout` passes, then cuts what remains (each tunnel cut is counted in
 /// `splitway_tunnels_cut_at_shutdown_total`). With `drain_delay`, the listeners accept for that
 /// long after `shutdown` and then close; the connections open then get `drain_timeout`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     transparent: Vec<TcpListener>,
     shared: Arc<Shared>,
@@ -269,7 +264,7 @@ fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::
 
 /// Counts a new client connection in (permit, open count, tracker); `None` over
 /// `max_connections` (counted and logged; the caller answers or closes).
-pub fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
+pub(crate) fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         let max = shared.runtime().config.proxy.max_connections;
         shared.metrics.connection_rejected();

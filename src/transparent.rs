@@ -154,20 +154,7 @@ async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -
     } else {
         "TCP"
     };
-    let tunnel = Tunnel {
-        exchange,
-        method,
-        target,
-        route,
-        stream: upstream_stream,
-        upstream,
-        // Routed by this very name (or by address): nothing left to pin.
-        expect_sni: None,
-        idle_timeout: rt.config.proxy.idle_timeout,
-        hello_timeout: ctx.client_hello_timeout,
-        guard: ctx.guard.clone(),
-        sni,
-    };
+    let tunnel = Tunnel::redirected(ctx, exchange, method, (target, route), (upstream_stream, upstream), sni);
     // The first flight read so far goes upstream first, as a CONNECT's early bytes do.
     Some((tunnel, Client::Tcp(stream, Bytes::from(first))))
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use splitway::proxy::sni::{self, Hello};
+use splitway::sni::{self, Hello};
 
 fuzz_target!(|data: &[u8]| {
     let verdict = sni::parse_client_hello(data, sni::MAX_CLIENT_HELLO);

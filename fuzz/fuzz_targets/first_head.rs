@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use splitway::server::head::check;
+use splitway::head::check;
 
 fn status(data: &[u8]) -> Option<Result<(), u16>> {
     check(data).map(|r| r.map_err(|e| e.status().as_u16()))

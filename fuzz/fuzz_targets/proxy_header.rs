@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use splitway::server::proxy_header::{Frame, V2_MAX, frame, parse};
+use splitway::proxy_header::{Frame, V2_MAX, frame, parse};
 
 fuzz_target!(|data: &[u8]| {
     let peer = std::net::SocketAddr::from(([10, 0, 0, 1], 40000));

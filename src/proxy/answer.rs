@@ -56,7 +56,7 @@ fn error_head(resp: &Response<Body>, body: &str, close: bool) -> Vec<u8> {
 }
 
 /// The one place a `ProxyError` becomes an HTTP response.
-pub fn error_response(e: &ProxyError) -> Response<Body> {
+pub(crate) fn error_response(e: &ProxyError) -> Response<Body> {
     let body = error_body(e);
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *resp.status_mut() = e.status();
@@ -84,6 +84,6 @@ pub fn error_response(e: &ProxyError) -> Response<Body> {
 }
 
 /// The one-line plain-text body of every error splitway answers.
-pub fn error_body(e: &ProxyError) -> String {
+fn error_body(e: &ProxyError) -> String {
     format!("splitway: {}\n", e.describe())
 }

@@ -14,12 +14,10 @@ use super::Body;
 use crate::error::ProxyError;
 use crate::routes::Route;
 use crate::target::Target;
-pub use crate::upstream::http::{
-    ForwardClient, POOL_IDLE_TIMEOUT, POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo, client, target_of,
-};
+pub(crate) use crate::upstream::http::{ForwardClient, target_of};
 
 /// How long an upstream may take to send its response head.
-pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// RFC 9110 §7.6.1: hop-by-hop fields, plus those `Connection` names, never cross the proxy.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -55,7 +53,7 @@ const VIA: HeaderValue = HeaderValue::from_static("1.1 splitway");
 /// fields, `Via`) and sends it along the route `client` connects by (returned: in report mode
 /// it is the system path, not the enforcing table's route); the response comes back with its
 /// own hop-by-hop fields removed.
-pub async fn forward(
+pub(crate) async fn forward(
     client: &ForwardClient,
     target: &Target,
     req: Request<Incoming>,

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::ConnCtx;
 use super::pipe::{self, Activity, PipeEnd};
 use super::sni::{self, Hello};
 use crate::config::SniMode;
@@ -29,21 +30,78 @@ pub(crate) const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A tunnel whose upstream is connected and whose `200` is on its way (or, on the
 /// transparent listener, whose client never waits for one).
 pub(crate) struct Tunnel {
-    pub exchange: Exchange,
+    exchange: Exchange,
     /// `CONNECT`, or on the transparent listener `TLS` / `TCP`.
-    pub method: &'static str,
-    pub target: Target,
-    pub route: Arc<Route>,
-    pub stream: TcpStream,
-    pub upstream: Upstream,
+    method: &'static str,
+    target: Target,
+    route: Arc<Route>,
+    stream: TcpStream,
+    upstream: Upstream,
     /// The name the ClientHello must carry, when the route pins SNI.
-    pub expect_sni: Option<String>,
-    pub idle_timeout: Duration,
+    expect_sni: Option<String>,
+    idle_timeout: Duration,
     /// [`CLIENT_HELLO_TIMEOUT`] unless the embedding program shortened it.
-    pub hello_timeout: Duration,
-    pub guard: Arc<ConnGuard>,
+    hello_timeout: Duration,
+    guard: Arc<ConnGuard>,
     /// The SNI the client sent, once read.
-    pub sni: Option<String>,
+    sni: Option<String>,
+}
+
+impl Tunnel {
+    /// The tunnel of a `CONNECT` whose upstream `connected`: its SNI pinned when the route
+    /// says so ([`expected_sni`]).
+    pub(crate) fn connect(
+        ctx: &ConnCtx,
+        exchange: Exchange,
+        target: Target,
+        route: Arc<Route>,
+        connected: (TcpStream, Upstream),
+    ) -> Self {
+        let expect_sni = expected_sni(&route, &target);
+        Self {
+            expect_sni,
+            ..Self::new(ctx, exchange, "CONNECT", target, route, connected)
+        }
+    }
+
+    /// A redirected connection's tunnel (`method` `TLS` or `TCP`), routed by `sni` (or by
+    /// address): nothing is left to pin.
+    pub(crate) fn redirected(
+        ctx: &ConnCtx,
+        exchange: Exchange,
+        method: &'static str,
+        (target, route): (Target, Arc<Route>),
+        connected: (TcpStream, Upstream),
+        sni: Option<String>,
+    ) -> Self {
+        Self {
+            sni,
+            ..Self::new(ctx, exchange, method, target, route, connected)
+        }
+    }
+
+    fn new(
+        ctx: &ConnCtx,
+        exchange: Exchange,
+        method: &'static str,
+        target: Target,
+        route: Arc<Route>,
+        (stream, upstream): (TcpStream, Upstream),
+    ) -> Self {
+        Self {
+            exchange,
+            method,
+            target,
+            route,
+            stream,
+            upstream,
+            expect_sni: None,
+            idle_timeout: ctx.runtime.config.proxy.idle_timeout,
+            hello_timeout: ctx.client_hello_timeout,
+            guard: ctx.guard.clone(),
+            sni: None,
+        }
+    }
 }
 
 /// SNI is pinned for names on `sni = "match"` routes; a CONNECT to an IP literal routes by

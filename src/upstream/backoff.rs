@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 /// Addresses remembered at once; an endpoint has one ENI per zone, so this is plenty for any
 /// sane number of routes and keeps a flood of failing destinations from growing memory.
-pub const MAX_ENTRIES: usize = 1024;
+pub(crate) const MAX_ENTRIES: usize = 1024;
 
 /// Why an address was put into backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -64,7 +64,7 @@ impl Upstream {
 
 /// The addresses one name resolved to, after the deny filter.
 #[derive(Debug, Clone)]
-pub struct Candidates {
+pub(crate) struct Candidates {
     pub addrs: Vec<SocketAddr>,
     pub answer: Option<Answer>,
     pub source: Option<Source>,

@@ -12,7 +12,7 @@ use crate::routes::CnameRule;
 
 /// The CNAME chain reached a rule's pattern: `cname` is the name that matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Detection {
+pub(crate) struct Detection {
     pub cname: Arc<str>,
     pub resolver: Arc<str>,
 }

@@ -16,14 +16,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use self::pool::Budget;
-pub use self::pool::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST, UpstreamIo};
+pub(crate) use self::pool::UpstreamIo;
+pub use self::pool::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST};
 use crate::error::ProxyError;
 use crate::routes::{Route, RouteTable};
 use crate::target::Target;
 use crate::upstream::connect::Connector;
 
 /// Idle pooled upstream connections are closed after this.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The pooled HTTP/1.1 client for forwarded requests, with the route table its connector
 /// routes by: the route that says whether a request goes to a parent (and so carries the
@@ -46,7 +47,7 @@ impl ForwardClient {
 }
 
 /// Builds the client of one runtime (routes and connector of one config).
-pub fn client(routes: Arc<RouteTable>, connector: Arc<Connector>) -> ForwardClient {
+pub(crate) fn client(routes: Arc<RouteTable>, connector: Arc<Connector>) -> ForwardClient {
     let inner = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -62,7 +63,7 @@ pub fn client(routes: Arc<RouteTable>, connector: Arc<Connector>) -> ForwardClie
 
 /// hyper-util connector that routes and connects like a tunnel does.
 #[derive(Clone)]
-pub struct RouteConnector {
+pub(crate) struct RouteConnector {
     routes: Arc<RouteTable>,
     connector: Arc<Connector>,
     budget: Budget,
@@ -89,7 +90,7 @@ impl tower::Service<Uri> for RouteConnector {
 }
 
 /// The target of an absolute-form `http://` URI; port 80 by default.
-pub fn target_of(uri: &Uri) -> Result<Target, ProxyError> {
+pub(crate) fn target_of(uri: &Uri) -> Result<Target, ProxyError> {
     if uri.scheme_str() != Some("http") {
         let scheme = uri.scheme_str().unwrap_or("none");
         return Err(ProxyError::BadRequest(format!(

@@ -13,7 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use splitway::proxy::forward::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST};
+use splitway::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST};
 use tokio::net::TcpListener;
 use tokio::sync::{Barrier, watch};
 

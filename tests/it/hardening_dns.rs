@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use splitway::config::{Nameserver, ResolverSettings};
+use splitway::dns::{Answer, DnsError, Resolver as SwResolver, Source};
 use splitway::metrics::Metrics;
-use splitway::upstream::dns::{Answer, DnsError, Resolver as SwResolver, Source};
 
 use crate::support::metrics::metric;
 use crate::support::net::public_zone;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use splitway::server::{HEADER_READ_TIMEOUT, Limits};
+use splitway::{HEADER_READ_TIMEOUT, Limits};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 

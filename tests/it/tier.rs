@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use splitway::server::Limits;
+use splitway::Limits;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::config::{ConfigBuilder, quoted, strings};

@@ -46,7 +46,7 @@ impl Budget {
 }
 
 /// An upstream connection of the forwarding client and, when it may be pooled, its permit.
-pub struct UpstreamIo {
+pub(crate) struct UpstreamIo {
     io: TokioIo<TcpStream>,
     permit: Option<OwnedSemaphorePermit>,
     /// The peer is a parent proxy.

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use splitway::server::Limits;
+use splitway::Limits;
 use splitway::{Config, Proxy, ProxyHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
