@@ -4,7 +4,6 @@
 //! replicas see as `peer`), and its runtime API for deregistering and re-pointing a replica.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -25,7 +24,8 @@ pub(crate) struct Replica {
 
 pub(crate) struct HaProxy {
     pub(crate) addr: SocketAddr,
-    dir: PathBuf,
+    /// Removed when it drops, after the process is gone (fields drop after `drop`).
+    dir: super::tmp::TempDir,
     child: Child,
 }
 
@@ -43,13 +43,8 @@ impl HaProxy {
     /// Starts HAProxy on `ip` in front of `replicas` (named `r0`, `r1`, …), connecting to them
     /// from `source`; returns once every replica passes its health check.
     pub(crate) async fn start(ip: IpAddr, source: IpAddr, replicas: &[Replica]) -> HaProxy {
-        let port = {
-            let l = std::net::TcpListener::bind((ip, 0)).expect("bind a port for haproxy");
-            l.local_addr().expect("address").port()
-        };
-        let addr = SocketAddr::new(ip, port);
-        let dir = std::env::temp_dir().join(format!("splitway-haproxy-{}-{ip}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("haproxy temp dir");
+        let addr = super::tmp::free_addr(ip);
+        let dir = super::tmp::TempDir::new("haproxy");
         let servers: String = replicas
             .iter()
             .enumerate()
@@ -181,7 +176,6 @@ impl Drop for HaProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -3,7 +3,6 @@
 //! resolved by a VPC resolver of the test's own on port 53), stopped when dropped.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Squid {
     pub(crate) addr: SocketAddr,
     service: String,
-    dir: PathBuf,
+    /// Removed when it drops, after the process is gone (fields drop after `drop`).
+    dir: super::tmp::TempDir,
     child: Child,
     _dns: FakeDns,
 }
@@ -38,15 +38,10 @@ impl Squid {
         let dns = FakeDns::start_on_53(dns_ip, vpc_private_dns_on_zone())
             .await
             .ok_or_else(|| format!("its resolver needs port 53 on {dns_ip}, which only root may bind"))?;
-        let port = {
-            let l = std::net::TcpListener::bind((ip, 0)).expect("bind a port for squid");
-            l.local_addr().expect("address").port()
-        };
-        let addr = SocketAddr::new(ip, port);
-        let dir = std::env::temp_dir().join(format!("splitway-squid-{}-{ip}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("squid temp dir");
+        let addr = super::tmp::free_addr(ip);
+        let dir = super::tmp::TempDir::new("squid");
         // Squid drops to `cache_effective_user`, which must write its logs here.
-        let _ = Command::new("chmod").arg("0777").arg(&dir).status();
+        let _ = Command::new("chmod").arg("0777").arg(dir.path()).status();
         let auth = match user {
             Some((user, password)) => {
                 super::tool("openssl", "version")?;
@@ -185,7 +180,6 @@ impl Drop for Squid {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
         if let Ok(entries) = std::fs::read_dir("/dev/shm") {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(&self.service) {

@@ -67,6 +67,21 @@ impl TempFile {
     }
 }
 
+impl Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An address on `ip` whose port nothing listens on now: for a program of the test's that
+/// must be told its own port (squid, HAProxy).
+pub(crate) fn free_addr(ip: std::net::IpAddr) -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind a port on {ip}: {e}"));
+    l.local_addr().expect("a bound listener has an address")
+}
+
 impl Deref for TempFile {
     type Target = Path;
 
