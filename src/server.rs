@@ -208,9 +208,22 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// The one accept loop, for every listener.
 async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
+    // `tcp_keepalive` lives on the listener (set at bind), which every socket it accepts
+    // inherits when its handshake completes; a reload that changes it reaches the listener at
+    // the next accept, and that socket directly (any already in the backlog keep the old one).
+    let mut keepalive = shared.runtime().config.proxy.tcp_keepalive;
     loop {
         match listener.accept().await {
-            Ok((stream, client)) => accept(&shared, kind, stream, client),
+            Ok((stream, client)) => {
+                let runtime = shared.runtime();
+                let now = runtime.config.proxy.tcp_keepalive;
+                if now != keepalive {
+                    keepalive = now;
+                    crate::upstream::socket::keepalive_listener(&listener, now);
+                    crate::upstream::socket::keepalive(&stream, now);
+                }
+                accept(&shared, kind, runtime, stream, client);
+            }
             Err(e) => {
                 // EMFILE and friends leave the connection in the backlog: retrying at once
                 // would spin a core until a descriptor is freed.
@@ -221,15 +234,21 @@ async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>)
     }
 }
 
-/// Serves or refuses one accepted connection, in a span of its own.
-fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::net::SocketAddr) {
+/// Serves or refuses one accepted connection on `runtime` (the current one), in a span of its
+/// own.
+fn accept(
+    shared: &Arc<Shared>,
+    kind: Listener,
+    runtime: Arc<Runtime>,
+    stream: TcpStream,
+    client: std::net::SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
-    crate::upstream::socket::keepalive(&stream, shared.runtime().config.proxy.tcp_keepalive);
     let Some(guard) = admit(shared) else {
         // A proxy client gets a 503 it can read; a redirected one expected its upstream,
         // not an HTTP answer, and is closed.
         if kind == Listener::Proxy {
-            let max = shared.runtime().config.proxy.max_connections;
+            let max = runtime.config.proxy.max_connections;
             shared.tracker.spawn(contain(
                 async move {
                     let mut stream = stream;
@@ -245,7 +264,7 @@ fn accept(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, client: std::
     let ctx = ConnCtx {
         who: Arc::new(Identity::direct(client)),
         draining: shared.draining.clone(),
-        runtime: shared.runtime(),
+        runtime,
         current: shared.current().clone(),
         guard: guard.clone(),
         client_hello_timeout: limits.client_hello_timeout,

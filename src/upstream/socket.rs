@@ -20,11 +20,28 @@ pub(crate) async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<T
 /// load balancer or NAT is probed before its flow is forgotten and reset.
 pub(crate) fn keepalive(stream: &TcpStream, idle: Option<Duration>) {
     let Some(idle) = idle else { return };
-    let params = socket2::TcpKeepalive::new()
-        .with_time(idle)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_RETRIES);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
+    set_keepalive(socket2::SockRef::from(stream), Some(idle));
+}
+
+/// The same on a listening socket, whose accepted sockets inherit it (Linux copies the
+/// listener's keepalive settings into each connection it accepts): the client side costs no
+/// system call per connection. `None` turns it off (a reload may).
+pub(crate) fn keepalive_listener(listener: &tokio::net::TcpListener, idle: Option<Duration>) {
+    set_keepalive(socket2::SockRef::from(listener), idle);
+}
+
+fn set_keepalive(socket: socket2::SockRef<'_>, idle: Option<Duration>) {
+    let set = match idle {
+        Some(idle) => {
+            let params = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(KEEPALIVE_INTERVAL)
+                .with_retries(KEEPALIVE_RETRIES);
+            socket.set_tcp_keepalive(&params)
+        }
+        None => socket.set_keepalive(false),
+    };
+    if let Err(e) = set {
         tracing::debug!(error = %e, "cannot set TCP keepalive");
     }
 }

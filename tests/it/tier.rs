@@ -371,3 +371,50 @@ async fn tier_admin_answers_health_checks_behind_a_proxy_header() {
     assert_eq!(read_reply(&mut s).await.status, None, "a malformed header is closed");
     proxy.stop().await;
 }
+
+/// The sockets of `port`'s established connections as `ss -tno` shows them (the timer column
+/// says `keepalive` when TCP keepalive is on), `sport` or `dport` as `side` says.
+fn sockets(side: &str, port: u16) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", &format!("( {side} = :{port} )")])
+        .output()
+        .expect("run ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tcp_keepalive` is on both sockets of a tunnel: the client's (accepted by the proxy) and the
+/// upstream's, with the configured idle time, so a flow through an NLB is probed before its
+/// 350 s idle timeout forgets it.
+#[tokio::test]
+async fn tcp_keepalive_is_on_the_client_and_upstream_sockets() {
+    if crate::support::require("ss (iproute2)", crate::support::tool("ss", "-V")).is_none() {
+        return;
+    }
+    let net = aws_net();
+    let origin = crate::support::origin::Recorder::start(std::net::IpAddr::from([127, 21, 0, 9])).await;
+    let toml = ConfigBuilder::new(net)
+        .proxy_str("tcp_keepalive", "45s")
+        .proxy("connect_ports", format!("[{}]", origin.addr().port()))
+        .build();
+    TestProxy::exercise(&toml, async |proxy| {
+        let (reply, tunnel) =
+            crate::support::raw::exchange(proxy.addr, &connect_request(&origin.addr().to_string())).await;
+        assert_eq!(reply.status, Some(200), "{reply:?}");
+        // The proxy's side of the client connection, and its connection to the origin.
+        let client_side = sockets("sport", proxy.addr.port());
+        let upstream_side = sockets("dport", origin.addr().port());
+        for (what, shown) in [("client", &client_side), ("upstream", &upstream_side)] {
+            assert!(
+                shown.contains("timer:(keepalive,"),
+                "{what} socket without keepalive:\n{shown}"
+            );
+            // The idle time counts down from 45 s.
+            assert!(
+                shown.contains("timer:(keepalive,4"),
+                "{what} keepalive is not 45s:\n{shown}"
+            );
+        }
+        drop(tunnel);
+    })
+    .await;
+}
