@@ -186,6 +186,11 @@ pub fn frame(buf: &[u8]) -> Frame {
 /// for `UNKNOWN` / `UNSPEC` (spec: use the real connection's addresses).
 pub fn parse(header: &[u8], peer: SocketAddr) -> Result<Option<Identity>, Malformed> {
     if header.starts_with(V1_PREFIX) {
+        // v1 is US-ASCII (HAProxy's spec §2.1); ppp's text parser slices by byte offsets and
+        // panics inside a multi-byte character, so nothing else reaches it.
+        if !header.is_ascii() {
+            return Err(Malformed);
+        }
         let text = std::str::from_utf8(header).map_err(|_| Malformed)?;
         let h = ppp::v1::Header::try_from(text).map_err(|_| Malformed)?;
         let client = match h.addresses {

@@ -147,3 +147,13 @@ async fn trust_and_requirement_decide() {
         Arrival::Close(None)
     ));
 }
+
+#[test]
+fn a_v1_header_that_is_not_ascii_is_malformed_not_a_panic() {
+    // Found by the fuzz target: ppp sliced inside the two-byte 'Μ'.
+    let peer = SocketAddr::from(([10, 0, 0, 1], 40000));
+    let crash = b"PROXY T\xce\x9c\x008\r\xce\x9c\x008\r\n";
+    assert!(matches!(frame(crash), Frame::Header(_)), "{:?}", frame(crash));
+    assert!(parse(crash, peer).is_err());
+    assert!(parse("PROXY TCP4 10.0.0.1 10.0.0.2 1 2 é\r\n".as_bytes(), peer).is_err());
+}
