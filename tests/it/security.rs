@@ -194,14 +194,14 @@ async fn an_attacker_reaches_no_local_or_metadata_address_and_no_open_listener()
     for target in TARGETS {
         let connect = format!("CONNECT {target}:443 HTTP/1.1\r\nHost: {target}:443\r\n\r\n");
         let reply = exchange(&ns_net, proxy, connect.into_bytes()).await;
-        assert_refused(&reply, 403, "destination_ip_prohibited", "");
+        assert_refused(&reply, 403, "destination_ip_prohibited", "deny_destinations");
         for (method, path) in [("GET", "/latest/meta-data/"), ("PUT", "/latest/api/token")] {
             let req = format!(
                 "{method} http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n\
                  X-aws-ec2-metadata-token-ttl-seconds: 21600\r\ncontent-length: 0\r\n\r\n"
             );
             let reply = exchange(&ns_net, proxy, req.into_bytes()).await;
-            assert_refused(&reply, 403, "destination_ip_prohibited", "");
+            assert_refused(&reply, 403, "destination_ip_prohibited", "deny_destinations");
         }
     }
     // The transparent listener: plain HTTP redirected from a captured address, by its Host.
@@ -209,7 +209,7 @@ async fn an_attacker_reaches_no_local_or_metadata_address_and_no_open_listener()
     for target in TARGETS {
         let req = format!("GET /latest/meta-data/ HTTP/1.1\r\nHost: {target}\r\n\r\n");
         let reply = exchange(&ns_net, captured, req.into_bytes()).await;
-        assert_refused(&reply, 403, "destination_ip_prohibited", "");
+        assert_refused(&reply, 403, "destination_ip_prohibited", "deny_destinations");
     }
     assert_eq!(
         recorded(&recorders),
@@ -384,7 +384,7 @@ async fn a_reload_reaches_a_kept_alive_connection_at_its_next_request() {
     let config = splitway::Config::from_toml(&after.build(), "reloaded.toml").expect("valid config");
     proxy.handle.reload(config).expect("reloads");
     let reply = send(&mut stream, get("")).await;
-    assert_refused(&reply, 407, "http_request_denied", "");
+    assert_refused(&reply, 407, "http_request_denied", "proxy authentication required");
     let reply = send(&mut stream, get("Proxy-Authorization: Basic YXBwOnMzY3JldA==\r\n")).await;
     assert_refused(&reply, 403, "http_request_denied", "route `echo` denies");
     drop(stream);
