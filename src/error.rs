@@ -2,6 +2,7 @@
 //! a `Proxy-Status` error type (RFC 9209 §2.3) and a metric label.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -46,12 +47,13 @@ pub enum ProxyError {
         host: String,
         addr: SocketAddr,
     },
-    #[error("route `{route}`: no address for {host} via resolver `{resolver}`: {reason}")]
+    #[error("route `{route}`: no address for {host} via resolver `{resolver}`")]
     Dns {
         route: String,
         host: String,
         resolver: String,
-        reason: String,
+        #[source]
+        cause: DnsError,
     },
     #[error("route `{route}`: resolver `{resolver}` did not answer for {host} within {after:?}")]
     DnsTimeout {
@@ -66,11 +68,12 @@ pub enum ProxyError {
         host: String,
         addr: SocketAddr,
     },
-    #[error("route `{route}`: cannot reach {host}: {reason}")]
+    #[error("route `{route}`: cannot reach {host}")]
     Unreachable {
         route: String,
         host: String,
-        reason: String,
+        #[source]
+        cause: Unreachable,
     },
     #[error("route `{route}`: no connection to {host} within {after:?} ([proxy] connect_timeout)")]
     ConnectTimeout {
@@ -94,12 +97,13 @@ pub enum ProxyError {
 
 /// How a parent proxy failed a connection: what the client's error names, and whether the
 /// next parent of the list is tried (only when this one could not be talked to at all).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ParentFault {
     #[error("refused the connection at {0}")]
     Refused(SocketAddr),
-    #[error("is unreachable: {0}")]
-    Unreachable(String),
+    /// Its name did not resolve, or no address of it could be connected to.
+    #[error("is unreachable: {}", unreachable_parent(.0))]
+    Unreachable(Box<ProxyError>),
     #[error("did not accept the connection within {0:?} ([proxy] connect_timeout)")]
     ConnectTimeout(Duration),
     #[error("did not answer the CONNECT within {0:?} ([proxy] connect_timeout)")]
@@ -120,6 +124,63 @@ pub enum ParentFault {
     Malformed(String),
     #[error("closed the connection before its answer was complete ({0})")]
     Closed(String),
+}
+
+/// Why no connection to a destination (or from it, an answer) was had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unreachable {
+    /// Every address was tried and failed, each with its own error.
+    #[error("{}", attempts(.0))]
+    Attempts(Arc<[(SocketAddr, std::io::Error)]>),
+    /// The upstream took the request but sent no response head in time.
+    #[error("no response head within {0:?}")]
+    NoResponseHead(Duration),
+    /// The forwarding client failed (the connection broke, or the answer was not HTTP).
+    #[error("{}", chain(.0.as_ref()))]
+    Forward(Arc<hyper_util::client::legacy::Error>),
+}
+
+impl DnsError {
+    /// What the error says with its causes (a probe's I/O error, hickory's own).
+    pub fn describe(&self) -> String {
+        chain(self)
+    }
+}
+
+fn attempts(failed: &[(SocketAddr, std::io::Error)]) -> String {
+    let each: Vec<String> = failed.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+    each.join("; ")
+}
+
+/// A parent that could not be reached, said without the route and name the error around it
+/// already gives: the connection attempts, or the whole error of locating it.
+fn unreachable_parent(e: &ProxyError) -> String {
+    match e {
+        ProxyError::Unreachable { cause, .. } => cause.to_string(),
+        other => other.describe(),
+    }
+}
+
+/// Why a name has no addresses.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DnsError {
+    /// The servers answered: no such name, or no address records (`reason` says which).
+    #[error("{reason}")]
+    NotFound {
+        reason: String,
+        negative_ttl: Option<Duration>,
+    },
+    #[error("no answer in time")]
+    Timeout,
+    /// The query failed: the resolver library's error, or why its servers cannot be reached.
+    #[error(transparent)]
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+    /// The query's task ended without an answer (the runtime is shutting down).
+    #[error("query ended without an answer")]
+    NoAnswer,
+    /// A route names a resolver the runtime does not have (config validation prevents it).
+    #[error("no such resolver")]
+    NoSuchResolver,
 }
 
 impl ParentFault {

@@ -105,7 +105,7 @@ pub async fn explain(rt: &Runtime, target: &Target) -> Explanation {
                         let now = backoffs.snapshot().into_iter();
                         out.backoffs.extend(now.filter(|b| c.addrs.contains(&b.address)));
                     }
-                    Err(e) => lookup.error = Some(e.to_string()),
+                    Err(e) => lookup.error = Some(e.describe()),
                 }
                 out.lookups.push(lookup);
             }
@@ -187,7 +187,7 @@ pub async fn explain_and_probe(
 ) -> Explanation {
     if let (ProbeFrom::Admin, Err(e)) = (from, rt.check_connect_port(target)) {
         let (mut out, _, _) = decision(rt, target);
-        out.error = Some(e.to_string());
+        out.error = Some(e.describe());
         return out;
     }
     let mut out = explain(rt, target).await;
@@ -220,7 +220,7 @@ async fn probe_along(
         Ok((stream, up)) => probe::probe(path, stream, up.addr, host, roots).await,
         Err(e) => Probe {
             path: path.into(),
-            error: Some(e.to_string()),
+            error: Some(e.describe()),
             ..Probe::default()
         },
     }
@@ -231,7 +231,7 @@ async fn system_lookup(rt: &Runtime, name: &str) -> Lookup {
     match rt.connector.resolvers().get("system") {
         Some(resolver) => match resolver.resolve(name).await.0 {
             Ok(a) => lookup.fill(Some(&a), &a.addrs),
-            Err(e) => lookup.error = Some(e.to_string()),
+            Err(e) => lookup.error = Some(e.describe()),
         },
         None => lookup.error = Some("no system resolver".into()),
     }

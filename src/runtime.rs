@@ -347,7 +347,7 @@ impl Runtime {
                 (_, true) => *entry = None,
                 (Err(e), false) => {
                     if let Some(reason) = entry {
-                        *reason = format!("no answer for {name}: {e}");
+                        *reason = format!("no answer for {name}: {}", e.describe());
                     }
                 }
                 (Ok(_), false) => {}
@@ -356,10 +356,11 @@ impl Runtime {
                 let reason = result.err().map(|e| match e {
                     // The usual first-run cause: a placeholder or mistyped endpoint name.
                     DnsError::NotFound { .. } => format!(
-                        "resolver `{resolver}`: {e}; check the name in the route's `connect` (or [aws] \
-                         vpc_endpoint): a VPC endpoint's names are listed by `aws ec2 describe-vpc-endpoints`"
+                        "resolver `{resolver}`: {}; check the name in the route's `connect` (or [aws] \
+                         vpc_endpoint): a VPC endpoint's names are listed by `aws ec2 describe-vpc-endpoints`",
+                        e.describe()
                     ),
-                    e => format!("resolver `{resolver}`: {e}"),
+                    e => format!("resolver `{resolver}`: {}", e.describe()),
                 });
                 checks.push(Check {
                     kind: "connect",

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::Body;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Unreachable};
 use crate::routes::Route;
 use crate::target::Target;
 pub(crate) use crate::upstream::http::{ForwardClient, target_of};
@@ -96,7 +96,7 @@ async fn send(
             return Err(ProxyError::Unreachable {
                 route: route.name.to_string(),
                 host: target.to_string(),
-                reason: format!("no response head within {RESPONSE_HEADER_TIMEOUT:?}"),
+                cause: Unreachable::NoResponseHead(RESPONSE_HEADER_TIMEOUT),
             });
         }
     };
@@ -117,6 +117,6 @@ fn upstream_error(route: &Route, target: &Target, e: hyper_util::client::legacy:
     ProxyError::Unreachable {
         route: route.name.to_string(),
         host: target.to_string(),
-        reason: e.to_string(),
+        cause: Unreachable::Forward(std::sync::Arc::new(e)),
     }
 }

@@ -91,6 +91,6 @@ async fn would_connect(rt: &Runtime, route: &Route, target: &Target) -> Would {
     let mut walk = Walk::new(&rt.connector, route, &resolver, &on_cname, &names, deadline);
     match walk.next().await {
         Some(found) => Would::Connect(found.candidates.addrs.iter().map(SocketAddr::ip).collect()),
-        None => Would::Fail(walk.failure(target).to_string()),
+        None => Would::Fail(walk.failure(target).describe()),
     }
 }

@@ -18,7 +18,7 @@ use super::deny::DenyList;
 use super::detect::Detection;
 use super::dns::{Answer, Resolvers, Source};
 use super::eyeballs::{Race, race};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Unreachable};
 use crate::metrics::Metrics;
 use crate::routes::Route;
 use crate::target::Target;
@@ -230,11 +230,7 @@ impl Connector {
             None => ProxyError::Unreachable {
                 route: route.name.to_string(),
                 host: target.to_string(),
-                reason: failures
-                    .iter()
-                    .map(|(a, e)| format!("{a}: {e}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                cause: Unreachable::Attempts(failures.into()),
             },
         })
     }

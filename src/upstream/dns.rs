@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use self::cache::{Cache, Entry};
 use crate::config::ResolverSettings;
+pub use crate::error::DnsError;
 use crate::metrics::{DnsResult, Metrics};
 
 /// Addresses for a name, the CNAME chain that led there, and the (clamped) TTL.
@@ -36,20 +37,6 @@ pub enum Source {
     Hit,
     Miss,
     Stale,
-}
-
-/// Why a name has no addresses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsError {
-    #[error("{reason}")]
-    NotFound {
-        reason: String,
-        negative_ttl: Option<Duration>,
-    },
-    #[error("no answer in time")]
-    Timeout,
-    #[error("{0}")]
-    Failed(String),
 }
 
 /// A resolver that cannot be built from its settings: hickory-free, naming the resolver and
@@ -72,8 +59,12 @@ pub enum SetupError {
         source: hickory::TlsSetupError,
     },
     /// hickory refused the settings.
-    #[error("resolver `{resolver}`: {reason}")]
-    Build { resolver: String, reason: String },
+    #[error("resolver `{resolver}`: its settings were refused")]
+    Build {
+        resolver: String,
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// RFC 8767 §5 "client response timer": how long a lookup with stale data at hand waits for
@@ -185,7 +176,9 @@ impl Resolver {
                 let wait = self.inner.settings.timeout.min(STALE_ANSWER_AFTER);
                 match tokio::time::timeout(wait, wait_result(&mut rx)).await {
                     // RFC 8767 §4: a failed upstream with stale data at hand answers from it.
-                    Ok(Err(DnsError::Timeout | DnsError::Failed(_))) | Err(_) => (old, Source::Stale),
+                    Ok(Err(DnsError::Timeout | DnsError::Failed(_) | DnsError::NoAnswer)) | Err(_) => {
+                        (old, Source::Stale)
+                    }
                     Ok(fresh) => (fresh, Source::Miss),
                 }
             }
@@ -217,10 +210,8 @@ impl Resolver {
 
 async fn wait_result(rx: &mut watch::Receiver<Option<Outcome>>) -> Outcome {
     match rx.wait_for(Option::is_some).await {
-        Ok(r) => r
-            .clone()
-            .unwrap_or(Err(DnsError::Failed("query ended without an answer".into()))),
-        Err(_) => Err(DnsError::Failed("query ended without an answer".into())),
+        Ok(r) => r.clone().unwrap_or(Err(DnsError::NoAnswer)),
+        Err(_) => Err(DnsError::NoAnswer),
     }
 }
 

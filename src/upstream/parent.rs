@@ -239,13 +239,12 @@ async fn dial(
     let mut walk = Walk::new(c, route, &resolver, &[], &name, deadline);
     let addrs = match walk.next().await {
         Some(found) => found.candidates.addrs,
-        None => return Err(ParentFault::Unreachable(walk.failure(&target).to_string())),
+        None => return Err(ParentFault::Unreachable(Box::new(walk.failure(&target)))),
     };
     c.attempt(route, &target, &addrs, deadline).await.map_err(|e| match e {
         ProxyError::ConnectionRefused { addr, .. } => ParentFault::Refused(addr),
         ProxyError::ConnectTimeout { after, .. } => ParentFault::ConnectTimeout(after),
-        ProxyError::Unreachable { reason, .. } => ParentFault::Unreachable(reason),
-        other => ParentFault::Unreachable(other.to_string()),
+        other => ParentFault::Unreachable(Box::new(other)),
     })
 }
 

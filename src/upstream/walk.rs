@@ -222,15 +222,15 @@ impl Connector {
         name: &str,
         deadline: Instant,
     ) -> Result<(Answer, Source), ProxyError> {
-        let dns_err = |reason: String| ProxyError::Dns {
+        let dns_err = |cause: DnsError| ProxyError::Dns {
             route: route.name.to_string(),
             host: name.to_owned(),
             resolver: resolver.to_owned(),
-            reason,
+            cause,
         };
         // Config validation checks that every resolver a route names exists.
         let Some(upstream) = self.resolvers().get(resolver) else {
-            return Err(dns_err("no such resolver".into()));
+            return Err(dns_err(DnsError::NoSuchResolver));
         };
         let timed_out = || ProxyError::DnsTimeout {
             route: route.name.to_string(),
@@ -244,7 +244,7 @@ impl Connector {
         match result {
             Ok(a) => Ok((a, source)),
             Err(DnsError::Timeout) => Err(timed_out()),
-            Err(e) => Err(dns_err(e.to_string())),
+            Err(e) => Err(dns_err(e)),
         }
     }
 }

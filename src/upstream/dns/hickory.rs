@@ -81,7 +81,7 @@ impl Upstream {
         }
         let inner = builder.build().map_err(|e| SetupError::Build {
             resolver: name.to_owned(),
-            reason: e.to_string(),
+            source: Arc::new(e),
         })?;
         Ok(Self {
             inner,
@@ -120,7 +120,7 @@ impl Upstream {
             .filter_map(|r| r.as_ref().err())
             .max_by_key(|e| severity(e));
         Err(match worst {
-            Some(NetError::NoConnections) => DnsError::Failed(self.why_no_connections().await),
+            Some(NetError::NoConnections) => self.why_no_connections().await,
             Some(e) => convert(e),
             None => DnsError::NotFound {
                 reason: "no A or AAAA records".into(),
@@ -131,12 +131,16 @@ impl Upstream {
 }
 
 impl Upstream {
-    async fn why_no_connections(&self) -> String {
+    /// hickory says only "no connections available"; the probe says why, when it can.
+    async fn why_no_connections(&self) -> DnsError {
         let why = match &self.probe {
             Some(probe) => probe.why_unreachable().await,
             None => None,
         };
-        why.unwrap_or_else(|| NetError::NoConnections.to_string())
+        match why {
+            Some(why) => DnsError::Failed(Arc::new(why)),
+            None => DnsError::Failed(Arc::new(NetError::NoConnections)),
+        }
     }
 }
 
@@ -173,7 +177,7 @@ fn convert(e: &NetError) -> DnsError {
             negative_ttl: nr.negative_ttl.map(|t| Duration::from_secs(u64::from(t))),
         },
         NetError::Timeout => DnsError::Timeout,
-        other => DnsError::Failed(other.to_string()),
+        other => DnsError::Failed(Arc::new(other.clone())),
     }
 }
 

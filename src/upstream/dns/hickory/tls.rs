@@ -97,26 +97,49 @@ impl Probe {
 
     /// Connects (and shakes hands) as hickory would; the failure, said with the server, or
     /// `None` if the server can be reached after all.
-    pub(super) async fn why_unreachable(&self) -> Option<String> {
+    pub(super) async fn why_unreachable(&self) -> Option<ServerUnreachable> {
         let (addr, name) = match &self.server {
             Nameserver::Tcp(addr) => (*addr, None),
             Nameserver::Tls { addr, name } | Nameserver::Https { addr, name, .. } => (*addr, Some(name)),
             Nameserver::UdpTcp(_) | Nameserver::Udp(_) => return None,
         };
-        let label = label(&self.server);
+        let server = label(&self.server);
         let tcp = match TcpStream::connect(addr).await {
             Ok(tcp) => tcp,
-            Err(e) => return Some(format!("{label}: cannot connect: {e}")),
+            Err(source) => return Some(ServerUnreachable::Connect { server, source }),
         };
         let name = name?;
         let Ok(server_name) = ServerName::try_from(name.clone()) else {
-            return Some(format!("{label}: `{name}` is not a certificate name"));
+            return Some(ServerUnreachable::NotCertificateName {
+                server,
+                name: name.clone(),
+            });
         };
         match TlsConnector::from(self.config.clone()).connect(server_name, tcp).await {
             Ok(_) => None,
-            Err(e) => Some(format!("{label}: TLS handshake failed: {}", tls_reason(&e))),
+            Err(e) => Some(ServerUnreachable::Handshake {
+                server,
+                reason: tls_reason(&e),
+            }),
         }
     }
+}
+
+/// Why the probe could not reach a `tcp://`, `tls://` or `https://` server (`server` as the
+/// config writes it).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ServerUnreachable {
+    #[error("{server}: cannot connect")]
+    Connect {
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{server}: `{name}` is not a certificate name")]
+    NotCertificateName { server: String, name: String },
+    /// `reason`: rustls' own words, with the usual fix.
+    #[error("{server}: TLS handshake failed: {reason}")]
+    Handshake { server: String, reason: String },
 }
 
 /// The rustls error inside an I/O error, which tokio-rustls wraps it in, with the fix when
@@ -183,7 +206,7 @@ mod tests {
             name: "dns.example".into(),
         };
         let probe = Probe::new(&[server], &config).expect("a TLS server is probed");
-        let why = probe.why_unreachable().await.expect("unreachable");
+        let why = crate::error::chain(&probe.why_unreachable().await.expect("unreachable"));
         assert!(
             why.starts_with(&format!("tls://{addr}#dns.example: cannot connect: ")),
             "{why}"
