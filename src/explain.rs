@@ -217,7 +217,7 @@ async fn probe_along(
     roots: &rustls::RootCertStore,
 ) -> Probe {
     match rt.connector.connect(route, target).await {
-        Ok((stream, up)) => probe::probe(path, stream, up.addr, host, roots).await,
+        Ok((stream, up)) => probe::probe(path, stream, up.addr(), host, roots).await,
         Err(e) => Probe {
             path: path.into(),
             error: Some(e.describe()),

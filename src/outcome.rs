@@ -110,7 +110,8 @@ impl Exchange {
     /// when it closes.
     pub(crate) fn answered(&self, metrics: &Metrics, route: &Route, upstream: &Upstream) {
         metrics.request(self.kind, &route.name, self.client_label(), Outcome::Ok);
-        metrics.connect_duration(&route.name, (upstream.dns_time + upstream.connect_time).as_secs_f64());
+        let (dns, connect) = upstream.setup_time();
+        metrics.connect_duration(&route.name, (dns + connect).as_secs_f64());
     }
 }
 
@@ -244,20 +245,20 @@ impl<'a> Ended<'a> {
                     original = self.original.map(tracing::field::display),
                     host = %Shown(self.target),
                     route = self.route.map_or("", |r| &*r.name),
-                    resolver = up_.and_then(|u| u.resolver.as_deref()).or(self.route.map(|r| &*r.resolver)).unwrap_or(""),
+                    resolver = up_.and_then(Upstream::resolver).or(self.route.map(|r| &*r.resolver)).unwrap_or(""),
                     path = self.path,
-                    upstream = %Shown(up_.map(|u| u.addr)),
-                    parent = up_.and_then(|u| u.parent.as_deref()),
-                    asked = up_.and_then(|u| u.asked.as_deref()),
-                    detected = up_.and_then(|u| u.detected.as_deref()),
+                    upstream = %Shown(up_.map(Upstream::addr)),
+                    parent = up_.and_then(Upstream::parent),
+                    asked = up_.and_then(Upstream::asked),
+                    detected = up_.and_then(Upstream::detected),
                     status,
                     error,
                     detail = (!detail.is_empty()).then_some(detail),
                     sni = self.sni.unwrap_or(""),
                     bytes_up = up,
                     bytes_down = down,
-                    dns_ms = up_.map_or(0, |u| u.dns_time.as_millis() as u64),
-                    connect_ms = up_.map_or(0, |u| u.connect_time.as_millis() as u64),
+                    dns_ms = up_.map_or(0, |u| u.setup_time().0.as_millis() as u64),
+                    connect_ms = up_.map_or(0, |u| u.setup_time().1.as_millis() as u64),
                     duration_ms = self.took.as_millis() as u64,
                     end = (!end.is_empty()).then_some(end),
                     $message

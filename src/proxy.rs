@@ -36,29 +36,75 @@ pub(crate) use answer::write_refusal;
 /// Response body type of the proxy service.
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Per-client-connection context handed to each request.
+/// Per-client-connection context handed to each request: made once at accept; the client
+/// named by a PROXY header replaces the peer once, before the first request.
 #[derive(Clone)]
 pub(crate) struct ConnCtx {
     /// The client (a PROXY header's source, or the peer), its peer and VPC endpoint.
-    pub who: Arc<Identity>,
+    who: Arc<Identity>,
     /// Cancelled when the proxy starts draining.
-    pub draining: tokio_util::sync::CancellationToken,
+    draining: tokio_util::sync::CancellationToken,
     /// The runtime of the request being served.
-    pub runtime: Arc<Runtime>,
+    runtime: Arc<Runtime>,
     /// Where the next request reads its runtime (reloads replace it).
-    pub current: Arc<Current>,
-    pub guard: Arc<ConnGuard>,
+    current: Arc<Current>,
+    guard: Arc<ConnGuard>,
     /// How long a pinned tunnel waits for the whole ClientHello.
-    pub client_hello_timeout: Duration,
+    client_hello_timeout: Duration,
 }
 
 impl ConnCtx {
+    /// `runtime`: the one current at accept (read from `current` once, by the accept loop).
+    pub(crate) fn new(
+        who: Identity,
+        draining: tokio_util::sync::CancellationToken,
+        runtime: Arc<Runtime>,
+        current: Arc<Current>,
+        guard: Arc<ConnGuard>,
+        client_hello_timeout: Duration,
+    ) -> ConnCtx {
+        ConnCtx {
+            who: Arc::new(who),
+            draining,
+            runtime,
+            current,
+            guard,
+            client_hello_timeout,
+        }
+    }
+
+    /// The client a PROXY header named replaces the peer (before the first request).
+    pub(crate) fn name_client(&mut self, who: Identity) {
+        self.who = Arc::new(who);
+    }
+
     /// The context of a connection's next request, on the runtime current now.
     pub(crate) fn next_request(&self) -> ConnCtx {
         ConnCtx {
             runtime: self.current.load(),
             ..self.clone()
         }
+    }
+
+    pub(crate) fn who(&self) -> &Arc<Identity> {
+        &self.who
+    }
+
+    /// The runtime this connection (or its current request) is served on.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub(crate) fn guard(&self) -> &Arc<ConnGuard> {
+        &self.guard
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    pub(crate) fn client_hello_timeout(&self) -> Duration {
+        self.client_hello_timeout
     }
 }
 

@@ -261,14 +261,14 @@ fn accept(
         return;
     };
     let limits = shared.limits;
-    let ctx = ConnCtx {
-        who: Arc::new(Identity::direct(client)),
-        draining: shared.draining.clone(),
+    let ctx = ConnCtx::new(
+        Identity::direct(client),
+        shared.draining.clone(),
         runtime,
-        current: shared.current().clone(),
-        guard: guard.clone(),
-        client_hello_timeout: limits.client_hello_timeout,
-    };
+        shared.current().clone(),
+        guard.clone(),
+        limits.client_hello_timeout,
+    );
     // One span per client connection: every event of it (hyper's, the tunnel's) carries it.
     // `client` is the peer until a PROXY header names someone else (then the peer is `peer`).
     let span = tracing::info_span!("conn", client = %client, peer = tracing::field::Empty, listener = kind.as_str());
@@ -309,7 +309,7 @@ pub(crate) fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
 fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: tracing::Span) -> impl Future<Output = ()> {
     async move {
         let mut ctx = ctx;
-        let guard = ctx.guard.clone();
+        let guard = ctx.guard().clone();
         // Boxed, and a statement of its own: none of the first request's state (head, connect,
         // answer) is held while a tunnel idles; the task then holds the tunnel alone.
         let first = Box::pin(first_request(stream, &mut ctx, limits, &span).instrument(span.clone()));
@@ -339,7 +339,7 @@ async fn first_request(mut stream: TcpStream, ctx: &mut ConnCtx, limits: Limits,
         head::First::Head(prefix, None) => Next::Hyper(prefix, stream),
         head::First::Refuse(kind, e) => {
             let detail = e.describe();
-            (Exchange::start(kind, ctx.who.clone()).refused("", &e, &detail)).finish(ctx.guard.metrics());
+            (Exchange::start(kind, ctx.who().clone()).refused("", &e, &detail)).finish(ctx.guard().metrics());
             proxy::write_refusal(&mut stream, &e, true).await;
             Next::Closed
         }
@@ -349,7 +349,7 @@ async fn first_request(mut stream: TcpStream, ctx: &mut ConnCtx, limits: Limits,
 
 /// hyper's HTTP/1.1 connection, after `prefix` (bytes already read from `stream`).
 async fn serve_http(prefix: Bytes, stream: TcpStream, ctx: ConnCtx, limits: Limits) {
-    let guard = ctx.guard.clone();
+    let guard = ctx.guard().clone();
     // The first head passed head.rs with these same limits; on a kept-alive connection hyper
     // judges the later heads and answers one over them itself (431, then closes), a malformed
     // one with 400. `max_header_size` is the exact cap on a complete head; `max_buf_size`

@@ -58,7 +58,7 @@ pub(crate) fn serve_connection(
     span: tracing::Span,
 ) -> impl Future<Output = ()> {
     async move {
-        let guard = ctx.guard.clone();
+        let guard = ctx.guard().clone();
         // Boxed, and a statement of its own, as on the proxy listener: nothing of the routing
         // is held while the tunnel idles.
         let routed = Box::pin(route(stream, &ctx, header_timeout).instrument(span.clone()));
@@ -100,8 +100,8 @@ impl Refused {
 /// Reads the first flight and routes it: the tunnel to run, or `None` when the connection was
 /// refused, or served as plain HTTP.
 async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -> Option<(Tunnel, Client)> {
-    let exchange = Exchange::start(RequestKind::Transparent, ctx.who.clone())
-        .with_policy(ctx.runtime.policies.for_client(&ctx.who, None));
+    let exchange = Exchange::start(RequestKind::Transparent, ctx.who().clone())
+        .with_policy(ctx.runtime().policies.for_client(ctx.who(), None));
     let original = match original_dst::original_dst(&stream) {
         Ok(a) => a,
         Err(e) => return closed(ctx, exchange, None, None, &Refused::NoOriginalDst(e)),
@@ -113,7 +113,7 @@ async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -
     if stream.local_addr().is_ok_and(|local| local == original) {
         return closed(ctx, exchange, None, None, &Refused::NotRedirected);
     }
-    let rt = &ctx.runtime;
+    let rt = ctx.runtime();
     if rt.connector.is_own(original) {
         let e = ProxyError::LoopToSelf {
             route: NO_ROUTE.into(),
@@ -123,7 +123,7 @@ async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -
         return closed(ctx, exchange, None, None, &Refused::Proxy(e));
     }
     let mut first = Vec::new();
-    let sni = match read_client_hello(&mut stream, &mut first, ctx.client_hello_timeout).await {
+    let sni = match read_client_hello(&mut stream, &mut first, ctx.client_hello_timeout()).await {
         // ECH (an encrypted ClientHello): the outer SNI is the provider's public name, not
         // the server's, so there is no usable name.
         Ok((_, true)) => None,
@@ -148,7 +148,7 @@ async fn route(mut stream: TcpStream, ctx: &ConnCtx, header_timeout: Duration) -
         Ok(c) => c,
         Err(e) => return closed(ctx, exchange, Some(&target), Some(&route), &Refused::Proxy(e)),
     };
-    exchange.answered(ctx.guard.metrics(), &route, &upstream);
+    exchange.answered(ctx.guard().metrics(), &route, &upstream);
     let method = if first.first() == Some(&TLS_HANDSHAKE) {
         "TLS"
     } else {
@@ -208,7 +208,7 @@ fn closed<T>(
     (exchange.ended("-", how))
         .target(target)
         .route(route)
-        .finish(ctx.guard.metrics());
+        .finish(ctx.guard().metrics());
     None
 }
 

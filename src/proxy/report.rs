@@ -27,7 +27,7 @@ pub(crate) async fn connect_and_compare(
         rt.connector.connect(&rt.system_route, target),
         would_connect(rt, route, target)
     );
-    let actual_ip = actual.as_ref().ok().map(|(_, up)| up.addr.ip());
+    let actual_ip = actual.as_ref().ok().map(|(_, up)| up.addr().ip());
     let difference = match &would {
         Would::Same => None,
         Would::Deny => Some(ReportAction::Deny),

@@ -93,13 +93,13 @@ pub(crate) async fn arrive(
     timeout: Duration,
     span: &tracing::Span,
 ) -> Option<BytesMut> {
-    let p = &ctx.runtime.config.proxy;
+    let p = &ctx.runtime().config.proxy;
     if p.proxy_protocol == ProxyProtocol::Off {
         return Some(BytesMut::new());
     }
-    let peer = ctx.who.client;
+    let peer = ctx.who().client;
     let arrival = read(stream, peer, p.proxy_protocol, &p.proxy_protocol_from, timeout).await;
-    let metrics = ctx.guard.metrics();
+    let metrics = ctx.guard().metrics();
     match arrival {
         Arrival::Serve(who, read) => {
             metrics.proxy_header(match who.peer {
@@ -110,7 +110,7 @@ pub(crate) async fn arrive(
                 span.record("client", tracing::field::display(who.client));
                 span.record("peer", tracing::field::display(peer));
             }
-            ctx.who = Arc::new(who);
+            ctx.name_client(who);
             Some(read)
         }
         Arrival::Local(_) => {

@@ -70,11 +70,11 @@ pub(super) async fn serve(
     let service = service_fn(move |req| {
         let ctx = ctx.next_request();
         async move {
-            let exchange = Exchange::start(RequestKind::Transparent, ctx.who.clone())
-                .with_policy(ctx.runtime.policies.for_client(&ctx.who, None))
+            let exchange = Exchange::start(RequestKind::Transparent, ctx.who().clone())
+                .with_policy(ctx.runtime().policies.for_client(ctx.who(), None))
                 .redirected(original);
             let mut resp = proxy::forward_to(&ctx, exchange, req, |req| absolute(&ctx, req, original)).await;
-            if ctx.draining.is_cancelled() {
+            if ctx.is_draining() {
                 // Draining: let keep-alive clients go, as the proxy listener does.
                 resp.headers_mut()
                     .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -102,7 +102,7 @@ fn absolute(ctx: &ConnCtx, req: &mut Request<Incoming>, original: SocketAddr) ->
     let target = match req.headers().get(header::HOST).map(|h| h.to_str()) {
         Some(Ok(host)) => Target::parse_host_port(host, original.port())?,
         Some(Err(_)) => return Err(ProxyError::BadRequest("the Host header is not ASCII".into())),
-        None => match super::no_sni(&ctx.runtime) {
+        None => match super::no_sni(ctx.runtime()) {
             NoSni::Original => super::by_address(original),
             NoSni::Refuse => {
                 return Err(ProxyError::BadRequest(
@@ -111,7 +111,7 @@ fn absolute(ctx: &ConnCtx, req: &mut Request<Incoming>, original: SocketAddr) ->
             }
         },
     };
-    ctx.runtime.check_transparent_http_port(&target)?;
+    ctx.runtime().check_transparent_http_port(&target)?;
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
         .scheme("http")

@@ -16,29 +16,29 @@ use tokio::time::Instant;
 use super::backoff::{Backoffs, Cause};
 use super::deny::DenyList;
 use super::detect::Detection;
-use super::dns::{Answer, Resolvers, Source};
+use super::dns::{Answer, Resolvers};
 use super::eyeballs::{Race, race};
 use crate::error::{ProxyError, Unreachable};
 use crate::metrics::Metrics;
 use crate::routes::Route;
 use crate::target::Target;
 
-/// How an upstream connection was reached (for the canonical log line).
+/// How an upstream connection was reached (for the canonical log line). Made in `upstream`
+/// only; the rest of the crate reads it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// The resolver asked, when a name was resolved.
-    pub resolver: Option<Arc<str>>,
-    pub dns_source: Option<Source>,
-    pub dns_time: Duration,
-    pub connect_time: Duration,
+    resolver: Option<Arc<str>>,
+    dns_time: Duration,
+    connect_time: Duration,
     /// The CNAME that re-planned the lookup (`on_cname`), if one did.
-    pub detected: Option<Arc<str>>,
+    detected: Option<Arc<str>>,
     /// The parent proxy (`via`, its `host:port`) that carried the connection; `addr` is then
     /// the parent's address.
-    pub parent: Option<Arc<str>>,
+    parent: Option<Arc<str>>,
     /// What the parent was asked for in its CONNECT.
-    pub asked: Option<String>,
+    asked: Option<String>,
 }
 
 impl Upstream {
@@ -47,7 +47,6 @@ impl Upstream {
         Self {
             addr,
             resolver: None,
-            dns_source: None,
             dns_time: Duration::ZERO,
             connect_time,
             detected: None,
@@ -60,6 +59,73 @@ impl Upstream {
     pub(super) fn unresolved() -> Self {
         Self::fixed_at(SocketAddr::from(([0, 0, 0, 0], 0)), Duration::ZERO)
     }
+
+    /// `addr` answered `resolver` (or the `on_cname` rule's, with the CNAME `detected`).
+    pub(super) fn resolved(
+        addr: SocketAddr,
+        resolver: Option<Arc<str>>,
+        detected: Option<Arc<str>>,
+        dns_time: Duration,
+    ) -> Self {
+        Self {
+            resolver,
+            detected,
+            dns_time,
+            ..Self::fixed_at(addr, Duration::ZERO)
+        }
+    }
+
+    /// This connection, carried by `parent` (at `addr`, connected after `took`): `asked` is
+    /// what its CONNECT asked for (`None` for plain HTTP, which asks nothing).
+    pub(super) fn through_parent(
+        self,
+        parent: Arc<str>,
+        addr: SocketAddr,
+        took: Duration,
+        asked: Option<String>,
+    ) -> Self {
+        Self {
+            addr,
+            connect_time: self.connect_time + took,
+            parent: Some(parent),
+            asked,
+            ..self
+        }
+    }
+
+    /// The same, `took` to connect.
+    pub(super) fn connected_in(self, took: Duration) -> Self {
+        Self {
+            connect_time: took,
+            ..self
+        }
+    }
+
+    /// The address connected to (a parent's, when one carried the connection).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn resolver(&self) -> Option<&str> {
+        self.resolver.as_deref()
+    }
+
+    /// Time spent resolving, and connecting.
+    pub fn setup_time(&self) -> (Duration, Duration) {
+        (self.dns_time, self.connect_time)
+    }
+
+    pub fn detected(&self) -> Option<&str> {
+        self.detected.as_deref()
+    }
+
+    pub fn parent(&self) -> Option<&str> {
+        self.parent.as_deref()
+    }
+
+    pub fn asked(&self) -> Option<&str> {
+        self.asked.as_deref()
+    }
 }
 
 /// The addresses one name resolved to, after the deny filter.
@@ -67,7 +133,6 @@ impl Upstream {
 pub(crate) struct Candidates {
     pub addrs: Vec<SocketAddr>,
     pub answer: Option<Answer>,
-    pub source: Option<Source>,
     /// Resolved addresses dropped by `deny_destinations`.
     pub denied: Vec<IpAddr>,
     /// The CNAME chain reached an `on_cname` pattern: the addresses are the rule resolver's.

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -91,10 +90,9 @@ impl Connector {
     ) -> Result<(TcpStream, Upstream), ProxyError> {
         let connecting = Instant::now();
         let (stream, addr) = self.attempt(route, target, &found.candidates.addrs, deadline).await?;
-        let upstream = Upstream {
-            connect_time: connecting.elapsed(),
-            ..self.resolved_upstream(route, resolver, found, addr)
-        };
+        let upstream = self
+            .resolved_upstream(route, resolver, found, addr)
+            .connected_in(connecting.elapsed());
         Ok((stream, upstream))
     }
 
@@ -116,12 +114,6 @@ impl Connector {
             }
             None => (resolver.clone(), None),
         };
-        Upstream {
-            resolver: c.answer.as_ref().map(|_| resolver),
-            detected,
-            dns_source: c.source,
-            dns_time: found.dns_time,
-            ..Upstream::fixed_at(addr, Duration::ZERO)
-        }
+        Upstream::resolved(addr, c.answer.as_ref().map(|_| resolver), detected, found.dns_time)
     }
 }

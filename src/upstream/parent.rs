@@ -43,7 +43,7 @@ pub(super) async fn tunnel_through(
     ask: &Plan,
     deadline: Instant,
 ) -> Result<(TcpStream, Upstream), ProxyError> {
-    let (asked, mut upstream) = match via.target {
+    let (asked, upstream) = match via.target {
         ViaTarget::Address => {
             let (addr, upstream) = locate(c, route, target, ask, deadline).await?;
             (
@@ -67,10 +67,7 @@ pub(super) async fn tunnel_through(
         match open(c, route, parent, &asked, authorization.as_deref()).await {
             Ok((stream, addr)) => {
                 c.metrics().parent_tunnel(&route.name, &label, ParentResult::Ok);
-                upstream.addr = addr;
-                upstream.connect_time += started.elapsed();
-                upstream.parent = Some(label.into());
-                upstream.asked = Some(asked.to_string());
+                let upstream = upstream.through_parent(label.into(), addr, started.elapsed(), Some(asked.to_string()));
                 return Ok((stream, upstream));
             }
             Err(fault) => {
@@ -193,10 +190,8 @@ pub(super) async fn dial_first(c: &Connector, route: &Route, via: &Via) -> Resul
         let deadline = started + c.timeout();
         match dial(c, route, parent, deadline).await {
             Ok((stream, addr)) => {
-                let mut upstream = Upstream::unresolved();
-                upstream.addr = addr;
-                upstream.connect_time = started.elapsed();
-                upstream.parent = Some(parent.authority().into());
+                let upstream =
+                    Upstream::unresolved().through_parent(parent.authority().into(), addr, started.elapsed(), None);
                 return Ok((stream, upstream));
             }
             Err(fault) => {

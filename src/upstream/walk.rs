@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::connect::{Candidates, Connector};
 use super::detect::{Detection, detect};
-use super::dns::{Answer, DnsError, Source};
+use super::dns::{Answer, DnsError};
 use super::eyeballs::interleave;
 use crate::error::ProxyError;
 use crate::routes::{CnameRule, Route};
@@ -170,11 +170,11 @@ impl Connector {
         port: u16,
         deadline: Instant,
     ) -> Result<Candidates, ProxyError> {
-        let (resolved, answer, source, detected) = match host {
-            Host::Ip(ip) => (vec![*ip], None, None, None),
+        let (resolved, answer, detected) = match host {
+            Host::Ip(ip) => (vec![*ip], None, None),
             Host::Name(name) => {
-                let (answer, source, detected) = self.resolve_name(route, resolver, on_cname, name, deadline).await?;
-                (answer.addrs.to_vec(), Some(answer), Some(source), detected)
+                let (answer, detected) = self.resolve_name(route, resolver, on_cname, name, deadline).await?;
+                (answer.addrs.to_vec(), Some(answer), detected)
             }
         };
         let (denied, allowed): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(|ip| self.is_denied(*ip));
@@ -189,7 +189,6 @@ impl Connector {
         Ok(Candidates {
             addrs: interleave(allowed, port),
             answer,
-            source,
             denied,
             detected,
         })
@@ -205,23 +204,17 @@ impl Connector {
         on_cname: &[CnameRule],
         name: &str,
         deadline: Instant,
-    ) -> Result<(Answer, Source, Option<Detection>), ProxyError> {
-        let (answer, source) = self.lookup(route, resolver, name, deadline).await?;
+    ) -> Result<(Answer, Option<Detection>), ProxyError> {
+        let answer = self.lookup(route, resolver, name, deadline).await?;
         let Some(detected) = detect(on_cname, resolver, &answer) else {
-            return Ok((answer, source, None));
+            return Ok((answer, None));
         };
-        let (answer, source) = self.lookup(route, &detected.resolver, name, deadline).await?;
-        Ok((answer, source, Some(detected)))
+        let answer = self.lookup(route, &detected.resolver, name, deadline).await?;
+        Ok((answer, Some(detected)))
     }
 
     /// One lookup, its failure turned into the route's `ProxyError`.
-    async fn lookup(
-        &self,
-        route: &Route,
-        resolver: &str,
-        name: &str,
-        deadline: Instant,
-    ) -> Result<(Answer, Source), ProxyError> {
+    async fn lookup(&self, route: &Route, resolver: &str, name: &str, deadline: Instant) -> Result<Answer, ProxyError> {
         let dns_err = |cause: DnsError| ProxyError::Dns {
             route: route.name.to_string(),
             host: name.to_owned(),
@@ -238,11 +231,11 @@ impl Connector {
             resolver: resolver.to_owned(),
             after: upstream.timeout().min(self.timeout()),
         };
-        let (result, source) = timeout_at(deadline, upstream.resolve(name))
+        let (result, _) = timeout_at(deadline, upstream.resolve(name))
             .await
             .map_err(|_| timed_out())?;
         match result {
-            Ok(a) => Ok((a, source)),
+            Ok(a) => Ok(a),
             Err(DnsError::Timeout) => Err(timed_out()),
             Err(e) => Err(dns_err(e)),
         }
