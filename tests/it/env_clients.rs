@@ -1,10 +1,10 @@
 //! `splitway env` fed to the real clients it is for, on the emulated network: the shell form
-//! to curl, the JSON form to Python requests, the dotenv form to the JDK (through
-//! `JAVA_TOOL_OPTIONS`). Each client must reach an API through the proxy and the proxy's own
-//! admin listener directly (`NO_PROXY`): through the proxy that address is refused.
-//!
-//! Node is not tested: `NODE_USE_ENV_PROXY` needs Node ≥ 22.21 or ≥ 24.5; Go is not tested:
-//! no Go toolchain on the machines these tests run on.
+//! to curl and to a Go program (`net/http`'s default client), the JSON form to Python
+//! requests, the dotenv form to the JDK (through `JAVA_TOOL_OPTIONS`), the kubernetes form, as
+//! a container's environment, to Node's `fetch` and its global `http`/`https` agents. Each
+//! client must reach an API through the proxy and the proxy's own admin listener directly
+//! (`NO_PROXY`): through the proxy that address is refused. Go never proxies loopback, so its
+//! test also asks Go's own proxy decision for the metadata endpoints in `NO_PROXY`.
 
 use std::process::Output;
 
@@ -14,6 +14,9 @@ use crate::support::config::{ConfigBuilder, quoted};
 use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::tmp::{TempDir, TempFile};
 use crate::support::*;
+
+mod go;
+mod node;
 
 /// A proxy on the emulated network, a config file naming its real addresses for `splitway
 /// env`, and the URLs a client calls.
@@ -68,23 +71,47 @@ async fn run(program: &str, args: &[&str], extra: &[(String, String)]) -> Output
         .unwrap_or_else(|e| panic!("run {program}: {e}"))
 }
 
-/// The two lines every client script prints: the API's answer, then `/healthz`'s.
-fn assert_answers(client: &str, out: &Output) {
+/// The two lines every client script prints first: the API's answer, then `/healthz`'s.
+/// Returns the lines after them.
+fn assert_answers(client: &str, out: &Output) -> Vec<String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{client} failed:\n{stdout}\n{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
+    let context = format!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "{client} failed:\n{context}");
+    let lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    assert_pair(client, &lines, &context);
+    lines.into_iter().skip(2).collect()
+}
+
+/// `lines` start with the API's answer (from the public endpoint, so through the proxy), then
+/// `200 ok` from `/healthz` (reached directly).
+fn assert_pair(client: &str, lines: &[String], context: &str) {
     assert!(
         lines
             .first()
             .is_some_and(|l| l.contains(r#""endpoint":"public-us-east-1""#)),
-        "{client}: the custom domain was not served by the public endpoint through the proxy:\n{stdout}\n{stderr}"
+        "{client}: the custom domain was not served by the public endpoint through the proxy:\n{context}"
     );
     assert_eq!(
-        lines.get(1).copied(),
+        lines.get(1).map(String::as_str),
         Some("200 ok"),
-        "{client}: the admin listener (in NO_PROXY) was not reached directly:\n{stdout}\n{stderr}"
+        "{client}: the admin listener (in NO_PROXY) was not reached directly:\n{context}"
     );
+}
+
+/// The `env:` list of `--format kubernetes`, as the kubelet hands it to the container.
+fn kubernetes_env(yaml: &str) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        env: Vec<Var>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Var {
+        name: String,
+        value: String,
+    }
+    let spec: Spec = serde_norway::from_str(yaml).expect("YAML");
+    spec.env.into_iter().map(|v| (v.name, v.value)).collect()
 }
 
 #[tokio::test]
@@ -208,21 +235,12 @@ async fn the_jdk_reads_java_tool_options_from_the_dotenv_form() {
 
 #[tokio::test]
 async fn the_kubernetes_form_is_the_json_form_as_a_container_env_list() {
-    #[derive(serde::Deserialize)]
-    struct Spec {
-        env: Vec<Var>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Var {
-        name: String,
-        value: String,
-    }
     let setup = setup().await;
-    let spec: Spec = serde_norway::from_str(&env_output(&setup, "kubernetes").await).expect("YAML");
+    let env = kubernetes_env(&env_output(&setup, "kubernetes").await);
     let json: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&env_output(&setup, "json").await).expect("JSON");
-    assert_eq!(spec.env.len(), json.len(), "each variable once");
-    let listed: std::collections::BTreeMap<String, String> = spec.env.into_iter().map(|v| (v.name, v.value)).collect();
+    assert_eq!(env.len(), json.len(), "each variable once");
+    let listed: std::collections::BTreeMap<String, String> = env.into_iter().collect();
     assert_eq!(listed, json);
     setup.proxy.stop().await;
 }
