@@ -138,10 +138,11 @@ impl Proxy {
             None => None,
         };
         let transparent = bind_transparent(&config).await?;
-        // `tcp_keepalive` on the listeners, before anyone knows their ports: every connection
-        // they accept inherits it (the accept loop follows a reload that changes it).
+        // `TCP_NODELAY` and `tcp_keepalive` on the listeners, before anyone knows their ports:
+        // every connection they accept inherits them (the accept loop follows a reload that
+        // changes `tcp_keepalive`).
         for l in std::iter::once(&listener).chain(&transparent) {
-            upstream::socket::keepalive_listener(l, config.proxy.tcp_keepalive);
+            upstream::socket::prepare_listener(l, config.proxy.tcp_keepalive);
         }
         if let Some(a) = config
             .admin

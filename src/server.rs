@@ -243,7 +243,7 @@ fn accept(
     stream: TcpStream,
     client: std::net::SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY: inherited from the listener (set at bind).
     let Some(guard) = admit(shared) else {
         // A proxy client gets a 503 it can read; a redirected one expected its upstream,
         // not an HTTP answer, and is closed.

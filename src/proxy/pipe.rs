@@ -61,12 +61,19 @@ impl Activity {
     }
 }
 
+/// How long a tunnel lasts before its upstream socket gets `tcp_keepalive`: most tunnels end
+/// sooner and never pay its four `setsockopt` calls; one that lasts is probed at most this
+/// much later than the setting says (the client socket has it from the listener).
+const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
+
 /// Copies between `client` and `upstream` (half-closes propagate) until both ends close, an
-/// error, or `idle` without a byte either way.
+/// error, or `idle` without a byte either way. `keepalive` (`[proxy] tcp_keepalive`) is set on
+/// `upstream` once the pipe has run for [`KEEPALIVE_AFTER`].
 pub(crate) fn run<'a>(
     client: &'a mut TcpStream,
     upstream: &'a mut TcpStream,
     idle: Duration,
+    keepalive: Option<Duration>,
     activity: &'a Activity,
 ) -> Relay<'a> {
     Relay {
@@ -75,38 +82,59 @@ pub(crate) fn run<'a>(
         up: Way::new(true),
         down: Way::new(false),
         activity,
-        watch: IdleWatch::new(idle),
+        watch: IdleWatch::new(idle, keepalive),
     }
 }
 
 pin_project_lite::pin_project! {
     /// The idle timeout of a pipe: ready once a whole `idle` passed after the last read
-    /// (`Activity::last_ms`, counted from `started`) with no read since.
+    /// (`Activity::last_ms`, counted from `started`) with no read since. Its one timer also
+    /// fires once at [`KEEPALIVE_AFTER`] while `keepalive` is still to be set.
     struct IdleWatch {
         started: Instant,
         idle: Duration,
         // The last activity the watch has seen.
         seen: Duration,
+        keepalive: Option<Duration>,
         #[pin]
         sleep: tokio::time::Sleep,
     }
 }
 
 impl IdleWatch {
-    fn new(idle: Duration) -> Self {
+    fn new(idle: Duration, keepalive: Option<Duration>) -> Self {
         let started = Instant::now();
+        let first = match keepalive {
+            Some(_) => idle.min(KEEPALIVE_AFTER),
+            None => idle,
+        };
         Self {
             started,
             idle,
             seen: Duration::ZERO,
-            sleep: tokio::time::sleep_until(started + idle),
+            keepalive,
+            sleep: tokio::time::sleep_until(started + first),
         }
     }
 
-    fn poll_idle(self: Pin<&mut Self>, cx: &mut Context<'_>, activity: &Activity) -> Poll<()> {
+    /// `upstream`: where `keepalive` goes when its time comes (none for a generic pipe, whose
+    /// caller set it).
+    fn poll_idle(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        activity: &Activity,
+        upstream: Option<&TcpStream>,
+    ) -> Poll<()> {
         let mut this = self.project();
         while this.sleep.as_mut().poll(cx).is_ready() {
             let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+            if let Some(keepalive) = this.keepalive.take() {
+                if let Some(upstream) = upstream {
+                    crate::upstream::socket::keepalive(upstream, Some(keepalive));
+                }
+                this.sleep.as_mut().reset(*this.started + last + *this.idle);
+                continue;
+            }
             if last == *this.seen {
                 return Poll::Ready(());
             }
@@ -138,14 +166,20 @@ impl Future for Relay<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PipeEnd> {
         let this = self.project();
         let (activity, started) = (*this.activity, this.watch.started);
-        let up = this.up.poll(cx, this.client, this.upstream, activity, started);
-        let down = this.down.poll(cx, this.upstream, this.client, activity, started);
+        let up = this
+            .up
+            .poll(cx, this.client, this.upstream, activity, started, this.down.is_done());
+        let down = this
+            .down
+            .poll(cx, this.upstream, this.client, activity, started, this.up.is_done());
         match (up, down) {
             (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => return Poll::Ready(PipeEnd::Error(e.kind())),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(PipeEnd::Closed),
             _ => {}
         }
-        this.watch.poll_idle(cx, activity).map(|()| PipeEnd::Idle)
+        this.watch
+            .poll_idle(cx, activity, Some(&**this.upstream))
+            .map(|()| PipeEnd::Idle)
     }
 }
 
@@ -163,8 +197,10 @@ enum WayState {
     /// Bulk data: spliced while it keeps coming (a full scratch buffer started it).
     #[cfg(target_os = "linux")]
     Splice(splice::Splicing),
-    /// The source ended: half-close the destination (RFC 9112 §9.6 leaves the rest to the
-    /// ends; the other direction keeps going).
+    /// The source ended while the other direction goes on: half-close the destination
+    /// (RFC 9112 §9.6 leaves the rest to the ends). When the other direction has ended too,
+    /// there is no `shutdown`: both sources are read to their end, so closing the sockets
+    /// sends the same FIN (a minimal relay's behaviour, one system call less per tunnel).
     Shutdown,
     Done,
 }
@@ -178,7 +214,12 @@ impl Way {
         }
     }
 
-    /// Moves what `from` has to `to`; ready once the source ended and `to` is shut down.
+    fn is_done(&self) -> bool {
+        matches!(self.state, WayState::Done)
+    }
+
+    /// Moves what `from` has to `to`; ready once the source ended and `to` is shut down (or
+    /// left for the close, when the `other` direction is done already).
     /// A writable destination comes first, so a slow reader throttles the source.
     fn poll(
         &mut self,
@@ -187,9 +228,14 @@ impl Way {
         to: &mut TcpStream,
         activity: &Activity,
         started: Instant,
+        other_done: bool,
     ) -> Poll<io::Result<()>> {
         let from_client = self.from_client;
         let mut moved = |n| activity.moved(from_client, n, started);
+        let ended = || match other_done {
+            true => WayState::Done,
+            false => WayState::Shutdown,
+        };
         loop {
             match &mut self.state {
                 WayState::Done => return Poll::Ready(Ok(())),
@@ -199,7 +245,7 @@ impl Way {
                 }
                 #[cfg(target_os = "linux")]
                 WayState::Splice(splicing) => match ready!(splicing.poll(cx, from, to, &mut moved))? {
-                    splice::Burst::Eof => self.state = WayState::Shutdown,
+                    splice::Burst::Eof => self.state = ended(),
                     splice::Burst::Done => self.state = WayState::Copy,
                 },
                 WayState::Copy if !self.pending.is_empty() => {
@@ -225,7 +271,7 @@ impl Way {
                             moved(n);
                             self.pending = rest;
                         }
-                        Step::Eof => self.state = WayState::Shutdown,
+                        Step::Eof => self.state = ended(),
                     }
                 }
             }
@@ -318,7 +364,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut watch = std::pin::pin!(IdleWatch::new(idle));
+    let mut watch = std::pin::pin!(IdleWatch::new(idle, None));
     let started = watch.started;
     let mut client = Counted {
         inner: client,
@@ -341,7 +387,7 @@ where
     std::future::poll_fn(|cx| match copy.as_mut().poll(cx) {
         Poll::Ready(Ok(_)) => Poll::Ready(PipeEnd::Closed),
         Poll::Ready(Err(e)) => Poll::Ready(PipeEnd::Error(e.kind())),
-        Poll::Pending => watch.as_mut().poll_idle(cx, activity).map(|()| PipeEnd::Idle),
+        Poll::Pending => watch.as_mut().poll_idle(cx, activity, None).map(|()| PipeEnd::Idle),
     })
     .await
 }

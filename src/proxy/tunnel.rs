@@ -40,6 +40,8 @@ pub(crate) struct Tunnel {
     /// The name the ClientHello must carry, when the route pins SNI.
     expect_sni: Option<String>,
     idle_timeout: Duration,
+    /// `[proxy] tcp_keepalive`, set on the upstream socket once the tunnel lasts.
+    keepalive: Option<Duration>,
     /// [`CLIENT_HELLO_TIMEOUT`] unless the embedding program shortened it.
     hello_timeout: Duration,
     guard: Arc<ConnGuard>,
@@ -97,6 +99,7 @@ impl Tunnel {
             upstream,
             expect_sni: None,
             idle_timeout: ctx.runtime.config.proxy.idle_timeout,
+            keepalive: ctx.runtime.config.proxy.tcp_keepalive,
             hello_timeout: ctx.client_hello_timeout,
             guard: ctx.guard.clone(),
             sni: None,
@@ -235,7 +238,7 @@ impl Tunnel {
                     return Ok(end);
                 }
                 drop(early);
-                pipe::run(client, &mut self.stream, self.idle_timeout, activity).await
+                pipe::run(client, &mut self.stream, self.idle_timeout, self.keepalive, activity).await
             }
             Client::Generic(upgraded) => {
                 let Some(upgraded) = upgraded.take() else {
@@ -254,6 +257,7 @@ impl Tunnel {
         if let Some(end) = self.preamble(&mut client, &[], activity).await? {
             return Ok(end);
         }
+        crate::upstream::socket::keepalive(&self.stream, self.keepalive);
         let end = pipe::run_generic(client, &mut self.stream, self.idle_timeout, activity).await;
         Ok(tunnel_end(end))
     }

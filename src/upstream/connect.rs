@@ -147,7 +147,8 @@ pub struct Connector {
     timeout: Duration,
     /// `[transparent] mark`: SO_MARK on every outbound socket.
     mark: Option<u32>,
-    /// `[proxy] tcp_keepalive` on every outbound socket.
+    /// `[proxy] tcp_keepalive` for outbound sockets, which their users set (see
+    /// [`Connector::keepalive`]).
     keepalive: Option<Duration>,
     /// `[proxy] address_backoff`: addresses that timed out or refused, tried last for a while.
     backoffs: Backoffs,
@@ -197,9 +198,15 @@ impl Connector {
         Self { mark, ..self }
     }
 
-    /// TCP keepalive after `idle` on every outbound socket (`[proxy] tcp_keepalive`).
+    /// TCP keepalive after `idle` for outbound sockets (`[proxy] tcp_keepalive`).
     pub fn with_keepalive(self, keepalive: Option<Duration>) -> Self {
         Self { keepalive, ..self }
+    }
+
+    /// `[proxy] tcp_keepalive`, which a connection's user sets on it: connecting does not,
+    /// so a tunnel shorter than a second costs no `setsockopt` for it (`proxy::pipe`).
+    pub(crate) fn keepalive(&self) -> Option<Duration> {
+        self.keepalive
     }
 
     /// `connect_timeout`: the budget for resolving and connecting.
@@ -249,13 +256,10 @@ impl Connector {
             });
         }
         let addrs = self.backoffs.order(&addrs);
-        let (mark, keepalive) = (self.mark, self.keepalive);
-        let connect = move |addr: SocketAddr| async move {
-            let stream = super::socket::connect(addr, mark).await?;
-            stream.set_nodelay(true)?;
-            super::socket::keepalive(&stream, keepalive);
-            Ok::<_, io::Error>(stream)
-        };
+        let mark = self.mark;
+        // TCP keepalive is left to the user of the connection (`keepalive`): a tunnel sets it
+        // once it has lasted a while, the forwarding pool at once.
+        let connect = move |addr: SocketAddr| super::socket::connect(addr, mark);
         let failures = match race(&addrs, deadline, connect).await {
             Race::Won { stream, addr, slow } => {
                 self.backoffs.succeeded(addr);

@@ -84,6 +84,8 @@ impl tower::Service<Uri> for RouteConnector {
             let target = target_of(&uri)?;
             let route = this.routes.lookup(&target.host).clone();
             let (stream, _, via) = this.connector.connect_http(&route, &target).await?;
+            // A pooled connection idles between requests: keepalive from the start.
+            super::socket::keepalive(&stream, this.connector.keepalive());
             Ok(this.budget.wrap(stream, via.is_some()))
         })
     }

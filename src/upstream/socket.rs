@@ -8,12 +8,36 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-/// Connects to `addr`; with `mark`, the socket is marked before the SYN leaves.
+/// Connects to `addr` with `TCP_NODELAY`; with `mark`, the socket is marked before the SYN
+/// leaves. The socket's error is asked for (`SO_ERROR`) only when the readiness that ends the
+/// connect says there is one: a connection that succeeds costs the four calls a minimal relay
+/// makes (`socket`, `setsockopt`, `connect`, `epoll_ctl`).
 pub(crate) async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<TcpStream> {
-    match mark {
-        None => TcpStream::connect(addr).await,
-        Some(mark) => marked(addr, mark)?.connect(addr).await,
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    if let Some(mark) = mark {
+        set_mark(&socket, mark)?;
     }
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    let ready = stream
+        .ready(tokio::io::Interest::WRITABLE | tokio::io::Interest::ERROR)
+        .await?;
+    if (ready.is_error() || ready.is_write_closed())
+        && let Some(e) = stream.take_error()?
+    {
+        return Err(e);
+    }
+    Ok(stream)
 }
 
 /// TCP keepalive after `idle` on a socket (`[proxy] tcp_keepalive`): an idle tunnel through a
@@ -21,6 +45,15 @@ pub(crate) async fn connect(addr: SocketAddr, mark: Option<u32>) -> io::Result<T
 pub(crate) fn keepalive(stream: &TcpStream, idle: Option<Duration>) {
     let Some(idle) = idle else { return };
     set_keepalive(socket2::SockRef::from(stream), Some(idle));
+}
+
+/// `TCP_NODELAY` and `tcp_keepalive` on a listening socket, set once at bind: Linux copies
+/// both into every connection it accepts, so a client connection costs no `setsockopt`.
+pub(crate) fn prepare_listener(listener: &tokio::net::TcpListener, keepalive: Option<Duration>) {
+    if let Err(e) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on the listener");
+    }
+    keepalive_listener(listener, keepalive);
 }
 
 /// The same on a listening socket, whose accepted sockets inherit it (Linux copies the
@@ -54,22 +87,49 @@ const KEEPALIVE_RETRIES: u32 = 4;
 /// Whether this process may mark sockets (`CAP_NET_ADMIN`); checked once at start-up so a
 /// missing capability is a start-up error, not a failure of every connection.
 pub(crate) fn check_mark(mark: u32) -> io::Result<()> {
-    marked(SocketAddr::from(([127, 0, 0, 1], 0)), mark).map(drop)
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    set_mark(&socket, mark)
 }
 
 #[cfg(target_os = "linux")]
-fn marked(addr: SocketAddr, mark: u32) -> io::Result<tokio::net::TcpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_mark(mark)?;
-    socket.set_nonblocking(true)?;
-    Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+fn set_mark(socket: &socket2::Socket, mark: u32) -> io::Result<()> {
+    socket.set_mark(mark)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn marked(_: SocketAddr, _: u32) -> io::Result<tokio::net::TcpSocket> {
+fn set_mark(_: &socket2::Socket, _: u32) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "SO_MARK exists only on Linux",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::test_util::within;
+
+    /// The accept loop sets nothing on a client socket: what the listener had, it has.
+    #[tokio::test]
+    async fn an_accepted_socket_inherits_nodelay_and_keepalive_from_its_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        super::prepare_listener(&listener, Some(Duration::from_secs(42)));
+        let addr = listener.local_addr().expect("addr");
+        let (_client, accepted) = within("connect and accept", async {
+            tokio::join!(TcpStream::connect(addr), listener.accept())
+        })
+        .await;
+        let (accepted, _) = accepted.expect("accept");
+        assert!(accepted.nodelay().expect("TCP_NODELAY"), "TCP_NODELAY not inherited");
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"), "SO_KEEPALIVE not inherited");
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(42)
+        );
+    }
 }

@@ -98,7 +98,14 @@ async fn parent_faults_each_get_their_status_and_proxy_status() {
     ];
     for (d, behaviour, code, error, reason) in cases {
         let parent = TestParent::start(ip(d), net, behaviour.clone()).await;
-        let proxy = TestProxy::start(&route_via(net, &format!("\"http://{}\"", parent.addr), "", "1s")).await;
+        // The silent parent's case waits out `connect_timeout`: short. The others must fault
+        // before it, even on a loaded machine (the reset waits until the proxy has read the
+        // half reply): long.
+        let timeout = match behaviour {
+            Behaviour::Silent => "1s",
+            _ => "15s",
+        };
+        let proxy = TestProxy::start(&route_via(net, &format!("\"http://{}\"", parent.addr), "", timeout)).await;
         let (status, headers, body, s) = tokio::time::timeout(
             GUARD,
             connect_raw(proxy.addr, &connect_request(&authority(CUSTOM_DOMAIN))),

@@ -382,9 +382,9 @@ fn sockets(side: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `tcp_keepalive` is on both sockets of a tunnel: the client's (accepted by the proxy) and the
-/// upstream's, with the configured idle time, so a flow through an NLB is probed before its
-/// 350 s idle timeout forgets it.
+/// `tcp_keepalive` is on both sockets of a tunnel: the client's (accepted by the proxy, from
+/// the start) and the upstream's (once the tunnel has lasted a second), with the configured
+/// idle time, so a flow through an NLB is probed before its 350 s idle timeout forgets it.
 #[tokio::test]
 async fn tcp_keepalive_is_on_the_client_and_upstream_sockets() {
     if crate::support::require("ss (iproute2)", crate::support::tool("ss", "-V")).is_none() {
@@ -400,9 +400,19 @@ async fn tcp_keepalive_is_on_the_client_and_upstream_sockets() {
         let (reply, tunnel) =
             crate::support::raw::exchange(proxy.addr, &connect_request(&origin.addr().to_string())).await;
         assert_eq!(reply.status, Some(200), "{reply:?}");
-        // The proxy's side of the client connection, and its connection to the origin.
+        // The proxy's side of the client connection, and its connection to the origin (polled
+        // until the tunnel has lasted long enough for it to be set).
         let client_side = sockets("sport", proxy.addr.port());
-        let upstream_side = sockets("dport", origin.addr().port());
+        let upstream_side = within(HANG_SECS, "keepalive on the upstream socket", async {
+            loop {
+                let shown = sockets("dport", origin.addr().port());
+                if shown.contains("timer:(keepalive,") {
+                    return shown;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
         for (what, shown) in [("client", &client_side), ("upstream", &upstream_side)] {
             assert!(
                 shown.contains("timer:(keepalive,"),

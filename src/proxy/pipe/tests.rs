@@ -32,7 +32,7 @@ fn spawn_pipe(
     let a = activity.clone();
     (
         activity,
-        tokio::spawn(async move { run(&mut client, &mut upstream, idle, &a).await }),
+        tokio::spawn(async move { run(&mut client, &mut upstream, idle, None, &a).await }),
     )
 }
 
@@ -83,6 +83,37 @@ async fn crosses_both_ways_and_closes(spawn: Spawn) {
         activity.upstream_to_client.load(std::sync::atomic::Ordering::Relaxed),
         6
     );
+}
+
+/// The origin ends first: its end reaches the app while the app's direction goes on, and the
+/// app's end then reaches the origin, although the pipe makes no `shutdown` for the direction
+/// that ends last (closing both sockets sends that FIN).
+#[tokio::test]
+async fn the_direction_that_ends_last_reaches_its_reader_too() {
+    let (mut app, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let (_, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
+
+    within("origin writes", origin.write_all(b"bye")).await.expect("write");
+    within("origin half-closes", origin.shutdown())
+        .await
+        .expect("half-close");
+    let mut got = Vec::new();
+    within("app reads to EOF", app.read_to_end(&mut got))
+        .await
+        .expect("app reads to EOF");
+    assert_eq!(got, b"bye");
+
+    within("app writes after the origin's end", app.write_all(b"late"))
+        .await
+        .expect("write");
+    within("app half-closes", app.shutdown()).await.expect("half-close");
+    let mut late = Vec::new();
+    within("origin reads to EOF", origin.read_to_end(&mut late))
+        .await
+        .expect("origin reads to EOF");
+    assert_eq!(late, b"late");
+    assert_eq!(within("pipe task", pipe).await.expect("pipe task"), PipeEnd::Closed);
 }
 
 #[tokio::test]
@@ -140,6 +171,49 @@ async fn ends_idle_when_silent(spawn: Spawn) {
     let (upstream_side, _origin) = connected_pair().await;
     let (_, pipe) = spawn(client_side, upstream_side, Duration::from_secs(300));
     assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Idle);
+}
+
+/// `tcp_keepalive` reaches the upstream socket once the tunnel has lasted `KEEPALIVE_AFTER`,
+/// not before (a short tunnel makes no `setsockopt` for it), and the idle timeout still ends
+/// a silent tunnel after it.
+#[tokio::test(start_paused = true)]
+async fn keepalive_reaches_the_upstream_socket_once_the_tunnel_lasts() {
+    let (_app, mut client_side) = connected_pair().await;
+    let (mut upstream_side, _origin) = connected_pair().await;
+    let probe = socket2::SockRef::from(&upstream_side).try_clone().expect("dup");
+    let a = Arc::new(Activity::default());
+    let started = tokio::time::Instant::now();
+    let pipe = tokio::spawn(async move {
+        let keepalive = Some(Duration::from_secs(42));
+        run(
+            &mut client_side,
+            &mut upstream_side,
+            Duration::from_secs(300),
+            keepalive,
+            &a,
+        )
+        .await
+    });
+    tokio::time::sleep(super::KEEPALIVE_AFTER / 2).await;
+    assert!(
+        !probe.keepalive().expect("SO_KEEPALIVE"),
+        "set before the tunnel lasted"
+    );
+    tokio::time::sleep(super::KEEPALIVE_AFTER).await;
+    assert!(
+        probe.keepalive().expect("SO_KEEPALIVE"),
+        "not set once the tunnel lasted"
+    );
+    assert_eq!(
+        probe.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+        Duration::from_secs(42)
+    );
+    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Idle);
+    let ended = started.elapsed();
+    assert!(
+        (Duration::from_secs(300)..Duration::from_secs(301)).contains(&ended),
+        "the idle timeout moved: ended after {ended:?}"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +288,13 @@ async fn read_all(mut r: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
 async fn the_relay_future_is_a_few_hundred_bytes() {
     let (mut a, mut b) = pair().await;
     let act = Activity::default();
-    let relay = run(&mut a, &mut b, Duration::from_secs(1), &act);
+    let relay = run(
+        &mut a,
+        &mut b,
+        Duration::from_secs(1),
+        Some(Duration::from_secs(60)),
+        &act,
+    );
     let size = std::mem::size_of_val(&relay);
     let sleep = std::mem::size_of::<tokio::time::Sleep>();
     assert!(
