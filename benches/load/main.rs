@@ -14,7 +14,12 @@
 //! `BENCH_ONLY` (comma-separated workloads), `BENCH_CONTENDERS` (comma-separated),
 //! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
 //! `BENCH_UPSTREAM` (`rustls`, `nginx` or `both`, the default: which origin's workloads run;
-//! the `-nginx` ones need Debian's `nginx-light` or `nginx`), `BENCH_NO_SAVE` (skip writing the committed copies under benches/results), `BENCH_G3PROXY`
+//! the `-nginx` ones need Debian's `nginx-light` or `nginx`), `BENCH_RESUME` (`on` or `off`:
+//! TLS session resumption in both origins' workloads; unset, the in-process upstream's clients
+//! resume, as they always have, and nginx's do full handshakes), `BENCH_RUSTLS_TARGET=ip`
+//! (the in-process upstream's TLS workloads send `CONNECT 127.0.0.1:P` instead of
+//! `localhost:P`; with `BENCH_RESUME` these isolate why the two origins' figures differ),
+//! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results), `BENCH_G3PROXY`
 //! (a g3proxy binary: contender `g3proxy`), `BENCH_SYSCALLS=N` (instead of the load run: system
 //! calls and CPU per fresh tunnel over N tunnels, plain through the in-process upstream and TLS
 //! through nginx, `syscalls.rs`); for A/B runs
@@ -231,10 +236,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let env = Arc::new(Env {
         tls: up.tls,
         plain: up.plain,
-        tls_host: upstream::TLS_NAME,
         idle: ([127, 0, 0, 1], idle_port).into(),
         dns,
-        client_config: up.client_config.clone(),
+        tls_host: match std::env::var("BENCH_RUSTLS_TARGET").as_deref() {
+            Ok("ip") => "127.0.0.1",
+            _ => upstream::TLS_NAME,
+        },
+        client_config: resumption(&up.client_config),
         run: Duration::from_secs_f64(run_secs),
         bulk_bytes: bulk_mb << 20,
     });
@@ -248,7 +256,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             tls: n.tls,
             plain: n.plain,
             tls_host: "127.0.0.1",
-            client_config: n.client_config.clone(),
+            client_config: resumption(&n.client_config),
             ..clone_env(&env)
         })
     });
@@ -386,7 +394,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let header = serde_json::json!({
         "command": "cargo bench --bench load",
         "machine": machine,
-        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts, "upstream": upstream },
+        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts, "upstream": upstream, "resume": std::env::var("BENCH_RESUME").ok(), "rustls_target": std::env::var("BENCH_RUSTLS_TARGET").ok() },
         "contenders": contenders,
         "table_markdown": table,
         "judged_markdown": judged,
@@ -453,6 +461,17 @@ fn distinct_run(
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
+}
+
+/// `config` with session resumption as `BENCH_RESUME` says (`on`, `off`; unset: unchanged).
+fn resumption(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut c = (**config).clone();
+    match std::env::var("BENCH_RESUME").as_deref() {
+        Ok("on") => c.resumption = rustls::client::Resumption::default(),
+        Ok("off") => c.resumption = rustls::client::Resumption::disabled(),
+        _ => return config.clone(),
+    }
+    Arc::new(c)
 }
 
 fn clone_env(e: &Env) -> Env {
