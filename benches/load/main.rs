@@ -249,8 +249,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // The same workloads against nginx, reached by IP literal.
     let nginx_env = nginx.as_ref().map(|n| {
         notes.push(format!(
-            "-nginx workloads: nginx (OpenSSL) presents {} bytes of certificates (RSA-2048, 4 certificates), full handshakes, CONNECT 127.0.0.1:P",
-            n.chain_bytes
+            "-nginx workloads: nginx (OpenSSL) presents {} bytes of certificates (RSA-2048, 4 certificates), {}, CONNECT 127.0.0.1:P",
+            n.chain_bytes,
+            match std::env::var("BENCH_RESUME").as_deref() {
+                Ok("on") => "sessions resumed (BENCH_RESUME=on)",
+                _ => "full handshakes",
+            }
         ));
         Arc::new(Env {
             tls: n.tls,
