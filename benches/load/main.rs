@@ -1,7 +1,9 @@
 //! The side-by-side load benchmark: `cargo bench --bench load`.
 //!
-//! Starts an upstream (in-process, own runtime; plus a child process for `idle`), the floor (a
-//! minimal relay, `floor.rs`, in a child process of this binary), splitway's release binary,
+//! Starts an upstream (in-process, own runtime; plus a child process for `idle`), nginx as a
+//! second, realistic upstream (`nginx.rs`, when installed), the two floors (minimal relays:
+//! `floor.rs` on mio, in a child process of this binary, and `relay.c`, compiled at start),
+//! splitway's release binary,
 //! squid and tinyproxy when installed and g3proxy when `BENCH_G3PROXY` names its binary; runs
 //! every workload against direct (no proxy) and each proxy, round-robin within each repetition,
 //! so that a noisy neighbour on the shared machine hurts every contender alike. Prints medians
@@ -11,9 +13,16 @@
 //! Knobs (environment): `BENCH_SECS` (length of one run, default 3), `BENCH_REPS` (default 3),
 //! `BENCH_ONLY` (comma-separated workloads), `BENCH_CONTENDERS` (comma-separated),
 //! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
+//! `BENCH_UPSTREAM` (`rustls`, `nginx` or `both`, the default: which origin's workloads run;
+//! the `-nginx` ones need Debian's `nginx-light` or `nginx`), `BENCH_RESUME` (`on` or `off`:
+//! TLS session resumption in both origins' workloads; unset, the in-process upstream's clients
+//! resume, as they always have, and nginx's do full handshakes), `BENCH_RUSTLS_TARGET=ip`
+//! (the in-process upstream's TLS workloads send `CONNECT 127.0.0.1:P` instead of
+//! `localhost:P`; with `BENCH_RESUME` these isolate why the two origins' figures differ),
 //! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results), `BENCH_G3PROXY`
 //! (a g3proxy binary: contender `g3proxy`), `BENCH_SYSCALLS=N` (instead of the load run: system
-//! calls and CPU per fresh plain tunnel over N tunnels, `syscalls.rs`); for A/B runs
+//! calls and CPU per fresh tunnel over N tunnels, plain through the in-process upstream and TLS
+//! through nginx, `syscalls.rs`); for A/B runs
 //! while optimising, `BENCH_SPLITWAY_B` (another splitway binary, contender `splitway-b`) and
 //! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only); `BENCH_DISTINCT` (name counts for
 //! the `distinct` workload, default `10000`); `BENCH_RENDER=FILE` (instead of a run: draw the
@@ -23,8 +32,11 @@ mod client;
 mod distinct;
 mod floor;
 mod idle;
+mod nginx;
+mod pki;
 mod proxies;
 mod redraw;
+mod relay_c;
 mod report;
 mod svg;
 mod syscalls;
@@ -50,7 +62,16 @@ pub(crate) const WORKLOADS: &[&str] = &[
     "keepalive",
     "bulk",
     "forward",
+    "fresh-tls-nginx",
+    "fresh-plain-nginx",
+    "keepalive-nginx",
+    "keepalive-plain-nginx",
+    "bulk-nginx",
 ];
+
+/// The suffix of the workloads whose origin is nginx (`nginx.rs`) instead of the in-process
+/// upstream.
+const NGINX: &str = "-nginx";
 
 fn main() {
     if std::env::args().any(|a| a == "--upstream-child") {
@@ -116,11 +137,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|s| s.parse().ok())
         .collect();
     let only = env_list("BENCH_ONLY");
+    let upstream = std::env::var("BENCH_UPSTREAM").unwrap_or_else(|_| "both".into());
+    if !matches!(upstream.as_str(), "rustls" | "nginx" | "both") {
+        return Err(format!("BENCH_UPSTREAM={upstream}: rustls, nginx or both").into());
+    }
+    let origin_wanted = |w: &str| match upstream.as_str() {
+        "rustls" => !w.ends_with(NGINX),
+        "nginx" => w.ends_with(NGINX),
+        _ => true,
+    };
     let wanted = |w: &str| {
-        only.as_ref().is_none_or(|o| {
-            o.iter()
-                .any(|x| x == w || ((x == "idle" || x == "distinct") && w.starts_with(x.as_str())))
-        })
+        origin_wanted(w)
+            && only.as_ref().is_none_or(|o| {
+                o.iter()
+                    .any(|x| x == w || ((x == "idle" || x == "distinct") && w.starts_with(x.as_str())))
+            })
     };
 
     let target_dir = target_dir()?;
@@ -132,6 +163,27 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let dns = distinct::start_dns()?;
     let dir = std::env::temp_dir().join(format!("splitway-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let mut notes = Vec::new();
+    let relay_c_bin = match relay_c::build(&profile_dir()?) {
+        Ok(bin) => Some(bin),
+        Err(e) => {
+            notes.push(format!("relay-c not built, skipped: {e}"));
+            None
+        }
+    };
+    // nginx is the realistic origin of the full run only: the smoke run under `cargo test`
+    // needs no nginx.
+    let want_nginx = !smoke && WORKLOADS.iter().any(|w| w.ends_with(NGINX) && wanted(w));
+    let nginx = match nginx::binary().filter(|_| want_nginx) {
+        Some(bin) => Some(nginx::Nginx::start(&bin, &dir, bulk_mb << 20, &children)?),
+        None if want_nginx => {
+            notes.push("nginx is not installed: the -nginx workloads are skipped (apt-get install nginx-light)".into());
+            None
+        }
+        None => None,
+    };
+    let mut ports = vec![up.tls.port(), up.plain.port(), idle_port];
+    ports.extend(nginx.iter().flat_map(|n| [n.tls.port(), n.plain.port()]));
     let setup = Setup {
         splitway_bin: splitway_binary()?,
         splitway_b: std::env::var_os("BENCH_SPLITWAY_B").map(|bin| {
@@ -148,12 +200,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         tinyproxy_bin: which("tinyproxy").filter(|_| !smoke),
         g3proxy_bin: std::env::var_os("BENCH_G3PROXY").map(PathBuf::from).filter(|_| !smoke),
         floor_bin: std::env::current_exe()?,
-        ports: vec![up.tls.port(), up.plain.port(), idle_port],
+        relay_c_bin,
+        ports,
         dns,
         dir: dir.clone(),
         children,
     };
-    let mut notes = Vec::new();
     for (name, bin) in [("squid", &setup.squid_bin), ("tinyproxy", &setup.tinyproxy_bin)] {
         if bin.is_none() && !smoke {
             notes.push(format!("{name} is not installed: skipped (apt-get install {name})"));
@@ -172,7 +224,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
         .filter(|_| !smoke)
     {
-        let table = syscalls::run(&setup, &kinds, up.plain, n)?;
+        let realistic = nginx.as_ref().map(|n| (n.tls, n.client_config.clone()));
+        let plain = origin_wanted("fresh-plain").then_some(up.plain);
+        let table = syscalls::run(&setup, &kinds, plain, realistic, n)?;
         println!("\n{}\n\n{table}", machine());
         std::fs::write(target_dir.join("bench-syscalls.md"), &table)?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -184,9 +238,31 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         plain: up.plain,
         idle: ([127, 0, 0, 1], idle_port).into(),
         dns,
-        client_config: up.client_config.clone(),
+        tls_host: match std::env::var("BENCH_RUSTLS_TARGET").as_deref() {
+            Ok("ip") => "127.0.0.1",
+            _ => upstream::TLS_NAME,
+        },
+        client_config: resumption(&up.client_config),
         run: Duration::from_secs_f64(run_secs),
         bulk_bytes: bulk_mb << 20,
+    });
+    // The same workloads against nginx, reached by IP literal.
+    let nginx_env = nginx.as_ref().map(|n| {
+        notes.push(format!(
+            "-nginx workloads: nginx (OpenSSL) presents {} bytes of certificates (RSA-2048, 4 certificates), {}, CONNECT 127.0.0.1:P",
+            n.chain_bytes,
+            match std::env::var("BENCH_RESUME").as_deref() {
+                Ok("on") => "sessions resumed (BENCH_RESUME=on)",
+                _ => "full handshakes",
+            }
+        ));
+        Arc::new(Env {
+            tls: n.tls,
+            plain: n.plain,
+            tls_host: "127.0.0.1",
+            client_config: resumption(&n.client_config),
+            ..clone_env(&env)
+        })
     });
     // The generator: one thread, so its cost is the same for every contender.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -195,27 +271,36 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("contenders: {}; {} reps of {run_secs}s", contenders.join(", "), reps);
 
     // Warm-up: TLS session caches, the proxies' first allocations, the CPU's clocks.
-    let warm = Arc::new(Env {
-        run: Duration::from_millis(500),
-        bulk_bytes: 0,
-        ..clone_env(&env)
-    });
-    for p in std::iter::once(None).chain(running.iter().map(Some)) {
-        let via = match p {
-            None => Via::Direct,
-            Some(p) if p.kind == Kind::SplitwayPp => Via::ProxyV2(p.addr),
-            Some(p) => Via::Proxy(p.addr),
-        };
-        rt.block_on(workloads::fresh(warm.clone(), via, true, || None));
+    for e in std::iter::once(&env).chain(nginx_env.as_ref()) {
+        let warm = Arc::new(Env {
+            run: Duration::from_millis(500),
+            bulk_bytes: 0,
+            ..clone_env(e)
+        });
+        for p in std::iter::once(None).chain(running.iter().map(Some)) {
+            let via = match p {
+                None => Via::Direct,
+                Some(p) if p.kind == Kind::SplitwayPp => Via::ProxyV2(p.addr),
+                Some(p) => Via::Proxy(p.addr),
+            };
+            rt.block_on(workloads::fresh(warm.clone(), via, true, || None));
+        }
     }
 
     for rep in 0..reps {
         for &w in WORKLOADS.iter().filter(|w| wanted(w)) {
+            let (base, env) = match w.strip_suffix(NGINX) {
+                None => (w, env.clone()),
+                Some(base) => match &nginx_env {
+                    Some(e) => (base, e.clone()),
+                    None => continue,
+                },
+            };
             for i in 0..=running.len() {
-                // The floor speaks CONNECT only; splitway-pp is there for fresh-proxy-v2 alone,
+                // The floors speak CONNECT only; splitway-pp is there for fresh-proxy-v2 alone,
                 // which only it runs.
                 let kind = (i > 0).then(|| running[i - 1].kind);
-                if w == "forward" && kind == Some(Kind::Floor)
+                if w == "forward" && kind.is_some_and(Kind::is_floor)
                     || (w == "fresh-proxy-v2") != (kind == Some(Kind::SplitwayPp))
                 {
                     continue;
@@ -235,10 +320,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let cpu = || proxy.and_then(Proxy::cpu_time);
                 let s = rt.block_on(async {
-                    match w {
+                    match base {
                         "fresh-tls" => workloads::fresh(env.clone(), via, true, cpu).await,
                         "fresh-plain" | "fresh-proxy-v2" => workloads::fresh(env.clone(), via, false, cpu).await,
-                        "keepalive" => workloads::keepalive(env.clone(), via, cpu).await,
+                        "keepalive" => workloads::keepalive(env.clone(), via, true, cpu).await,
+                        "keepalive-plain" => workloads::keepalive(env.clone(), via, false, cpu).await,
                         "bulk" => workloads::bulk(env.clone(), via, cpu).await,
                         _ => workloads::forward(env.clone(), via, cpu).await,
                     }
@@ -292,6 +378,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     drop(running);
+    drop(nginx);
     let _ = idle_child.kill();
     let _ = idle_child.wait();
 
@@ -311,7 +398,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let header = serde_json::json!({
         "command": "cargo bench --bench load",
         "machine": machine,
-        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts },
+        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts, "upstream": upstream, "resume": std::env::var("BENCH_RESUME").ok(), "rustls_target": std::env::var("BENCH_RUSTLS_TARGET").ok() },
         "contenders": contenders,
         "table_markdown": table,
         "judged_markdown": judged,
@@ -364,8 +451,8 @@ fn distinct_run(
             // Its PROXY header is fresh-proxy-v2's alone.
             Kind::SplitwayPp => false,
             Kind::Squid => env.dns.port() == 53,
-            // The floor takes IP literals only; tinyproxy asks the machine's resolver.
-            Kind::Floor | Kind::Tinyproxy => false,
+            // The floors take IP literals only; tinyproxy asks the machine's resolver.
+            Kind::Floor | Kind::RelayC | Kind::Tinyproxy => false,
         };
         if !resolves {
             continue;
@@ -378,6 +465,17 @@ fn distinct_run(
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
+}
+
+/// `config` with session resumption as `BENCH_RESUME` says (`on`, `off`; unset: unchanged).
+fn resumption(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut c = (**config).clone();
+    match std::env::var("BENCH_RESUME").as_deref() {
+        Ok("on") => c.resumption = rustls::client::Resumption::default(),
+        Ok("off") => c.resumption = rustls::client::Resumption::disabled(),
+        _ => return config.clone(),
+    }
+    Arc::new(c)
 }
 
 fn clone_env(e: &Env) -> Env {
@@ -429,6 +527,15 @@ fn splitway_binary() -> std::io::Result<PathBuf> {
             "no splitway binary beside the bench: run `cargo build --release --bin splitway` first",
         )),
     }
+}
+
+/// `target/release/` (or `target/debug/` in the smoke run): where the bench's own builds go.
+fn profile_dir() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| std::io::Error::other("no profile dir above the bench executable"))
 }
 
 fn which(name: &str) -> Option<PathBuf> {

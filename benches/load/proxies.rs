@@ -1,5 +1,5 @@
-//! The contenders: the floor (this bench's own minimal relay, `floor.rs`), splitway (the release
-//! binary), squid, tinyproxy and g3proxy, each a child process on a loopback port with a config
+//! The contenders: the two floors (this bench's own minimal relays: `floor.rs` on mio and
+//! `relay.c` in C), splitway (the release binary), squid, tinyproxy and g3proxy, each a child process on a loopback port with a config
 //! written to a temp dir, plus what /proc says about them.
 
 use std::fs;
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub(crate) enum Kind {
     /// The minimal relay every figure is judged against (`floor.rs`).
     Floor,
+    /// The second floor: a minimal relay in C on one epoll loop (`relay.c`).
+    RelayC,
     Splitway,
     /// A second splitway build or setting, for A/B comparisons while optimising.
     SplitwayB,
@@ -31,6 +33,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Floor => "floor",
+            Kind::RelayC => "relay-c",
             Kind::Splitway => "splitway",
             Kind::SplitwayB => "splitway-b",
             Kind::SplitwayPp => "splitway-pp",
@@ -43,6 +46,11 @@ impl Kind {
     /// A proxy splitway is compared with (not direct, not the floor, not splitway itself).
     pub(crate) fn is_peer(name: &str) -> bool {
         matches!(name, "squid" | "tinyproxy" | "g3proxy")
+    }
+
+    /// The minimal relays: CONNECT to IP literals (and `localhost`) only, nothing else.
+    pub(crate) fn is_floor(self) -> bool {
+        matches!(self, Kind::Floor | Kind::RelayC)
     }
 }
 
@@ -57,6 +65,8 @@ pub(crate) struct Setup {
     pub(crate) g3proxy_bin: Option<PathBuf>,
     /// This bench's own executable, which is the floor with `--floor-child`.
     pub(crate) floor_bin: PathBuf,
+    /// `relay.c`, compiled at start (`relay_c.rs`); `None` when `cc` failed (noted).
+    pub(crate) relay_c_bin: Option<PathBuf>,
     pub(crate) ports: Vec<u16>,
     /// The bench DNS for the `distinct` names.
     pub(crate) dns: SocketAddr,
@@ -147,7 +157,11 @@ impl Proxy {
 impl Setup {
     /// The contenders that are installed, in report order.
     pub(crate) fn kinds(&self) -> Vec<Kind> {
-        let mut kinds = vec![Kind::Floor, Kind::Splitway, Kind::SplitwayPp];
+        let mut kinds = vec![Kind::Floor];
+        if self.relay_c_bin.is_some() {
+            kinds.push(Kind::RelayC);
+        }
+        kinds.extend([Kind::Splitway, Kind::SplitwayPp]);
         if self.splitway_b.is_some() {
             kinds.push(Kind::SplitwayB);
         }
@@ -176,6 +190,11 @@ impl Setup {
             Kind::Floor => {
                 let mut c = Command::new(&self.floor_bin);
                 c.arg("--floor-child").arg(addr.to_string());
+                c
+            }
+            Kind::RelayC => {
+                let mut c = Command::new(self.relay_c_bin.as_ref().expect("built"));
+                c.arg(addr.to_string());
                 c
             }
             Kind::Splitway | Kind::SplitwayB | Kind::SplitwayPp => {
@@ -223,12 +242,8 @@ impl Setup {
             }
         };
         let log = fs::File::create(dir.join("stderr.log"))?;
-        // The floor exits when its stdin closes: it holds our pipe (kept in `Child` until drop).
-        let stdin = if kind == Kind::Floor {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        };
+        // The floors exit when their stdin closes: they hold our pipe (kept in `Child` until drop).
+        let stdin = if kind.is_floor() { Stdio::piped() } else { Stdio::null() };
         let child = cmd.stdin(stdin).stdout(Stdio::null()).stderr(log).spawn()?;
         self.children.lock().unwrap_or_else(|p| p.into_inner()).push(child.id());
         let mut proxy = Proxy {
@@ -265,7 +280,7 @@ fn wait_listening(proxy: &mut Proxy, dir: &Path) -> io::Result<()> {
 }
 
 /// A port free now; the proxy binds it a moment later (a small race, fine on a quiet loopback).
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

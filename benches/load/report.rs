@@ -1,5 +1,5 @@
-//! From samples to medians, ratios to direct, a markdown table, splitway against the floor and
-//! the best peer (issue #13's targets), and the JSON record.
+//! From samples to medians, ratios to direct, a markdown table, splitway against the two floors
+//! (the mio floor and the C relay) and the best peer, and the JSON record.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -76,7 +76,7 @@ impl Row {
         self.ratio_to(contender, peer)
     }
 
-    /// Whether the row is one the #13 targets speak of.
+    /// Whether the row is one the targets speak of.
     fn judged(&self) -> bool {
         matches!(
             self.metric,
@@ -97,9 +97,11 @@ pub(crate) fn metrics(workload: &str) -> Vec<Metric> {
         Some(s.cpu?.as_secs_f64() * 1e6 / s.requests.max(1) as f64).filter(|_| s.requests > 0)
     });
     match workload {
-        "fresh-tls" | "fresh-plain" | "fresh-proxy-v2" => vec![rate, p50, p99, cpu],
-        "keepalive" | "forward" => vec![rate, cpu],
-        "bulk" => vec![
+        "fresh-tls" | "fresh-plain" | "fresh-proxy-v2" | "fresh-tls-nginx" | "fresh-plain-nginx" => {
+            vec![rate, p50, p99, cpu]
+        }
+        "keepalive" | "forward" | "keepalive-nginx" | "keepalive-plain-nginx" => vec![rate, cpu],
+        "bulk" | "bulk-nginx" => vec![
             ("throughput", "MB/s", |s| {
                 (s.bytes > 0).then(|| s.bytes as f64 / 1e6 / s.secs)
             }),
@@ -205,15 +207,33 @@ fn ours(contenders: &[String]) -> impl Iterator<Item = &String> {
     contenders.iter().filter(|c| c.starts_with("splitway"))
 }
 
-/// splitway (and splitway-b) beside the floor and the best peer: value, `÷ floor` and
-/// `÷ best peer`, for the rows issue #13 sets targets on (CPU per unit of work, rates, memory).
+/// The floors splitway is judged against, those that ran: the mio floor and the C relay.
+fn floors(contenders: &[String]) -> Vec<&'static str> {
+    ["floor", "relay-c"]
+        .into_iter()
+        .filter(|f| contenders.iter().any(|c| c == f))
+        .collect()
+}
+
+/// splitway (and splitway-b) beside the floors and the best peer: value, `÷` each floor and
+/// `÷ best peer`, for the rows with targets (CPU per unit of work, rates, memory).
 pub(crate) fn judged(rows: &[Row], contenders: &[String]) -> String {
-    let mut out = String::from("| workload | metric | floor | best peer |");
-    for c in ours(contenders) {
-        let _ = write!(out, " {c} | ÷ floor | ÷ best peer |");
+    let floors = floors(contenders);
+    let mut out = String::from("| workload | metric |");
+    for f in &floors {
+        let _ = write!(out, " {f} |");
     }
-    out.push_str("\n|---|---|---:|---:|");
-    out.push_str(&"---:|---:|---:|".repeat(ours(contenders).count()));
+    out.push_str(" best peer |");
+    for c in ours(contenders) {
+        let _ = write!(out, " {c} |");
+        for f in &floors {
+            let _ = write!(out, " ÷ {f} |");
+        }
+        out.push_str(" ÷ best peer |");
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(floors.len() + 1));
+    out.push_str(&"---:|".repeat(ours(contenders).count() * (floors.len() + 2)));
     out.push('\n');
     let cell = |v: Option<f64>| v.map_or("–".to_owned(), fmt);
     let times = |v: Option<f64>| v.map_or("–".to_owned(), |x| format!("{x:.2}×"));
@@ -226,21 +246,17 @@ pub(crate) fn judged(rows: &[Row], contenders: &[String]) -> String {
         let peer = r
             .best_peer()
             .map_or("–".to_owned(), |(p, v)| format!("{} ({p})", fmt(v)));
-        let _ = write!(
-            out,
-            "| {} | {}{unit} | {} | {peer} |",
-            r.workload,
-            r.metric,
-            cell(r.value("floor"))
-        );
+        let _ = write!(out, "| {} | {}{unit} |", r.workload, r.metric);
+        for f in &floors {
+            let _ = write!(out, " {} |", cell(r.value(f)));
+        }
+        let _ = write!(out, " {peer} |");
         for c in ours(contenders) {
-            let _ = write!(
-                out,
-                " {} | {} | {} |",
-                cell(r.value(c)),
-                times(r.ratio_to(c, "floor")),
-                times(r.ratio_to_best_peer(c))
-            );
+            let _ = write!(out, " {} |", cell(r.value(c)));
+            for f in &floors {
+                let _ = write!(out, " {} |", times(r.ratio_to(c, f)));
+            }
+            let _ = write!(out, " {} |", times(r.ratio_to_best_peer(c)));
         }
         out.push('\n');
     }
@@ -297,8 +313,10 @@ pub(crate) fn json(rows: &[Row], runs: &Runs, header: Value, notes: &[String]) -
                 entry[format!("{key} ratio to direct").as_str()] = json!(x);
             }
             if c.starts_with("splitway") {
-                if let Some(x) = r.ratio_to(c, "floor") {
-                    entry[format!("{key} ratio to floor").as_str()] = json!(x);
+                for f in ["floor", "relay-c"] {
+                    if let Some(x) = r.ratio_to(c, f) {
+                        entry[format!("{key} ratio to {f}").as_str()] = json!(x);
+                    }
                 }
                 if let (Some(x), Some((peer, _))) = (r.ratio_to_best_peer(c), r.best_peer()) {
                     entry[format!("{key} ratio to best peer").as_str()] = json!(x);

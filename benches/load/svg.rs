@@ -1,6 +1,7 @@
 //! The picture: grouped bar charts drawn as plain SVG (no plotting dependency).
 //! Throughput relative to direct for each workload, fresh-tls latency, the proxy's CPU per unit
-//! of work (each on its own scale, the floor's figure dashed), idle memory. A bar's label is
+//! of work (each on its own scale, the floors' figures dashed), idle memory; the throughput and
+//! CPU panels once for the in-process upstream and once for nginx when it ran. A bar's label is
 //! written upright above it when it fits the bar's width and turned vertical when it does not,
 //! so labels never overlap.
 
@@ -20,6 +21,7 @@ fn color(contender: &str) -> &'static str {
         "floor" => "#222222",
         "g3proxy" => "#9b3fb5",
         "splitway-b" => "#7fb2f0",
+        "relay-c" => "#a0522d",
         _ => "#777777",
     }
 }
@@ -29,28 +31,34 @@ type Group = (String, Vec<(String, Option<f64>, String)>);
 
 pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> String {
     let find = |w: &str, m: &str| rows.iter().find(|r| r.workload == w && r.metric == m);
-    let mut throughput = Vec::new();
-    for (w, m) in [
-        ("fresh-tls", "req/s"),
-        ("fresh-plain", "req/s"),
-        ("keepalive", "req/s"),
-        ("bulk", "throughput"),
-        ("forward", "req/s"),
-    ] {
-        let Some(r) = find(w, m) else { continue };
-        let bars = contenders
-            .iter()
-            .map(|c| {
-                let label = match (r.value(c), r.ratio(c)) {
-                    (Some(v), Some(x)) => format!("{x:.2}× ({})", short(v)),
-                    (Some(v), None) => short(v),
-                    (None, _) => "n/a".into(),
-                };
-                (c.clone(), r.ratio(c), label)
-            })
-            .collect();
-        throughput.push((format!("{w} ({})", r.unit), bars));
-    }
+    let throughput = |suffix: &str| {
+        let mut groups = Vec::new();
+        for (w, m) in [
+            ("fresh-tls", "req/s"),
+            ("fresh-plain", "req/s"),
+            ("keepalive", "req/s"),
+            ("keepalive-plain", "req/s"),
+            ("bulk", "throughput"),
+            ("forward", "req/s"),
+        ] {
+            let Some(r) = find(&format!("{w}{suffix}"), m) else {
+                continue;
+            };
+            let bars = contenders
+                .iter()
+                .map(|c| {
+                    let label = match (r.value(c), r.ratio(c)) {
+                        (Some(v), Some(x)) => format!("{x:.2}× ({})", short(v)),
+                        (Some(v), None) => short(v),
+                        (None, _) => "n/a".into(),
+                    };
+                    (c.clone(), r.ratio(c), label)
+                })
+                .collect();
+            groups.push((format!("{w} ({})", r.unit), bars));
+        }
+        groups
+    };
     let mut latency = Vec::new();
     for m in ["p50", "p99"] {
         if let Some(r) = find("fresh-tls", m) {
@@ -85,9 +93,10 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
             .collect();
         memory.push((format!("{} tunnels", r.workload.trim_start_matches("idle-")), bars));
     }
-    let cpu = cpu_groups(rows, contenders);
+    let nginx = rows.iter().any(|r| r.workload.ends_with("-nginx"));
+    let panels = if nginx { 6.0 } else { 4.0 };
     let mut out = String::new();
-    let height = 60.0 + 4.0 * PANEL + 30.0;
+    let height = 60.0 + panels * PANEL + 30.0;
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
@@ -104,24 +113,52 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
         WIDTH - 20.0 - 80.0 * contenders.len() as f64,
         12.0,
     );
+    let mut top = 60.0;
+    let mut next = || {
+        let t = top;
+        top += PANEL;
+        t
+    };
     panel(
         &mut out,
-        60.0,
+        next(),
         "Throughput relative to direct (no proxy) — higher is better; 1.0 = direct",
-        &throughput,
+        &throughput(""),
         true,
     );
+    if nginx {
+        panel(
+            &mut out,
+            next(),
+            "nginx upstream (RSA-2048 chain, CONNECT 127.0.0.1): throughput relative to direct",
+            &throughput("-nginx"),
+            true,
+        );
+    }
     panel(
         &mut out,
-        60.0 + PANEL,
+        next(),
         "fresh-tls latency (ms) — lower is better",
         &latency,
         false,
     );
-    cpu_panel(&mut out, 60.0 + 2.0 * PANEL, &cpu);
+    cpu_panel(
+        &mut out,
+        next(),
+        "Proxy CPU per unit of work — lower is better; dashed: the floors (minimal relays)",
+        &cpu_groups(rows, contenders, ""),
+    );
+    if nginx {
+        cpu_panel(
+            &mut out,
+            next(),
+            "nginx upstream: proxy CPU per unit of work — lower is better; dashed: the floors",
+            &cpu_groups(rows, contenders, "-nginx"),
+        );
+    }
     panel(
         &mut out,
-        60.0 + 3.0 * PANEL,
+        next(),
         "Idle tunnels: proxy RSS growth per tunnel (KiB) — lower is better",
         &memory,
         false,
@@ -263,24 +300,27 @@ fn draw_bars(
     }
 }
 
-/// One sub-chart of the CPU panel: its label, unit, the floor's value, and the bars.
+/// One sub-chart of the CPU panel: its label, unit, the floors' values, and the bars.
 struct CpuGroup {
     label: String,
-    floor: Option<f64>,
+    floors: Vec<(&'static str, f64)>,
     bars: Vec<(String, Option<f64>, String)>,
 }
 
 /// Proxy CPU per fresh TLS tunnel, fresh plain tunnel, keep-alive request and GiB of bulk, for
-/// every contender that is a proxy (direct has no proxy CPU).
-fn cpu_groups(rows: &[Row], contenders: &[String]) -> Vec<CpuGroup> {
+/// every contender that is a proxy (direct has no proxy CPU), for the workloads ending in
+/// `suffix`.
+fn cpu_groups(rows: &[Row], contenders: &[String], suffix: &str) -> Vec<CpuGroup> {
     let wanted = [
         ("fresh-tls", "proxy CPU/req", "fresh TLS tunnel (µs)"),
         ("fresh-plain", "proxy CPU/req", "fresh plain tunnel (µs)"),
         ("keepalive", "proxy CPU/req", "keep-alive request (µs)"),
+        ("keepalive-plain", "proxy CPU/req", "keep-alive plain (µs)"),
         ("bulk", "proxy CPU/GiB", "bulk, per GiB (s)"),
     ];
     let mut groups = Vec::new();
     for (w, m, label) in wanted {
+        let w = format!("{w}{suffix}");
         let Some(r) = rows.iter().find(|r| r.workload == w && r.metric == m) else {
             continue;
         };
@@ -291,7 +331,10 @@ fn cpu_groups(rows: &[Row], contenders: &[String]) -> Vec<CpuGroup> {
             .collect();
         groups.push(CpuGroup {
             label: label.to_owned(),
-            floor: r.value("floor"),
+            floors: ["floor", "relay-c"]
+                .into_iter()
+                .filter_map(|f| Some((f, r.value(f)?)))
+                .collect(),
             bars,
         });
     }
@@ -307,9 +350,8 @@ fn cpu_figure(v: f64) -> String {
 }
 
 /// The CPU panel: one sub-chart per unit of work, each on its own scale (their units differ),
-/// with the floor's figure as a dashed line across it.
-fn cpu_panel(out: &mut String, top: f64, groups: &[CpuGroup]) {
-    let title = "Proxy CPU per unit of work — lower is better; dashed: the floor (a minimal relay)";
+/// with each floor's figure as a dashed line across it in the floor's colour.
+fn cpu_panel(out: &mut String, top: f64, title: &str, groups: &[CpuGroup]) {
     let _ = writeln!(
         out,
         r#"<text x="20" y="{}" font-size="13" font-weight="bold">{}</text>"#,
@@ -342,17 +384,24 @@ fn cpu_panel(out: &mut String, top: f64, groups: &[CpuGroup]) {
             r##"<line x1="{x0:.1}" y1="{chart_bottom}" x2="{x1:.1}" y2="{chart_bottom}" stroke="#333"/>"##
         );
         draw_bars(out, x0 + 2.0, bar_w, &g.bars, &y_of, chart_bottom);
-        if let Some(floor) = g.floor {
+        for &(name, floor) in &g.floors {
             let y = y_of(floor);
             let _ = writeln!(
                 out,
-                r##"<line x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}" stroke="#222" stroke-width="1.2" stroke-dasharray="5 3"/>"##
+                r##"<line x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}" stroke="{}" stroke-width="1.2" stroke-dasharray="5 3"/>"##,
+                color(name)
             );
         }
         let cx = (x0 + x1) / 2.0;
-        let floor = g
-            .floor
-            .map_or("floor: n/a".into(), |f| format!("floor {}", cpu_figure(f)));
+        let floor = match g.floors.is_empty() {
+            true => "floors: n/a".to_owned(),
+            false => g
+                .floors
+                .iter()
+                .map(|(n, f)| format!("{n} {}", cpu_figure(*f)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
         let _ = writeln!(
             out,
             r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text><text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="10" fill="#555">{}</text>"##,

@@ -1,5 +1,7 @@
-//! `BENCH_SYSCALLS=N`: where a proxy's CPU per fresh tunnel goes. For each contender, fresh
-//! plain tunnels (`tunnels.rs`) with the proxy untraced (max(N, 5000) of them: user and system
+//! `BENCH_SYSCALLS=N`: where a proxy's CPU per fresh tunnel goes, in two tables: fresh plain
+//! tunnels to the in-process upstream, and the realistic workload, fresh TLS tunnels to nginx
+//! (full handshakes, an API Gateway-sized chain, `CONNECT 127.0.0.1:P`). For each contender,
+//! fresh tunnels (`tunnels.rs`) with the proxy untraced (max(N, 5000) of them: user and system
 //! CPU per tunnel from /proc, whose 10 ms ticks need that many), then N more under
 //! `strace -c -f` attached to every thread of the running proxy (so start-up is not counted):
 //! system calls per tunnel, side by side.
@@ -9,6 +11,9 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use rustls::ClientConfig;
 
 use crate::proxies::{Kind, Proxy, Setup};
 use crate::tunnels;
@@ -25,17 +30,47 @@ struct Profile {
     failed: usize,
 }
 
-/// Measures every contender; the markdown table.
-pub(crate) fn run(setup: &Setup, kinds: &[Kind], target: SocketAddr, n: usize) -> io::Result<String> {
+/// Measures every contender on each workload given (plain: the in-process upstream's plain
+/// port; realistic: nginx's TLS port and the client config for it); the markdown tables.
+pub(crate) fn run(
+    setup: &Setup,
+    kinds: &[Kind],
+    plain: Option<SocketAddr>,
+    realistic: Option<(SocketAddr, Arc<ClientConfig>)>,
+    n: usize,
+) -> io::Result<String> {
+    let mut out = Vec::new();
+    if let Some(target) = plain {
+        let profiles = measure(setup, kinds, target, None, n)?;
+        out.push(table(
+            &profiles,
+            &format!("System calls per fresh plain tunnel ({n} tunnels, 16 at once, `strace -c -f`)"),
+        ));
+    }
+    if let Some((target, config)) = realistic {
+        let profiles = measure(setup, kinds, target, Some(&config), n)?;
+        out.push(table(&profiles, &format!("System calls per fresh TLS tunnel to nginx, `CONNECT 127.0.0.1:P` ({n} tunnels, 16 at once, `strace -c -f`)")));
+    }
+    Ok(out.join("\n"))
+}
+
+fn measure(
+    setup: &Setup,
+    kinds: &[Kind],
+    target: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    n: usize,
+) -> io::Result<Vec<Profile>> {
     let mut profiles = Vec::new();
     for &k in kinds.iter().filter(|&&k| k != Kind::SplitwayPp) {
         let p = setup.start(k)?;
-        tunnels::run(p.addr, target, 200.min(n));
+        tunnels::run(p.addr, target, tls, 200.min(n));
         let cpu0 = p.cpu_user_sys();
         let n_cpu = n.max(CPU_TUNNELS);
-        let mut failed = tunnels::run(p.addr, target, n_cpu);
+        let mut failed = tunnels::run(p.addr, target, tls, n_cpu);
         let cpu = p.cpu_user_sys().zip(cpu0).map(|(b, a)| (b.0 - a.0, b.1 - a.1));
-        let (calls, f) = traced(&p, target, n, &setup.dir.join(format!("{}.strace", k.name())))?;
+        let trace = setup.dir.join(format!("{}.strace", k.name()));
+        let (calls, f) = traced(&p, target, tls, n, &trace)?;
         failed += f;
         let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n_cpu as f64;
         profiles.push(Profile {
@@ -47,13 +82,14 @@ pub(crate) fn run(setup: &Setup, kinds: &[Kind], target: SocketAddr, n: usize) -
         });
         eprintln!("syscalls: {} done ({failed} failed tunnels)", k.name());
     }
-    Ok(table(&profiles, n))
+    Ok(profiles)
 }
 
 /// N tunnels with strace attached to every thread of the proxy; calls per syscall name.
 fn traced(
     p: &Proxy,
     target: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
     n: usize,
     out: &std::path::Path,
 ) -> io::Result<(BTreeMap<String, u64>, usize)> {
@@ -79,7 +115,7 @@ fn traced(
             _ => return Err(io::Error::other("strace ended before attaching (is it installed?)")),
         }
     }
-    let failed = tunnels::run(p.addr, target, n);
+    let failed = tunnels::run(p.addr, target, tls, n);
     Command::new("kill").arg("-INT").arg(strace.id().to_string()).status()?;
     // Drain its detach messages, then wait for the summary to be written.
     for _ in lines {}
@@ -100,15 +136,14 @@ fn parse(summary: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn table(profiles: &[Profile], n: usize) -> String {
+fn table(profiles: &[Profile], title: &str) -> String {
     let mut names: Vec<&String> = profiles.iter().flat_map(|p| p.calls.keys()).collect();
     names.sort();
     names.dedup();
     // Most frequent (summed over contenders) first.
     let sum = |s: &String| -> f64 { profiles.iter().filter_map(|p| p.calls.get(s)).sum() };
     names.sort_by(|a, b| sum(b).total_cmp(&sum(a)));
-    let mut out =
-        format!("System calls per fresh plain tunnel ({n} tunnels, 16 at once, `strace -c -f`)\n\n| syscall |");
+    let mut out = format!("{title}\n\n| syscall |");
     for p in profiles {
         let _ = write!(out, " {} |", p.name);
     }

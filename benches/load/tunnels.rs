@@ -1,6 +1,7 @@
-//! N fresh plain tunnels through a proxy, 16 at once, each `CONNECT TARGET`, one `GET` with
-//! `connection: close`, read to the end. Blocking std sockets on plain threads: a fixed, known
-//! load for `syscalls.rs`, which counts the proxy's system calls per tunnel.
+//! N fresh tunnels through a proxy, 16 at once, each `CONNECT TARGET`, [a TLS handshake,] one
+//! `GET` with `connection: close`, read to the end. Blocking std sockets (and rustls's blocking
+//! stream) on plain threads: a fixed, known load for `syscalls.rs`, which counts the proxy's
+//! system calls per tunnel.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,18 +9,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use crate::upstream::TLS_NAME;
+
 const THREADS: usize = 16;
 
-/// Runs the N tunnels; how many failed.
-pub(crate) fn run(proxy: SocketAddr, target: SocketAddr, n: usize) -> usize {
+/// Runs the N tunnels, in TLS when `tls` says how; how many failed.
+pub(crate) fn run(proxy: SocketAddr, target: SocketAddr, tls: Option<&Arc<ClientConfig>>, n: usize) -> usize {
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let (next, failed) = (next.clone(), failed.clone());
+            let (next, failed, tls) = (next.clone(), failed.clone(), tls.cloned());
             std::thread::spawn(move || {
                 while next.fetch_add(1, Ordering::Relaxed) < n {
-                    if one(proxy, target).is_err() {
+                    if one(proxy, target, tls.as_ref()).is_err() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -32,7 +38,7 @@ pub(crate) fn run(proxy: SocketAddr, target: SocketAddr, n: usize) -> usize {
     failed.load(Ordering::Relaxed)
 }
 
-fn one(proxy: SocketAddr, target: SocketAddr) -> io::Result<()> {
+fn one(proxy: SocketAddr, target: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> io::Result<()> {
     let mut s = TcpStream::connect(proxy)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -49,9 +55,20 @@ fn one(proxy: SocketAddr, target: SocketAddr) -> io::Result<()> {
     if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
         return Err(io::Error::other("CONNECT refused"));
     }
-    write!(s, "GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n")?;
     let mut rest = Vec::new();
-    s.read_to_end(&mut rest)?;
+    match tls {
+        Some(config) => {
+            let name = ServerName::try_from(TLS_NAME).map_err(io::Error::other)?;
+            let conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+            let mut s = StreamOwned::new(conn, s);
+            write!(s, "GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n")?;
+            s.read_to_end(&mut rest)?;
+        }
+        None => {
+            write!(s, "GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n")?;
+            s.read_to_end(&mut rest)?;
+        }
+    }
     if rest.starts_with(b"HTTP/1.1 200") {
         Ok(())
     } else {

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// The name the certificate covers, the SNI every TLS client sends, and the CONNECT host.
 pub(crate) const TLS_NAME: &str = "localhost";
-const SMALL_BODY: &[u8] = b"splitway bench upstream: a small fixed response body of 64 bytes\n";
+pub(crate) const SMALL_BODY: &[u8] = b"splitway bench upstream: a small fixed response body of 64 bytes\n";
 /// Chunk of zeros the bulk response is written from.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// Largest request head read; the load generator sends a few dozen bytes.

@@ -8,16 +8,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
 
 use crate::client::{self, Via, err, timed};
 use crate::upstream::TLS_NAME;
 
-/// What every workload needs to know.
+/// What every workload needs to know: the origin it reaches (the in-process upstream, or nginx
+/// for the `-nginx` workloads) and the run's bounds.
 pub(crate) struct Env {
     pub(crate) tls: SocketAddr,
     pub(crate) plain: SocketAddr,
+    /// The CONNECT host (and `Host`) for the TLS port: `localhost` for the in-process upstream
+    /// (splitway checks the SNI against it), `127.0.0.1` for nginx (an IP literal: no SNI
+    /// check, no route by name). The SNI is [`TLS_NAME`] either way.
+    pub(crate) tls_host: &'static str,
     /// The child-process upstream for `idle`.
     pub(crate) idle: SocketAddr,
     pub(crate) client_config: Arc<ClientConfig>,
@@ -96,7 +101,7 @@ pub(crate) async fn fresh(env: Arc<Env>, via: Via, tls: bool, cpu: impl Fn() -> 
 
 async fn fresh_one(env: &Env, via: Via, tls: bool, buf: &mut Vec<u8>) -> std::io::Result<()> {
     if tls {
-        let target = format!("{TLS_NAME}:{}", env.tls.port());
+        let target = format!("{}:{}", env.tls_host, env.tls.port());
         let s = client::open(via, env.tls, &target, buf).await?;
         let mut s = client::tls(&env.client_config, TLS_NAME, s).await?;
         let req = format!("GET / HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n\r\n");
@@ -113,19 +118,29 @@ async fn fresh_one(env: &Env, via: Via, tls: bool, buf: &mut Vec<u8>) -> std::io
     Ok(())
 }
 
-/// `keepalive`: 16 TLS connections (tunnels), GETs back to back on each.
-pub(crate) async fn keepalive(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Duration>) -> Sample {
-    let target = format!("{TLS_NAME}:{}", env.tls.port());
-    let mut streams = Vec::new();
+/// `keepalive` (`tls`) or `keepalive-plain`: 16 tunnels with GETs back to back on each.
+pub(crate) async fn keepalive(env: Arc<Env>, via: Via, tls: bool, cpu: impl Fn() -> Option<Duration>) -> Sample {
+    let (addr, target) = match tls {
+        true => (env.tls, format!("{}:{}", env.tls_host, env.tls.port())),
+        false => (env.plain, env.plain.to_string()),
+    };
     let mut setup = Sample::default();
+    let mut tls_streams = Vec::new();
+    let mut plain_streams = Vec::new();
     for _ in 0..CONCURRENCY {
         let mut buf = Vec::new();
         let opened = timed(async {
-            let s = client::open(via, env.tls, &target, &mut buf).await?;
-            client::tls(&env.client_config, TLS_NAME, s).await
+            let s = client::open(via, addr, &target, &mut buf).await?;
+            match tls {
+                true => client::tls(&env.client_config, TLS_NAME, s)
+                    .await
+                    .map(|s| Opened::Tls(Box::new(s))),
+                false => Ok(Opened::Plain(s)),
+            }
         });
         match opened.await {
-            Ok(s) => streams.push(s),
+            Ok(Opened::Plain(s)) => plain_streams.push(s),
+            Ok(Opened::Tls(s)) => tls_streams.push(*s),
             Err(e) => setup.failed(e),
         }
     }
@@ -134,33 +149,43 @@ pub(crate) async fn keepalive(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<
     let started = Instant::now();
     let deadline = started + env.run;
     let mut set = JoinSet::new();
-    for mut s in streams {
-        let req = req.clone();
-        set.spawn(async move {
-            let mut out = Sample::default();
-            let mut buf = Vec::with_capacity(4096);
-            while Instant::now() < deadline && out.requests < MAX_REQUESTS / CONCURRENCY as u64 {
-                match timed(client::exchange(&mut s, &req, &mut buf)).await {
-                    Ok(r) if !r.closing => out.requests += 1,
-                    Ok(_) => return out,
-                    Err(e) => {
-                        out.failed(e);
-                        return out;
-                    }
-                }
-            }
-            out
-        });
+    for s in tls_streams {
+        set.spawn(back_to_back(s, req.clone(), deadline));
+    }
+    for s in plain_streams {
+        set.spawn(back_to_back(s, req.clone(), deadline));
     }
     let mut sample = finish(set, started, cpu0, cpu).await;
     sample.merge(setup);
     sample
 }
 
+enum Opened {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Requests on one connection until the deadline, the cap, an error or the server's close.
+async fn back_to_back<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: Arc<[u8]>, deadline: Instant) -> Sample {
+    let mut out = Sample::default();
+    let mut buf = Vec::with_capacity(4096);
+    while Instant::now() < deadline && out.requests < MAX_REQUESTS / CONCURRENCY as u64 {
+        match timed(client::exchange(&mut s, &req, &mut buf)).await {
+            Ok(r) if !r.closing => out.requests += 1,
+            Ok(_) => return out,
+            Err(e) => {
+                out.failed(e);
+                return out;
+            }
+        }
+    }
+    out
+}
+
 /// `bulk`: one download of `bulk_bytes` through one TLS tunnel, bounded by 30 s.
 pub(crate) async fn bulk(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Duration>) -> Sample {
     let mut sample = Sample::default();
-    let target = format!("{TLS_NAME}:{}", env.tls.port());
+    let target = format!("{}:{}", env.tls_host, env.tls.port());
     let mut buf = Vec::new();
     let opened = timed(async {
         let s = client::open(via, env.tls, &target, &mut buf).await?;
