@@ -12,7 +12,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use rustls::client::Resumption;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::pki;
-use crate::proxies::{Children, free_port};
+use crate::proxies::{Children, Running, free_port};
 use crate::upstream::SMALL_BODY;
 
 /// A running nginx; killed when dropped.
@@ -31,20 +31,7 @@ pub(crate) struct Nginx {
     pub(crate) client_config: Arc<ClientConfig>,
     /// DER bytes of the certificates nginx sends.
     pub(crate) chain_bytes: usize,
-    child: Child,
-    children: Children,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let pid = self.child.id();
-        self.children
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|&p| p != pid);
-    }
+    child: Running,
 }
 
 impl Nginx {
@@ -73,7 +60,7 @@ impl Nginx {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        children.lock().unwrap_or_else(|p| p.into_inner()).push(child.id());
+        let child = Running::new(child, children);
         let mut roots = RootCertStore::empty();
         roots.add(pki.root).map_err(io::Error::other)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -89,7 +76,6 @@ impl Nginx {
             client_config: Arc::new(client),
             chain_bytes: pki.chain_bytes,
             child,
-            children: children.clone(),
         };
         nginx.wait_listening(&dir)?;
         Ok(nginx)
@@ -98,7 +84,7 @@ impl Nginx {
     fn wait_listening(&mut self, dir: &Path) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
+            if !self.child.alive() {
                 let log = std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default();
                 let err = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
                 return Err(io::Error::other(format!("nginx exited at start-up: {err}{log}")));

@@ -101,15 +101,33 @@ pub(crate) fn kill_children_on_signal(children: Children) {
     });
 }
 
-/// A running proxy; killed when dropped.
-pub(crate) struct Proxy {
-    pub(crate) kind: Kind,
-    pub(crate) addr: SocketAddr,
+/// A child process of the bench, on the signal handler's list (`children`) while it runs;
+/// killed, reaped and taken off the list when dropped.
+pub(crate) struct Running {
     child: Child,
     children: Children,
 }
 
-impl Drop for Proxy {
+impl Running {
+    pub(crate) fn new(child: Child, children: &Children) -> Running {
+        children.lock().unwrap_or_else(|p| p.into_inner()).push(child.id());
+        Running {
+            child,
+            children: children.clone(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has not exited.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -119,6 +137,13 @@ impl Drop for Proxy {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|&p| p != pid);
     }
+}
+
+/// A running proxy; killed when dropped.
+pub(crate) struct Proxy {
+    pub(crate) kind: Kind,
+    pub(crate) addr: SocketAddr,
+    child: Running,
 }
 
 impl Proxy {
@@ -150,7 +175,7 @@ impl Proxy {
     }
 
     pub(crate) fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child.alive()
     }
 }
 
@@ -244,14 +269,11 @@ impl Setup {
         let log = fs::File::create(dir.join("stderr.log"))?;
         // The floors exit when their stdin closes: they hold our pipe (kept in `Child` until drop).
         let stdin = if kind.is_floor() { Stdio::piped() } else { Stdio::null() };
-        let child = cmd.stdin(stdin).stdout(Stdio::null()).stderr(log).spawn()?;
-        self.children.lock().unwrap_or_else(|p| p.into_inner()).push(child.id());
-        let mut proxy = Proxy {
-            kind,
-            addr,
-            child,
-            children: self.children.clone(),
-        };
+        let child = Running::new(
+            cmd.stdin(stdin).stdout(Stdio::null()).stderr(log).spawn()?,
+            &self.children,
+        );
+        let mut proxy = Proxy { kind, addr, child };
         wait_listening(&mut proxy, &dir)?;
         Ok(proxy)
     }

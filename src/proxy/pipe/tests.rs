@@ -36,6 +36,17 @@ fn spawn_pipe(
     )
 }
 
+/// `from` writes `bytes` and half-closes; `to` reads exactly them, then the end of stream.
+async fn send_and_end(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
+    within("write", from.write_all(bytes)).await.expect("write");
+    within("half-close", from.shutdown()).await.expect("half-close");
+    let mut got = Vec::new();
+    within("read to the end", to.read_to_end(&mut got))
+        .await
+        .expect("read to the end");
+    assert_eq!(got, bytes);
+}
+
 /// How a test starts a pipe: [`spawn_pipe`] (the fast path) or [`spawn_generic`].
 type Spawn = fn(TcpStream, TcpStream, Duration) -> (Arc<Activity>, tokio::task::JoinHandle<PipeEnd>);
 
@@ -55,24 +66,9 @@ async fn crosses_both_ways_and_closes(spawn: Spawn) {
     let (upstream_side, mut origin) = pair().await;
     let (activity, pipe) = spawn(client_side, upstream_side, Duration::from_secs(60));
 
-    within("write", app.write_all(b"hello")).await.expect("write");
-    within("half-close", app.shutdown()).await.expect("half-close");
-    let mut got = Vec::new();
-    within("origin reads to EOF", origin.read_to_end(&mut got))
-        .await
-        .expect("origin reads to EOF");
-    assert_eq!(got, b"hello");
-
+    send_and_end(&mut app, &mut origin, b"hello").await;
     // The other direction still works after the client's half-close.
-    within("write back", origin.write_all(b"world!"))
-        .await
-        .expect("write back");
-    within("close", origin.shutdown()).await.expect("close");
-    let mut back = Vec::new();
-    within("app reads to EOF", app.read_to_end(&mut back))
-        .await
-        .expect("app reads to EOF");
-    assert_eq!(back, b"world!");
+    send_and_end(&mut origin, &mut app, b"world!").await;
 
     assert_eq!(within("pipe task", pipe).await.expect("pipe task"), PipeEnd::Closed);
     assert_eq!(
