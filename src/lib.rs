@@ -105,6 +105,8 @@ pub struct Proxy {
     admin: Option<TcpListener>,
     /// `[transparent]` listeners (its `listen`, and `[::1]` beside `127.0.0.1`).
     transparent: Vec<TcpListener>,
+    /// The same addresses again, for the other threads' runtimes ([`Limits::threads`]).
+    siblings: Vec<(std::net::TcpListener, server::Listener)>,
     shared: Arc<server::Shared>,
 }
 
@@ -124,11 +126,12 @@ impl Proxy {
         // when port 0 has become a real port the connector can refuse to loop back to. It takes
         // over this one's resolvers, so /etc/resolv.conf and `ca_file` are read once.
         let checked = runtime::Runtime::new(config.clone(), metrics.clone()).map_err(StartError::Setup)?;
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
-            addr,
-            key: "[proxy] listen",
-            source,
-        })?;
+        let (listener, siblings) =
+            upstream::socket::bind_group(addr, limits.threads).map_err(|source| StartError::Bind {
+                addr,
+                key: "[proxy] listen",
+                source,
+            })?;
         let admin = match admin_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
                 addr,
@@ -137,13 +140,25 @@ impl Proxy {
             })?),
             None => None,
         };
-        let transparent = bind_transparent(&config).await?;
+        let (transparent, transparent_siblings) = bind_transparent(&config, limits.threads)?;
         // `TCP_NODELAY` and `tcp_keepalive` on the listeners, before anyone knows their ports:
         // every connection they accept inherits them (the accept loop follows a reload that
         // changes `tcp_keepalive`).
         for l in std::iter::once(&listener).chain(&transparent) {
             upstream::socket::prepare_listener(l, config.proxy.tcp_keepalive);
         }
+        for l in siblings.iter().chain(&transparent_siblings) {
+            upstream::socket::prepare_listener(l, config.proxy.tcp_keepalive);
+        }
+        let siblings = siblings
+            .into_iter()
+            .map(|l| (l, server::Listener::Proxy))
+            .chain(
+                transparent_siblings
+                    .into_iter()
+                    .map(|l| (l, server::Listener::Transparent)),
+            )
+            .collect();
         if let Some(a) = config
             .admin
             .as_ref()
@@ -187,6 +202,7 @@ impl Proxy {
             listener,
             admin,
             transparent,
+            siblings,
             shared,
         })
     }
@@ -252,7 +268,7 @@ impl Proxy {
             tokio::join!(refresher, checks);
         });
         let shared = self.shared.clone();
-        server::serve(self.listener, self.transparent, self.shared, shutdown).await;
+        server::serve(self.listener, self.transparent, self.siblings, self.shared, shutdown).await;
         warm.abort();
         shared.runtime().stop_refresher();
         stop_admin.cancel();
@@ -264,12 +280,12 @@ impl Proxy {
 
 /// Binds `[transparent] listen` (when set), after checking that `mark` can be set: without
 /// `CAP_NET_ADMIN` every marked connection would fail, so that is a start-up error.
-async fn bind_transparent(config: &Config) -> Result<Vec<TcpListener>, StartError> {
+fn bind_transparent(config: &Config, threads: usize) -> Result<transparent::Bound, StartError> {
     let Some(t) = &config.transparent else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     runtime::check_mark(config)?;
-    transparent::bind(t.listen).await.map_err(|source| StartError::Bind {
+    transparent::bind(t.listen, threads).map_err(|source| StartError::Bind {
         addr: t.listen,
         key: "[transparent] listen",
         source,

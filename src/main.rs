@@ -111,6 +111,10 @@ enum EnvFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let lambda_env = std::env::var_os(splitway::lambda::RUNTIME_API_ENV).is_some();
+    if matches!(cli.command, Some(Command::Run)) || (cli.command.is_none() && !lambda_env) {
+        return serve(&cli.run);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -120,17 +124,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            // On a worker, not this `block_on` thread: the accept loop and the connections it
-            // spawns then share a worker's run queue, with no wake-up across threads per
-            // accepted connection.
-            None if std::env::var_os(splitway::lambda::RUNTIME_API_ENV).is_some() => lambda(&cli.run).await,
-            Some(Command::LambdaExtension) => lambda(&cli.run).await,
-            None | Some(Command::Run) => {
-                let args = cli.run.clone();
-                tokio::spawn(async move { run(&args).await })
-                    .await
-                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the proxy task ended: {e}")))
-            }
+            // `run` and no command returned above, unless Lambda's runtime API is set.
+            None | Some(Command::Run) | Some(Command::LambdaExtension) => lambda(&cli.run).await,
             Some(Command::Check) => check(&cli.run.config),
             Some(Command::Explain {
                 target,
@@ -165,6 +160,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// `splitway run`: one thread a CPU (`SPLITWAY_THREADS` overrides it), each a single-threaded
+/// runtime with listeners of its own (`SO_REUSEPORT`), so a connection lives on the thread that
+/// accepted it: no work stealing, no wake-up across threads. This thread's runtime also runs
+/// the admin listener, reloads and the resolvers' refreshes. docs/performance.md says why.
+fn serve(args: &RunArgs) -> ExitCode {
+    let threads = match threads() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args, threads)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serving threads: `SPLITWAY_THREADS`, else the CPUs this process may use.
+fn threads() -> Result<usize> {
+    match std::env::var("SPLITWAY_THREADS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => anyhow::bail!(
+                "SPLITWAY_THREADS=`{v}`: give a whole number of threads from 1 to 1024, or unset it (one a CPU)"
+            ),
+        },
+        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
 /// The config, its route table built once to find routes that claim one pattern.
 fn load(arg: &ConfigArg) -> Result<Config> {
     let config = match &arg.config {
@@ -190,14 +226,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(args: &RunArgs) -> Result<()> {
+async fn run(args: &RunArgs, threads: usize) -> Result<()> {
     init_logging(args.log_format);
     let config = load(&args.config)?;
     let origin = config.origin.clone();
     for note in &config.notes {
         tracing::warn!(config = %origin, "{note}");
     }
-    let proxy = Proxy::bind(config).await?;
+    let limits = splitway::Limits {
+        threads,
+        ..splitway::Limits::default()
+    };
+    let proxy = Proxy::bind_with(config, limits).await?;
     let admin = proxy
         .admin_addr()
         .map(|a| a.to_string())

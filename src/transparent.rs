@@ -30,19 +30,27 @@ use crate::target::{Host, Target};
 
 /// Binds `listen`; on `127.0.0.1`, also `[::1]` on the same port (where ip6tables `REDIRECT`
 /// sends IPv6), when the host has IPv6 loopback.
-pub(crate) async fn bind(listen: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
-    let mut listeners = vec![TcpListener::bind(listen).await?];
+pub(crate) fn bind(listen: SocketAddr, threads: usize) -> std::io::Result<Bound> {
+    let (first, mut siblings) = crate::upstream::socket::bind_group(listen, threads)?;
+    let mut listeners = vec![first];
     if listen.ip() == std::net::Ipv4Addr::LOCALHOST {
         // The port bound above: the same as `listen`'s unless that was 0.
         let port = listeners[0].local_addr()?.port();
         let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
-        match TcpListener::bind(v6).await {
-            Ok(l) => listeners.push(l),
+        match crate::upstream::socket::bind_group(v6, threads) {
+            Ok((l, more)) => {
+                listeners.push(l);
+                siblings.extend(more);
+            }
             Err(e) => tracing::debug!(addr = %v6, error = %e, "no IPv6 transparent listener"),
         }
     }
-    Ok(listeners)
+    Ok((listeners, siblings))
 }
+
+/// The transparent listeners on the caller's runtime, and their siblings for the other
+/// threads (`server::Limits::threads`).
+pub(crate) type Bound = (Vec<TcpListener>, Vec<std::net::TcpListener>);
 
 /// One redirected connection, in `span`, from its first flight to its close: routed like
 /// `CONNECT SNI:port`, then the same tunnel a `CONNECT` gets; plain HTTP goes to the proxy's

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Connects to `addr` with `TCP_NODELAY`; with `mark`, the socket is marked before the SYN
 /// leaves. The socket's error is asked for (`SO_ERROR`) only when the readiness that ends the
@@ -47,9 +47,44 @@ pub(crate) fn keepalive(stream: &TcpStream, idle: Option<Duration>) {
     set_keepalive(socket2::SockRef::from(stream), Some(idle));
 }
 
+/// A listening address bound `n` times: the first listener, on the caller's runtime, and
+/// `n - 1` siblings for runtimes of their own (not yet registered with any: the runtime that
+/// serves one makes it a `TcpListener`). Siblings share the port with `SO_REUSEPORT`, the
+/// kernel spreading new connections across the group. Before the group is bound, the port is
+/// bound once without it: a port another process holds fails with "address in use", as with a
+/// single listener, even when that process is another splitway with a group of its own.
+pub(crate) fn bind_group(addr: SocketAddr, n: usize) -> io::Result<(TcpListener, Vec<std::net::TcpListener>)> {
+    if n <= 1 {
+        return Ok((TcpListener::from_std(listen(addr, false)?)?, Vec::new()));
+    }
+    let port = listen(addr, false)?.local_addr()?.port();
+    let addr = SocketAddr::new(addr.ip(), port);
+    let first = TcpListener::from_std(listen(addr, true)?)?;
+    let siblings = (1..n).map(|_| listen(addr, true)).collect::<io::Result<_>>()?;
+    Ok((first, siblings))
+}
+
+/// A non-blocking listening socket, as tokio's `TcpListener::bind` makes one
+/// (`SO_REUSEADDR`, a backlog of 1024), with `SO_REUSEPORT` when `shared`.
+fn listen(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// `TCP_NODELAY` and `tcp_keepalive` on a listening socket, set once at bind: Linux copies
 /// both into every connection it accepts, so a client connection costs no `setsockopt`.
-pub(crate) fn prepare_listener(listener: &tokio::net::TcpListener, keepalive: Option<Duration>) {
+pub(crate) fn prepare_listener(listener: &impl std::os::fd::AsFd, keepalive: Option<Duration>) {
     if let Err(e) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on the listener");
     }
@@ -59,7 +94,7 @@ pub(crate) fn prepare_listener(listener: &tokio::net::TcpListener, keepalive: Op
 /// The same on a listening socket, whose accepted sockets inherit it (Linux copies the
 /// listener's keepalive settings into each connection it accepts): the client side costs no
 /// system call per connection. `None` turns it off (a reload may).
-pub(crate) fn keepalive_listener(listener: &tokio::net::TcpListener, idle: Option<Duration>) {
+pub(crate) fn keepalive_listener(listener: &impl std::os::fd::AsFd, idle: Option<Duration>) {
     set_keepalive(socket2::SockRef::from(listener), idle);
 }
 

@@ -323,3 +323,19 @@ async fn check_and_explain_show_the_address_backoff() {
         "{stderr}"
     );
 }
+
+/// `SPLITWAY_THREADS` that is not a number of threads stops `run` before it binds, saying what
+/// to give.
+#[tokio::test]
+async fn run_refuses_a_bad_thread_count() {
+    for bad in ["0", "many", "5000"] {
+        let out = crate::support::bin::run_with_env(&["run"], &[("SPLITWAY_THREADS", bad)]).await;
+        assert_eq!(out.status.code(), Some(1), "SPLITWAY_THREADS={bad}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "error: SPLITWAY_THREADS=`{bad}`: give a whole number of threads from 1 to 1024, or unset it (one a CPU)\n"
+            )
+        );
+    }
+}

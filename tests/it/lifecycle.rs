@@ -10,7 +10,7 @@ use crate::support::client::admin_get;
 use crate::support::config::{ConfigBuilder, Route, strings};
 use crate::support::metrics::metric;
 use crate::support::proxy::{PrivateDns, TestProxy, scenario_config};
-use crate::support::raw::{closed, exchange, read_reply};
+use crate::support::raw::{closed, exchange, read_reply, sockets};
 use crate::support::tmp::TempFile;
 use crate::support::*;
 
@@ -49,6 +49,49 @@ async fn readiness_flips_at_start_and_at_drain_while_open_tunnels_finish() {
     // The tunnel opened before the signal completes its request.
     let (code, _) = get_over_tls(open, &host).await;
     assert_eq!(code, 200);
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+/// With several serving threads (the binary runs one a CPU), every thread's listener shares
+/// the port, accepts and serves; another proxy cannot take the port; and the drain waits for
+/// the connections of every thread.
+#[tokio::test]
+async fn every_serving_thread_accepts_serves_and_drains() {
+    if crate::support::require("ss (iproute2)", crate::support::tool("ss", "-V")).is_none() {
+        return;
+    }
+    let net = aws_net();
+    let builder = ConfigBuilder::scenario(net, PrivateDns::On);
+    let limits = splitway::Limits {
+        threads: 3,
+        ..splitway::Limits::default()
+    };
+    let mut proxy = TestProxy::start_with(&builder.build(), limits).await;
+    let listening = sockets("listening", "sport", proxy.addr.port());
+    assert_eq!(listening.lines().count(), 3, "one listener a thread:\n{listening}");
+
+    let taken =
+        splitway::Config::from_toml(&builder.proxy_str("listen", proxy.addr).build(), "second.toml").expect("config");
+    let second = within(HANG_SECS, "a second proxy to bind", splitway::Proxy::bind(taken)).await;
+    let e = second
+        .err()
+        .map(|e| format!("{e:?}"))
+        .expect("a second proxy took the port");
+    assert!(e.contains("AddrInUse"), "{e}");
+
+    // The kernel spreads connections over the three listeners by their addresses: with 24,
+    // every thread gets some (a thread that did not accept would leave its share hanging).
+    let host = execute_api_host(PRIVATE_API_ID, REGION);
+    let mut opened = Vec::new();
+    for _ in 0..24 {
+        opened.push(open_tls(proxy.addr, &host).await);
+    }
+    proxy.begin_stop().await;
+    for open in opened {
+        let (code, _) = get_over_tls(open, &host).await;
+        assert_eq!(code, 200);
+    }
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }

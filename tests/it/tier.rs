@@ -13,7 +13,7 @@ use crate::support::config::{ConfigBuilder, quoted, strings};
 use crate::support::metrics::{metric, metric_or_zero};
 use crate::support::proxy::{PrivateDns, TestProxy};
 use crate::support::proxy_protocol::{connect_with, v1, v2, v2_local};
-use crate::support::raw::{assert_refused, closed, read_reply};
+use crate::support::raw::{assert_refused, closed, read_reply, sockets};
 use crate::support::*;
 
 pub(crate) const PAYMENTS_VPCE: &str = "vpce-0a1b2c3d4e5f60789";
@@ -372,16 +372,6 @@ async fn tier_admin_answers_health_checks_behind_a_proxy_header() {
     proxy.stop().await;
 }
 
-/// The sockets of `port`'s established connections as `ss -tno` shows them (the timer column
-/// says `keepalive` when TCP keepalive is on), `sport` or `dport` as `side` says.
-fn sockets(side: &str, port: u16) -> String {
-    let out = std::process::Command::new("ss")
-        .args(["-tnoH", "state", "established", &format!("( {side} = :{port} )")])
-        .output()
-        .expect("run ss (iproute2)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `tcp_keepalive` is on both sockets of a tunnel: the client's (accepted by the proxy, from
 /// the start) and the upstream's (once the tunnel has lasted a second), with the configured
 /// idle time, so a flow through an NLB is probed before its 350 s idle timeout forgets it.
@@ -402,10 +392,10 @@ async fn tcp_keepalive_is_on_the_client_and_upstream_sockets() {
         assert_eq!(reply.status, Some(200), "{reply:?}");
         // The proxy's side of the client connection, and its connection to the origin (polled
         // until the tunnel has lasted long enough for it to be set).
-        let client_side = sockets("sport", proxy.addr.port());
+        let client_side = sockets("established", "sport", proxy.addr.port());
         let upstream_side = within(HANG_SECS, "keepalive on the upstream socket", async {
             loop {
-                let shown = sockets("dport", origin.addr().port());
+                let shown = sockets("established", "dport", origin.addr().port());
                 if shown.contains("timer:(keepalive,") {
                     return shown;
                 }

@@ -81,3 +81,14 @@ pub(crate) fn assert_refused(reply: &Reply, status: u16, error: &str, says: &str
     );
     assert!(reply.body.contains(says), "the body does not say {says:?}: {reply:?}");
 }
+
+/// The TCP sockets in `state` (`established`, `listening`) whose `side` (`sport`, `dport`) is
+/// `port`, as `ss -tno` shows them, one a line (the timer column says `keepalive` when TCP
+/// keepalive is on). Callers `require` `ss` first.
+pub(crate) fn sockets(state: &str, side: &str, port: u16) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", state, &format!("( {side} = :{port} )")])
+        .output()
+        .expect("run ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
