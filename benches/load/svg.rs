@@ -30,6 +30,17 @@ fn color(contender: &str) -> &'static str {
 type Group = (String, Vec<(String, Option<f64>, String)>);
 
 pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> String {
+    // A contender with no figure outside the PROXY-header row (`splitway-pp`), which has no
+    // panel, would only add empty bars.
+    let contenders: Vec<String> = contenders
+        .iter()
+        .filter(|c| {
+            rows.iter()
+                .any(|r| r.workload != "fresh-proxy-v2" && r.value(c).is_some())
+        })
+        .cloned()
+        .collect();
+    let contenders = &contenders[..];
     let find = |w: &str, m: &str| rows.iter().find(|r| r.workload == w && r.metric == m);
     let throughput = |suffix: &str| {
         let mut groups = Vec::new();
@@ -96,7 +107,7 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
     let nginx = rows.iter().any(|r| r.workload.ends_with("-nginx"));
     let panels = if nginx { 6.0 } else { 4.0 };
     let mut out = String::new();
-    let height = 60.0 + panels * PANEL + 30.0;
+    let height = 76.0 + panels * PANEL + 30.0;
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
@@ -107,13 +118,9 @@ pub(crate) fn render(rows: &[Row], contenders: &[String], caption: &str) -> Stri
         r#"<text x="20" y="24" font-size="16" font-weight="bold">splitway load benchmark: medians of one run</text>"#
     );
     let _ = writeln!(out, r##"<text x="20" y="42" fill="#555">{}</text>"##, escape(caption));
-    legend(
-        &mut out,
-        contenders,
-        WIDTH - 20.0 - 80.0 * contenders.len() as f64,
-        12.0,
-    );
-    let mut top = 60.0;
+    // Its own row under the caption: beside the title it ran into it.
+    legend(&mut out, contenders, 20.0, 52.0);
+    let mut top = 76.0;
     let mut next = || {
         let t = top;
         top += PANEL;
