@@ -113,7 +113,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let lambda_env = std::env::var_os(splitway::lambda::RUNTIME_API_ENV).is_some();
     if matches!(cli.command, Some(Command::Run)) || (cli.command.is_none() && !lambda_env) {
-        return serve(&cli.run);
+        return exit_code(serve(&cli.run));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -151,35 +151,25 @@ fn main() -> ExitCode {
             Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
 
 /// `splitway run`: one thread a CPU (`SPLITWAY_THREADS` overrides it), each a single-threaded
 /// runtime with listeners of its own (`SO_REUSEPORT`), so a connection lives on the thread that
 /// accepted it: no work stealing, no wake-up across threads. This thread's runtime also runs
 /// the admin listener, reloads and the resolvers' refreshes. docs/performance.md says why.
-fn serve(args: &RunArgs) -> ExitCode {
-    let threads = match threads() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args, threads)) {
+fn serve(args: &RunArgs) -> Result<()> {
+    let threads = threads()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run(args, threads))
+}
+
+/// The process's exit: the error, with its causes, on stderr.
+fn exit_code(result: Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -3,6 +3,7 @@
 
 pub mod head;
 pub mod proxy_header;
+mod threads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::proxy::{self, ConnCtx, Next};
 use crate::ready::Readiness;
 use crate::runtime::{Current, Runtime};
 use crate::transparent;
+use threads::Threads;
 use tracing::Instrument;
 
 /// How long a client may take to send a request head (slowloris guard).
@@ -210,85 +212,6 @@ pub(crate) async fn serve(
     }
     accepting.abort_all();
     others.finish().await;
-}
-
-/// The other threads of [`Limits::threads`]: each runs a single-threaded runtime with accept
-/// loops on its own listeners, and the connections it accepts, until the drain is over.
-struct Threads {
-    stop_accepting: CancellationToken,
-    done: CancellationToken,
-    joins: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Threads {
-    /// One thread for each share of `siblings` (one listener of each address per thread).
-    fn start(siblings: Vec<(std::net::TcpListener, Listener)>, shared: &Arc<Shared>) -> Threads {
-        let (stop_accepting, done) = (CancellationToken::new(), CancellationToken::new());
-        let n = shared.limits.threads.saturating_sub(1).max(1);
-        let mut shares: Vec<Vec<(std::net::TcpListener, Listener)>> = (0..n).map(|_| Vec::new()).collect();
-        for (i, sibling) in siblings.into_iter().enumerate() {
-            shares[i % n].push(sibling);
-        }
-        let joins = shares
-            .into_iter()
-            .enumerate()
-            .filter(|(_, share)| !share.is_empty())
-            .filter_map(|(i, share)| {
-                let (shared, stop, done) = (shared.clone(), stop_accepting.clone(), done.clone());
-                std::thread::Builder::new()
-                    .name(format!("splitway-{}", i + 1))
-                    .spawn(move || serve_share(share, shared, stop, done))
-                    .inspect_err(|e| tracing::error!(error = %e, "cannot start a serving thread; the others serve"))
-                    .ok()
-            })
-            .collect();
-        Threads {
-            stop_accepting,
-            done,
-            joins,
-        }
-    }
-
-    /// Their listeners close (`drain_delay` is over); their connections go on.
-    fn stop_accepting(&self) {
-        self.stop_accepting.cancel();
-    }
-
-    /// The drain is over: the threads end (their connections are done or cut).
-    async fn finish(self) {
-        self.stop_accepting.cancel();
-        self.done.cancel();
-        let joins = self.joins;
-        let _ = tokio::task::spawn_blocking(move || joins.into_iter().for_each(|j| drop(j.join()))).await;
-    }
-}
-
-/// One thread's runtime: its accept loops until `stop`, then its connections until `done`.
-fn serve_share(
-    share: Vec<(std::net::TcpListener, Listener)>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    done: CancellationToken,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a serving thread's runtime; the others serve");
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let mut accepting = JoinSet::new();
-        for (listener, kind) in share {
-            match TcpListener::from_std(listener) {
-                Ok(l) => drop(accepting.spawn(accept_loop(l, kind, shared.clone()))),
-                Err(e) => tracing::error!(error = %e, "cannot serve a listener on this thread"),
-            }
-        }
-        stop.cancelled().await;
-        accepting.shutdown().await;
-        done.cancelled().await;
-    });
 }
 
 /// How long an accept loop pauses after a failed accept.

@@ -508,9 +508,9 @@ fn brief(s: &Sample) -> String {
 
 /// `target/` of this build: the bench executable lives in `target/release/deps/`.
 fn target_dir() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .nth(3)
+    let profile = profile_dir()?;
+    profile
+        .parent()
         .map(Path::to_path_buf)
         .ok_or_else(|| std::io::Error::other("no target dir above the bench executable"))
 }
@@ -519,11 +519,10 @@ fn target_dir() -> std::io::Result<PathBuf> {
 /// the profile directory above `deps/` (`target/release/` for `cargo bench`, whose profile is
 /// the release profile; `target/debug/` in the smoke run of `cargo test`).
 fn splitway_binary() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.ancestors().nth(2).map(|profile| profile.join("splitway"));
-    match bin {
-        Some(bin) if bin.exists() => Ok(bin),
-        _ => Err(std::io::Error::other(
+    let bin = profile_dir()?.join("splitway");
+    match bin.exists() {
+        true => Ok(bin),
+        false => Err(std::io::Error::other(
             "no splitway binary beside the bench: run `cargo build --release --bin splitway` first",
         )),
     }

@@ -45,6 +45,21 @@ async fn open_tunnel(proxy: &TestProxy, host: &str) -> TcpStream {
     stream
 }
 
+/// A TLS handshake naming `sni` through `stream` (a tunnel pinned to another name) gets no
+/// handshake: the proxy closes the tunnel.
+async fn assert_tunnel_closed_on(stream: TcpStream, sni: &str) {
+    let err = tls_over(stream, sni, &aws_net().ca_der)
+        .await
+        .expect_err("a mismatched SNI must not get a handshake");
+    assert!(
+        matches!(
+            err.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        ),
+        "the proxy should close the tunnel, got {err:?}"
+    );
+}
+
 fn tls_config(max_fragment: Option<usize>) -> rustls::ClientConfig {
     let mut config = crate::support::pki::client_config(&aws_net().ca_der);
     config.max_fragment_size = max_fragment;
@@ -57,16 +72,7 @@ async fn sni_naming_another_host_closes_the_tunnel() {
     TestProxy::exercise(&scenario_config(net, PrivateDns::On), async |proxy| {
         // CONNECT to the public API, then try to talk TLS to a private API through it.
         let stream = open_tunnel(proxy, &execute_api_host(PUBLIC_API_ID, REGION)).await;
-        let err = tls_over(stream, &execute_api_host(PRIVATE_API_ID, REGION), &net.ca_der)
-            .await
-            .expect_err("a mismatched SNI must not get a handshake");
-        assert!(
-            matches!(
-                err.kind(),
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-            ),
-            "the proxy should close the tunnel, got {err:?}"
-        );
+        assert_tunnel_closed_on(stream, &execute_api_host(PRIVATE_API_ID, REGION)).await;
     })
     .await;
 }
@@ -248,16 +254,7 @@ async fn a_rejected_client_hello_never_reaches_the_upstream() {
     let proxy = TestProxy::start(&toml).await;
     // The 200 comes after the upstream connection is up: the recorder has accepted it.
     let stream = open_tunnel(&proxy, CUSTOM_DOMAIN).await;
-    let err = tls_over(stream, CUSTOM_DOMAIN_2, &net.ca_der)
-        .await
-        .expect_err("a mismatched SNI must not get a handshake");
-    assert!(
-        matches!(
-            err.kind(),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-        ),
-        "the proxy should close the tunnel with nothing relayed, got {err:?}"
-    );
+    assert_tunnel_closed_on(stream, CUSTOM_DOMAIN_2).await;
     // The proxy closed its upstream side without writing one byte of the hello.
     let seen = upstream.when_closed(1).await;
     assert_eq!((seen.accepted, seen.bytes), (1, 0), "{seen:?}");
