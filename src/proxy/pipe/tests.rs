@@ -36,6 +36,15 @@ fn spawn_pipe(
     )
 }
 
+/// A pipe's end on a paused clock, bounded past its 300 s idle timeout (a bound in real time
+/// would fire at once there): a pipe that never ends fails instead of hanging.
+async fn idle_end(pipe: tokio::task::JoinHandle<PipeEnd>) -> PipeEnd {
+    tokio::time::timeout(Duration::from_secs(600), pipe)
+        .await
+        .expect("the pipe did not end within 600 s of virtual time")
+        .expect("pipe task")
+}
+
 /// `from` writes `bytes` and half-closes; `to` reads exactly them, then the end of stream.
 async fn send_and_end(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
     within("write", from.write_all(bytes)).await.expect("write");
@@ -166,7 +175,7 @@ async fn ends_idle_when_silent(spawn: Spawn) {
     let (_app, client_side) = connected_pair().await;
     let (upstream_side, _origin) = connected_pair().await;
     let (_, pipe) = spawn(client_side, upstream_side, Duration::from_secs(300));
-    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Idle);
+    assert_eq!(idle_end(pipe).await, PipeEnd::Idle);
 }
 
 /// `tcp_keepalive` reaches the upstream socket once the tunnel has lasted `KEEPALIVE_AFTER`,
@@ -204,7 +213,7 @@ async fn keepalive_reaches_the_upstream_socket_once_the_tunnel_lasts() {
         probe.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
         Duration::from_secs(42)
     );
-    assert_eq!(pipe.await.expect("pipe task"), PipeEnd::Idle);
+    assert_eq!(idle_end(pipe).await, PipeEnd::Idle);
     let ended = started.elapsed();
     assert!(
         (Duration::from_secs(300)..Duration::from_secs(301)).contains(&ended),
