@@ -154,9 +154,9 @@ fn main() -> ExitCode {
     exit_code(result)
 }
 
-/// `splitway run`: one thread a CPU (`SPLITWAY_THREADS` overrides it), each a single-threaded
-/// runtime with listeners of its own (`SO_REUSEPORT`), so a connection lives on the thread that
-/// accepted it: no work stealing, no wake-up across threads. This thread's runtime also runs
+/// `splitway run`: one serving thread, or as many as `SPLITWAY_THREADS` says, each a
+/// single-threaded runtime with listeners of its own (`SO_REUSEPORT`), so a connection lives on
+/// the thread that accepted it: no work stealing, no wake-up across threads. This thread's runtime also runs
 /// the admin listener, reloads and the resolvers' refreshes. docs/performance.md says why.
 fn serve(args: &RunArgs) -> Result<()> {
     let threads = threads()?;
@@ -178,18 +178,30 @@ fn exit_code(result: Result<()>) -> ExitCode {
     }
 }
 
-/// Serving threads: `SPLITWAY_THREADS`, else the CPUs this process may use.
+/// Serving threads: `SPLITWAY_THREADS` (a count, or `auto` for one a CPU), else one.
 fn threads() -> Result<usize> {
-    match std::env::var("SPLITWAY_THREADS") {
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+    let cpus = || std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads_from(std::env::var("SPLITWAY_THREADS").ok().as_deref(), cpus)
+}
+
+/// The serving threads `SPLITWAY_THREADS=value` asks for (`None`: unset): one by default, a
+/// sidecar's share, beside the application it serves; `auto` is `cpus()`, the CPUs this
+/// process may use.
+fn threads_from(value: Option<&str>, cpus: impl FnOnce() -> usize) -> Result<usize> {
+    let Some(v) = value else { return Ok(1) };
+    match v.trim() {
+        "auto" => Ok(cpus().clamp(1, MAX_THREADS)),
+        n => match n.parse::<usize>() {
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
             _ => anyhow::bail!(
-                "SPLITWAY_THREADS=`{v}`: give a whole number of threads from 1 to 1024, or unset it (one a CPU)"
+                "SPLITWAY_THREADS=`{v}`: give a whole number of threads from 1 to {MAX_THREADS}, `auto` (one a CPU), or unset it (one)"
             ),
         },
-        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }
+
+/// The most serving threads `SPLITWAY_THREADS` may ask for.
+const MAX_THREADS: usize = 1024;
 
 /// The config, its route table built once to find routes that claim one pattern.
 fn load(arg: &ConfigArg) -> Result<Config> {
@@ -345,4 +357,26 @@ async fn explain(
         print!("{e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_threads_default_to_one_and_auto_is_one_a_cpu() {
+        let cpus = || 6;
+        assert_eq!(threads_from(None, cpus).unwrap(), 1, "unset: one thread");
+        assert_eq!(threads_from(Some("auto"), cpus).unwrap(), 6);
+        assert_eq!(threads_from(Some(" 3 "), cpus).unwrap(), 3);
+        assert_eq!(threads_from(Some("1024"), cpus).unwrap(), 1024);
+        assert_eq!(threads_from(Some("auto"), || 5000).unwrap(), MAX_THREADS);
+        for bad in ["0", "1025", "two", "", "-1", "Auto"] {
+            let e = threads_from(Some(bad), cpus).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("SPLITWAY_THREADS=`{bad}`: give a whole number")),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

@@ -334,7 +334,7 @@ async fn run_refuses_a_bad_thread_count() {
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
             format!(
-                "error: SPLITWAY_THREADS=`{bad}`: give a whole number of threads from 1 to 1024, or unset it (one a CPU)\n"
+                "error: SPLITWAY_THREADS=`{bad}`: give a whole number of threads from 1 to 1024, `auto` (one a CPU), or unset it (one)\n"
             )
         );
     }
