@@ -50,6 +50,7 @@ pub mod explain;
 pub mod glob;
 pub mod iptables;
 pub mod lambda;
+pub mod logging;
 pub mod metrics;
 pub(crate) mod outcome;
 pub mod policy;

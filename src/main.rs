@@ -223,7 +223,7 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(splitway::logging::Text::default()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -235,7 +235,7 @@ impl<'a> Ended<'a> {
         macro_rules! line {
             ($level:ident, $message:literal) => {
                 tracing::$level!(
-                    target: "splitway::access",
+                    target: crate::logging::ACCESS_TARGET,
                     kind = self.kind.as_str(),
                     client = %self.who.client,
                     peer = self.who.peer.map(tracing::field::display),
