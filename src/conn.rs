@@ -8,9 +8,10 @@ mod prefixed;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper_util::rt::TokioIo;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,24 +32,57 @@ pub(crate) const MAX_HEADERS: usize = 100;
 /// sides name it here, so they cannot drift apart.
 pub(crate) type ClientIo = TokioIo<Prefixed>;
 
+/// Client connections open now, for [`ConnGuard`] to count: two atomic operations a
+/// connection, and a wake-up only for whoever waits for none to be open (the drain, tests).
+#[derive(Debug, Default)]
+pub(crate) struct OpenCount {
+    n: AtomicUsize,
+    none: Notify,
+}
+
+impl OpenCount {
+    fn opened(&self) {
+        self.n.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn closed(&self) {
+        if self.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none.notify_waiters();
+        }
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        self.n.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no connection is open.
+    pub(crate) async fn wait_none(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.none.notified());
+            // Registered before the count is read: a close between the two still wakes it.
+            notified.as_mut().enable();
+            if self.get() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Held by a client connection and by its tunnel: the connection-limit permit, the tracker
 /// the drain waits on, and the token that cuts everything at `drain_timeout`.
 pub(crate) struct ConnGuard {
     _permit: OwnedSemaphorePermit,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    open: Arc<watch::Sender<usize>>,
+    open: Arc<OpenCount>,
     metrics: Arc<Metrics>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        // Set inside the update: two connections closing at once could otherwise each read
-        // the count after both updates and leave the gauge off by one.
-        self.open.send_modify(|n| {
-            *n -= 1;
-            self.metrics.connections_open(*n as i64);
-        });
+        self.open.closed();
+        self.metrics.connection_closed();
     }
 }
 
@@ -58,13 +92,11 @@ impl ConnGuard {
         permit: OwnedSemaphorePermit,
         tracker: TaskTracker,
         cancel: CancellationToken,
-        open: Arc<watch::Sender<usize>>,
+        open: Arc<OpenCount>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        open.send_modify(|n| {
-            *n += 1;
-            metrics.connections_open(*n as i64);
-        });
+        open.opened();
+        metrics.connection_opened();
         Self {
             _permit: permit,
             tracker,
@@ -88,5 +120,34 @@ impl ConnGuard {
     pub(crate) fn spawn(&self, what: &'static str, task: impl Future<Output = ()> + Send + 'static) {
         let metrics = self.metrics.clone();
         self.tracker.spawn(contain(task, what, metrics));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_for_no_open_connection_ends_at_the_last_close_only() {
+        let open = Arc::new(OpenCount::default());
+        open.opened();
+        open.opened();
+        let waiter = tokio::spawn({
+            let open = open.clone();
+            async move { open.wait_none().await }
+        });
+        open.closed();
+        tokio::task::yield_now().await;
+        assert_eq!(open.get(), 1);
+        assert!(!waiter.is_finished(), "one connection is still open");
+        open.closed();
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the last close wakes the waiter")
+            .expect("waiter");
+        assert_eq!(open.get(), 0);
+        tokio::time::timeout(std::time::Duration::from_secs(10), open.wait_none())
+            .await
+            .expect("none open: at once");
     }
 }

@@ -344,13 +344,12 @@ pub struct ProxyHandle {
 impl ProxyHandle {
     /// Client connections open now; a tunnel counts as its client connection.
     pub fn open_connections(&self) -> usize {
-        *self.shared.open().borrow()
+        self.shared.open().get()
     }
 
     /// Resolves once no client connection is open.
     pub async fn wait_idle(&self) {
-        let mut rx = self.shared.open().subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
+        self.shared.open().wait_none().await;
     }
 
     /// Resolves once no task runs for a client (connections, tunnels). Meant for tests and

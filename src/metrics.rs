@@ -358,9 +358,14 @@ impl Metrics {
         self.connections_rejected.inc();
     }
 
-    /// `n` client connections are open now.
-    pub fn connections_open(&self, n: i64) {
-        self.connections_open.set(n);
+    /// A client connection opened.
+    pub fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    /// A client connection closed.
+    pub fn connection_closed(&self) {
+        self.connections_open.dec();
     }
 
     /// A config reload was applied (`ok`) or rejected.

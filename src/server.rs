@@ -14,12 +14,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::conn::{ClientIo, ConnGuard, Prefixed, contain};
+use crate::conn::{ClientIo, ConnGuard, OpenCount, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::outcome::Exchange;
@@ -67,7 +67,7 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     draining: CancellationToken,
     /// Client connections open now (a tunnel keeps its connection open).
-    open: Arc<watch::Sender<usize>>,
+    open: Arc<OpenCount>,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     limits: Limits,
@@ -84,7 +84,7 @@ impl Shared {
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
             draining: CancellationToken::new(),
-            open: Arc::new(watch::Sender::new(0)),
+            open: Arc::new(OpenCount::default()),
             metrics,
             ready: Arc::new(Readiness::new()),
             limits,
@@ -103,7 +103,7 @@ impl Shared {
     }
 
     /// Client connections open now, and a receiver that sees each change.
-    pub(crate) fn open(&self) -> &Arc<watch::Sender<usize>> {
+    pub(crate) fn open(&self) -> &OpenCount {
         &self.open
     }
 

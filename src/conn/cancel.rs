@@ -1,16 +1,18 @@
-//! A connection's task cut by the drain's token, without touching the token's lock on every
+//! A connection's task cut by the drain's token, without touching the token's locks on every
 //! poll.
 //!
-//! Every connection shares one `CancellationToken` (the one `drain_timeout` cancels), and a
-//! pending `Notified` takes its `Notify`'s mutex each time it is polled. Raced with `select!`
-//! against a tunnel, that is one lock of a process-wide mutex per message relayed, taken by
-//! every worker. [`UntilCancelled`] registers the task's waker with the token once, then only
-//! reads the token's flag (an atomic load): a task's waker stays valid for the task's life, so
-//! the cancellation still wakes it.
+//! Every connection shares one `CancellationToken` (the one `drain_timeout` cancels). A
+//! pending `Notified` takes its `Notify`'s mutex each time it is polled, and even
+//! `is_cancelled` locks the token's node: raced against a tunnel, either is a lock of a
+//! process-wide mutex per message relayed, taken by every serving thread. [`UntilCancelled`]
+//! registers with the token once, with a waker of its own that sets a flag of the
+//! connection's and wakes the task; after that it reads only that flag (an atomic load).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -21,19 +23,36 @@ pin_project_lite::pin_project! {
         task: F,
         #[pin]
         cancelled: WaitForCancellationFuture<'a>,
-        token: &'a CancellationToken,
-        registered: bool,
+        // Set once registered with the token.
+        cut: Option<Arc<Cut>>,
+    }
+}
+
+/// The waker the token wakes: marks the connection cut, then wakes its task.
+struct Cut {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Cut {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
     }
 }
 
 /// `task`'s output, or `None` once `token` is cancelled (checked before each poll of `task`).
-/// Only for a future polled by one task all its life, as a connection's is.
+/// Only for a future polled by one task all its life, as a connection's is: the task's waker
+/// at the first poll is the one the cancel wakes.
 pub(crate) fn until_cancelled<F: Future>(token: &CancellationToken, task: F) -> UntilCancelled<'_, F> {
     UntilCancelled {
         task,
         cancelled: token.cancelled(),
-        token,
-        registered: false,
+        cut: None,
     }
 }
 
@@ -42,19 +61,22 @@ impl<F: Future> Future for UntilCancelled<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.token.is_cancelled() {
-            return Poll::Ready(None);
-        }
-        if let Poll::Ready(out) = this.task.poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        if !*this.registered {
-            if this.cancelled.poll(cx).is_ready() {
-                return Poll::Ready(None);
+        match this.cut {
+            Some(cut) if cut.fired.load(Ordering::Acquire) => return Poll::Ready(None),
+            Some(_) => {}
+            None => {
+                let cut = Arc::new(Cut {
+                    fired: AtomicBool::new(false),
+                    task: cx.waker().clone(),
+                });
+                let waker = Waker::from(cut.clone());
+                if this.cancelled.poll(&mut Context::from_waker(&waker)).is_ready() {
+                    return Poll::Ready(None);
+                }
+                *this.cut = Some(cut);
             }
-            *this.registered = true;
         }
-        Poll::Pending
+        this.task.poll(cx).map(Some)
     }
 }
 
@@ -94,7 +116,7 @@ mod tests {
             }
         });
         // Biased, the guard first: a wake-up by the guard's timer must not pass for the
-        // cancel's own (the future reads the token's flag on any poll).
+        // cancel's own (the future reads its flag on any poll).
         let ended = tokio::select! {
             biased;
             () = tokio::time::sleep(std::time::Duration::from_secs(10)) => panic!("the cancel did not wake the task"),

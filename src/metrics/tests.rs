@@ -216,9 +216,9 @@ fn connection_counters_and_gauge() {
     let m = Metrics::new();
     let got = changes(&m, Metrics::connection_rejected);
     assert_eq!(got, expect(&[("splitway_connections_rejected_total", 1.0)]));
-    let got = changes(&m, |m| m.connections_open(7));
+    let got = changes(&m, |m| (0..7).for_each(|_| m.connection_opened()));
     assert_eq!(got, expect(&[("splitway_connections_open", 7.0)]));
-    let got = changes(&m, |m| m.connections_open(2));
+    let got = changes(&m, |m| (0..5).for_each(|_| m.connection_closed()));
     assert_eq!(got, expect(&[("splitway_connections_open", 2.0)]));
 }
 

@@ -96,6 +96,8 @@ pin_project_lite::pin_project! {
         // The last activity the watch has seen.
         seen: Duration,
         keepalive: Option<Duration>,
+        // The timer holds this task's waker: polled again only once it fired.
+        armed: bool,
         #[pin]
         sleep: tokio::time::Sleep,
     }
@@ -113,6 +115,7 @@ impl IdleWatch {
             idle,
             seen: Duration::ZERO,
             keepalive,
+            armed: false,
             sleep: tokio::time::sleep_until(started + first),
         }
     }
@@ -126,6 +129,12 @@ impl IdleWatch {
         upstream: Option<&TcpStream>,
     ) -> Poll<()> {
         let mut this = self.project();
+        // A pending timer keeps the waker it was last polled with, and the pipe is polled by
+        // one task all its life: until it fires, polling it on every message would only
+        // register the same waker again.
+        if *this.armed && !this.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
         while this.sleep.as_mut().poll(cx).is_ready() {
             let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
             if let Some(keepalive) = this.keepalive.take() {
@@ -141,6 +150,7 @@ impl IdleWatch {
             *this.seen = last;
             this.sleep.as_mut().reset(*this.started + last + *this.idle);
         }
+        *this.armed = true;
         Poll::Pending
     }
 }
