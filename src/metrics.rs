@@ -10,6 +10,7 @@
 
 mod families;
 mod labels;
+mod route;
 mod tier;
 mod values;
 
@@ -23,10 +24,11 @@ use prometheus_client::registry::{Registry, Unit};
 use families::Families;
 
 use labels::{
-    BytesLabels, Direction, DnsLabels, Names, ParentLabels, ReloadLabels, ReportLabels, RequestLabels, ResolverLabels,
+    BytesLabels, DnsLabels, Names, ParentLabels, ReloadLabels, ReportLabels, RequestLabels, ResolverLabels,
     RouteLabels, SniLabels, TunnelLabels,
 };
 pub use labels::{DnsResult, ParentResult, RequestKind, TunnelEnd};
+pub use route::RouteSeries;
 pub use tier::{PolicyAction, ProxyHeader};
 pub use values::{ErrorType, Outcome, ReportAction, SniReason};
 
@@ -46,7 +48,8 @@ fn latency_histogram() -> Histogram {
 }
 
 /// The proxy's metrics: a registry and handles to every family in it. `Send + Sync`; share it
-/// through an `Arc`. Every recording method is a hash-map lookup and an atomic add.
+/// through an `Arc`. Every recording method is a hash-map lookup and an atomic add, or on a
+/// route's tunnel path an atomic add on a series its [`RouteSeries`] holds.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -218,57 +221,6 @@ impl Metrics {
             outcome,
         };
         self.requests.get_or_create(&labels).inc();
-    }
-
-    /// A tunnel on `route` is open (after its `200`).
-    pub fn tunnel_opened(&self, route: &str) {
-        self.tunnels_open
-            .get_or_create(&RouteLabels {
-                route: self.names.get(route),
-            })
-            .inc();
-    }
-
-    /// A tunnel opened with [`Metrics::tunnel_opened`] ended, having copied these bytes.
-    pub fn tunnel_closed(
-        &self,
-        route: &str,
-        client: Option<&str>,
-        end: TunnelEnd,
-        client_to_upstream: u64,
-        upstream_to_client: u64,
-    ) {
-        let route = self.names.get(route);
-        // One statement per family: holding two read guards of one family can deadlock.
-        self.tunnels_open
-            .get_or_create(&RouteLabels { route: route.clone() })
-            .dec();
-        self.tunnels
-            .get_or_create(&TunnelLabels {
-                route: route.clone(),
-                client: client.map(|c| self.names.get(c)),
-                end,
-            })
-            .inc();
-        let up = BytesLabels {
-            route: route.clone(),
-            direction: Direction::ClientToUpstream,
-        };
-        self.bytes.get_or_create(&up).inc_by(client_to_upstream);
-        let down = BytesLabels {
-            route,
-            direction: Direction::UpstreamToClient,
-        };
-        self.bytes.get_or_create(&down).inc_by(upstream_to_client);
-    }
-
-    /// An upstream connection on `route` succeeded after `seconds`.
-    pub fn connect_duration(&self, route: &str, seconds: f64) {
-        self.connect_duration
-            .get_or_create(&RouteLabels {
-                route: self.names.get(route),
-            })
-            .observe(seconds);
     }
 
     /// The named `resolver` answered a lookup in `seconds`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::ProxyError;
-use crate::metrics::{Metrics, Outcome, RequestKind, SniReason, TunnelEnd};
+use crate::metrics::{Metrics, Outcome, RequestKind, RouteSeries, SniReason, TunnelEnd};
 use crate::policy::{Identity, Policy};
 use crate::routes::Route;
 use crate::target::Target;
@@ -109,9 +109,9 @@ impl Exchange {
     /// Its tunnel's `CONNECT` (or transparent connection) was answered: counted now, logged
     /// when it closes.
     pub(crate) fn answered(&self, metrics: &Metrics, route: &Route, upstream: &Upstream) {
-        metrics.request(self.kind, &route.name, self.client_label(), Outcome::Ok);
+        metrics.request_ok(&route.series, self.kind, self.client_label());
         let (dns, connect) = upstream.setup_time();
-        metrics.connect_duration(&route.name, (dns + connect).as_secs_f64());
+        metrics.connect_duration(&route.series, (dns + connect).as_secs_f64());
     }
 }
 
@@ -187,7 +187,10 @@ impl<'a> Ended<'a> {
         let client = self.policy.as_ref().map(Policy::name);
         match &self.how {
             How::Refused { outcome, .. } => metrics.request(self.kind, route, client, *outcome),
-            How::Forwarded { .. } => metrics.request(self.kind, route, client, Outcome::Ok),
+            How::Forwarded { .. } => match self.route {
+                Some(r) => metrics.request_ok(&r.series, self.kind, client),
+                None => metrics.request(self.kind, route, client, Outcome::Ok),
+            },
             How::Tunnel {
                 end,
                 rejected,
@@ -197,7 +200,11 @@ impl<'a> Ended<'a> {
                 if let Some(reason) = rejected {
                     metrics.sni_rejected(route, *reason);
                 }
-                metrics.tunnel_closed(route, client, *end, *up, *down);
+                match self.route {
+                    Some(r) => metrics.tunnel_closed(&r.series, client, *end, *up, *down),
+                    // Every tunnel has its route; counted all the same if one had none.
+                    None => metrics.tunnel_closed(&RouteSeries::new(route.into()), client, *end, *up, *down),
+                }
                 if *end == TunnelEnd::Cancelled {
                     metrics.tunnels_cut_at_shutdown(1);
                 }

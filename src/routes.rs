@@ -11,6 +11,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::config::{Action, ConfigError, Pattern, RouteSpec, SniMode, Via};
+use crate::metrics::RouteSeries;
 use crate::target::{Host, embedded_ipv4};
 
 pub(crate) use crate::config::DEFAULT_ROUTE;
@@ -28,6 +29,8 @@ pub struct Route {
     pub exact: Vec<String>,
     /// Re-plan through another resolver when the CNAME chain reaches a pattern (`on_cname`).
     pub on_cname: Arc<[CnameRule]>,
+    /// Its metric series, held once looked up (a route's tunnels count straight into them).
+    pub series: RouteSeries,
 }
 
 /// A route's `on_cname` rule as the connector uses it.
@@ -41,8 +44,10 @@ impl Route {
     /// A route that resolves the requested host through `resolver`, as a plain forward proxy
     /// does with `system` (the implicit catch-all, report mode's actual path).
     pub fn resolving(name: &str, resolver: &str) -> Route {
+        let name: Arc<str> = name.into();
         Route {
-            name: name.into(),
+            series: RouteSeries::new(name.clone()),
+            name,
             action: Action::Resolve,
             resolver: resolver.into(),
             sni: SniMode::Match,
@@ -102,8 +107,10 @@ impl RouteTable {
         let mut claimed: HashMap<&Pattern, &str> = HashMap::new();
         let mut catch_all = None;
         for spec in specs {
+            let name: Arc<str> = spec.name.as_str().into();
             let route = Arc::new(Route {
-                name: spec.name.as_str().into(),
+                series: RouteSeries::new(name.clone()),
+                name,
                 action: spec.action.clone(),
                 resolver: spec.resolver.as_str().into(),
                 sni: spec.sni,

@@ -94,19 +94,64 @@ fn request_counts_by_kind_route_and_outcome() {
     assert_eq!(got, want);
 }
 
+/// A route's series are held once looked up, and a route made again (a reload) holds the
+/// same series: both count into what `/metrics` shows.
+#[test]
+fn held_series_count_into_the_families() {
+    let m = Metrics::new();
+    let (first, again) = (RouteSeries::new("api".into()), RouteSeries::new("api".into()));
+    for series in [&first, &first, &again] {
+        m.request_ok(series, RequestKind::Connect, None);
+        m.tunnel_opened(series);
+    }
+    m.request_ok(&first, RequestKind::Connect, Some("team-a"));
+    let got = changes(&m, |m| {
+        m.tunnel_closed(&again, None, TunnelEnd::Closed, 10, 20);
+        m.tunnel_closed(&first, None, TunnelEnd::Closed, 1, 2);
+        m.tunnel_closed(&first, Some("team-a"), TunnelEnd::Idle, 0, 0);
+    });
+    let want = expect(&[
+        ("splitway_tunnels_open{route=\"api\"}", 0.0),
+        ("splitway_tunnels_total{route=\"api\",end=\"closed\"}", 2.0),
+        (
+            "splitway_tunnels_total{route=\"api\",client=\"team-a\",end=\"idle\"}",
+            1.0,
+        ),
+        (
+            "splitway_bytes_total{route=\"api\",direction=\"client_to_upstream\"}",
+            11.0,
+        ),
+        (
+            "splitway_bytes_total{route=\"api\",direction=\"upstream_to_client\"}",
+            22.0,
+        ),
+    ]);
+    assert_eq!(got, want);
+    let text = m.encode();
+    assert!(
+        text.contains("splitway_requests_total{kind=\"connect\",route=\"api\",outcome=\"ok\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("splitway_requests_total{kind=\"connect\",route=\"api\",client=\"team-a\",outcome=\"ok\"} 1\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn tunnel_opened_raises_the_open_gauge_of_its_route() {
     let m = Metrics::new();
-    let got = changes(&m, |m| m.tunnel_opened("public"));
+    let got = changes(&m, |m| m.tunnel_opened(&RouteSeries::new("public".into())));
     assert_eq!(got, expect(&[("splitway_tunnels_open{route=\"public\"}", 1.0)]));
 }
 
 #[test]
 fn tunnel_closed_lowers_the_gauge_counts_the_end_and_adds_bytes_each_way() {
     let m = Metrics::new();
-    m.tunnel_opened("public");
-    m.tunnel_opened("public");
-    let got = changes(&m, |m| m.tunnel_closed("public", None, TunnelEnd::Idle, 517, 4096));
+    let public = RouteSeries::new("public".into());
+    m.tunnel_opened(&public);
+    m.tunnel_opened(&public);
+    let got = changes(&m, |m| m.tunnel_closed(&public, None, TunnelEnd::Idle, 517, 4096));
     let want = expect(&[
         ("splitway_tunnels_open{route=\"public\"}", 1.0),
         ("splitway_tunnels_total{route=\"public\",end=\"idle\"}", 1.0),
@@ -121,7 +166,7 @@ fn tunnel_closed_lowers_the_gauge_counts_the_end_and_adds_bytes_each_way() {
     ]);
     assert_eq!(got, want);
 
-    let got = changes(&m, |m| m.tunnel_closed("public", None, TunnelEnd::SniRejected, 3, 0));
+    let got = changes(&m, |m| m.tunnel_closed(&public, None, TunnelEnd::SniRejected, 3, 0));
     let want = expect(&[
         ("splitway_tunnels_open{route=\"public\"}", 0.0),
         ("splitway_tunnels_total{route=\"public\",end=\"sni_rejected\"}", 1.0),
@@ -144,7 +189,7 @@ fn every_tunnel_end_has_its_label_value() {
         TunnelEnd::Cancelled,
     ];
     for end in ends {
-        m.tunnel_closed("r", None, end, 0, 0);
+        m.tunnel_closed(&RouteSeries::new("r".into()), None, end, 0, 0);
     }
     let s = series(&m);
     for name in ["closed", "idle", "error", "sni_rejected", "cancelled"] {
@@ -159,13 +204,13 @@ fn every_tunnel_end_has_its_label_value() {
 #[test]
 fn connect_duration_observes_into_the_route_histogram() {
     let m = Metrics::new();
-    let got = changes(&m, |m| m.connect_duration("public", 0.003));
+    let got = changes(&m, |m| m.connect_duration(&RouteSeries::new("public".into()), 0.003));
     assert_eq!(
         got,
         histogram("splitway_connect_duration_seconds", "route=\"public\"", &[0.003])
     );
 
-    let got = changes(&m, |m| m.connect_duration("public", 0.25));
+    let got = changes(&m, |m| m.connect_duration(&RouteSeries::new("public".into()), 0.25));
     let before = histogram("splitway_connect_duration_seconds", "route=\"public\"", &[0.003]);
     let mut want = histogram("splitway_connect_duration_seconds", "route=\"public\"", &[0.003, 0.25]);
     want.retain(|k, v| before.get(k) != Some(v));
@@ -242,9 +287,9 @@ fn panic_caught_counts() {
 fn every_family_has_help_and_type_lines() {
     let m = Metrics::new();
     m.request(RequestKind::Connect, "r", None, Outcome::Ok);
-    m.tunnel_opened("r");
-    m.tunnel_closed("r", None, TunnelEnd::Closed, 1, 1);
-    m.connect_duration("r", 0.01);
+    m.tunnel_opened(&RouteSeries::new("r".into()));
+    m.tunnel_closed(&RouteSeries::new("r".into()), None, TunnelEnd::Closed, 1, 1);
+    m.connect_duration(&RouteSeries::new("r".into()), 0.01);
     m.dns_lookup("d", DnsResult::Hit, 0.0);
     m.sni_rejected("r", SniReason::NotTls);
     let text = m.encode();
@@ -317,7 +362,13 @@ fn request_and_tunnel_series_carry_client_only_with_policies() {
     let m = Metrics::new();
     let got = changes(&m, |m| {
         m.request(RequestKind::Connect, "r", Some("payments"), Outcome::Ok);
-        m.tunnel_closed("r", Some("unmatched"), TunnelEnd::Closed, 1, 2);
+        m.tunnel_closed(
+            &RouteSeries::new("r".into()),
+            Some("unmatched"),
+            TunnelEnd::Closed,
+            1,
+            2,
+        );
     });
     assert_eq!(
         got.get("splitway_requests_total{kind=\"connect\",route=\"r\",client=\"payments\",outcome=\"ok\"}"),

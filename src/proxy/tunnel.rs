@@ -197,7 +197,7 @@ impl Tunnel {
     pub(crate) async fn serve(&mut self, client: &mut Client, span: &tracing::Span) {
         let guard = self.guard.clone();
         let metrics = guard.metrics();
-        metrics.tunnel_opened(&self.route.name);
+        metrics.tunnel_opened(&self.route.series);
         let activity = Activity::default();
         let end = guard
             .until_cancelled(self.relay(client, &activity))

@@ -192,6 +192,7 @@ mod tests {
     fn route(action: Action, resolver: &str) -> Route {
         Route {
             name: "r".into(),
+            series: crate::metrics::RouteSeries::new("r".into()),
             action,
             resolver: resolver.into(),
             sni: SniMode::Match,
