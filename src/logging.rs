@@ -1,4 +1,6 @@
-//! The text log format: `tracing_subscriber`'s default (`Full`) line, with the canonical line
+//! The log's format and its writer.
+//!
+//! The text format is `tracing_subscriber`'s default (`Full`) line, with the canonical line
 //! written by a formatter of its own.
 //!
 //! Every tunnel and request writes one canonical line (`splitway::access`, about 25 fields),
@@ -8,16 +10,23 @@
 //! that line straight into the line buffer, with the date and time of the current second
 //! kept per thread; every other event, and every line on a terminal (colours), goes to the
 //! default formatter. A unit test holds the two to the same output.
+//!
+//! The writer, [`Stderr`], collects the lines of a serving thread and writes them when the
+//! thread goes idle (its runtime parks: [`flush`]) or 16 KiB have gathered: one `write` for
+//! every line of a busy moment instead of one a tunnel, as nginx's `access_log … buffer=` and
+//! Envoy's access log flush do. A line reaches stderr as soon as its thread has nothing else
+//! to do; only a thread that never idles holds up to 16 KiB. Other threads write at once.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
+use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Full, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
-use tracing_subscriber::fmt::{FmtContext, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
 /// The target of the canonical line.
@@ -219,6 +228,98 @@ fn date_time(out: &mut String, secs: u64) -> fmt::Result {
         of_day / 60 % 60,
         of_day % 60
     )
+}
+
+/// The most a serving thread holds before it writes (see the module).
+const FLUSH_AT: usize = 16 * 1024;
+
+/// A serving thread's lines, and where they go.
+struct Held {
+    lines: Vec<u8>,
+    out: fn(&[u8]),
+}
+
+impl Held {
+    fn write_out(&mut self) {
+        (self.out)(&self.lines);
+        self.lines.clear();
+    }
+}
+
+thread_local! {
+    /// The lines a serving thread holds: `None` on other threads (they write at once).
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+/// The log writer: stderr, through the serving thread's buffer (see the module).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Stderr
+    }
+}
+
+impl io::Write for Stderr {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.write_all(line).map(|()| line.len())
+    }
+
+    fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
+        let held = HELD.with_borrow_mut(|held| match held {
+            Some(held) => {
+                held.lines.extend_from_slice(line);
+                if held.lines.len() >= FLUSH_AT {
+                    held.write_out();
+                }
+                true
+            }
+            None => false,
+        });
+        match held {
+            true => Ok(()),
+            false => io::Write::write_all(&mut io::stderr(), line),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Makes this thread a serving thread: its log lines are held until [`flush`]. Its runtime
+/// calls [`flush`] when it parks, and the thread once more before it ends.
+pub fn hold_on_this_thread() {
+    hold_into(to_stderr);
+}
+
+/// [`hold_on_this_thread`], the lines going to `out`.
+fn hold_into(out: fn(&[u8])) {
+    HELD.with_borrow_mut(|held| {
+        held.get_or_insert_with(|| Held {
+            lines: Vec::with_capacity(FLUSH_AT),
+            out,
+        });
+    });
+}
+
+/// Writes the lines this thread holds (a runtime's `on_thread_park`, and a serving thread's
+/// end).
+pub fn flush() {
+    HELD.with_borrow_mut(|held| {
+        if let Some(held) = held.as_mut().filter(|h| !h.lines.is_empty()) {
+            held.write_out();
+        }
+    });
+}
+
+/// A failed write loses the lines, as an unbuffered one would: the log has nowhere to report
+/// its own failure.
+fn to_stderr(lines: &[u8]) {
+    let _ = io::Write::write_all(&mut io::stderr().lock(), lines);
 }
 
 #[cfg(test)]

@@ -162,9 +162,13 @@ fn serve(args: &RunArgs) -> Result<()> {
     let threads = threads()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(splitway::logging::flush)
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run(args, threads))
+    splitway::logging::hold_on_this_thread();
+    let served = rt.block_on(run(args, threads));
+    splitway::logging::flush();
+    served
 }
 
 /// The process's exit: the error, with its causes, on stderr.
@@ -220,7 +224,7 @@ fn init_logging(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(splitway::logging::Stderr)
         .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.event_format(splitway::logging::Text::default()).init(),

@@ -147,3 +147,42 @@ fn decimal_writes_every_width() {
         assert_eq!(out, n.to_string());
     }
 }
+
+thread_local! {
+    static WRITTEN: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn record(lines: &[u8]) {
+    WRITTEN.with_borrow_mut(|w| w.push(lines.to_vec()));
+}
+
+fn written() -> Vec<Vec<u8>> {
+    WRITTEN.with_borrow_mut(std::mem::take)
+}
+
+/// A serving thread's lines wait for its flush (its runtime parking) and go out in one write;
+/// 16 KiB of them go out without waiting.
+#[test]
+fn a_serving_threads_lines_go_out_together_at_its_flush_or_when_many() {
+    std::thread::spawn(|| {
+        hold_into(record);
+        let mut w = Stderr.make_writer();
+        std::io::Write::write_all(&mut w, b"one\n").unwrap();
+        std::io::Write::write_all(&mut w, b"two\n").unwrap();
+        assert!(written().is_empty(), "held until the flush");
+        flush();
+        assert_eq!(written(), vec![b"one\ntwo\n".to_vec()], "one write for both");
+        flush();
+        assert!(written().is_empty(), "nothing held: no write");
+
+        let line = [b'x'; 1000];
+        for _ in 0..17 {
+            std::io::Write::write_all(&mut w, &line).unwrap();
+        }
+        let out = written();
+        assert_eq!(out.len(), 1, "written once past 16 KiB, without a flush");
+        assert_eq!(out[0].len(), 17 * 1000);
+    })
+    .join()
+    .expect("the test thread");
+}

@@ -68,13 +68,18 @@ fn serve_share(
     stop: CancellationToken,
     done: CancellationToken,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(crate::logging::flush)
+        .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a serving thread's runtime; the others serve");
             return;
         }
     };
+    crate::logging::hold_on_this_thread();
     rt.block_on(async move {
         let mut accepting = JoinSet::new();
         for (listener, kind) in share {
@@ -87,4 +92,5 @@ fn serve_share(
         accepting.shutdown().await;
         done.cancelled().await;
     });
+    crate::logging::flush();
 }
