@@ -257,5 +257,7 @@ pub async fn health(addr: SocketAddr) -> Result<(), HealthError> {
         .unwrap_or(Err(HealthError::Timeout(addr)))
 }
 
+pub(crate) mod debug;
+
 #[cfg(test)]
 mod tests;

@@ -246,7 +246,7 @@ impl Proxy {
                 config::ProxyProtocol::Off => Arc::from([]),
                 _ => Arc::from(p.proxy_protocol_from.as_slice()),
             };
-            let debug = Some(debug_route(self.shared.clone()));
+            let debug = Some(admin::debug::route(self.shared.current().clone()));
             tokio::spawn(admin::serve(l, m, r, debug, from, stop))
         });
         let shared = self.shared.clone();
@@ -295,40 +295,6 @@ fn bind_transparent(config: &Config, threads: usize) -> Result<transparent::Boun
 
 /// How often `/readyz` re-checks resolvers and `connect` names.
 pub const DEPENDENCY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// `/debug/route?host=`: `explain --probe` on the running config, as JSON, while the running
-/// config has `[admin] debug = true` (a reload turns it on or off). The probe obeys the
-/// proxy's own rules: `connect_ports`, `deny_destinations`, the own-listener check.
-fn debug_route(shared: Arc<server::Shared>) -> admin::DebugRoute {
-    Arc::new(move |host: Option<String>| {
-        let runtime = shared.runtime();
-        Box::pin(async move {
-            if !runtime.config.admin.as_ref().is_some_and(|a| a.debug) {
-                return None;
-            }
-            let usage = || {
-                (
-                    http::StatusCode::BAD_REQUEST,
-                    "usage: /debug/route?host=HOST[:PORT]\n".to_owned(),
-                )
-            };
-            let Some(host) = host else { return Some(usage()) };
-            let target = match target::Target::parse_host_port(&host, 443) {
-                Ok(t) => t,
-                Err(e) => return Some((http::StatusCode::BAD_REQUEST, format!("bad host `{host}`: {e}\n"))),
-            };
-            let roots = match probe::roots(None) {
-                Ok(r) => r,
-                Err(e) => return Some((http::StatusCode::INTERNAL_SERVER_ERROR, format!("trust roots: {e}\n"))),
-            };
-            let e = explain::explain_and_probe(&runtime, &target, &roots, explain::ProbeFrom::Admin).await;
-            Some((
-                http::StatusCode::OK,
-                serde_json::to_string_pretty(&e).unwrap_or_default() + "\n",
-            ))
-        })
-    })
-}
 
 /// rustls with exactly one provider, chosen here: ring.
 pub fn install_crypto_provider() {
