@@ -246,6 +246,15 @@ impl Held {
     }
 }
 
+impl Drop for Held {
+    /// A thread that ends without its last [`flush`] (a panic) still writes what it held.
+    fn drop(&mut self) {
+        if !self.lines.is_empty() {
+            self.write_out();
+        }
+    }
+}
+
 thread_local! {
     /// The lines a serving thread holds: `None` on other threads (they write at once).
     static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
@@ -269,16 +278,19 @@ impl io::Write for Stderr {
     }
 
     fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
-        let held = HELD.with_borrow_mut(|held| match held {
-            Some(held) => {
-                held.lines.extend_from_slice(line);
-                if held.lines.len() >= FLUSH_AT {
-                    held.write_out();
+        // `try_with`: an event while the thread's locals are torn down is written at once.
+        let held = HELD
+            .try_with(|held| match &mut *held.borrow_mut() {
+                Some(held) => {
+                    held.lines.extend_from_slice(line);
+                    if held.lines.len() >= FLUSH_AT {
+                        held.write_out();
+                    }
+                    true
                 }
-                true
-            }
-            None => false,
-        });
+                None => false,
+            })
+            .unwrap_or(false);
         match held {
             true => Ok(()),
             false => io::Write::write_all(&mut io::stderr(), line),
@@ -309,8 +321,8 @@ fn hold_into(out: fn(&[u8])) {
 /// Writes the lines this thread holds (a runtime's `on_thread_park`, and a serving thread's
 /// end).
 pub fn flush() {
-    HELD.with_borrow_mut(|held| {
-        if let Some(held) = held.as_mut().filter(|h| !h.lines.is_empty()) {
+    let _ = HELD.try_with(|held| {
+        if let Some(held) = held.borrow_mut().as_mut().filter(|h| !h.lines.is_empty()) {
             held.write_out();
         }
     });

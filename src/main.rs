@@ -160,15 +160,7 @@ fn main() -> ExitCode {
 /// the admin listener, reloads and the resolvers' refreshes. docs/performance.md says why.
 fn serve(args: &RunArgs) -> Result<()> {
     let threads = threads()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(splitway::logging::flush)
-        .build()
-        .context("cannot start the async runtime")?;
-    splitway::logging::hold_on_this_thread();
-    let served = rt.block_on(run(args, threads));
-    splitway::logging::flush();
-    served
+    splitway::block_on_serving(run(args, threads)).context("cannot start the async runtime")?
 }
 
 /// The process's exit: the error, with its causes, on stderr.

@@ -29,6 +29,7 @@ use crate::ready::Readiness;
 use crate::runtime::{Current, Runtime};
 use crate::transparent;
 use threads::Threads;
+pub use threads::block_on_serving;
 use tracing::Instrument;
 
 /// How long a client may take to send a request head (slowloris guard).
@@ -45,7 +46,8 @@ pub struct Limits {
     pub client_hello_timeout: Duration,
     /// Threads that accept and serve client connections, each on a single-threaded runtime of
     /// its own with its own listeners (`SO_REUSEPORT`): a connection lives on the thread that
-    /// accepted it. One (the default): the caller's runtime only. The binary runs one a CPU.
+    /// accepted it. One (the default): the caller's runtime only. The binary runs as many as
+    /// `SPLITWAY_THREADS` says, one by default.
     pub threads: usize,
 }
 
@@ -102,7 +104,7 @@ impl Shared {
         &self.ready
     }
 
-    /// Client connections open now, and a receiver that sees each change.
+    /// Client connections open now, and a wait for none to be open.
     pub(crate) fn open(&self) -> &OpenCount {
         &self.open
     }

@@ -186,3 +186,22 @@ fn a_serving_threads_lines_go_out_together_at_its_flush_or_when_many() {
     .join()
     .expect("the test thread");
 }
+
+static AT_THREAD_END: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+fn record_at_end(lines: &[u8]) {
+    AT_THREAD_END.lock().unwrap().extend_from_slice(lines);
+}
+
+/// A serving thread that ends without its last flush (a panic) still writes what it held.
+#[test]
+fn a_serving_thread_that_ends_unflushed_writes_what_it_held() {
+    let ended = std::thread::spawn(|| {
+        hold_into(record_at_end);
+        std::io::Write::write_all(&mut Stderr.make_writer(), b"last words\n").unwrap();
+        panic!("the thread ends before its flush");
+    })
+    .join();
+    assert!(ended.is_err(), "the thread panicked");
+    assert_eq!(AT_THREAD_END.lock().unwrap().as_slice(), b"last words\n");
+}

@@ -2,6 +2,7 @@
 //! single-threaded runtime with accept loops on its own listeners (`SO_REUSEPORT` siblings of
 //! the caller's), and the connections it accepts, until the drain is over.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -68,19 +69,7 @@ fn serve_share(
     stop: CancellationToken,
     done: CancellationToken,
 ) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(crate::logging::flush)
-        .build();
-    let rt = match rt {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a serving thread's runtime; the others serve");
-            return;
-        }
-    };
-    crate::logging::hold_on_this_thread();
-    rt.block_on(async move {
+    let served = block_on_serving(async move {
         let mut accepting = JoinSet::new();
         for (listener, kind) in share {
             match TcpListener::from_std(listener) {
@@ -92,5 +81,23 @@ fn serve_share(
         accepting.shutdown().await;
         done.cancelled().await;
     });
+    if let Err(e) = served {
+        tracing::error!(error = %e, "cannot start a serving thread's runtime; the others serve");
+    }
+}
+
+/// Runs `work` to its end on this thread as a serving thread: on a single-threaded runtime of
+/// its own, its log lines held until the runtime parks (`logging`) and all written before this
+/// returns. `splitway run`'s own thread and every other serving thread run this way.
+pub fn block_on_serving<F: Future>(work: F) -> std::io::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(crate::logging::flush)
+        .build()?;
+    crate::logging::hold_on_this_thread();
+    let out = rt.block_on(work);
+    // The runtime's tasks are dropped with it, and may log as they go.
+    drop(rt);
     crate::logging::flush();
+    Ok(out)
 }

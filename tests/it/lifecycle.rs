@@ -53,7 +53,7 @@ async fn readiness_flips_at_start_and_at_drain_while_open_tunnels_finish() {
     proxy.stop().await;
 }
 
-/// With several serving threads (the binary runs one a CPU), every thread's listener shares
+/// With several serving threads (`SPLITWAY_THREADS` in the binary), every thread's listener shares
 /// the port, accepts and serves; another proxy cannot take the port; and the drain waits for
 /// the connections of every thread.
 #[tokio::test]
