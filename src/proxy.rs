@@ -340,8 +340,9 @@ const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 pub(crate) enum Next {
     /// Answered `200`: its tunnel, to run in the connection's task.
     Tunnel(tunnel::Tunnel, tunnel::Client),
-    /// Not a connection's first `CONNECT`: the socket and the bytes read so far, for hyper.
-    Hyper(Bytes, tokio::net::TcpStream),
+    /// Not a connection's first `CONNECT`: the socket, the bytes read so far and the
+    /// connection's context, for hyper.
+    Hyper(Bytes, tokio::net::TcpStream, ConnCtx),
     /// Nothing more: the answer was a close, or the client left.
     Closed,
 }
@@ -349,41 +350,48 @@ pub(crate) enum Next {
 /// Serves a connection's first request when it is a `CONNECT` (see [`Connect`]): connects
 /// and answers it. The tunnel then runs in the connection's own task, from the head to the
 /// close, with no hyper connection, upgrade or second task.
-pub(crate) async fn serve_connect(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments in the connection's state"
+)]
+pub(crate) fn serve_connect(
     ctx: &ConnCtx,
     head: Connect,
     prefix: Bytes,
     mut client: tokio::net::TcpStream,
-) -> Next {
-    use tokio::io::AsyncWriteExt;
-    let authorized = ctx
-        .runtime
-        .auth
-        .as_ref()
-        .map_or(Ok(()), |basic| basic.check(&head.auth));
-    let policy = policy_of(ctx, authorized.is_ok());
-    let exchange = Exchange::start(RequestKind::Connect, ctx.who.clone()).with_policy(policy);
-    let opened = match authorized {
-        // Boxed: the connect's state (DNS, happy eyeballs) is freed once it is done.
-        Ok(()) => Box::pin(open_tunnel(ctx, exchange.clone(), &head.uri)).await,
-        Err(e) => Err(e.into()),
-    };
-    let rest = prefix.slice(head.len..);
-    drop(prefix);
-    match opened {
-        Ok(tunnel) => match client.write_all(ESTABLISHED).await {
+) -> impl Future<Output = Next> + '_ {
+    async move {
+        use tokio::io::AsyncWriteExt;
+        let authorized = ctx
+            .runtime
+            .auth
+            .as_ref()
+            .map_or(Ok(()), |basic| basic.check(&head.auth));
+        let policy = policy_of(ctx, authorized.is_ok());
+        let exchange = Exchange::start(RequestKind::Connect, ctx.who.clone()).with_policy(policy);
+        let opened = match authorized {
+            // Boxed: the connect's state (DNS, happy eyeballs) is freed once it is done.
+            Ok(()) => Box::pin(open_tunnel(ctx, exchange.clone(), &head.uri)).await,
+            Err(e) => Err(e.into()),
+        };
+        let rest = prefix.slice(head.len..);
+        drop(prefix);
+        let tunnel = match opened {
+            Ok(tunnel) => tunnel,
+            Err(refusal) => {
+                let e = refused(ctx, exchange, "CONNECT", refusal);
+                // RFC 9110 §9.3.6: after a refused CONNECT the client cannot tell its tunnel
+                // bytes from a next request, so nothing it sent after the head is read as one.
+                write_refusal(&mut client, &e, true).await;
+                return Next::Closed;
+            }
+        };
+        match client.write_all(ESTABLISHED).await {
             Ok(()) => Next::Tunnel(tunnel, tunnel::Client::Tcp(client, rest)),
             Err(e) => {
                 tracing::debug!(error = %e, "client left before the tunnel opened");
                 Next::Closed
             }
-        },
-        Err(refusal) => {
-            let e = refused(ctx, exchange, "CONNECT", refusal);
-            // RFC 9110 §9.3.6: after a refused CONNECT the client cannot tell its tunnel bytes
-            // from a next request, so nothing it sent after the head is read as one.
-            write_refusal(&mut client, &e, true).await;
-            Next::Closed
         }
     }
 }
@@ -405,7 +413,8 @@ pub(crate) async fn connect_for(
         return (route, Err(e));
     }
     if rt.config.proxy.mode == Mode::Report {
-        let result = report::connect_and_compare(rt, &route, target).await;
+        // Boxed: report mode's two connects take no room in every connection in flight.
+        let result = Box::pin(report::connect_and_compare(rt, &route, target)).await;
         (rt.system_route.clone(), result)
     } else {
         let result = rt.connector.connect(&route, target).await;

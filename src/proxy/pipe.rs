@@ -204,9 +204,10 @@ struct Way {
 enum WayState {
     /// Read into the scratch buffer, write straight out.
     Copy,
-    /// Bulk data: spliced while it keeps coming (a full scratch buffer started it).
+    /// Bulk data: spliced while it keeps coming (a full scratch buffer started it). Boxed:
+    /// an idle tunnel's two directions hold no room for a burst's state.
     #[cfg(target_os = "linux")]
-    Splice(splice::Splicing),
+    Splice(Box<splice::Splicing>),
     /// The source ended while the other direction goes on: half-close the destination
     /// (RFC 9112 §9.6 leaves the rest to the ends). When the other direction has ended too,
     /// there is no `shutdown`: both sources are read to their end, so closing the sockets
@@ -274,7 +275,7 @@ impl Way {
                         #[cfg(target_os = "linux")]
                         Step::Moved(n) if n == SCRATCH_SIZE => {
                             moved(n);
-                            self.state = WayState::Splice(splice::Splicing::start());
+                            self.state = WayState::Splice(Box::new(splice::Splicing::start()));
                         }
                         Step::Moved(n) => moved(n),
                         Step::Partial { n, rest } => {

@@ -193,51 +193,63 @@ impl Tunnel {
 
     /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it, in `span`
     /// (the connection's). By reference: a connection's task that runs its tunnel then holds
-    /// the tunnel once.
-    pub(crate) async fn serve(&mut self, client: &mut Client, span: &tracing::Span) {
-        let guard = self.guard.clone();
-        let metrics = guard.metrics();
-        metrics.tunnel_opened(&self.route.series);
-        let activity = Activity::default();
-        let end = guard
-            .until_cancelled(self.relay(client, &activity))
-            .await
-            .unwrap_or(Ok(TunnelEnd::Cancelled));
-        let (up, down) = (
-            activity.client_to_upstream.load(Ordering::Relaxed),
-            activity.upstream_to_client.load(Ordering::Relaxed),
-        );
-        let (end, rejected, sni) = match &end {
-            Ok(end) => (*end, None, self.sni.as_deref()),
-            Err(r @ (Rejection::Mismatch(s) | Rejection::EchOuterSni(s))) => {
-                (TunnelEnd::SniRejected, Some(r.reason()), Some(s.as_str()))
-            }
-            Err(r) => (TunnelEnd::SniRejected, Some(r.reason()), None),
-        };
-        let how = How::Tunnel {
-            end,
-            rejected,
-            up,
-            down,
-        };
-        let ended = (self.exchange.ended(self.method, how))
-            .target(Some(&self.target))
-            .route(Some(&self.route))
-            .upstream(&self.upstream)
-            .sni(sni);
-        span.in_scope(|| ended.finish(metrics));
+    /// the tunnel once; not an `async fn`, which would hold its arguments twice.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps a second copy of its arguments in the tunnel's state"
+    )]
+    pub(crate) fn serve<'a>(
+        &'a mut self,
+        client: &'a mut Client,
+        span: &'a tracing::Span,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            let guard = self.guard.clone();
+            guard.metrics().tunnel_opened(&self.route.series);
+            let activity = Activity::default();
+            let end = guard
+                .until_cancelled(self.relay(client, &activity))
+                .await
+                .unwrap_or(Ok(TunnelEnd::Cancelled));
+            let metrics = guard.metrics();
+            let (up, down) = (
+                activity.client_to_upstream.load(Ordering::Relaxed),
+                activity.upstream_to_client.load(Ordering::Relaxed),
+            );
+            let (end, rejected, sni) = match &end {
+                Ok(end) => (*end, None, self.sni.as_deref()),
+                Err(r @ (Rejection::Mismatch(s) | Rejection::EchOuterSni(s))) => {
+                    (TunnelEnd::SniRejected, Some(r.reason()), Some(s.as_str()))
+                }
+                Err(r) => (TunnelEnd::SniRejected, Some(r.reason()), None),
+            };
+            let how = How::Tunnel {
+                end,
+                rejected,
+                up,
+                down,
+            };
+            let ended = (self.exchange.ended(self.method, how))
+                .target(Some(&self.target))
+                .route(Some(&self.route))
+                .upstream(&self.upstream)
+                .sni(sni);
+            span.in_scope(|| ended.finish(metrics));
+        }
     }
 
     /// SNI check (when pinned), then the byte pipe.
     async fn relay(&mut self, client: &mut Client, activity: &Activity) -> Result<TunnelEnd, Rejection> {
         let end = match client {
             Client::Tcp(client, early) => {
-                // Even empty, it may share a whole read buffer: let it go before idling.
-                let early = std::mem::take(early);
-                if let Some(end) = self.preamble(client, &early, activity).await? {
-                    return Ok(end);
+                // Even empty, it may share a whole read buffer: let it go before idling. In a
+                // block of its own, so the idle pipe's state holds no room for it either.
+                {
+                    let early = std::mem::take(early);
+                    if let Some(end) = self.preamble(client, &early, activity).await? {
+                        return Ok(end);
+                    }
                 }
-                drop(early);
                 pipe::run(client, &mut self.stream, self.idle_timeout, self.keepalive, activity).await
             }
             Client::Generic(upgraded) => {
@@ -275,7 +287,9 @@ impl Tunnel {
     {
         let mut first = early.to_vec();
         if let Some(expected) = &self.expect_sni {
-            match read_client_hello(client, &mut first, self.hello_timeout).await {
+            // Boxed: only a pinned tunnel holds the read's state (its timer), and only until
+            // the hello is in.
+            match Box::pin(read_client_hello(client, &mut first, self.hello_timeout)).await {
                 // GREASE ECH (RFC 9849's outer name equal to the real one) passes like any hello.
                 Ok((sni, _)) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
                 Ok((sni, true)) => return Err(Rejection::EchOuterSni(sni.unwrap_or_default())),

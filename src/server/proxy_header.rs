@@ -85,14 +85,9 @@ pub async fn read(
 }
 
 /// The PROXY header, as `[proxy] proxy_protocol` says: the client it names goes into `ctx`
-/// and the span; the bytes read after it are returned. `None`: the connection is closed
+/// and the current span (the connection's); the bytes read after it are returned. `None`: the connection is closed
 /// (a `LOCAL` health check, or a refused header, counted and logged).
-pub(crate) async fn arrive(
-    stream: &mut TcpStream,
-    ctx: &mut ConnCtx,
-    timeout: Duration,
-    span: &tracing::Span,
-) -> Option<BytesMut> {
+pub(crate) async fn arrive(stream: &mut TcpStream, ctx: &mut ConnCtx, timeout: Duration) -> Option<BytesMut> {
     let p = &ctx.runtime().config.proxy;
     if p.proxy_protocol == ProxyProtocol::Off {
         return Some(BytesMut::new());
@@ -107,6 +102,7 @@ pub(crate) async fn arrive(
                 None => ProxyHeader::Absent,
             });
             if let Some(peer) = who.peer {
+                let span = tracing::Span::current();
                 span.record("client", tracing::field::display(who.client));
                 span.record("peer", tracing::field::display(peer));
             }

@@ -37,7 +37,11 @@ impl Connector {
                 self.resolve_and_connect(route, target, &resolver, &on_cname, &names, deadline)
                     .await
             }
-            Plan::Parent { via, ask } => super::parent::tunnel_through(self, route, target, &via, &ask, deadline).await,
+            // Boxed: a parent's CONNECT exchange is larger than a direct connect's state,
+            // which every connection in flight would otherwise hold room for.
+            Plan::Parent { via, ask } => {
+                Box::pin(super::parent::tunnel_through(self, route, target, &via, &ask, deadline)).await
+            }
         }
     }
 
