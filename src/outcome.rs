@@ -22,6 +22,26 @@ use crate::upstream::connect::Upstream;
 /// The `route` label of refusals made before a route was chosen.
 pub(crate) const NO_ROUTE: &str = "none";
 
+/// The span of a connection of `who` on the `listener` ("proxy" or "transparent"): `client`
+/// is the TCP peer until a PROXY header names someone else (then `client` is recorded again
+/// and the peer is `peer`). An idle tunnel holds no span: its close makes this same span
+/// again for its line, so the line reads as if the span had been held all along.
+pub(crate) fn conn_span(who: &Identity, listener: &'static str) -> tracing::Span {
+    let peer = who.peer.unwrap_or(who.client);
+    let span = tracing::info_span!("conn", client = %peer, peer = tracing::field::Empty, listener);
+    name_in(&span, who);
+    span
+}
+
+/// Records the client a PROXY header named, and its peer, on a connection's `span`; nothing
+/// when there was no such header.
+pub(crate) fn name_in(span: &tracing::Span, who: &Identity) {
+    if let Some(peer) = who.peer {
+        span.record("client", tracing::field::display(who.client));
+        span.record("peer", tracing::field::display(peer));
+    }
+}
+
 /// One client exchange — a request, or a tunnel — on the listener it came in on: made once
 /// where it starts, and every way it can end (refused, forwarded, tunnelled) goes through
 /// [`Exchange::ended`] or [`Exchange::refused`], the only places an [`Ended`] is made.
@@ -60,6 +80,11 @@ impl Exchange {
     /// The same exchange under its client's `[[client]]` policy.
     pub(crate) fn with_policy(self, policy: Option<Policy>) -> Self {
         Self { policy, ..self }
+    }
+
+    /// The client, its peer and VPC endpoint.
+    pub(crate) fn who(&self) -> &Identity {
+        &self.who
     }
 
     pub(crate) fn client(&self) -> SocketAddr {

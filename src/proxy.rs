@@ -341,8 +341,8 @@ pub(crate) enum Next {
     /// Answered `200`: its tunnel, to run in the connection's task.
     Tunnel(tunnel::Tunnel, tunnel::Client),
     /// Not a connection's first `CONNECT`: the socket, the bytes read so far and the
-    /// connection's context, for hyper.
-    Hyper(Bytes, tokio::net::TcpStream, ConnCtx),
+    /// connection's context and span, for hyper.
+    Hyper(Bytes, tokio::net::TcpStream, ConnCtx, tracing::Span),
     /// Nothing more: the answer was a close, or the client left.
     Closed,
 }

@@ -283,8 +283,7 @@ fn accept(
         limits.client_hello_timeout,
     );
     // One span per client connection: every event of it (hyper's, the tunnel's) carries it.
-    // `client` is the peer until a PROXY header names someone else (then the peer is `peer`).
-    let span = tracing::info_span!("conn", client = %client, peer = tracing::field::Empty, listener = kind.as_str());
+    let span = crate::outcome::conn_span(&Identity::direct(client), kind.as_str());
     match kind {
         Listener::Proxy => guard.spawn("connection", serve_connection(stream, ctx, limits, span)),
         Listener::Transparent => guard.spawn(
@@ -314,24 +313,24 @@ pub(crate) fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
 }
 
 /// One client connection, from its first head to its close, in `span`. Not an `async fn`:
-/// its arguments go into the boxed first request, and the task's own state holds only what
-/// a tunnel needs while it idles (every idle tunnel is one such task).
+/// its arguments (the span too) go into the boxed first request, and the task's own state
+/// holds only what a tunnel needs while it idles (every idle tunnel is one such task).
 fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: tracing::Span) -> impl Future<Output = ()> {
     let guard = ctx.guard().clone();
     let header_read_timeout = limits.header_read_timeout;
     // Boxed: none of the first request's state (head, connect, answer) is held while a tunnel
     // idles, and its arguments are freed with it.
-    let first = Box::pin(first_request(stream, ctx, limits).instrument(span.clone()));
+    let first = Box::pin(first_request(stream, ctx, limits).instrument(span));
     async move {
         let Some(mut next) = guard.until_cancelled(first).await else {
             return;
         };
         match next {
-            // By reference: the tunnel is held here once, not again in its future. Not
-            // instrumented: a tunnel enters its span only to log, not on every message.
-            Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client, &span).await,
+            // By reference: the tunnel is held here once, not again in its future. No span
+            // while it idles: its close makes the connection's span again to log in.
+            Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client, None).await,
             // Boxed: a tunnel's task holds no room for hyper's state.
-            Next::Hyper(prefix, stream, ctx) => {
+            Next::Hyper(prefix, stream, ctx, span) => {
                 Box::pin(serve_http(prefix, stream, ctx, header_read_timeout).instrument(span)).await
             }
             Next::Closed => {}
@@ -352,7 +351,7 @@ fn first_request(mut stream: TcpStream, mut ctx: ConnCtx, limits: Limits) -> imp
         };
         match head::read_first(&mut stream, read, limits.header_read_timeout).await {
             head::First::Head(prefix, Some(connect)) => proxy::serve_connect(&ctx, connect, prefix, stream).await,
-            head::First::Head(prefix, None) => Next::Hyper(prefix, stream, ctx),
+            head::First::Head(prefix, None) => Next::Hyper(prefix, stream, ctx, tracing::Span::current()),
             head::First::Refuse(kind, e) => {
                 let detail = e.describe();
                 (Exchange::start(kind, ctx.who().clone()).refused("", &e, &detail)).finish(ctx.guard().metrics());
@@ -421,7 +420,12 @@ mod tests {
             Limits::default().client_hello_timeout,
         );
         let task = contain(
-            serve_connection(stream, ctx, Limits::default(), tracing::Span::none()),
+            serve_connection(
+                stream,
+                ctx,
+                Limits::default(),
+                crate::outcome::conn_span(&Identity::direct(peer), "proxy"),
+            ),
             "connection",
             metrics,
         );

@@ -69,9 +69,10 @@ pub(crate) fn serve_connection(
         let guard = ctx.guard().clone();
         // Boxed, and a statement of its own, as on the proxy listener: nothing of the routing
         // is held while the tunnel idles.
-        let routed = Box::pin(route(stream, &ctx, header_timeout).instrument(span.clone()));
+        let routed = Box::pin(route(stream, &ctx, header_timeout).instrument(span));
         if let Some(Some((mut tunnel, mut client))) = guard.until_cancelled(routed).await {
-            tunnel.serve(&mut client, &span).await;
+            // No span while it idles: its close makes the connection's span again to log in.
+            tunnel.serve(&mut client, None).await;
         }
     }
 }

@@ -188,11 +188,12 @@ impl Tunnel {
                 Client::Generic(Some(upgraded))
             }
         };
-        self.serve(&mut client, &tracing::Span::current()).await;
+        self.serve(&mut client, Some(&tracing::Span::current())).await;
     }
 
     /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it, in `span`
-    /// (the connection's). By reference: a connection's task that runs its tunnel then holds
+    /// (the connection's; `None`: made again for the line, see `outcome::conn_span`, so an
+    /// idle tunnel holds no span). By reference: a connection's task that runs its tunnel then holds
     /// the tunnel once; not an `async fn`, which would hold its arguments twice.
     #[expect(
         clippy::manual_async_fn,
@@ -201,7 +202,7 @@ impl Tunnel {
     pub(crate) fn serve<'a>(
         &'a mut self,
         client: &'a mut Client,
-        span: &'a tracing::Span,
+        span: Option<&'a tracing::Span>,
     ) -> impl Future<Output = ()> + 'a {
         async move {
             let guard = self.guard.clone();
@@ -234,7 +235,16 @@ impl Tunnel {
                 .route(Some(&self.route))
                 .upstream(&self.upstream)
                 .sni(sni);
-            span.in_scope(|| ended.finish(metrics));
+            match span {
+                Some(span) => span.in_scope(|| ended.finish(metrics)),
+                None => {
+                    let listener = match self.method {
+                        "CONNECT" => "proxy",
+                        _ => "transparent",
+                    };
+                    crate::outcome::conn_span(self.exchange.who(), listener).in_scope(|| ended.finish(metrics));
+                }
+            }
         }
     }
 

@@ -101,11 +101,7 @@ pub(crate) async fn arrive(stream: &mut TcpStream, ctx: &mut ConnCtx, timeout: D
                 Some(_) => ProxyHeader::Proxy,
                 None => ProxyHeader::Absent,
             });
-            if let Some(peer) = who.peer {
-                let span = tracing::Span::current();
-                span.record("client", tracing::field::display(who.client));
-                span.record("peer", tracing::field::display(peer));
-            }
+            crate::outcome::name_in(&tracing::Span::current(), &who);
             ctx.name_client(who);
             Some(read)
         }

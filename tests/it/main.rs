@@ -6,6 +6,7 @@ mod aws_failures;
 mod aws_preset;
 mod aws_private_domains;
 mod cli;
+mod conn_span;
 mod custom_domains;
 mod deploy;
 mod diagnostics;

@@ -97,6 +97,13 @@ async fn tier_haproxy_two_replicas_policy_log_and_rolling_restart() {
             "{line}"
         );
         assert_eq!(line["client_name"], "internal", "{line}");
+        // The line's connection span, made again at the tunnel's close (an idle tunnel holds
+        // none): the same names as the span the PROXY header filled in at its start.
+        let span = &line["span"];
+        assert_eq!(span["name"], "conn", "{line}");
+        assert_eq!(span["listener"], "proxy", "{line}");
+        assert_eq!(span["client"], line["client"], "{line}");
+        assert_eq!(span["peer"], line["peer"], "{line}");
     }
     // A policy by source address: `restricted` may reach its custom domains only.
     let private = execute_api_host(PRIVATE_API_ID, REGION);
