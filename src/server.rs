@@ -394,9 +394,9 @@ mod tests {
 
     /// An idle tunnel's memory is mostly its connection's task (a tokio task cell holding this
     /// future, rounded up to 128 bytes): the first request's state, its arguments and hyper's
-    /// room are boxed away, so the task holds the tunnel, its relay and little else (in a
-    /// release build 1,064 bytes, a 1,280-byte task; 1,312 and 1,536 when the first request's
-    /// arguments stayed in the task).
+    /// room are boxed away, and the span too, so the task holds the tunnel, its relay and
+    /// little else (in a release build 1,024 bytes, a 1,280-byte task; 1,312 and 1,536 when
+    /// the first request's arguments and the span stayed in the task).
     #[tokio::test]
     async fn a_connection_task_holds_little_beyond_its_tunnel() {
         let metrics = Arc::new(Metrics::new());
