@@ -82,9 +82,14 @@ impl Exchange {
         Self { policy, ..self }
     }
 
-    /// The client, its peer and VPC endpoint.
-    pub(crate) fn who(&self) -> &Identity {
-        &self.who
+    /// The connection's span ([`conn_span`]) made again, for a line logged outside it: the
+    /// listener is the one this exchange's kind comes in on.
+    pub(crate) fn conn_span(&self) -> tracing::Span {
+        let listener = match self.kind {
+            RequestKind::Transparent => "transparent",
+            RequestKind::Connect | RequestKind::Forward => "proxy",
+        };
+        conn_span(&self.who, listener)
     }
 
     pub(crate) fn client(&self) -> SocketAddr {

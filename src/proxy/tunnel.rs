@@ -192,7 +192,7 @@ impl Tunnel {
     }
 
     /// Runs the tunnel, its `200` sent, until it closes; then counts and logs it, in `span`
-    /// (the connection's; `None`: made again for the line, see `outcome::conn_span`, so an
+    /// (the connection's; `None`: made again for the line by `Exchange::conn_span`, so an
     /// idle tunnel holds no span). By reference: a connection's task that runs its tunnel then holds
     /// the tunnel once; not an `async fn`, which would hold its arguments twice.
     #[expect(
@@ -235,16 +235,15 @@ impl Tunnel {
                 .route(Some(&self.route))
                 .upstream(&self.upstream)
                 .sni(sni);
-            match span {
-                Some(span) => span.in_scope(|| ended.finish(metrics)),
+            let made;
+            let span = match span {
+                Some(span) => span,
                 None => {
-                    let listener = match self.method {
-                        "CONNECT" => "proxy",
-                        _ => "transparent",
-                    };
-                    crate::outcome::conn_span(self.exchange.who(), listener).in_scope(|| ended.finish(metrics));
+                    made = self.exchange.conn_span();
+                    &made
                 }
-            }
+            };
+            span.in_scope(|| ended.finish(metrics));
         }
     }
 
