@@ -185,7 +185,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut ports = vec![up.tls.port(), up.plain.port(), idle_port];
     ports.extend(nginx.iter().flat_map(|n| [n.tls.port(), n.plain.port()]));
     let setup = Setup {
-        splitway_bin: splitway_binary()?,
+        splitway_bin: splitway_binary(smoke)?,
         splitway_b: std::env::var_os("BENCH_SPLITWAY_B").map(|bin| {
             let vars = env_list("BENCH_SPLITWAY_B_ENV").unwrap_or_default();
             (
@@ -515,17 +515,39 @@ fn target_dir() -> std::io::Result<PathBuf> {
         .ok_or_else(|| std::io::Error::other("no target dir above the bench executable"))
 }
 
-/// The splitway binary of this build: cargo builds a package's binaries for its benches, into
-/// the profile directory above `deps/` (`target/release/` for `cargo bench`, whose profile is
-/// the release profile; `target/debug/` in the smoke run of `cargo test`).
-fn splitway_binary() -> std::io::Result<PathBuf> {
-    let bin = profile_dir()?.join("splitway");
-    match bin.exists() {
-        true => Ok(bin),
-        false => Err(std::io::Error::other(
-            "no splitway binary beside the bench: run `cargo build --release --bin splitway` first",
-        )),
+/// The splitway binary to measure. The smoke run (`cargo test`) takes the debug one cargo built
+/// beside it. A real run measures the binary users run: the one beside the bench is built with
+/// the dev-dependencies' features unified in (tokio's `full` and `test-util`: a mutex locked on
+/// every clock read, the child-process reaper on every park), so the bench builds its own the
+/// way the Dockerfile does, `cargo build --release --locked --bin splitway`, into
+/// `target/bench-splitway/` (cached after the first run).
+fn splitway_binary(smoke: bool) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if smoke {
+        let bin = profile_dir()?.join("splitway");
+        return match bin.exists() {
+            true => Ok(bin),
+            false => Err("no splitway binary beside the bench: run `cargo test --all-targets`, which builds it".into()),
+        };
     }
+    let dir = target_dir()?.join("bench-splitway");
+    eprintln!(
+        "building the measured binary: cargo build --release --locked --bin splitway --target-dir {}",
+        dir.display()
+    );
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--locked", "--bin", "splitway", "--target-dir"])
+        .arg(&dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("running {} to build the measured splitway: {e}", env!("CARGO")))?;
+    if !status.success() {
+        return Err(format!(
+            "building the measured splitway into {} failed ({status}): see cargo's output above",
+            dir.display()
+        )
+        .into());
+    }
+    Ok(dir.join("release").join("splitway"))
 }
 
 /// `target/release/` (or `target/debug/` in the smoke run): where the bench's own builds go.
