@@ -91,6 +91,9 @@ pub enum ProxyError {
     },
     #[error("proxy is at [proxy] max_connections ({0}); retry later")]
     ConnectionLimit(usize),
+    /// `accept` found no free descriptor: the open-file limit is reached.
+    #[error("proxy is out of file descriptors (its open-file limit); retry later")]
+    OutOfDescriptors,
     #[error("proxy authentication required")]
     AuthRequired,
 }
@@ -240,7 +243,7 @@ impl ProxyError {
             Self::Dns { .. } | Self::ConnectionRefused { .. } | Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::DnsTimeout { .. } | Self::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Parent { fault, .. } => fault.status(),
-            Self::ConnectionLimit(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ConnectionLimit(_) | Self::OutOfDescriptors => StatusCode::SERVICE_UNAVAILABLE,
             Self::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         }
     }
@@ -260,7 +263,7 @@ impl ProxyError {
             Self::ConnectionRefused { .. } => ErrorType::ConnectionRefused,
             Self::Unreachable { .. } => ErrorType::DestinationUnavailable,
             Self::ConnectTimeout { .. } => ErrorType::ConnectionTimeout,
-            Self::ConnectionLimit(_) => ErrorType::ConnectionLimitReached,
+            Self::ConnectionLimit(_) | Self::OutOfDescriptors => ErrorType::ConnectionLimitReached,
             Self::Parent { fault, .. } => fault.error_type(),
         }
     }
@@ -305,6 +308,15 @@ impl ProxyError {
             self.proxy_status()
         )
     }
+}
+
+/// Whether an I/O error means no file descriptor was free: `EMFILE` (the process's open-file
+/// limit) or `ENFILE` (the system's). The same numbers on Linux and the BSDs; std has no
+/// `ErrorKind` for them. Then the fault is the proxy's, not the destination's or the client's.
+pub(crate) fn out_of_descriptors(e: &std::io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
 /// An error and its causes, each after a `: `.
@@ -353,5 +365,22 @@ mod tests {
             }
             .tries_next()
         );
+    }
+
+    #[test]
+    fn out_of_descriptors_is_emfile_or_enfile_only() {
+        assert!(
+            super::out_of_descriptors(&std::io::Error::from_raw_os_error(24)),
+            "EMFILE"
+        );
+        assert!(
+            super::out_of_descriptors(&std::io::Error::from_raw_os_error(23)),
+            "ENFILE"
+        );
+        assert!(
+            !super::out_of_descriptors(&std::io::Error::from_raw_os_error(104)),
+            "a reset is not"
+        );
+        assert!(!super::out_of_descriptors(&std::io::Error::other("no errno")));
     }
 }

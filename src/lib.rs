@@ -74,7 +74,7 @@ pub use routes::{Clash, RouteTable};
 pub use runtime::{Runtime, RuntimeError};
 pub use server::head;
 pub use server::proxy_header;
-pub use server::{HEADER_READ_TIMEOUT, Limits, block_on_serving};
+pub use server::{HEADER_READ_TIMEOUT, Limits, block_on_serving, raise_open_file_limit};
 pub use upstream::dns;
 pub use upstream::http::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST};
 

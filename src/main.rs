@@ -231,6 +231,7 @@ async fn run(args: &RunArgs, threads: usize) -> Result<()> {
     for note in &config.notes {
         tracing::warn!(config = %origin, "{note}");
     }
+    splitway::raise_open_file_limit(config.proxy.max_connections);
     let limits = splitway::Limits {
         threads,
         ..splitway::Limits::default()

@@ -1,6 +1,7 @@
 //! The accept loop: connection limit, HTTP/1.1 with upgrades and head limits, tracking of every
 //! connection and tunnel for the drain on shutdown, panic containment per task.
 
+mod fds;
 pub mod head;
 pub mod proxy_header;
 mod threads;
@@ -28,6 +29,7 @@ use crate::proxy::{self, ConnCtx, Next};
 use crate::ready::Readiness;
 use crate::runtime::{Current, Runtime};
 use crate::transparent;
+pub use fds::raise_open_file_limit;
 use threads::Threads;
 pub use threads::block_on_serving;
 use tracing::Instrument;
@@ -225,6 +227,7 @@ async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>)
     // inherits when its handshake completes; a reload that changes it reaches the listener at
     // the next accept, and that socket directly (any already in the backlog keep the old one).
     let mut keepalive = shared.runtime().config.proxy.tcp_keepalive;
+    let mut spare = fds::Spare::new();
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
@@ -237,13 +240,47 @@ async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>)
                 }
                 accept(&shared, kind, runtime, stream, client);
             }
+            // No descriptor for `accept`, which takes one before it looks at the backlog. The
+            // spare frees one: a connection waiting then is refused (it could not be served:
+            // its upstream needs a descriptor too); with none waiting, the listener's
+            // readiness is cleared, and the loop waits for the next connection.
+            Err(e) if fds::exhausted(&e) && spare.release() => {
+                if let Some(waiting) = fds::accept_waiting(&listener).await {
+                    match waiting {
+                        Ok((stream, client)) => {
+                            refuse(&shared, kind, stream, ProxyError::OutOfDescriptors);
+                            tracing::warn!(listener = kind.as_str(), %client, "connection refused: out of file descriptors");
+                        }
+                        Err(e) => tracing::warn!(listener = kind.as_str(), error = %e, "accept failed"),
+                    }
+                }
+                spare.restore();
+            }
             Err(e) => {
                 // EMFILE and friends leave the connection in the backlog: retrying at once
-                // would spin a core until a descriptor is freed.
+                // would spin a core until a descriptor is freed. Without its spare, the loop
+                // takes one back first, for the next connection at the limit.
                 tracing::warn!(listener = kind.as_str(), error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                spare.restore();
             }
         }
+    }
+}
+
+/// Refuses an accepted connection with `e`, counted: a proxy client gets the error response
+/// it can read; a redirected one expected its upstream, not an HTTP answer, and is closed.
+fn refuse(shared: &Arc<Shared>, kind: Listener, stream: TcpStream, e: ProxyError) {
+    shared.metrics.connection_rejected();
+    if kind == Listener::Proxy {
+        shared.tracker.spawn(contain(
+            async move {
+                let mut stream = stream;
+                proxy::write_refusal(&mut stream, &e, true).await;
+            },
+            "refusal",
+            shared.metrics.clone(),
+        ));
     }
 }
 
@@ -258,19 +295,12 @@ fn accept(
 ) {
     // TCP_NODELAY: inherited from the listener (set at bind).
     let Some(guard) = admit(shared) else {
-        // A proxy client gets a 503 it can read; a redirected one expected its upstream,
-        // not an HTTP answer, and is closed.
-        if kind == Listener::Proxy {
-            let max = runtime.config.proxy.max_connections;
-            shared.tracker.spawn(contain(
-                async move {
-                    let mut stream = stream;
-                    proxy::write_refusal(&mut stream, &ProxyError::ConnectionLimit(max), true).await;
-                },
-                "refusal",
-                shared.metrics.clone(),
-            ));
-        }
+        refuse(
+            shared,
+            kind,
+            stream,
+            ProxyError::ConnectionLimit(runtime.config.proxy.max_connections),
+        );
         return;
     };
     let limits = shared.limits;
@@ -294,11 +324,10 @@ fn accept(
 }
 
 /// Counts a new client connection in (permit, open count, tracker); `None` over
-/// `max_connections` (counted and logged; the caller answers or closes).
+/// `max_connections` (logged; the caller counts the refusal, answers or closes).
 pub(crate) fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         let max = shared.runtime().config.proxy.max_connections;
-        shared.metrics.connection_rejected();
         tracing::warn!(max, "connection refused: max_connections reached");
         return None;
     };

@@ -287,6 +287,10 @@ impl Connector {
                 _ => {}
             }
         }
+        // No socket to be had is the proxy's fault at its open-file limit, not the route's.
+        if failures.iter().any(|(_, e)| crate::error::out_of_descriptors(e)) {
+            return Err(ProxyError::OutOfDescriptors);
+        }
         let refused = failures
             .iter()
             .find(|(_, e)| e.kind() == io::ErrorKind::ConnectionRefused);

@@ -2,28 +2,13 @@
 //! the connection's span again to log in. The line must read as if the span had been held all
 //! along, on a connection's first `CONNECT` and on one hyper handed back after a request.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::support::bin::Running;
-use crate::support::origin::echo_head_origin;
+use crate::support::origin::{echo_head_origin, sink_origin};
 use crate::support::raw::{exchange, read_reply};
 use crate::support::*;
-
-/// An upstream that reads what a tunnel sends until its end, then closes.
-async fn sink() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let _ = s.read_to_end(&mut buf).await;
-            });
-        }
-    });
-    addr
-}
 
 /// The text line's `conn{…}: ` prefix as the JSON log carries it: the span's fields.
 fn assert_in_conn_span(line: &serde_json::Value, client: std::net::SocketAddr) {
@@ -41,7 +26,7 @@ fn assert_in_conn_span(line: &serde_json::Value, client: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn a_tunnels_line_is_in_its_connections_span() {
-    let up = sink().await;
+    let up = sink_origin().await;
     let origin = echo_head_origin().await;
     let toml = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{port}]\ndeny_destinations = []\n\n\

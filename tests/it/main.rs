@@ -19,6 +19,7 @@ mod env_clients;
 mod forward;
 mod forward_pool;
 mod hardening_bad_input;
+mod hardening_descriptors;
 mod hardening_dns;
 mod hardening_faults;
 mod hardening_limits;

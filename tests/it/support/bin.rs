@@ -55,9 +55,23 @@ impl Running {
     /// Writes `toml` to a temporary file and starts `splitway COMMAND… --config FILE
     /// --log-format json` with only `env` in its environment; waits for nothing.
     pub(crate) fn spawn(toml: &str, command: &[&str], env: &[(&str, &str)]) -> Running {
+        Self::spawn_from(Command::new(SPLITWAY), toml, command, env)
+    }
+
+    /// [`Running::spawn`] of `splitway run` under an open-file limit of `nofile` (soft and
+    /// hard, so the process cannot raise it), through util-linux's `prlimit`.
+    pub(crate) fn spawn_with_nofile(toml: &str, nofile: u64) -> Running {
+        let mut prlimit = Command::new("prlimit");
+        prlimit
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .args(["--", SPLITWAY]);
+        Self::spawn_from(prlimit, toml, &["run"], &[])
+    }
+
+    fn spawn_from(mut base: Command, toml: &str, command: &[&str], env: &[(&str, &str)]) -> Running {
         super::config::assert_hermetic_toml(toml);
         let config = TempFile::new("splitway.toml", toml);
-        let mut child = Command::new(SPLITWAY)
+        let mut child = base
             .args(command)
             .args(["--config", config.arg(), "--log-format", "json"])
             .env_clear()

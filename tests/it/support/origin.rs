@@ -136,3 +136,19 @@ pub(crate) async fn echo_head_origin() -> SocketAddr {
     });
     addr
 }
+
+/// An upstream that reads what each connection sends until its end, then closes it: a tunnel
+/// to it stays open for as long as its client holds it.
+pub(crate) async fn sink_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the sink origin");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
