@@ -82,6 +82,17 @@ async fn transparent_mode_routes_unproxied_clients() {
     splitway
         .wait_logged("method=\"TCP\" original=127.12.0.9:443 host=127.12.0.9:443 route=\"default\"")
         .await;
+    // An idle tunnel holds no span: its close makes the connection's span again, naming the
+    // listener it came in on.
+    let log = splitway.log();
+    let tls = log
+        .lines()
+        .find(|l| l.contains("method=\"TLS\" original=127.12.0.9:443"))
+        .expect("the line logged above");
+    assert!(
+        tls.contains(" conn{client=") && tls.contains(" listener=\"transparent\"}: "),
+        "{tls}"
+    );
     if require("IPv6 loopback in the namespace", ns.ipv6()).is_some() {
         ns.run(
             "ip",
