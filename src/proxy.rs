@@ -340,9 +340,15 @@ const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 pub(crate) enum Next {
     /// Answered `200`: its tunnel, to run in the connection's task.
     Tunnel(tunnel::Tunnel, tunnel::Client),
-    /// Not a connection's first `CONNECT`: the socket, the bytes read so far and the
-    /// connection's context and span, for hyper.
-    Hyper(Bytes, tokio::net::TcpStream, ConnCtx, tracing::Span),
+    /// Not a connection's first `CONNECT`: the socket, the bytes read so far, the
+    /// connection's context and span, and the header read timeout, for hyper.
+    Hyper(
+        Bytes,
+        tokio::net::TcpStream,
+        ConnCtx,
+        tracing::Span,
+        std::time::Duration,
+    ),
     /// Nothing more: the answer was a close, or the client left.
     Closed,
 }

@@ -346,7 +346,6 @@ pub(crate) fn admit(shared: &Arc<Shared>) -> Option<Arc<ConnGuard>> {
 /// holds only what a tunnel needs while it idles (every idle tunnel is one such task).
 fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: tracing::Span) -> impl Future<Output = ()> {
     let guard = ctx.guard().clone();
-    let header_read_timeout = limits.header_read_timeout;
     // Boxed: none of the first request's state (head, connect, answer) is held while a tunnel
     // idles, and its arguments are freed with it.
     let first = Box::pin(first_request(stream, ctx, limits).instrument(span));
@@ -359,7 +358,7 @@ fn serve_connection(stream: TcpStream, ctx: ConnCtx, limits: Limits, span: traci
             // while it idles: its close makes the connection's span again to log in.
             Next::Tunnel(ref mut tunnel, ref mut client) => tunnel.serve(client, None).await,
             // Boxed: a tunnel's task holds no room for hyper's state.
-            Next::Hyper(prefix, stream, ctx, span) => {
+            Next::Hyper(prefix, stream, ctx, span, header_read_timeout) => {
                 Box::pin(serve_http(prefix, stream, ctx, header_read_timeout).instrument(span)).await
             }
             Next::Closed => {}
@@ -380,7 +379,13 @@ fn first_request(mut stream: TcpStream, mut ctx: ConnCtx, limits: Limits) -> imp
         };
         match head::read_first(&mut stream, read, limits.header_read_timeout).await {
             head::First::Head(prefix, Some(connect)) => proxy::serve_connect(&ctx, connect, prefix, stream).await,
-            head::First::Head(prefix, None) => Next::Hyper(prefix, stream, ctx, tracing::Span::current()),
+            head::First::Head(prefix, None) => Next::Hyper(
+                prefix,
+                stream,
+                ctx,
+                tracing::Span::current(),
+                limits.header_read_timeout,
+            ),
             head::First::Refuse(kind, e) => {
                 let detail = e.describe();
                 (Exchange::start(kind, ctx.who().clone()).refused("", &e, &detail)).finish(ctx.guard().metrics());
@@ -461,7 +466,7 @@ mod tests {
         let size = std::mem::size_of_val(&task);
         let tunnel = std::mem::size_of::<proxy::tunnel::Tunnel>() + std::mem::size_of::<proxy::tunnel::Client>();
         assert!(
-            size <= tunnel + 624,
+            size <= tunnel + 560,
             "a connection's task is {size} bytes ({tunnel} of them its tunnel)"
         );
     }

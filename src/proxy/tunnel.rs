@@ -37,16 +37,22 @@ pub(crate) struct Tunnel {
     route: Arc<Route>,
     stream: TcpStream,
     upstream: Upstream,
-    /// The name the ClientHello must carry, when the route pins SNI.
-    expect_sni: Option<String>,
+    /// The name the ClientHello must carry, when the route pins SNI. Boxed: an idle tunnel,
+    /// pinned or not, holds a pointer for it.
+    pin: Option<Box<SniPin>>,
     idle_timeout: Duration,
     /// `[proxy] tcp_keepalive`, set on the upstream socket once the tunnel lasts.
     keepalive: Option<Duration>,
-    /// [`CLIENT_HELLO_TIMEOUT`] unless the embedding program shortened it.
-    hello_timeout: Duration,
     guard: Arc<ConnGuard>,
     /// The SNI the client sent, once read.
     sni: Option<String>,
+}
+
+/// A pinned tunnel's expectation: the ClientHello must name `name` within `hello_timeout`
+/// ([`CLIENT_HELLO_TIMEOUT`] unless the embedding program shortened it).
+struct SniPin {
+    name: String,
+    hello_timeout: Duration,
 }
 
 impl Tunnel {
@@ -59,9 +65,14 @@ impl Tunnel {
         route: Arc<Route>,
         connected: (TcpStream, Upstream),
     ) -> Self {
-        let expect_sni = expected_sni(&route, &target);
+        let pin = expected_sni(&route, &target).map(|name| {
+            Box::new(SniPin {
+                name,
+                hello_timeout: ctx.client_hello_timeout,
+            })
+        });
         Self {
-            expect_sni,
+            pin,
             ..Self::new(ctx, exchange, "CONNECT", target, route, connected)
         }
     }
@@ -97,10 +108,9 @@ impl Tunnel {
             route,
             stream,
             upstream,
-            expect_sni: None,
+            pin: None,
             idle_timeout: ctx.runtime.config.proxy.idle_timeout,
             keepalive: ctx.runtime.config.proxy.tcp_keepalive,
-            hello_timeout: ctx.client_hello_timeout,
             guard: ctx.guard.clone(),
             sni: None,
         }
@@ -295,10 +305,11 @@ impl Tunnel {
         C: AsyncRead + Unpin,
     {
         let mut first = early.to_vec();
-        if let Some(expected) = &self.expect_sni {
+        if let Some(pin) = &self.pin {
+            let expected = &pin.name;
             // Boxed: only a pinned tunnel holds the read's state (its timer), and only until
             // the hello is in.
-            match Box::pin(read_client_hello(client, &mut first, self.hello_timeout)).await {
+            match Box::pin(read_client_hello(client, &mut first, pin.hello_timeout)).await {
                 // GREASE ECH (RFC 9849's outer name equal to the real one) passes like any hello.
                 Ok((sni, _)) if sni.as_deref().is_none_or(|s| s == expected) => self.sni = sni,
                 Ok((sni, true)) => return Err(Rejection::EchOuterSni(sni.unwrap_or_default())),

@@ -32,6 +32,13 @@ pub struct Upstream {
     resolver: Option<Arc<str>>,
     dns_time: Duration,
     connect_time: Duration,
+    /// Boxed: most connections have none of it, and an idle tunnel holds its `Upstream`.
+    rare: Option<Box<Rare>>,
+}
+
+/// What only some upstream connections have.
+#[derive(Debug, Clone, Default)]
+struct Rare {
     /// The CNAME that re-planned the lookup (`on_cname`), if one did.
     detected: Option<Arc<str>>,
     /// The parent proxy (`via`, its `host:port`) that carried the connection; `addr` is then
@@ -49,9 +56,7 @@ impl Upstream {
             resolver: None,
             dns_time: Duration::ZERO,
             connect_time,
-            detected: None,
-            parent: None,
-            asked: None,
+            rare: None,
         }
     }
 
@@ -69,8 +74,13 @@ impl Upstream {
     ) -> Self {
         Self {
             resolver,
-            detected,
             dns_time,
+            rare: detected.map(|detected| {
+                Box::new(Rare {
+                    detected: Some(detected),
+                    ..Rare::default()
+                })
+            }),
             ..Self::fixed_at(addr, Duration::ZERO)
         }
     }
@@ -84,11 +94,13 @@ impl Upstream {
         took: Duration,
         asked: Option<String>,
     ) -> Self {
+        let mut rare = self.rare.unwrap_or_default();
+        rare.parent = Some(parent);
+        rare.asked = asked;
         Self {
             addr,
             connect_time: self.connect_time + took,
-            parent: Some(parent),
-            asked,
+            rare: Some(rare),
             ..self
         }
     }
@@ -116,15 +128,15 @@ impl Upstream {
     }
 
     pub fn detected(&self) -> Option<&str> {
-        self.detected.as_deref()
+        self.rare.as_ref()?.detected.as_deref()
     }
 
     pub fn parent(&self) -> Option<&str> {
-        self.parent.as_deref()
+        self.rare.as_ref()?.parent.as_deref()
     }
 
     pub fn asked(&self) -> Option<&str> {
-        self.asked.as_deref()
+        self.rare.as_ref()?.asked.as_deref()
     }
 }
 
