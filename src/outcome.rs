@@ -22,12 +22,32 @@ use crate::upstream::connect::Upstream;
 /// The `route` label of refusals made before a route was chosen.
 pub(crate) const NO_ROUTE: &str = "none";
 
-/// The span of a connection of `who` on the `listener` ("proxy" or "transparent"): `client`
+/// The listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// `[proxy] listen`: `HTTPS_PROXY` clients.
+    Proxy,
+    /// `[transparent] listen`: connections iptables redirected.
+    Transparent,
+}
+
+impl Listener {
+    /// Its name in the log (the connection span's `listener`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Transparent => "transparent",
+        }
+    }
+}
+
+/// The span of a connection of `who` on the `listener`: `client`
 /// is the TCP peer until a PROXY header names someone else (then `client` is recorded again
 /// and the peer is `peer`). An idle tunnel holds no span: its close makes this same span
 /// again for its line, so the line reads as if the span had been held all along.
-pub(crate) fn conn_span(who: &Identity, listener: &'static str) -> tracing::Span {
+pub(crate) fn conn_span(who: &Identity, listener: Listener) -> tracing::Span {
     let peer = who.peer.unwrap_or(who.client);
+    let listener = listener.as_str();
     let span = tracing::info_span!("conn", client = %peer, peer = tracing::field::Empty, listener);
     name_in(&span, who);
     span
@@ -86,8 +106,8 @@ impl Exchange {
     /// listener is the one this exchange's kind comes in on.
     pub(crate) fn conn_span(&self) -> tracing::Span {
         let listener = match self.kind {
-            RequestKind::Transparent => "transparent",
-            RequestKind::Connect | RequestKind::Forward => "proxy",
+            RequestKind::Transparent => Listener::Transparent,
+            RequestKind::Connect | RequestKind::Forward => Listener::Proxy,
         };
         conn_span(&self.who, listener)
     }

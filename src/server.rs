@@ -24,6 +24,7 @@ use crate::conn::{ClientIo, ConnGuard, OpenCount, Prefixed, contain};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::outcome::Exchange;
+pub(crate) use crate::outcome::Listener;
 use crate::policy::Identity;
 use crate::proxy::{self, ConnCtx, Next};
 use crate::ready::Readiness;
@@ -139,24 +140,6 @@ impl Shared {
     /// Where each request reads the runtime it runs on.
     pub(crate) fn current(&self) -> &Arc<Current> {
         &self.runtime
-    }
-}
-
-/// The listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Listener {
-    /// `[proxy] listen`: `HTTPS_PROXY` clients.
-    Proxy,
-    /// `[transparent] listen`: connections iptables redirected.
-    Transparent,
-}
-
-impl Listener {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Proxy => "proxy",
-            Self::Transparent => "transparent",
-        }
     }
 }
 
@@ -313,7 +296,7 @@ fn accept(
         limits.client_hello_timeout,
     );
     // One span per client connection: every event of it (hyper's, the tunnel's) carries it.
-    let span = crate::outcome::conn_span(&Identity::direct(client), kind.as_str());
+    let span = crate::outcome::conn_span(&Identity::direct(client), kind);
     match kind {
         Listener::Proxy => guard.spawn("connection", serve_connection(stream, ctx, limits, span)),
         Listener::Transparent => guard.spawn(
@@ -458,7 +441,7 @@ mod tests {
                 stream,
                 ctx,
                 Limits::default(),
-                crate::outcome::conn_span(&Identity::direct(peer), "proxy"),
+                crate::outcome::conn_span(&Identity::direct(peer), Listener::Proxy),
             ),
             "connection",
             metrics,
