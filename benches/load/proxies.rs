@@ -398,7 +398,7 @@ PidFile \"{d}/tinyproxy.pid\"
 /// (its default filter forbids it), resolving through the bench DNS with c-ares (which answers
 /// every name, `localhost` included, with 127.0.0.1), IPv4 only. Each task is logged to stdout,
 /// which is /dev/null, as the other peers log to /dev/null. Worker threads: g3proxy's default,
-/// one per core, as splitway's tokio runtime.
+/// one per core (splitway's default is one serving thread): each runs as its users run it.
 fn g3proxy_config(addr: SocketAddr, dns: SocketAddr) -> String {
     format!(
         r#"---
