@@ -6,6 +6,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::bin::Running;
+use crate::support::config::loopback_toml;
 use crate::support::origin::{echo_head_origin, sink_origin};
 use crate::support::raw::{exchange, read_reply};
 use crate::support::*;
@@ -28,12 +29,7 @@ fn assert_in_conn_span(line: &serde_json::Value, client: std::net::SocketAddr) {
 async fn a_tunnels_line_is_in_its_connections_span() {
     let up = sink_origin().await;
     let origin = echo_head_origin().await;
-    let toml = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{port}]\ndeny_destinations = []\n\n\
-         [resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\nhosts_file = false\n\n\
-         [[route]]\nname = \"loopback\"\nhosts = [\"127.0.0.1\"]\naddresses = [\"127.0.0.1\"]\n",
-        port = up.port(),
-    );
+    let toml = loopback_toml(up.port());
     let mut proxy = Running::start(&toml).await;
 
     // A connection's first CONNECT: its tunnel idles in the connection's own task.

@@ -7,6 +7,7 @@
 use tokio::net::TcpStream;
 
 use crate::support::bin::Running;
+use crate::support::config::loopback_toml;
 use crate::support::origin::sink_origin;
 use crate::support::raw::{assert_refused, closed, exchange};
 use crate::support::*;
@@ -27,12 +28,7 @@ fn descriptors(pid: u32) -> usize {
 #[tokio::test]
 async fn at_the_open_file_limit_a_client_gets_503_and_is_served_once_descriptors_free() {
     let up = sink_origin().await;
-    let toml = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{port}]\ndeny_destinations = []\n\n\
-         [resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\nhosts_file = false\n\n\
-         [[route]]\nname = \"loopback\"\nhosts = [\"127.0.0.1\"]\naddresses = [\"127.0.0.1\"]\n",
-        port = up.port(),
-    );
+    let toml = loopback_toml(up.port());
     let mut proxy = Running::spawn_with_nofile(&toml, NOFILE);
     // The hard limit is the soft one: nothing to raise, and too low for max_connections.
     let warned = proxy.next_log("open-file limit holds about").await;

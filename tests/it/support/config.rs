@@ -32,6 +32,17 @@ pub(crate) fn assert_hermetic_toml(toml: &str) {
     }
 }
 
+/// A config whose one route, `loopback`, takes `CONNECT 127.0.0.1:port` to 127.0.0.1 (the
+/// resolver is the emulated VPC's, never asked): for a test of the real binary against an
+/// origin of its own on loopback.
+pub(crate) fn loopback_toml(port: u16) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_ports = [{port}]\ndeny_destinations = []\n\n\
+         [resolver.system]\nnameservers = [\"{VPC_DNS_PRIVATE_ON_IP}\"]\nhosts_file = false\n\n\
+         [[route]]\nname = \"loopback\"\nhosts = [\"127.0.0.1\"]\naddresses = [\"127.0.0.1\"]\n"
+    )
+}
+
 /// A TOML basic string: `"…"` with `"` and `\` escaped.
 pub(crate) fn quoted(s: impl Display) -> String {
     let s = s.to_string();
