@@ -46,7 +46,7 @@ pub async fn watch(handle: ProxyHandle, path: PathBuf) {
             None
         }
     };
-    let mut last = std::fs::read(&path).ok();
+    let mut file = Watched::new(std::fs::read(&path).ok());
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -54,13 +54,98 @@ pub async fn watch(handle: ProxyHandle, path: PathBuf) {
             _ = tick.tick() => false,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = std::fs::read(&path).ok();
-        if forced || (now.is_some() && now != last) {
-            if forced {
-                tracing::info!("SIGHUP received: reloading");
-            }
-            let _ = reload_file(&handle, &path);
-            last = now;
+        if forced {
+            tracing::info!("SIGHUP received: reloading");
         }
+        let check = file.check(std::fs::read(&path));
+        if let Check::Unreadable(e) = &check {
+            tracing::warn!(
+                config = %path.display(),
+                error = %e,
+                "cannot read the config file; the running config stays, and the file is \
+                 reloaded once it can be read and has changed"
+            );
+        }
+        if !forced && !matches!(check, Check::Changed) {
+            continue;
+        }
+        let _ = reload_file(&handle, &path);
+    }
+}
+
+/// What the watcher last read of the file, and whether its last read failed.
+struct Watched {
+    last: Option<Vec<u8>>,
+    unreadable: bool,
+}
+
+/// One read of the watched file, judged against the one before.
+#[derive(Debug)]
+enum Check {
+    /// Readable and different from the last content read: reload.
+    Changed,
+    /// Readable and the same.
+    Same,
+    /// The first failed read after a readable file (or at start): worth one warning.
+    Unreadable(std::io::Error),
+    /// Failed again: the warning was given.
+    StillUnreadable,
+}
+
+impl Watched {
+    fn new(first: Option<Vec<u8>>) -> Self {
+        Self {
+            last: first,
+            unreadable: false,
+        }
+    }
+
+    fn check(&mut self, read: std::io::Result<Vec<u8>>) -> Check {
+        match read {
+            Ok(now) => {
+                self.unreadable = false;
+                if self.last.as_ref() == Some(&now) {
+                    return Check::Same;
+                }
+                self.last = Some(now);
+                Check::Changed
+            }
+            Err(_) if self.unreadable => Check::StillUnreadable,
+            Err(e) => {
+                self.unreadable = true;
+                Check::Unreadable(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gone() -> std::io::Result<Vec<u8>> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_reported_once_until_it_can_be_read_again() {
+        let mut file = Watched::new(Some(b"a".to_vec()));
+        assert!(matches!(file.check(Ok(b"a".to_vec())), Check::Same));
+        assert!(matches!(file.check(gone()), Check::Unreadable(_)));
+        assert!(matches!(file.check(gone()), Check::StillUnreadable));
+        assert!(matches!(file.check(gone()), Check::StillUnreadable));
+        // Back with the same bytes: nothing to reload; a later failure is news again.
+        assert!(matches!(file.check(Ok(b"a".to_vec())), Check::Same));
+        assert!(matches!(file.check(gone()), Check::Unreadable(_)));
+        assert!(matches!(file.check(Ok(b"b".to_vec())), Check::Changed));
+        assert!(matches!(file.check(Ok(b"b".to_vec())), Check::Same));
+    }
+
+    #[test]
+    fn a_file_unreadable_at_start_is_reported_and_reloaded_once_it_appears() {
+        let mut file = Watched::new(None);
+        assert!(matches!(file.check(gone()), Check::Unreadable(_)));
+        assert!(matches!(file.check(gone()), Check::StillUnreadable));
+        assert!(matches!(file.check(Ok(b"a".to_vec())), Check::Changed));
     }
 }

@@ -81,3 +81,51 @@ async fn sighup_and_a_file_edit_reload_the_running_binary() {
     child.signal("TERM").await;
     assert_eq!(child.wait().await.code(), Some(0));
 }
+
+/// A config file that goes away (a volume unmounted, a deploy that deletes before it writes)
+/// is reported once, naming the file; the running config stays in force, and the file is
+/// reloaded once it is back with new content.
+#[tokio::test]
+async fn a_config_file_that_disappears_is_reported_and_reloaded_when_it_is_back() {
+    let net = aws_net();
+    let full = ConfigBuilder::scenario(net, PrivateDns::On).admin();
+    let mut child = Running::start(&full.build()).await;
+    let admin = child.admin();
+    let path = child.config.arg().to_owned();
+    assert_eq!(
+        custom_domain_via(net, child.listen).await,
+        Ok("public-us-east-1".into())
+    );
+
+    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {path}: {e}"));
+    let warned = child.next_log("cannot read the config file").await;
+    assert_eq!(warned["level"], "WARN", "{warned}");
+    assert_eq!(warned["config"], path.as_str(), "{warned}");
+    let error = warned["error"].as_str().unwrap_or_default();
+    assert!(error.contains("No such file or directory"), "{warned}");
+    // Not a rejected reload: nothing was loaded, and the running config still serves.
+    assert_eq!(reloads(admin, "error").await, 0.0);
+    assert_eq!(
+        custom_domain_via(net, child.listen).await,
+        Ok("public-us-east-1".into())
+    );
+
+    // Back with other content: reloaded, and the new route table is in force.
+    child.config.rewrite(
+        full.route_key("custom-domains", "hosts", strings(["unused.example"]))
+            .build(),
+    );
+    child.next_log("config reloaded").await;
+    reloads_reach(admin, "ok", 1.0).await;
+    assert_eq!(custom_domain_via(net, child.listen).await, Err("name mismatch".into()));
+
+    child.signal("TERM").await;
+    assert_eq!(child.wait().await.code(), Some(0));
+    let again: Vec<String> = child
+        .rest_of_log()
+        .await
+        .into_iter()
+        .filter(|l| l.contains("cannot read the config file"))
+        .collect();
+    assert!(again.is_empty(), "reported more than once: {again:?}");
+}
