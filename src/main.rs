@@ -112,46 +112,45 @@ enum EnvFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let lambda_env = std::env::var_os(splitway::lambda::RUNTIME_API_ENV).is_some();
-    if matches!(cli.command, Some(Command::Run)) || (cli.command.is_none() && !lambda_env) {
-        return exit_code(serve(&cli.run));
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+    let args = &cli.run;
+    exit_code(match cli.command {
+        Some(Command::Run) => serve(args),
+        // No command is `run`, or the Lambda extension where Lambda's runtime API is set.
+        None if !lambda_env => serve(args),
+        None | Some(Command::LambdaExtension) => serve_lambda(args),
+        Some(Command::Check) => tool(async { check(&args.config) }),
+        Some(Command::Explain {
+            target,
+            json,
+            probe,
+            ca_file,
+            client,
+            source,
+        }) => {
+            let asked = match (client, source) {
+                (Some(name), _) => Some(splitway::policy::Asked::Named(name)),
+                (None, Some(ip)) => Some(splitway::policy::Asked::Source(ip)),
+                (None, None) => None,
+            };
+            tool(explain(&args.config, &target, json, probe.then_some(ca_file), asked))
         }
-    };
-    let result = rt.block_on(async {
-        match cli.command {
-            // `run` and no command returned above, unless Lambda's runtime API is set.
-            None | Some(Command::Run) | Some(Command::LambdaExtension) => lambda(&cli.run).await,
-            Some(Command::Check) => check(&cli.run.config),
-            Some(Command::Explain {
-                target,
-                json,
-                probe,
-                ca_file,
-                client,
-                source,
-            }) => {
-                let asked = match (client, source) {
-                    (Some(name), _) => Some(splitway::policy::Asked::Named(name)),
-                    (None, Some(ip)) => Some(splitway::policy::Asked::Source(ip)),
-                    (None, None) => None,
-                };
-                explain(&cli.run.config, &target, json, probe.then_some(ca_file), asked).await
-            }
-            Some(Command::Iptables {
-                apply,
-                remove,
-                exclude_uid,
-            }) => iptables(&cli.run.config, apply, remove, exclude_uid),
-            Some(Command::Env { format }) => env(&cli.run.config, format),
-            Some(Command::Health { admin }) => splitway::admin::health(admin).await.map_err(Into::into),
-        }
-    });
-    exit_code(result)
+        Some(Command::Iptables {
+            apply,
+            remove,
+            exclude_uid,
+        }) => tool(async { iptables(&args.config, apply, remove, exclude_uid) }),
+        Some(Command::Env { format }) => tool(async { env(&args.config, format) }),
+        Some(Command::Health { admin }) => tool(async { splitway::admin::health(admin).await.map_err(Into::into) }),
+    })
+}
+
+/// A command that is not the proxy: run to its end on a runtime of its own.
+fn tool(command: impl Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(command)
 }
 
 /// `splitway run`: one serving thread, or as many as `SPLITWAY_THREADS` says, each a
@@ -161,6 +160,12 @@ fn main() -> ExitCode {
 fn serve(args: &RunArgs) -> Result<()> {
     let threads = threads()?;
     splitway::block_on_serving(run(args, threads)).context("cannot start the async runtime")?
+}
+
+/// `splitway lambda-extension` (and `run` inside Lambda): one serving thread, as `run` has by
+/// default, beside the function's own code in the same sandbox.
+fn serve_lambda(args: &RunArgs) -> Result<()> {
+    splitway::block_on_serving(lambda(args)).context("cannot start the async runtime")?
 }
 
 /// The process's exit: the error, with its causes, on stderr.

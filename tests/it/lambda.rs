@@ -50,6 +50,8 @@ async fn lambda_registers_serves_and_drains_a_tunnel_on_shutdown() {
     ext.wait_serving().await;
     let served = private_api(ext.listen).await;
     assert_eq!((served.status, served.served_by.as_str()), (200, "vpce-us-east-1"));
+    // One serving thread beside the function, as `run` has by default: no runtime workers.
+    assert_eq!(ext.threads(), ["splitway"], "threads of the extension");
 
     // A tunnel open when SHUTDOWN comes is drained, not cut: it still carries a request.
     let target = format!("{CUSTOM_DOMAIN}:{}", net.port);

@@ -144,6 +144,19 @@ impl Running {
         within(HANG_SECS, "the end of splitway's log", rest).await
     }
 
+    /// The names of the process's threads (`/proc/PID/task/*/comm`), sorted.
+    pub(crate) fn threads(&self) -> Vec<String> {
+        let pid = self.child.id().expect("splitway is running");
+        let dir = format!("/proc/{pid}/task");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|comm| comm.trim_end().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Sends `signal` (e.g. "HUP", "TERM") to the process with `kill`.
     pub(crate) async fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("splitway is running").to_string();
