@@ -127,3 +127,37 @@ pub(crate) async fn distinct(env: Arc<Env>, proxy: &Proxy, n: usize) -> Sample {
     }
     sample
 }
+
+/// One `distinct-N` measurement per contender that can resolve the bench names, each on a
+/// fresh process (an allocator keeps freed memory and would hide growth).
+pub(crate) fn run_each(
+    rt: &tokio::runtime::Runtime,
+    setup: &crate::proxies::Setup,
+    env: &Arc<Env>,
+    kinds: &[crate::proxies::Kind],
+    runs: &mut crate::report::Runs,
+    rep: usize,
+    n: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let name = format!("distinct-{n}");
+    for &k in kinds {
+        let resolves = match k {
+            crate::proxies::Kind::Splitway | crate::proxies::Kind::SplitwayB | crate::proxies::Kind::G3proxy => true,
+            // Its PROXY header is fresh-proxy-v2's alone.
+            crate::proxies::Kind::SplitwayPp => false,
+            crate::proxies::Kind::Squid => env.dns.port() == 53,
+            // The floors take IP literals only; tinyproxy asks the machine's resolver.
+            crate::proxies::Kind::Floor | crate::proxies::Kind::RelayC | crate::proxies::Kind::Tinyproxy => false,
+        };
+        if !resolves {
+            continue;
+        }
+        let p = setup.start(k)?;
+        let s = rt.block_on(distinct(env.clone(), &p, n));
+        eprintln!("rep {} {name:<12} {:<10} {}", rep + 1, k.name(), crate::brief(&s));
+        runs.add(&name, k.name(), s);
+        drop(p);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}

@@ -6,6 +6,8 @@
 //! has been used: fully set up, then quiet. A fresh proxy process is started for every
 //! measurement, because an allocator keeps freed memory and would hide a second run's growth.
 
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -72,4 +74,22 @@ pub(crate) async fn idle(env: Arc<Env>, proxy: &Proxy, n: usize) -> Sample {
     }
     drop(held);
     sample
+}
+
+/// The `idle` upstream, in its own process so that its sockets do not count against the
+/// generator's open-file limit. Its stdin is our pipe: it exits when we do.
+pub(crate) fn spawn_upstream() -> std::io::Result<(Child, u16)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--upstream-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let port = line
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("upstream child said `{line}`")))?;
+    Ok((child, port))
 }

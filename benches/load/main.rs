@@ -10,24 +10,9 @@
 //! and ratios to direct, then splitway's figures against the floor and the best peer; writes
 //! `target/bench-results.json`, `benches/results/latest.json` and `benches/results/latest.svg`.
 //!
-//! Knobs (environment): `BENCH_SECS` (length of one run, default 3), `BENCH_REPS` (default 3),
-//! `BENCH_ONLY` (comma-separated workloads), `BENCH_CONTENDERS` (comma-separated),
-//! `BENCH_BULK_MB` (default 1024), `BENCH_IDLE` (tunnel counts, default `1000,10000`),
-//! `BENCH_UPSTREAM` (`rustls`, `nginx` or `both`, the default: which origin's workloads run;
-//! the `-nginx` ones need Debian's `nginx-light` or `nginx`), `BENCH_RESUME` (`on` or `off`:
-//! TLS session resumption in both origins' workloads; unset, the in-process upstream's clients
-//! resume, as they always have, and nginx's do full handshakes), `BENCH_RUSTLS_TARGET=ip`
-//! (the in-process upstream's TLS workloads send `CONNECT 127.0.0.1:P` instead of
-//! `localhost:P`; with `BENCH_RESUME` these isolate why the two origins' figures differ),
-//! `BENCH_NO_SAVE` (skip writing the committed copies under benches/results), `BENCH_G3PROXY`
-//! (a g3proxy binary: contender `g3proxy`), `BENCH_SYSCALLS=N` (instead of the load run: system
-//! calls and CPU per fresh tunnel over N tunnels, plain through the in-process upstream and TLS
-//! through nginx, `syscalls.rs`); for A/B runs
-//! while optimising, `BENCH_SPLITWAY_B` (another splitway binary, contender `splitway-b`) and
-//! `BENCH_SPLITWAY_B_ENV` (`KEY=VALUE,…` set for it only); `BENCH_DISTINCT` (name counts for
-//! the `distinct` workload, default `10000`); `BENCH_RENDER=FILE` (instead of a run: draw the
-//! picture again from a results file such as `benches/results/latest.json`, `redraw.rs`).
+//! Knobs (environment): `settings.rs`.
 
+mod binaries;
 mod client;
 mod distinct;
 mod floor;
@@ -38,21 +23,21 @@ mod proxies;
 mod redraw;
 mod relay_c;
 mod report;
+mod settings;
 mod svg;
 mod syscalls;
 mod tunnels;
 mod upstream;
 mod workloads;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use client::Via;
 use proxies::{Kind, Proxy, Setup};
 use report::Runs;
+use settings::{Settings, env_list};
 use workloads::{Env, Sample};
 
 pub(crate) const WORKLOADS: &[&str] = &[
@@ -102,69 +87,30 @@ fn main() {
     }
 }
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn env_list(key: &str) -> Option<Vec<String>> {
-    std::env::var(key).ok().map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    })
-}
-
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     rustls::crypto::ring::default_provider().install_default().ok();
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
-    // and then a seconds-long smoke run (direct, the floor and splitway only, nothing saved)
-    // proves the harness works without turning the test suite into a benchmark.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    let run_secs: f64 = if smoke { 0.2 } else { env_or("BENCH_SECS", 3.0) };
-    let reps: usize = if smoke { 1 } else { env_or("BENCH_REPS", 3) };
-    let bulk_mb: u64 = if smoke { 8 } else { env_or("BENCH_BULK_MB", 1024) };
-    let idle_default = if smoke { "50" } else { "1000,10000" };
-    let idle_counts: Vec<usize> = env_list("BENCH_IDLE")
-        .unwrap_or_else(|| idle_default.split(',').map(String::from).collect())
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let distinct_default = if smoke { "200" } else { "10000" };
-    let distinct_counts: Vec<usize> = env_list("BENCH_DISTINCT")
-        .unwrap_or_else(|| distinct_default.split(',').map(String::from).collect())
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let only = env_list("BENCH_ONLY");
-    let upstream = std::env::var("BENCH_UPSTREAM").unwrap_or_else(|_| "both".into());
-    if !matches!(upstream.as_str(), "rustls" | "nginx" | "both") {
-        return Err(format!("BENCH_UPSTREAM={upstream}: rustls, nginx or both").into());
-    }
-    let origin_wanted = |w: &str| match upstream.as_str() {
-        "rustls" => !w.ends_with(NGINX),
-        "nginx" => w.ends_with(NGINX),
-        _ => true,
-    };
-    let wanted = |w: &str| {
-        origin_wanted(w)
-            && only.as_ref().is_none_or(|o| {
-                o.iter()
-                    .any(|x| x == w || ((x == "idle" || x == "distinct") && w.starts_with(x.as_str())))
-            })
-    };
+    let settings = Settings::from_env()?;
+    let Settings {
+        smoke,
+        run_secs,
+        reps,
+        bulk_mb,
+        ..
+    } = settings;
+    let (idle_counts, distinct_counts) = (&settings.idle_counts, &settings.distinct_counts);
+    let wanted = |w: &str| settings.wanted(w);
 
-    let target_dir = target_dir()?;
+    let target_dir = binaries::target_dir()?;
     let up = upstream::Upstream::start()?;
     let children = proxies::Children::default();
     proxies::kill_children_on_signal(children.clone());
-    let (mut idle_child, idle_port) = spawn_idle_upstream()?;
+    let (mut idle_child, idle_port) = idle::spawn_upstream()?;
     children.lock().unwrap_or_else(|p| p.into_inner()).push(idle_child.id());
     let dns = distinct::start_dns()?;
     let dir = std::env::temp_dir().join(format!("splitway-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut notes = Vec::new();
-    let relay_c_bin = match relay_c::build(&profile_dir()?) {
+    let relay_c_bin = match relay_c::build(&binaries::profile_dir()?) {
         Ok(bin) => Some(bin),
         Err(e) => {
             notes.push(format!("relay-c not built, skipped: {e}"));
@@ -185,7 +131,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut ports = vec![up.tls.port(), up.plain.port(), idle_port];
     ports.extend(nginx.iter().flat_map(|n| [n.tls.port(), n.plain.port()]));
     let setup = Setup {
-        splitway_bin: splitway_binary(smoke)?,
+        splitway_bin: binaries::splitway_binary(smoke)?,
         splitway_b: std::env::var_os("BENCH_SPLITWAY_B").map(|bin| {
             let vars = env_list("BENCH_SPLITWAY_B_ENV").unwrap_or_default();
             (
@@ -196,8 +142,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     .collect(),
             )
         }),
-        squid_bin: which("squid").filter(|_| !smoke),
-        tinyproxy_bin: which("tinyproxy").filter(|_| !smoke),
+        squid_bin: binaries::which("squid").filter(|_| !smoke),
+        tinyproxy_bin: binaries::which("tinyproxy").filter(|_| !smoke),
         g3proxy_bin: std::env::var_os("BENCH_G3PROXY").map(PathBuf::from).filter(|_| !smoke),
         floor_bin: std::env::current_exe()?,
         relay_c_bin,
@@ -225,7 +171,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|_| !smoke)
     {
         let realistic = nginx.as_ref().map(|n| (n.tls, n.client_config.clone()));
-        let plain = origin_wanted("fresh-plain").then_some(up.plain);
+        let plain = settings.origin_wanted("fresh-plain").then_some(up.plain);
         let table = syscalls::run(&setup, &kinds, plain, realistic, n)?;
         println!("\n{}\n\n{table}", machine());
         std::fs::write(target_dir.join("bench-syscalls.md"), &table)?;
@@ -296,42 +242,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     None => continue,
                 },
             };
-            for i in 0..=running.len() {
-                // The floors speak CONNECT only; splitway-pp is there for fresh-proxy-v2 alone,
-                // which only it runs.
-                let kind = (i > 0).then(|| running[i - 1].kind);
-                if w == "forward" && kind.is_some_and(Kind::is_floor)
-                    || (w == "fresh-proxy-v2") != (kind == Some(Kind::SplitwayPp))
-                {
-                    continue;
-                }
-                let (name, via, proxy) = match i {
-                    0 => ("direct", Via::Direct, None),
-                    _ if kind == Some(Kind::SplitwayPp) => (
-                        running[i - 1].kind.name(),
-                        Via::ProxyV2(running[i - 1].addr),
-                        Some(&running[i - 1]),
-                    ),
-                    _ => (
-                        running[i - 1].kind.name(),
-                        Via::Proxy(running[i - 1].addr),
-                        Some(&running[i - 1]),
-                    ),
-                };
-                let cpu = || proxy.and_then(Proxy::cpu_time);
-                let s = rt.block_on(async {
-                    match base {
-                        "fresh-tls" => workloads::fresh(env.clone(), via, true, cpu).await,
-                        "fresh-plain" | "fresh-proxy-v2" => workloads::fresh(env.clone(), via, false, cpu).await,
-                        "keepalive" => workloads::keepalive(env.clone(), via, true, cpu).await,
-                        "keepalive-plain" => workloads::keepalive(env.clone(), via, false, cpu).await,
-                        "bulk" => workloads::bulk(env.clone(), via, cpu).await,
-                        _ => workloads::forward(env.clone(), via, cpu).await,
-                    }
-                });
-                eprintln!("rep {} {w:<12} {name:<10} {}", rep + 1, brief(&s));
-                runs.add(w, name, s);
-            }
+            measure(&rt, w, base, &env, &running, rep, &mut runs);
             // A proxy that died must not silently turn into a column of failures.
             for p in running.iter_mut() {
                 if !p.alive() {
@@ -345,7 +256,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if wanted("idle") {
-            for &n in &idle_counts {
+            for &n in idle_counts {
                 // splitway-pp is fresh-proxy-v2's alone.
                 for &k in kinds.iter().filter(|&&k| k != Kind::SplitwayPp) {
                     let name = format!("idle-{n}");
@@ -361,8 +272,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if wanted("distinct") {
-            for &n in &distinct_counts {
-                distinct_run(&rt, &setup, &env, &kinds, &mut runs, rep, n)?;
+            for &n in distinct_counts {
+                distinct::run_each(&rt, &setup, &env, &kinds, &mut runs, rep, n)?;
             }
         }
     }
@@ -398,7 +309,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let header = serde_json::json!({
         "command": "cargo bench --bench load",
         "machine": machine,
-        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts, "upstream": upstream, "resume": std::env::var("BENCH_RESUME").ok(), "rustls_target": std::env::var("BENCH_RUSTLS_TARGET").ok() },
+        "settings": { "run_secs": run_secs, "reps": reps, "concurrency": workloads::CONCURRENCY, "bulk_bytes": env.bulk_bytes, "idle_tunnels": idle_counts, "distinct_names": distinct_counts, "upstream": settings.upstream, "resume": std::env::var("BENCH_RESUME").ok(), "rustls_target": std::env::var("BENCH_RUSTLS_TARGET").ok() },
         "contenders": contenders,
         "table_markdown": table,
         "judged_markdown": judged,
@@ -433,38 +344,53 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// One `distinct-N` measurement per contender that can resolve the bench names, each on a
-/// fresh process (an allocator keeps freed memory and would hide growth).
-fn distinct_run(
+/// One repetition of workload `w` (`base`: `w` without its origin's suffix; `env`: that
+/// origin): direct, then each running contender that speaks it.
+fn measure(
     rt: &tokio::runtime::Runtime,
-    setup: &Setup,
+    w: &str,
+    base: &str,
     env: &Arc<Env>,
-    kinds: &[Kind],
-    runs: &mut Runs,
+    running: &[Proxy],
     rep: usize,
-    n: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let name = format!("distinct-{n}");
-    for &k in kinds {
-        let resolves = match k {
-            Kind::Splitway | Kind::SplitwayB | Kind::G3proxy => true,
-            // Its PROXY header is fresh-proxy-v2's alone.
-            Kind::SplitwayPp => false,
-            Kind::Squid => env.dns.port() == 53,
-            // The floors take IP literals only; tinyproxy asks the machine's resolver.
-            Kind::Floor | Kind::RelayC | Kind::Tinyproxy => false,
-        };
-        if !resolves {
+    runs: &mut Runs,
+) {
+    for i in 0..=running.len() {
+        // The floors speak CONNECT only; splitway-pp is there for fresh-proxy-v2 alone,
+        // which only it runs.
+        let kind = (i > 0).then(|| running[i - 1].kind);
+        if w == "forward" && kind.is_some_and(Kind::is_floor)
+            || (w == "fresh-proxy-v2") != (kind == Some(Kind::SplitwayPp))
+        {
             continue;
         }
-        let p = setup.start(k)?;
-        let s = rt.block_on(distinct::distinct(env.clone(), &p, n));
-        eprintln!("rep {} {name:<12} {:<10} {}", rep + 1, k.name(), brief(&s));
-        runs.add(&name, k.name(), s);
-        drop(p);
-        std::thread::sleep(Duration::from_millis(500));
+        let (name, via, proxy) = match i {
+            0 => ("direct", Via::Direct, None),
+            _ if kind == Some(Kind::SplitwayPp) => (
+                running[i - 1].kind.name(),
+                Via::ProxyV2(running[i - 1].addr),
+                Some(&running[i - 1]),
+            ),
+            _ => (
+                running[i - 1].kind.name(),
+                Via::Proxy(running[i - 1].addr),
+                Some(&running[i - 1]),
+            ),
+        };
+        let cpu = || proxy.and_then(Proxy::cpu_time);
+        let s = rt.block_on(async {
+            match base {
+                "fresh-tls" => workloads::fresh(env.clone(), via, true, cpu).await,
+                "fresh-plain" | "fresh-proxy-v2" => workloads::fresh(env.clone(), via, false, cpu).await,
+                "keepalive" => workloads::keepalive(env.clone(), via, true, cpu).await,
+                "keepalive-plain" => workloads::keepalive(env.clone(), via, false, cpu).await,
+                "bulk" => workloads::bulk(env.clone(), via, cpu).await,
+                _ => workloads::forward(env.clone(), via, cpu).await,
+            }
+        });
+        eprintln!("rep {} {w:<12} {name:<10} {}", rep + 1, brief(&s));
+        runs.add(w, name, s);
     }
-    Ok(())
 }
 
 /// `config` with session resumption as `BENCH_RESUME` says (`on`, `off`; unset: unchanged).
@@ -504,84 +430,6 @@ fn brief(s: &Sample) -> String {
         out.push_str(&format!(" (first: {e})"));
     }
     out
-}
-
-/// `target/` of this build: the bench executable lives in `target/release/deps/`.
-fn target_dir() -> std::io::Result<PathBuf> {
-    let profile = profile_dir()?;
-    profile
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| std::io::Error::other("no target dir above the bench executable"))
-}
-
-/// The splitway binary to measure. The smoke run (`cargo test`) takes the debug one cargo built
-/// beside it. A real run measures the binary users run: the one beside the bench is built with
-/// the dev-dependencies' features unified in (tokio's `full` and `test-util`: a mutex locked on
-/// every clock read, the child-process reaper on every park), so the bench builds its own the
-/// way the Dockerfile does, `cargo build --release --locked --bin splitway`, into
-/// `target/bench-splitway/` (cached after the first run).
-fn splitway_binary(smoke: bool) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    if smoke {
-        let bin = profile_dir()?.join("splitway");
-        return match bin.exists() {
-            true => Ok(bin),
-            false => Err("no splitway binary beside the bench: run `cargo test --all-targets`, which builds it".into()),
-        };
-    }
-    let dir = target_dir()?.join("bench-splitway");
-    eprintln!(
-        "building the measured binary: cargo build --release --locked --bin splitway --target-dir {}",
-        dir.display()
-    );
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "--bin", "splitway", "--target-dir"])
-        .arg(&dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("running {} to build the measured splitway: {e}", env!("CARGO")))?;
-    if !status.success() {
-        return Err(format!(
-            "building the measured splitway into {} failed ({status}): see cargo's output above",
-            dir.display()
-        )
-        .into());
-    }
-    Ok(dir.join("release").join("splitway"))
-}
-
-/// `target/release/` (or `target/debug/` in the smoke run): where the bench's own builds go.
-fn profile_dir() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| std::io::Error::other("no profile dir above the bench executable"))
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-}
-
-/// The `idle` upstream, in its own process so that its sockets do not count against the
-/// generator's open-file limit. Its stdin is our pipe: it exits when we do.
-fn spawn_idle_upstream() -> std::io::Result<(Child, u16)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("--upstream-child")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let port = line
-        .trim()
-        .parse()
-        .map_err(|_| std::io::Error::other(format!("upstream child said `{line}`")))?;
-    Ok((child, port))
 }
 
 fn machine() -> String {

@@ -150,5 +150,5 @@ http {{
 
 /// Where `which` looked for nginx; the bench's note names the package.
 pub(crate) fn binary() -> Option<PathBuf> {
-    crate::which("nginx")
+    crate::binaries::which("nginx")
 }
