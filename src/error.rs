@@ -41,6 +41,18 @@ pub enum ProxyError {
          give the route explicit `addresses` if this is intended"
     )]
     DestinationProhibited { route: String, host: String, addrs: String },
+    /// Every address left is `0.0.0.0` or `::`: this host itself, never a destination, whatever
+    /// `deny_destinations` says. `fix` says what the user can change.
+    #[error(
+        "route `{route}`: {host} leads only to the unspecified address ({addrs}), which stands \
+         for this host itself and is never a destination; {fix}"
+    )]
+    UnspecifiedDestination {
+        route: String,
+        host: String,
+        addrs: String,
+        fix: &'static str,
+    },
     #[error("route `{route}`: {addr} for {host} is this proxy's own listener; the request would loop")]
     LoopToSelf {
         route: String,
@@ -239,6 +251,7 @@ impl ProxyError {
             | Self::ClientDenied { .. }
             | Self::PortNotAllowed { .. }
             | Self::DestinationProhibited { .. }
+            | Self::UnspecifiedDestination { .. }
             | Self::LoopToSelf { .. } => StatusCode::FORBIDDEN,
             Self::Dns { .. } | Self::ConnectionRefused { .. } | Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::DnsTimeout { .. } | Self::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -257,7 +270,9 @@ impl ProxyError {
             Self::Denied { .. } | Self::ClientDenied { .. } | Self::PortNotAllowed { .. } | Self::AuthRequired => {
                 ErrorType::HttpRequestDenied
             }
-            Self::DestinationProhibited { .. } | Self::LoopToSelf { .. } => ErrorType::DestinationIpProhibited,
+            Self::DestinationProhibited { .. } | Self::UnspecifiedDestination { .. } | Self::LoopToSelf { .. } => {
+                ErrorType::DestinationIpProhibited
+            }
             Self::Dns { .. } => ErrorType::DnsError,
             Self::DnsTimeout { .. } => ErrorType::DnsTimeout,
             Self::ConnectionRefused { .. } => ErrorType::ConnectionRefused,

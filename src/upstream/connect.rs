@@ -261,10 +261,11 @@ impl Connector {
         let (nowhere, addrs): (Vec<SocketAddr>, Vec<SocketAddr>) =
             addrs.into_iter().partition(|a| super::deny::unspecified(a.ip()));
         if addrs.is_empty() && !nowhere.is_empty() {
-            return Err(ProxyError::DestinationProhibited {
+            return Err(ProxyError::UnspecifiedDestination {
                 route: route.name.to_string(),
                 host: target.to_string(),
                 addrs: nowhere.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                fix: "give the route's `addresses` the destination's own addresses",
             });
         }
         let addrs = self.backoffs.order(&addrs);

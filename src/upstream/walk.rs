@@ -180,10 +180,23 @@ impl Connector {
         let (denied, allowed): (Vec<IpAddr>, Vec<IpAddr>) = resolved.into_iter().partition(|ip| self.is_denied(*ip));
         if allowed.is_empty() {
             let addrs = denied.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            return Err(ProxyError::DestinationProhibited {
-                route: route.name.to_string(),
-                host: host.to_string(),
+            let (route, host_name) = (route.name.to_string(), host.to_string());
+            if !denied.iter().all(|ip| super::deny::unspecified(*ip)) {
+                return Err(ProxyError::DestinationProhibited {
+                    route,
+                    host: host_name,
+                    addrs,
+                });
+            }
+            let fix = match host {
+                Host::Ip(_) => "ask for the destination by its own address or name",
+                Host::Name(_) => "correct the name's DNS records",
+            };
+            return Err(ProxyError::UnspecifiedDestination {
+                route,
+                host: host_name,
                 addrs,
+                fix,
             });
         }
         Ok(Candidates {

@@ -193,10 +193,39 @@ async fn hardening_connect_to_the_proxy_itself_is_prohibited() {
         assert_refused(&reply, 403, "destination_ip_prohibited", "own listener");
     }
     // The unspecified address is never a destination, whatever deny_destinations says.
-    for target in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
+    for (target, host, addr) in [
+        (format!("0.0.0.0:{port}"), "0.0.0.0", "0.0.0.0"),
+        (format!("[::]:{port}"), "[::]", "::"),
+    ] {
         let (reply, _) = exchange(proxy.addr, &connect_request(&target)).await;
-        assert_refused(&reply, 403, "destination_ip_prohibited", "every address of");
+        let reason = format!(
+            "{host} leads only to the unspecified address ({addr}), which stands for this host \
+             itself and is never a destination; ask for the destination by its own address or name"
+        );
+        assert_refused(&reply, 403, "destination_ip_prohibited", &reason);
     }
+    proxy.assert_no_leaks().await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hardening_a_route_whose_addresses_are_unspecified_says_to_fix_the_route() {
+    let port = aws_net().port;
+    let toml = with_blocked()
+        .route(
+            Route::new("nowhere")
+                .hosts(["nowhere.example"])
+                .key("addresses", strings(["0.0.0.0", "::"])),
+        )
+        .build();
+    let proxy = TestProxy::start(&toml).await;
+    let (reply, _) = exchange(proxy.addr, &connect_request(&format!("nowhere.example:{port}"))).await;
+    let reason = format!(
+        "route `nowhere`: nowhere.example:{port} leads only to the unspecified address (0.0.0.0:{port}, \
+         [::]:{port}), which stands for this host itself and is never a destination; give the \
+         route's `addresses` the destination's own addresses"
+    );
+    assert_refused(&reply, 403, "destination_ip_prohibited", &reason);
     proxy.assert_no_leaks().await;
     proxy.stop().await;
 }

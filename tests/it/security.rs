@@ -69,6 +69,16 @@ const TARGETS: &[&str] = &[
     "chain.test",
 ];
 
+/// What the refusal of `target` says: the unspecified address is this host itself, never a
+/// destination (whatever the list says); the others are in `deny_destinations`.
+fn why_refused(target: &str) -> &'static str {
+    match target {
+        "0.0.0.0" | "[::]" => "is never a destination; ask for the destination by its own address or name",
+        "unspec4.test" | "unspec6.test" => "is never a destination; correct the name's DNS records",
+        _ => "deny_destinations",
+    }
+}
+
 fn zone() -> Zone {
     Zone::new()
         .a("secret.corp.test", PUB_IP.parse().unwrap())
@@ -190,18 +200,19 @@ async fn an_attacker_reaches_no_local_or_metadata_address_and_no_open_listener()
     let splitway = Splitway::start(&ns, &config, None).await;
     let proxy: SocketAddr = PROXY.parse().unwrap();
 
-    // CONNECT and plain HTTP to every spelling: 403 destination_ip_prohibited.
+    // CONNECT and plain HTTP to every spelling: 403 destination_ip_prohibited, saying why.
     for target in TARGETS {
+        let why = why_refused(target);
         let connect = format!("CONNECT {target}:443 HTTP/1.1\r\nHost: {target}:443\r\n\r\n");
         let reply = exchange(&ns_net, proxy, connect.into_bytes()).await;
-        assert_refused(&reply, 403, "destination_ip_prohibited", "deny_destinations");
+        assert_refused(&reply, 403, "destination_ip_prohibited", why);
         for (method, path) in [("GET", "/latest/meta-data/"), ("PUT", "/latest/api/token")] {
             let req = format!(
                 "{method} http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n\
                  X-aws-ec2-metadata-token-ttl-seconds: 21600\r\ncontent-length: 0\r\n\r\n"
             );
             let reply = exchange(&ns_net, proxy, req.into_bytes()).await;
-            assert_refused(&reply, 403, "destination_ip_prohibited", "deny_destinations");
+            assert_refused(&reply, 403, "destination_ip_prohibited", why);
         }
     }
     // The transparent listener: plain HTTP redirected from a captured address, by its Host.
@@ -209,7 +220,7 @@ async fn an_attacker_reaches_no_local_or_metadata_address_and_no_open_listener()
     for target in TARGETS {
         let req = format!("GET /latest/meta-data/ HTTP/1.1\r\nHost: {target}\r\n\r\n");
         let reply = exchange(&ns_net, captured, req.into_bytes()).await;
-        assert_refused(&reply, 403, "destination_ip_prohibited", "deny_destinations");
+        assert_refused(&reply, 403, "destination_ip_prohibited", why_refused(target));
     }
     assert_eq!(
         recorded(&recorders),
