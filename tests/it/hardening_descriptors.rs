@@ -6,7 +6,7 @@
 
 use tokio::net::TcpStream;
 
-use crate::support::bin::Running;
+use crate::support::bin::{Running, descriptors};
 use crate::support::config::loopback_toml;
 use crate::support::origin::sink_origin;
 use crate::support::raw::{assert_refused, closed, exchange};
@@ -14,16 +14,6 @@ use crate::support::*;
 
 /// Low enough to reach in a few dozen tunnels, high enough for the process's own descriptors.
 const NOFILE: u64 = 64;
-
-/// The descriptors splitway holds below the limit: one the test harness passed down above it
-/// (a jobserver pipe, say) takes no room.
-fn descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/PID/fd of splitway")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|fd| *fd < NOFILE)
-        .count()
-}
 
 #[tokio::test]
 async fn at_the_open_file_limit_a_client_gets_503_and_is_served_once_descriptors_free() {
@@ -36,10 +26,15 @@ async fn at_the_open_file_limit_a_client_gets_503_and_is_served_once_descriptors
     assert_eq!(warned["max_connections"], 10_000, "{warned}");
     proxy.wait_serving().await;
     let pid = proxy.child.id().expect("splitway is running");
-    let before = descriptors(pid);
+    let before = descriptors(pid, NOFILE);
 
     // The most of three readings: the config watcher opens the file for a moment now and then.
-    let free = || (0..3).map(|_| NOFILE as usize - descriptors(pid)).max().unwrap_or(0);
+    let free = || {
+        (0..3)
+            .map(|_| NOFILE as usize - descriptors(pid, NOFILE))
+            .max()
+            .unwrap_or(0)
+    };
     let connect = format!("CONNECT {up} HTTP/1.1\r\nhost: {up}\r\n\r\n");
     let mut held = Vec::new();
     while free() > 1 {
@@ -97,7 +92,7 @@ async fn at_the_open_file_limit_a_client_gets_503_and_is_served_once_descriptors
     assert_eq!(reply.status, Some(200), "served once descriptors are free: {reply:?}");
     drop(tunnel);
     poll_until(HANG_SECS, "splitway's descriptors back to before the limit", || async {
-        (descriptors(pid) <= before).then_some(())
+        (descriptors(pid, NOFILE) <= before).then_some(())
     })
     .await;
 }

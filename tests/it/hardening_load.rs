@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::support::bin::Running;
+use crate::support::bin::{Running, descriptors};
 use crate::support::client::admin_get;
 use crate::support::config::ConfigBuilder;
 use crate::support::echo_process;
@@ -123,12 +123,6 @@ const OPENING: usize = 256;
 const START_GUARD: Duration = Duration::from_secs(30);
 const OPEN_GUARD: Duration = Duration::from_secs(180);
 const SETTLE_GUARD: Duration = Duration::from_secs(60);
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/PID/fd of a child")
-        .count()
-}
 
 /// Starts the echo upstream in a child process; returns it and its address.
 async fn spawn_upstream() -> (Child, SocketAddr) {
@@ -241,7 +235,7 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
     let mut proxy = spawn_proxy(upstream_addr).await;
     let (listen, admin) = (proxy.listen, proxy.admin());
     let (pid, upstream_pid) = (proxy.child.id().expect("running"), upstream.id().expect("running"));
-    let (fds_before, upstream_fds_before) = (fd_count(pid), fd_count(upstream_pid));
+    let (fds_before, upstream_fds_before) = (descriptors(pid, u64::MAX), descriptors(upstream_pid, u64::MAX));
 
     let (open, errors) = tokio::time::timeout(OPEN_GUARD, open_all(listen, upstream_addr.port()))
         .await
@@ -253,7 +247,7 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
         errors.first()
     );
     let m = admin_get(admin, "/metrics").await.1;
-    let fds_peak = fd_count(pid);
+    let fds_peak = descriptors(pid, u64::MAX);
     let n = PROCESS_TUNNELS as f64;
     assert_eq!(
         metric(&m, "splitway_connections_open", &[]),
@@ -266,7 +260,7 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
         "proxy descriptors: {fds_before} before, {fds_peak} at peak"
     );
     assert!(
-        fd_count(upstream_pid) >= upstream_fds_before + PROCESS_TUNNELS,
+        descriptors(upstream_pid, u64::MAX) >= upstream_fds_before + PROCESS_TUNNELS,
         "the upstream holds every tunnel's far end"
     );
 
@@ -278,8 +272,8 @@ async fn hardening_load_9000_tunnels_through_the_binary() {
         loop {
             last = (
                 admin_get(admin, "/metrics").await.1,
-                fd_count(pid),
-                fd_count(upstream_pid),
+                descriptors(pid, u64::MAX),
+                descriptors(upstream_pid, u64::MAX),
             );
             let (m, fds, up) = &last;
             let idle = metric(m, "splitway_connections_open", &[]) == 0.0

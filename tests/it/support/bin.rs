@@ -172,3 +172,14 @@ impl Running {
             .expect("wait for splitway")
     }
 }
+
+/// The open descriptors of process `pid` numbered below `below` (`u64::MAX`: all of them); a
+/// bound leaves out one the test harness passed down above a child's limit (a jobserver pipe).
+pub(crate) fn descriptors(pid: u32, below: u64) -> usize {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|fd| *fd < below)
+        .count()
+}
