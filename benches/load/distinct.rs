@@ -19,11 +19,9 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use crate::client::{self, Via, timed};
-use crate::proxies::Proxy;
+use crate::proxies::{Proxy, SUFFIX};
 use crate::workloads::{Env, Sample};
 
-/// The suffix of every distinct name; splitway routes `*.distinct.bench` to the bench DNS.
-pub(crate) const SUFFIX: &str = "distinct.bench";
 /// Where the bench DNS listens (port 53 when allowed, for squid).
 const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 153);
 /// Tunnels opened at once.

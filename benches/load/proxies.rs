@@ -10,6 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The suffix of every `distinct` name (`distinct.rs`): splitway's config routes
+/// `*.distinct.bench` to the bench DNS.
+pub(crate) const SUFFIX: &str = "distinct.bench";
+
 /// Which proxy a process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -340,7 +344,7 @@ sni = "any"
 "#,
         ports = ports.join(", "),
         name = super::upstream::TLS_NAME,
-        suffix = super::distinct::SUFFIX,
+        suffix = SUFFIX,
     )
 }
 

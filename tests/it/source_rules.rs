@@ -122,6 +122,27 @@ fn layers_point_one_way() {
 }
 
 #[test]
+fn the_load_bench_contenders_know_nothing_of_the_workloads() {
+    // proxies.rs starts and configures the contenders; the workloads (and the reports of
+    // them) use it, never the other way round.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/load/proxies.rs");
+    let text = std::fs::read_to_string(&path).expect("read benches/load/proxies.rs");
+    let workloads = ["distinct", "idle", "workloads", "report", "syscalls", "tunnels"];
+    let stray: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            workloads
+                .iter()
+                .any(|w| l.contains(&format!("crate::{w}")) || l.contains(&format!("super::{w}")))
+        })
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "benches/load/proxies.rs reaches into a workload: {stray:?}"
+    );
+}
+
+#[test]
 fn only_metrics_defines_label_values() {
     // Recording methods take label enums from metrics/; a string literal beside one of these
     // calls would be a label value defined somewhere else.
