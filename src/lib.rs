@@ -25,8 +25,9 @@
 //!   `auth`: Basic credentials.
 //!
 //! Process-wide items (everything else belongs to a [`Proxy`]): the rustls crypto provider
-//! (ring, installed once by [`install_crypto_provider`]); the splice pipe pool (at most 64
-//! empty pipes shared by every tunnel, `proxy/pipe/splice.rs`); the per-thread 64 KiB scratch
+//! (ring, installed once by [`install_crypto_provider`]); the splice switch and pipe pool (off
+//! unless [`enable_splice`]; at most 64 empty pipes shared by every tunnel,
+//! `proxy/pipe/splice.rs`); the per-thread 64 KiB scratch
 //! buffer the pipe copies through (`proxy/pipe.rs`).
 //!
 //! Invariants:
@@ -77,6 +78,14 @@ pub use server::proxy_header;
 pub use server::{HEADER_READ_TIMEOUT, Limits, block_on_serving, raise_open_file_limit};
 pub use upstream::dns;
 pub use upstream::http::{POOL_MAX_CONNECTIONS, POOL_MAX_IDLE_PER_HOST};
+
+/// Lets bulk transfers move with `splice(2)` from now on instead of through the serving
+/// thread's buffer (`SPLITWAY_SPLICE=on`; off by default, docs/performance.md says why). Linux
+/// only; elsewhere it does nothing.
+pub fn enable_splice() {
+    #[cfg(target_os = "linux")]
+    proxy::pipe::splice::enable();
+}
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -159,12 +159,14 @@ fn tool(command: impl Future<Output = Result<()>>) -> Result<()> {
 /// the admin listener, reloads and the resolvers' refreshes. docs/performance.md says why.
 fn serve(args: &RunArgs) -> Result<()> {
     let threads = threads()?;
+    splice()?;
     splitway::block_on_serving(run(args, threads)).context("cannot start the async runtime")?
 }
 
 /// `splitway lambda-extension` (and `run` inside Lambda): one serving thread, as `run` has by
 /// default, beside the function's own code in the same sandbox.
 fn serve_lambda(args: &RunArgs) -> Result<()> {
+    splice()?;
     splitway::block_on_serving(lambda(args)).context("cannot start the async runtime")?
 }
 
@@ -198,6 +200,25 @@ fn threads_from(value: Option<&str>, cpus: impl FnOnce() -> usize) -> Result<usi
                 "SPLITWAY_THREADS=`{v}`: give a whole number of threads from 1 to {MAX_THREADS}, `auto` (one a CPU), or unset it (one)"
             ),
         },
+    }
+}
+
+/// `SPLITWAY_SPLICE`: `on` lets bulk transfers splice; `off` or unset copies them.
+fn splice() -> Result<()> {
+    let value = std::env::var("SPLITWAY_SPLICE").ok();
+    if splice_from(value.as_deref())? {
+        splitway::enable_splice();
+    }
+    Ok(())
+}
+
+fn splice_from(value: Option<&str>) -> Result<bool> {
+    match value.map(str::trim) {
+        None | Some("off") => Ok(false),
+        Some("on") => Ok(true),
+        Some(v) => {
+            anyhow::bail!("SPLITWAY_SPLICE=`{v}`: give `on` (bulk transfers splice) or `off`, or unset it (off)")
+        }
     }
 }
 
@@ -377,6 +398,20 @@ mod tests {
             let e = threads_from(Some(bad), cpus).unwrap_err().to_string();
             assert!(
                 e.starts_with(&format!("SPLITWAY_THREADS=`{bad}`: give a whole number")),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn splice_is_off_unless_asked_for() {
+        assert!(!splice_from(None).unwrap(), "unset: off");
+        assert!(!splice_from(Some("off")).unwrap());
+        assert!(splice_from(Some(" on ")).unwrap());
+        for bad in ["", "1", "yes", "ON"] {
+            let e = splice_from(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("SPLITWAY_SPLICE=`{bad}`: give `on`")),
                 "{bad}: {e}"
             );
         }

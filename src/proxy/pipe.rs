@@ -273,7 +273,7 @@ impl Way {
                     ready!(to.poll_write_ready(cx))?;
                     match ready!(step(cx, from, to))? {
                         #[cfg(target_os = "linux")]
-                        Step::Moved(n) if n == SCRATCH_SIZE => {
+                        Step::Moved(n) if n == SCRATCH_SIZE && splice::enabled() => {
                             moved(n);
                             self.state = WayState::Splice(Box::new(splice::Splicing::start()));
                         }
@@ -404,6 +404,6 @@ where
 }
 
 #[cfg(target_os = "linux")]
-mod splice;
+pub(crate) mod splice;
 #[cfg(test)]
 mod tests;

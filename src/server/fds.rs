@@ -60,7 +60,7 @@ fn open() -> Option<File> {
 /// Descriptors a tunnel needs: its client and its upstream socket.
 const PER_TUNNEL: u64 = 2;
 /// Descriptors the process holds besides its tunnels: the forwarding pool (at most 128), the
-/// splice pipes (`proxy::pipe::splice`, at most 128), listeners, resolver sockets, the log,
+/// splice pipes (`proxy::pipe::splice`, at most 128, when enabled), listeners, resolver sockets, the log,
 /// the spares, and room for forwarded requests (docs/operations.md sizes it the same).
 const RESERVED: u64 = 400;
 

@@ -38,6 +38,7 @@ mod scenarios;
 mod security;
 mod sni_pinning;
 mod source_rules;
+mod splice;
 mod support;
 mod tier;
 mod tier_deploy;

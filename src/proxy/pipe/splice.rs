@@ -1,5 +1,7 @@
 //! Zero-copy bursts with `splice(2)` (Linux): socket → pipe → socket, the bytes never
-//! crossing into user space.
+//! crossing into user space. Off unless [`enable`]d (`SPLITWAY_SPLICE=on`): on loopback it moves
+//! CPU from the proxy to the processes at either end rather than saving it, and slows a
+//! transfer whose sender writes one TLS record per call (docs/performance.md).
 //!
 //! A direction turns to splice only while it is moving bulk data (a copy read filled the
 //! whole scratch buffer) and turns back to copying as soon as a read comes up short, so small
@@ -17,7 +19,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
@@ -36,6 +38,19 @@ const BULK_READ: usize = 16 * 1024;
 
 /// The process-wide pool every tunnel borrows from.
 static POOL: Pool = Pool::new(MAX_PIPES);
+
+/// Whether bulk directions splice: set once at start ([`enable`]), read at each switch.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Lets bulk directions splice from now on (the binary calls it for `SPLITWAY_SPLICE=on`).
+pub(crate) fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether a direction that filled the scratch buffer turns to splicing.
+pub(super) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Empty pipes waiting to be lent, and how many exist (pooled or lent), at most `max`.
 struct Pool {

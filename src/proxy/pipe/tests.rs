@@ -237,6 +237,19 @@ async fn a_reset_ends_the_pipe_with_an_error() {
 
 #[tokio::test]
 async fn bulk_both_ways_at_once_crosses_intact() {
+    bulk_both_ways().await;
+}
+
+/// The same with splicing on (`SPLITWAY_SPLICE=on`). The switch is process-wide: once this
+/// test has set it, other tests of this binary may splice too, which each path must survive.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn bulk_both_ways_at_once_crosses_intact_when_spliced() {
+    super::splice::enable();
+    bulk_both_ways().await;
+}
+
+async fn bulk_both_ways() {
     let (mut app, client_side) = pair().await;
     let (upstream_side, mut origin) = pair().await;
     let (activity, pipe) = spawn_pipe(client_side, upstream_side, Duration::from_secs(60));
