@@ -163,7 +163,7 @@ fn serve(args: &RunArgs) -> Result<()> {
     splitway::block_on_serving(run(args, threads)).context("cannot start the async runtime")?
 }
 
-/// `splitway lambda-extension` (and `run` inside Lambda): one serving thread, as `run` has by
+/// `splitway lambda-extension` (and no command inside Lambda): one serving thread, as `run` has by
 /// default, beside the function's own code in the same sandbox.
 fn serve_lambda(args: &RunArgs) -> Result<()> {
     splice()?;

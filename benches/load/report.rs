@@ -108,6 +108,9 @@ pub(crate) fn metrics(workload: &str) -> Vec<Metric> {
             ("proxy CPU/GiB", "s", |s| {
                 Some(s.cpu?.as_secs_f64() / (s.bytes as f64 / f64::from(1u32 << 30))).filter(|_| s.bytes > 0)
             }),
+            ("machine CPU/GiB", "s", |s| {
+                Some(s.machine_cpu?.as_secs_f64() / (s.bytes as f64 / f64::from(1u32 << 30))).filter(|_| s.bytes > 0)
+            }),
         ],
         w if w.starts_with("distinct") => vec![
             ("RSS/10k names", "KiB", |s| s.kib_per_10k_names),
@@ -333,7 +336,7 @@ pub(crate) fn json(rows: &[Row], runs: &Runs, header: Value, notes: &[String]) -
                 json!({
                     "workload": w, "contender": c, "requests": s.requests, "bytes": s.bytes,
                     "secs": s.secs, "errors": s.errors, "first_error": s.first_error,
-                    "proxy_cpu_secs": s.cpu.map(|d| d.as_secs_f64()), "kib_per_tunnel": s.kib_per_tunnel, "kib_per_10k_names": s.kib_per_10k_names,
+                    "proxy_cpu_secs": s.cpu.map(|d| d.as_secs_f64()), "machine_cpu_secs": s.machine_cpu.map(|d| d.as_secs_f64()), "kib_per_tunnel": s.kib_per_tunnel, "kib_per_10k_names": s.kib_per_10k_names,
                 })
             })
         })

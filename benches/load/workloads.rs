@@ -44,6 +44,9 @@ pub(crate) struct Sample {
     pub(crate) latencies_us: Vec<u32>,
     /// Proxy CPU time over the measured phase.
     pub(crate) cpu: Option<Duration>,
+    /// The whole machine's busy time over the measured phase (bulk): the load generator, the
+    /// origin and the proxy, which share the CPUs as an application and its sidecar do.
+    pub(crate) machine_cpu: Option<Duration>,
     /// RSS growth per tunnel (idle).
     pub(crate) kib_per_tunnel: Option<f64>,
     /// RSS growth per 10,000 distinct names (distinct).
@@ -199,7 +202,7 @@ pub(crate) async fn bulk(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Durat
         }
     };
     let req = format!("GET /bytes/{} HTTP/1.1\r\nhost: {target}\r\n\r\n", env.bulk_bytes);
-    let cpu0 = cpu();
+    let (cpu0, machine0) = (cpu(), machine_busy());
     let started = Instant::now();
     match tokio::time::timeout(
         Duration::from_secs(30),
@@ -216,7 +219,22 @@ pub(crate) async fn bulk(env: Arc<Env>, via: Via, cpu: impl Fn() -> Option<Durat
     }
     sample.secs = started.elapsed().as_secs_f64();
     sample.cpu = cpu().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
+    sample.machine_cpu = machine_busy().zip(machine0).map(|(b, a)| b.saturating_sub(a));
     sample
+}
+
+/// The machine's busy CPU time since boot: user, nice, system, irq and softirq of the `cpu`
+/// line of `/proc/stat`, in its ticks of 10 ms (`USER_HZ`, 100 on Linux).
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq …
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(Duration::from_millis(busy * 10))
 }
 
 /// `forward`: 16 keep-alive connections sending absolute-form `GET http://…/` (origin-form
