@@ -181,7 +181,7 @@ impl Connector {
         if allowed.is_empty() {
             let addrs = denied.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
             let (route, host_name) = (route.name.to_string(), host.to_string());
-            if !denied.iter().all(|ip| super::deny::unspecified(*ip)) {
+            if denied.is_empty() || !denied.iter().all(|ip| super::deny::unspecified(*ip)) {
                 return Err(ProxyError::DestinationProhibited {
                     route,
                     host: host_name,
