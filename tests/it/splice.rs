@@ -4,7 +4,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::bin::Running;
+use crate::support::bin::{Running, open_fds};
 use crate::support::config::loopback_toml;
 use crate::support::origin::sink_origin;
 use crate::support::raw::exchange;
@@ -17,17 +17,9 @@ const UPLOAD: usize = 8 << 20;
 /// The pipes the process holds beyond its standard streams (which the test harness pipes).
 fn pipes(proxy: &Running) -> usize {
     let pid = proxy.child.id().expect("splitway is running");
-    let dir = format!("/proc/{pid}/fd");
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-                .is_some_and(|fd| fd > 2)
-        })
-        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:")))
+    open_fds(pid)
+        .into_iter()
+        .filter(|(fd, target)| *fd > 2 && target.starts_with("pipe:"))
         .count()
 }
 

@@ -173,13 +173,23 @@ impl Running {
     }
 }
 
-/// The open descriptors of process `pid` numbered below `below` (`u64::MAX`: all of them); a
-/// bound leaves out one the test harness passed down above a child's limit (a jobserver pipe).
-pub(crate) fn descriptors(pid: u32, below: u64) -> usize {
+/// The open descriptors of process `pid`: each number with what it points at (`socket:[…]`,
+/// `pipe:[…]`, a path), from `/proc/PID/fd`. One that closes while it is read is left out.
+pub(crate) fn open_fds(pid: u32) -> Vec<(u64, String)> {
     let dir = format!("/proc/{pid}/fd");
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|fd| *fd < below)
-        .count()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd = e.file_name().to_str()?.parse::<u64>().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// The open descriptors of process `pid` numbered below `below` (`u64::MAX`: all of them); a
+/// bound leaves out one the test harness passed down above a child's limit (a jobserver pipe).
+pub(crate) fn descriptors(pid: u32, below: u64) -> usize {
+    open_fds(pid).into_iter().filter(|(fd, _)| *fd < below).count()
 }
